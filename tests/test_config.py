@@ -1,0 +1,460 @@
+"""The configuration file: defaults, the reference file, and every error message."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.config import (
+    AdminConfig,
+    CameraServerConfig,
+    ConfigError,
+    GatewayConfig,
+    GatewaySection,
+    LaneConfig,
+    PolicyConfig,
+    load_config,
+    main,
+    parse_config,
+)
+
+REFERENCE = Path(__file__).resolve().parent.parent / "etc" / "gateway.toml"
+
+
+def error_of(data: dict[str, Any]) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    return caught.value
+
+
+def lane(**keys: Any) -> dict[str, Any]:
+    return {"name": "Entrance", "camera": "d85b1269-8f942256", **keys}
+
+
+# ---------------------------------------------------------------- defaults
+
+
+def test_builtin_defaults_are_the_demo_site(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None)
+    assert config.camera_server == CameraServerConfig(
+        listen=("tcp:8080",),
+        comet_hold_seconds=20.0,
+        max_body_bytes=8_388_608,
+        offline_missed_intervals=3,
+        idle_timeout_seconds=75,
+    )
+    assert config.admin == AdminConfig(listen=("tcp:8081:interface=127.0.0.1",))
+    assert config.policy == PolicyConfig(unknown_plate="deny")
+    assert config.lanes == ()
+    assert config.gateway.state_dir == str(tmp_path / "anpr-gateway-state")
+    assert os.path.isabs(config.gateway.state_dir)
+    assert config.source == "<built-in defaults>"
+
+
+def test_an_empty_file_gives_the_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.toml").write_text("")
+    from_file = load_config(tmp_path / "empty.toml")
+    assert attrs.evolve(from_file, source="x") == attrs.evolve(load_config(None), source="x")
+    assert from_file.source == str(tmp_path / "empty.toml")
+
+
+def test_gateway_id_defaults_to_the_host_name() -> None:
+    hostname = socket.gethostname()
+    expected = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "-" for c in hostname)
+    assert parse_config({}).gateway.id == (expected[:64] or "anpr-gateway")
+
+
+def test_gateway_id_default_is_made_valid_from_an_odd_host_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "booth pc#1" + "x" * 80)
+    gateway_id = parse_config({}).gateway.id
+    assert gateway_id.startswith("booth-pc-1")
+    assert len(gateway_id) == 64
+    # and the default is itself a valid explicit id
+    assert parse_config({"gateway": {"id": gateway_id}}).gateway.id == gateway_id
+
+
+def test_timezone_defaults_to_the_zone_in_tz(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    assert parse_config({}).gateway.timezone == "America/New_York"
+
+
+def test_timezone_default_ignores_a_tz_that_is_not_a_zone_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "Not/A_Zone")
+    zone = parse_config({}).gateway.timezone
+    assert zone != "Not/A_Zone"
+    # whatever was found, it is valid as an explicit setting
+    assert parse_config({"gateway": {"timezone": zone}}).gateway.timezone == zone
+
+
+def test_relative_state_dir_is_resolved_against_the_current_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = parse_config({"gateway": {"state_dir": "state/here"}})
+    assert config.gateway.state_dir == str(tmp_path / "state" / "here")
+
+
+def test_values_are_frozen() -> None:
+    config = parse_config({"lane": [lane()]})
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        config.camera_server.comet_hold_seconds = 5  # type: ignore[misc]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        config.lanes[0].barrier_channel = 2  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------- reference file
+
+
+def test_reference_file_loads_with_the_example_lanes() -> None:
+    config = load_config(REFERENCE)
+    assert config.gateway.state_dir == "/var/lib/anpr-gateway"
+    assert config.lanes == (
+        LaneConfig(
+            name="Entrance",
+            camera="d85b1269-8f942256",
+            direction="in",
+            barrier_channel=0,
+            heartbeat="auto",
+            unknown_plate=None,
+        ),
+        LaneConfig(
+            name="Exit",
+            camera="QFX2182310150262",
+            direction="out",
+            barrier_channel=0,
+            heartbeat="auto",
+            unknown_plate="allow",
+        ),
+    )
+    entrance, exit_lane = config.lanes
+    assert config.unknown_plate_for(entrance) == "deny"
+    assert config.unknown_plate_for(exit_lane) == "allow"
+    assert config.unknown_plate_for(None) == "deny"
+
+
+def test_reference_file_documents_every_key() -> None:
+    reference = REFERENCE.read_text()
+    for section, cls in [
+        ("[gateway]", GatewaySection),
+        ("[camera_server]", CameraServerConfig),
+        ("[admin]", AdminConfig),
+        ("[policy]", PolicyConfig),
+        ("[[lane]]", LaneConfig),
+    ]:
+        assert section in reference
+        for field in attrs.fields(cls):
+            assert field.name in reference, (section, field.name)
+    assert "ssl:443:privateKey=/etc/anpr-gateway/site.key:certKey=/etc/anpr-gateway/site.crt" in reference
+
+
+def test_lane_lookup_by_camera_is_case_insensitive() -> None:
+    config = load_config(REFERENCE)
+    assert config.lane_for_camera("D85B1269-8F942256") is config.lanes[0]
+    assert config.lane_for_camera("qfx2182310150262") is config.lanes[1]
+    assert config.lane_for_camera("QFX2182310150263") is None
+    assert config.lane_named("exit") is config.lanes[1]
+    assert config.lane_named("Entrance") is config.lanes[0]
+    assert config.lane_named("Side gate") is None
+
+
+def test_lane_defaults() -> None:
+    (only,) = parse_config({"lane": [lane()]}).lanes
+    assert (only.direction, only.barrier_channel, only.heartbeat, only.unknown_plate) == (
+        "in",
+        0,
+        "auto",
+        None,
+    )
+
+
+def test_admin_may_be_disabled() -> None:
+    assert parse_config({"admin": {"listen": []}}).admin.listen == ()
+
+
+def test_comet_hold_accepts_integers_and_fractions() -> None:
+    assert parse_config({"camera_server": {"comet_hold_seconds": 25}}).camera_server.comet_hold_seconds == 25.0
+    assert parse_config({"camera_server": {"comet_hold_seconds": 1.5}}).camera_server.comet_hold_seconds == 1.5
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_error_message_format() -> None:
+    error = error_of({"camera_server": {"comet_hold_seconds": 40}})
+    assert error.path == "camera_server.comet_hold_seconds"
+    assert error.reason == "must be between 1 and 28, got 40"
+    assert str(error) == "camera_server.comet_hold_seconds: must be between 1 and 28, got 40"
+    assert error.source == "<config>"
+
+
+@pytest.mark.parametrize(
+    ("data", "path", "reason"),
+    [
+        # ranges
+        ({"camera_server": {"comet_hold_seconds": 0.5}}, "camera_server.comet_hold_seconds", "must be between 1 and 28, got 0.5"),
+        ({"camera_server": {"comet_hold_seconds": float("nan")}}, "camera_server.comet_hold_seconds", "must be between 1 and 28, got nan"),
+        ({"camera_server": {"max_body_bytes": 1024}}, "camera_server.max_body_bytes", "must be between 65536 and 67108864, got 1024"),
+        ({"camera_server": {"offline_missed_intervals": 0}}, "camera_server.offline_missed_intervals", "must be between 1 and 100, got 0"),
+        ({"camera_server": {"idle_timeout_seconds": 3601}}, "camera_server.idle_timeout_seconds", "must be between 5 and 3600, got 3601"),
+        ({"lane": [lane(barrier_channel=4)]}, "lane[1].barrier_channel", "must be between 0 and 3, got 4"),
+        # types
+        ({"camera_server": {"idle_timeout_seconds": "20"}}, "camera_server.idle_timeout_seconds", 'must be an integer, got "20"'),
+        ({"camera_server": {"idle_timeout_seconds": 20.0}}, "camera_server.idle_timeout_seconds", "must be an integer, got 20.0"),
+        ({"lane": [lane(barrier_channel=True)]}, "lane[1].barrier_channel", "must be an integer, got true"),
+        ({"camera_server": {"comet_hold_seconds": "20"}}, "camera_server.comet_hold_seconds", 'must be a number, got "20"'),
+        ({"camera_server": {"comet_hold_seconds": False}}, "camera_server.comet_hold_seconds", "must be a number, got false"),
+        ({"gateway": {"state_dir": 5}}, "gateway.state_dir", "must be a string, got 5"),
+        ({"camera_server": {"listen": "tcp:8080"}}, "camera_server.listen", 'must be an array of strings, got "tcp:8080"'),
+        ({"camera_server": {"listen": ["tcp:8080", 8443]}}, "camera_server.listen[2]", "must be a string, got 8443"),
+        ({"camera_server": 8080}, "camera_server", "must be a table, got 8080"),
+        ({"lane": [lane(), "Exit"]}, "lane[2]", 'must be a table, got "Exit"'),
+        ({"lane": {"name": "Entrance"}}, "lane", "must be an array of tables (write [[lane]], not [lane]), got a table"),
+        # enums
+        ({"policy": {"unknown_plate": "Deny"}}, "policy.unknown_plate", 'must be one of "deny", "allow", got "Deny"'),
+        ({"lane": [lane(direction="both")]}, "lane[1].direction", 'must be one of "in", "out", got "both"'),
+        ({"lane": [lane(heartbeat="long")]}, "lane[1].heartbeat", 'must be one of "auto", "comet", "common", "off", got "long"'),
+        ({"lane": [lane(unknown_plate=1)]}, "lane[1].unknown_plate", 'must be a string, one of "deny", "allow", got 1'),
+        # strings
+        ({"gateway": {"id": "north car park"}}, "gateway.id", 'must be 1-64 characters of A-Z, a-z, 0-9, ".", "_", "-", got "north car park"'),
+        ({"gateway": {"id": "x" * 65}}, "gateway.id", f'must be 1-64 characters of A-Z, a-z, 0-9, ".", "_", "-", got "{"x" * 65}"'),
+        ({"gateway": {"timezone": "Europe/Nowhere"}}, "gateway.timezone", 'must be an IANA time zone name such as "Europe/Paris", got "Europe/Nowhere"'),
+        ({"gateway": {"timezone": "../../etc/passwd"}}, "gateway.timezone", 'must be an IANA time zone name such as "Europe/Paris", got "../../etc/passwd"'),
+        ({"gateway": {"state_dir": ""}}, "gateway.state_dir", "must not be empty"),
+        ({"lane": [lane(name="  ")]}, "lane[1].name", "must not be empty"),
+        ({"lane": [lane(camera="d85b1269 8f942256")]}, "lane[1].camera", 'must not contain spaces, got "d85b1269 8f942256"'),
+        ({"lane": [lane(name="Entrance\n")]}, "lane[1].name", 'must not contain control characters, got "Entrance\\n"'),
+        # listeners
+        ({"camera_server": {"listen": []}}, "camera_server.listen", "must list at least 1 endpoint, got an empty array"),
+        ({"camera_server": {"listen": ["tcp:8080", ""]}}, "camera_server.listen[2]", "must not be empty"),
+        ({"camera_server": {"listen": ["tcp:8080", "tcp:8080"]}}, "camera_server.listen[2]", '"tcp:8080" is already listed at camera_server.listen[1]'),
+        ({"admin": {"listen": ["tcp:8080"]}}, "admin.listen[1]", '"tcp:8080" is also a camera_server listener'),
+        # required
+        ({"lane": [{"camera": "d85b1269-8f942256"}]}, "lane[1].name", "missing required key"),
+        ({"lane": [lane(), {"name": "Exit"}]}, "lane[2].camera", "missing required key"),
+        # duplicates across lanes, case-insensitive
+        ({"lane": [lane(), lane(name="Exit", camera="D85B1269-8F942256")]}, "lane[2].camera", 'camera "D85B1269-8F942256" is already in lane "Entrance"'),
+        ({"lane": [lane(), lane(name="entrance", camera="QFX2182310150262")]}, "lane[2].name", 'lane name "entrance" is already used by another lane'),
+    ],
+)
+def test_invalid_values_name_the_key_and_the_reason(data: dict[str, Any], path: str, reason: str) -> None:
+    error = error_of(data)
+    assert (error.path, error.reason) == (path, reason)
+
+
+@pytest.mark.parametrize(
+    ("data", "path", "known"),
+    [
+        ({"lanes": []}, "lanes", "admin, camera_server, gateway, lane, policy"),
+        ({"camera_server": {"comet_hold": 20}}, "camera_server.comet_hold", "comet_hold_seconds, idle_timeout_seconds, listen, max_body_bytes, offline_missed_intervals"),
+        ({"lane": [lane(), lane(name="Exit", camera="Q", barrier=1)]}, "lane[2].barrier", "barrier_channel, camera, direction, heartbeat, name, unknown_plate"),
+    ],
+)
+def test_unknown_keys_are_errors_listing_the_known_ones(data: dict[str, Any], path: str, known: str) -> None:
+    error = error_of(data)
+    assert error.path == path
+    assert error.reason.startswith("unknown key (known: ")
+    listed = error.reason.removeprefix("unknown key (known: ").removesuffix(")")
+    assert sorted(listed.split(", ")) == known.split(", ")
+
+
+def test_an_unknown_key_is_reported_before_a_missing_one() -> None:
+    # "nmae" explains why "name" is missing.
+    error = error_of({"lane": [{"nmae": "Entrance", "camera": "X"}]})
+    assert error.path == "lane[1].nmae"
+
+
+def test_toml_syntax_error_names_file_line_and_column(tmp_path: Path) -> None:
+    config_file = tmp_path / "site.toml"
+    config_file.write_text('[camera_server]\nlisten = ["tcp:8080"]\ncomet_hold_seconds = = 20\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_file)
+    assert caught.value.path == str(config_file)
+    assert caught.value.reason.startswith("invalid TOML at line 3, column 22: ")
+    assert str(caught.value).startswith(f"{config_file}: invalid TOML at line 3, column 22: ")
+
+
+def test_toml_error_at_end_of_document_still_names_a_line(tmp_path: Path) -> None:
+    config_file = tmp_path / "site.toml"
+    config_file.write_text('[policy]\nunknown_plate = "deny')
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_file)
+    assert caught.value.path == str(config_file)
+    assert caught.value.reason.startswith("invalid TOML at line 2, column ")
+
+
+def test_validation_error_from_a_file_records_the_file(tmp_path: Path) -> None:
+    config_file = tmp_path / "site.toml"
+    config_file.write_text("[[lane]]\nname = \"Entrance\"\ncamera = \"A\"\nbarrier_channel = 7\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_file)
+    assert str(caught.value) == "lane[1].barrier_channel: must be between 0 and 3, got 7"
+    assert caught.value.source == str(config_file)
+    assert caught.value.full_message() == f"{config_file}: lane[1].barrier_channel: must be between 0 and 3, got 7"
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as caught:
+        load_config(missing)
+    assert caught.value.path == str(missing)
+    assert caught.value.reason == "cannot read: No such file or directory"
+
+
+def test_directory_instead_of_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path)
+    assert caught.value.path == str(tmp_path)
+    assert caught.value.reason.startswith("cannot read: ")
+
+
+def test_non_utf8_file_is_named(tmp_path: Path) -> None:
+    config_file = tmp_path / "site.toml"
+    config_file.write_bytes(b'[lane]\nname = "Entr\xe9e"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_file)
+    assert caught.value.path == str(config_file)
+    assert caught.value.reason == "not UTF-8 text (byte 19)"
+
+
+# ---------------------------------------------------------------- properties
+
+INTEGER_KEYS = [
+    ("camera_server", "max_body_bytes", 65_536, 67_108_864),
+    ("camera_server", "offline_missed_intervals", 1, 100),
+    ("camera_server", "idle_timeout_seconds", 5, 3600),
+    ("lane", "barrier_channel", 0, 3),
+]
+
+
+def _with(section: str, key: str, value: Any) -> tuple[dict[str, Any], str]:
+    if section == "lane":
+        return {"lane": [lane(**{key: value})]}, f"lane[1].{key}"
+    return {section: {key: value}}, f"{section}.{key}"
+
+
+@pytest.mark.parametrize(("section", "key", "low", "high"), INTEGER_KEYS)
+@given(data=st.data())
+def test_integers_outside_the_range_are_rejected_with_the_range(
+    section: str, key: str, low: int, high: int, data: st.DataObject
+) -> None:
+    value = data.draw(st.one_of(st.integers(max_value=low - 1), st.integers(min_value=high + 1)))
+    document, path = _with(section, key, value)
+    error = error_of(document)
+    assert (error.path, error.reason) == (path, f"must be between {low} and {high}, got {value}")
+
+
+@pytest.mark.parametrize(("section", "key", "low", "high"), INTEGER_KEYS)
+@given(data=st.data())
+def test_integers_inside_the_range_are_kept(
+    section: str, key: str, low: int, high: int, data: st.DataObject
+) -> None:
+    value = data.draw(st.integers(min_value=low, max_value=high))
+    document, _ = _with(section, key, value)
+    config = parse_config(document)
+    stored = config.lanes[0].barrier_channel if section == "lane" else getattr(config.camera_server, key)
+    assert stored == value and type(stored) is int
+
+
+@pytest.mark.parametrize(("section", "key", "low", "high"), INTEGER_KEYS)
+@given(value=st.one_of(st.booleans(), st.floats(), st.text(), st.lists(st.integers(), max_size=2)))
+def test_non_integers_are_rejected_as_such(
+    section: str, key: str, low: int, high: int, value: Any
+) -> None:
+    document, path = _with(section, key, value)
+    error = error_of(document)
+    assert error.path == path
+    assert error.reason.startswith("must be an integer, got ")
+
+
+@given(value=st.floats(allow_nan=True, allow_infinity=True) | st.integers())
+def test_comet_hold_accepts_exactly_1_to_28(value: float) -> None:
+    document = {"camera_server": {"comet_hold_seconds": value}}
+    if 1 <= value <= 28:
+        assert parse_config(document).camera_server.comet_hold_seconds == float(value)
+    else:
+        error = error_of(document)
+        assert error.path == "camera_server.comet_hold_seconds"
+        assert error.reason.startswith("must be between 1 and 28, got ")
+
+
+@given(
+    name=st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=20).filter(
+        lambda name: name not in {"listen", "comet_hold_seconds", "max_body_bytes", "offline_missed_intervals", "idle_timeout_seconds"}
+    )
+)
+def test_any_unknown_camera_server_key_is_rejected(name: str) -> None:
+    error = error_of({"camera_server": {name: 1}})
+    assert error.path == f"camera_server.{name}"
+    assert error.reason.startswith("unknown key (known: ")
+
+
+@given(
+    serial=st.text(alphabet="abcdefABCDEF0123456789-", min_size=1, max_size=20),
+    data=st.data(),
+)
+def test_lane_for_camera_ignores_case(serial: str, data: st.DataObject) -> None:
+    config = parse_config({"lane": [lane(camera=serial)]})
+    asked = "".join(data.draw(st.sampled_from([c.lower(), c.upper()])) for c in serial)
+    found = config.lane_for_camera(asked)
+    assert found is not None and found.camera == serial
+
+
+# ---------------------------------------------------------------- the checker
+
+
+def test_check_config_accepts_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(REFERENCE)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"ok: {REFERENCE}: 2 lanes (Entrance, Exit); cameras on tcp:8080; ")
+    assert "admin on tcp:8081:interface=127.0.0.1" in out
+    assert err == ""
+
+
+def test_check_config_without_a_path_checks_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0
+    out, _ = capsys.readouterr()
+    assert out.startswith("ok: <built-in defaults>: no lanes; cameras on tcp:8080; ")
+
+
+def test_check_config_reports_the_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config_file = tmp_path / "site.toml"
+    config_file.write_text("[camera_server]\ncomet_hold_seconds = 40\n")
+    assert main([str(config_file)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"error: {config_file}: camera_server.comet_hold_seconds: must be between 1 and 28, got 40\n"
+
+
+def test_check_config_reports_a_syntax_error_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config_file = tmp_path / "site.toml"
+    config_file.write_text("[camera_server\n")
+    assert main([str(config_file)]) == 2
+    _, err = capsys.readouterr()
+    assert err.startswith(f"error: {config_file}: invalid TOML at line 1, column ")
+    assert err.count(str(config_file)) == 1
+
+
+def test_check_config_reports_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path / "nope.toml")]) == 2
+    _, err = capsys.readouterr()
+    assert err == f"error: {tmp_path / 'nope.toml'}: cannot read: No such file or directory\n"
+
+
+def test_gateway_config_is_built_only_from_valid_parts() -> None:
+    config = parse_config({"lane": [lane()]}, source="site.toml")
+    assert isinstance(config, GatewayConfig)
+    assert config.source == "site.toml"
+    assert config.lane_for_camera("d85b1269-8f942256") == config.lanes[0]
