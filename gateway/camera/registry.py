@@ -1,0 +1,410 @@
+"""Every camera the gateway has heard from: liveness, command queues and
+held comet polls (PROTOCOL.md section 3)."""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from typing import Callable, Iterator
+
+import attrs
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from gateway.camera.commands import CameraCommand, CommandState, Reply
+from gateway.protocol.messages import Dialect
+
+log = Logger()
+
+# A comet camera posts its next poll as soon as it has read a reply; a camera on
+# common heartbeat comes back after 5 to 30 seconds. A gap shorter than this
+# after our answer means comet polling.
+COMET_GAP_SECONDS = 1.0
+# Without a measured interval, cameras heartbeat about every 30 seconds.
+NOMINAL_HEARTBEAT_SECONDS = 30.0
+
+
+class HeartbeatMode(str, enum.Enum):
+    UNKNOWN = "unknown"  # no registration or heartbeat seen yet
+    OFF = "off"  # fixed by configuration: the camera only pushes events
+    COMMON = "common"  # periodic heartbeat; never hold it
+    COMET = "comet"  # long poll; hold it until a command or the deadline
+
+
+class PollOutcome(str, enum.Enum):
+    """Why a held comet poll was answered."""
+
+    IMMEDIATE = "immediate"  # not held at all
+    COMMAND = "command"  # a command was queued for the camera
+    DEADLINE = "deadline"  # the hold time passed
+    SUPERSEDED = "superseded"  # the camera sent a newer poll
+
+
+StateObserver = Callable[["Camera", bool], None]
+CommandObserver = Callable[["Camera", CameraCommand], None]
+
+
+@attrs.define(eq=False)
+class Camera:
+    """What the gateway knows of one camera; mutable live state."""
+
+    serialno: str
+    dialect: Dialect | None = None
+    address: str | None = None  # source address of its last request
+    ipaddr: str | None = None  # what it says its address is
+    device_name: str | None = None
+    web_port: int | None = None
+    lane: str | None = None
+    heartbeat: HeartbeatMode = HeartbeatMode.UNKNOWN
+    fixed_heartbeat: bool = False  # the configuration says which mode it uses
+    online: bool = True
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    last_heartbeat: float | None = None
+    heartbeat_interval: float | None = None  # measured between common heartbeats
+    # How long this camera's polls may be held; lowered when the camera shows
+    # it gives up sooner, zero when it cannot be held at all.
+    hold_limit: float | None = None
+    # The camera's web login from its registration: memory only, never logged.
+    web_user: str | None = attrs.field(default=None, repr=False)
+    web_password: str | None = attrs.field(default=None, repr=False)
+    commands: deque[CameraCommand] = attrs.field(factory=deque, repr=False)
+    _last_answer: float | None = attrs.field(default=None, repr=False)
+    _held: Deferred[PollOutcome] | None = attrs.field(default=None, repr=False)
+    _held_since: float = attrs.field(default=0.0, repr=False)
+    _silence_timer: IDelayedCall | None = attrs.field(default=None, repr=False)
+
+    @property
+    def holding(self) -> bool:
+        return self._held is not None
+
+    def describe(self) -> dict[str, object]:
+        """A JSON-ready view for the admin API (no credentials)."""
+        return {
+            "serialno": self.serialno,
+            "lane": self.lane,
+            "dialect": self.dialect.value if self.dialect else None,
+            "address": self.address,
+            "ipaddr": self.ipaddr,
+            "device_name": self.device_name,
+            "web_port": self.web_port,
+            "heartbeat": self.heartbeat.value,
+            "online": self.online,
+            "last_seen": self.last_seen,
+            "poll_held": self.holding,
+            "queued_commands": len(self.commands),
+        }
+
+
+class CameraRegistry:
+    """The cameras of the site, keyed by serial number (case-insensitive).
+
+    ``comet_hold`` is the longest a comet poll is held; ``missed_intervals``
+    heartbeat intervals of silence mark a camera offline. Cameras whose
+    heartbeat mode is fixed by configuration are registered with
+    :meth:`configure`.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        comet_hold: float = 20.0,
+        missed_intervals: int = 3,
+    ) -> None:
+        self._clock = clock
+        self.comet_hold = comet_hold
+        self.missed_intervals = missed_intervals
+        self._cameras: dict[str, Camera] = {}
+        self._state_observers: list[StateObserver] = []
+        self._expiry_observers: list[CommandObserver] = []
+
+    # -- lookup -----------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Camera]:
+        return iter(sorted(self._cameras.values(), key=lambda c: c.serialno))
+
+    def __len__(self) -> int:
+        return len(self._cameras)
+
+    def get(self, serialno: str) -> Camera | None:
+        return self._cameras.get(serialno.casefold())
+
+    def by_address(self, address: str) -> Camera | None:
+        """The camera that last spoke from (or says it has) this address."""
+        for camera in self._cameras.values():
+            if camera.address == address:
+                return camera
+        for camera in self._cameras.values():
+            if camera.ipaddr == address:
+                return camera
+        return None
+
+    def held_polls(self) -> int:
+        return sum(1 for c in self._cameras.values() if c.holding)
+
+    # -- observers --------------------------------------------------------
+
+    def on_state_change(self, observer: StateObserver) -> None:
+        """Call ``observer(camera, online)`` when a camera goes on or off line."""
+        self._state_observers.append(observer)
+
+    def on_command_expired(self, observer: CommandObserver) -> None:
+        self._expiry_observers.append(observer)
+
+    # -- contact ----------------------------------------------------------
+
+    def configure(self, serialno: str, *, lane: str, heartbeat: str) -> Camera:
+        """Declare a camera of the configuration: its lane and, unless
+        ``heartbeat`` is ``"auto"``, its heartbeat mode."""
+        camera = self._ensure(serialno)
+        camera.lane = lane
+        if heartbeat != "auto":
+            camera.heartbeat = HeartbeatMode(heartbeat)
+            camera.fixed_heartbeat = True
+        # Not heard from yet: not online until it speaks.
+        camera.online = False
+        return camera
+
+    def seen(
+        self,
+        serialno: str,
+        *,
+        address: str | None,
+        dialect: Dialect | None = None,
+        device_name: str | None = None,
+        ipaddr: str | None = None,
+    ) -> Camera:
+        """Record any request from a camera: it is alive."""
+        camera = self._ensure(serialno)
+        now = self._clock.seconds()
+        camera.last_seen = now
+        if address:
+            camera.address = address
+        if dialect is not None:
+            camera.dialect = dialect
+        if device_name:
+            camera.device_name = device_name
+        if ipaddr:
+            camera.ipaddr = ipaddr
+        if not camera.online:
+            camera.online = True
+            log.info(
+                "Camera {serialno} online from {address}",
+                serialno=camera.serialno,
+                address=camera.address,
+            )
+            self._notify_state(camera)
+        self._arm_silence_timer(camera)
+        return camera
+
+    def heartbeat(
+        self,
+        camera: Camera,
+        *,
+        web_port: int | None = None,
+        web_user: str | None = None,
+        web_password: str | None = None,
+    ) -> None:
+        """Record a registration (Vzenith) or heartbeat (ParkingCam) and
+        learn the camera's heartbeat interval."""
+        now = self._clock.seconds()
+        if web_port is not None:
+            camera.web_port = web_port
+        if web_user is not None:
+            camera.web_user = web_user
+        if web_password is not None:
+            camera.web_password = web_password
+        if camera.last_heartbeat is not None and camera.heartbeat is not HeartbeatMode.COMET:
+            gap = now - camera.last_heartbeat
+            if gap > COMET_GAP_SECONDS:
+                camera.heartbeat_interval = gap
+        camera.last_heartbeat = now
+        if camera.dialect is Dialect.PARKINGCAM and not camera.fixed_heartbeat:
+            # ParkingCam heartbeats are periodic, never comet polls.
+            camera.heartbeat = HeartbeatMode.COMMON
+        self._arm_silence_timer(camera)
+
+    # -- comet polls ------------------------------------------------------
+
+    def hold_time(self, camera: Camera) -> float:
+        """How long to hold this registration of ``camera``; 0 answers at once.
+
+        Heartbeat and comet bodies are identical, so the mode is learnt from
+        timing (PROTOCOL.md section 3): the first registration is answered at
+        once, and a camera whose next one arrives within about a second of
+        that answer is comet-polling. A common heartbeat is never held: its
+        timeout is the short push timeout.
+        """
+        if not camera.fixed_heartbeat and camera._last_answer is not None:
+            gap = self._clock.seconds() - camera._last_answer
+            camera.heartbeat = (
+                HeartbeatMode.COMET if gap <= COMET_GAP_SECONDS else HeartbeatMode.COMMON
+            )
+        if camera.heartbeat is not HeartbeatMode.COMET or camera.commands:
+            return 0.0
+        limit = self.comet_hold if camera.hold_limit is None else camera.hold_limit
+        return min(self.comet_hold, limit)
+
+    async def hold_poll(self, camera: Camera) -> PollOutcome:
+        """Hold a comet poll until a command is queued for the camera, the
+        hold time passes, or the camera sends a newer poll.
+
+        Cancelling (the connection dropped) frees the slot at once and, if the
+        camera gave up before the deadline, shortens its future holds.
+        """
+        if camera._held is not None:
+            # The camera has given up on the older request: answer it idle.
+            previous, camera._held = camera._held, None
+            previous.callback(PollOutcome.SUPERSEDED)
+        hold = self.hold_time(camera)
+        if hold <= 0:
+            return PollOutcome.IMMEDIATE
+
+        timer: IDelayedCall | None = None
+
+        def cancel(d: Deferred[PollOutcome]) -> None:
+            if timer is not None and timer.active():
+                timer.cancel()
+
+        waiting: Deferred[PollOutcome] = Deferred(cancel)
+        timer = self._clock.callLater(hold, self._release, camera, waiting, PollOutcome.DEADLINE)
+        camera._held = waiting
+        camera._held_since = self._clock.seconds()
+        try:
+            return await waiting
+        except CancelledError:
+            self._poll_dropped(camera, hold)
+            raise
+        finally:
+            if timer.active():
+                timer.cancel()
+            if camera._held is waiting:
+                camera._held = None
+
+    def _release(self, camera: Camera, waiting: Deferred[PollOutcome], why: PollOutcome) -> None:
+        if camera._held is waiting:
+            camera._held = None
+        if not waiting.called:
+            waiting.callback(why)
+
+    def _poll_dropped(self, camera: Camera, hold: float) -> None:
+        held_for = self._clock.seconds() - camera._held_since
+        if held_for >= hold - 0.5:
+            return
+        # The camera's request timeout is shorter than our hold: hold less
+        # from now on (or not at all) so its polls stop failing.
+        new_limit = held_for - 1.0 if held_for > 2.0 else 0.0
+        if camera.hold_limit is None or new_limit < camera.hold_limit:
+            camera.hold_limit = new_limit
+            log.warn(
+                "Camera {serialno} dropped a comet poll held for {held:.1f}s; "
+                "its timeout is shorter than the hold, "
+                "holding its polls for {limit:.1f}s from now on",
+                serialno=camera.serialno,
+                held=held_for,
+                limit=new_limit,
+            )
+
+    def answered(self, camera: Camera) -> None:
+        """Note that a registration of ``camera`` was just answered."""
+        camera._last_answer = self._clock.seconds()
+
+    # -- commands ---------------------------------------------------------
+
+    def queue(self, serialno: str, command: CameraCommand) -> Camera:
+        """Queue a command for a camera; a held poll of it is released now."""
+        camera = self._ensure(serialno)
+        camera.commands.append(command)
+        held = camera._held
+        if held is not None:
+            self._release(camera, held, PollOutcome.COMMAND)
+        return camera
+
+    def fill_reply(self, camera: Camera, reply: Reply) -> list[CameraCommand]:
+        """Put as many queued commands as fit into ``reply``, in order.
+
+        Expired commands are dropped, never delivered late. A command that
+        does not fit this reply stays queued, and so does everything behind it
+        (commands to one camera keep their order).
+        """
+        now = self._clock.seconds()
+        delivered: list[CameraCommand] = []
+        while camera.commands:
+            command = camera.commands[0]
+            if command.expires_at <= now:
+                camera.commands.popleft()
+                command.state = CommandState.EXPIRED
+                log.info(
+                    "Command {command_id} for camera {serialno} expired undelivered",
+                    command_id=command.id,
+                    serialno=camera.serialno,
+                )
+                for observer in self._expiry_observers:
+                    observer(camera, command)
+                continue
+            if not command.apply(reply):
+                break
+            camera.commands.popleft()
+            command.state = CommandState.DELIVERED
+            delivered.append(command)
+        return delivered
+
+    # -- liveness ---------------------------------------------------------
+
+    def expected_interval(self, camera: Camera) -> float | None:
+        """Seconds between two contacts of a healthy camera, if it beats."""
+        if camera.heartbeat is HeartbeatMode.COMET:
+            return self.comet_hold + COMET_GAP_SECONDS
+        if camera.heartbeat is HeartbeatMode.OFF:
+            return None
+        if camera.last_heartbeat is None:
+            return None  # a camera that never beats: no silence to notice
+        return camera.heartbeat_interval or NOMINAL_HEARTBEAT_SECONDS
+
+    def _arm_silence_timer(self, camera: Camera) -> None:
+        interval = self.expected_interval(camera)
+        timer = camera._silence_timer
+        if timer is not None and timer.active():
+            timer.cancel()
+        camera._silence_timer = None
+        if interval is not None:
+            camera._silence_timer = self._clock.callLater(
+                interval * self.missed_intervals, self._silent, camera
+            )
+
+    def _silent(self, camera: Camera) -> None:
+        camera._silence_timer = None
+        if camera.online:
+            camera.online = False
+            log.warn(
+                "Camera {serialno} offline: silent for {missed} heartbeat intervals",
+                serialno=camera.serialno,
+                missed=self.missed_intervals,
+            )
+            self._notify_state(camera)
+
+    def _notify_state(self, camera: Camera) -> None:
+        for observer in self._state_observers:
+            try:
+                observer(camera, camera.online)
+            except Exception:
+                log.failure("Camera state observer failed")
+
+    def _ensure(self, serialno: str) -> Camera:
+        key = serialno.casefold()
+        camera = self._cameras.get(key)
+        if camera is None:
+            now = self._clock.seconds()
+            camera = Camera(serialno=serialno, first_seen=now, last_seen=now)
+            self._cameras[key] = camera
+        return camera
+
+    def stop(self) -> None:
+        """Cancel every timer (service shutdown)."""
+        for camera in self._cameras.values():
+            timer = camera._silence_timer
+            if timer is not None and timer.active():
+                timer.cancel()
+            camera._silence_timer = None

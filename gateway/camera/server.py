@@ -1,0 +1,345 @@
+"""The camera-facing HTTP server: any path, routed by content (PROTOCOL.md).
+
+Every answer to a camera is HTTP 200 with one compact JSON object, except for
+bodies that are not a camera message (400 with a one-line reason) and bodies
+over the size limit (413, before they are buffered). When an event cannot be
+kept, the connection is closed without an answer so the camera keeps the
+record and sends it again (PROTOCOL.md section 4).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, Callable, Protocol
+
+import attrs
+from klein import Klein
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+
+from gateway.camera.commands import SerialReply
+from gateway.camera.http import CameraSite
+from gateway.camera.registry import Camera, CameraRegistry, PollOutcome
+from gateway.config import GatewayConfig, LaneConfig
+from gateway.policy.decision import Decision, GatePolicy, PlateQuery
+from gateway.protocol import replies
+from gateway.protocol.messages import (
+    Heartbeat,
+    IoInput,
+    Message,
+    PlateResult,
+    ProtocolError,
+    Registration,
+    SerialData,
+    SnapshotUpload,
+    WhitelistResult,
+)
+from gateway.protocol.parse import parse_push
+
+log = Logger()
+
+
+class EventNotKept(Exception):
+    """The gateway could not keep an event durably: the camera must not be
+    told it was received."""
+
+
+@attrs.frozen
+class CameraEvent:
+    """Something a camera reported, as the gateway received it."""
+
+    kind: str  # plate | io | serial | snapshot | whitelist_result
+    camera: str  # serial number, or "@<address>" for a camera that gave none
+    lane: str | None
+    received_at: datetime
+    message: Message
+    decision: Decision | None = None
+    repeat: bool = False
+
+
+class EventRecorder(Protocol):
+    async def record(self, event: CameraEvent) -> CameraEvent:
+        """Keep ``event``; return it as kept (for a re-sent push, the event as
+        first received, so the camera gets the same answer again). Raise
+        :class:`EventNotKept` when it cannot be kept."""
+
+
+class LogRecorder:
+    """Records events as structured log lines only (a site with no store)."""
+
+    async def record(self, event: CameraEvent) -> CameraEvent:
+        if event.kind == "plate" and isinstance(event.message, PlateResult):
+            decision = event.decision
+            log.info(
+                "Plate {license} from camera {camera} (lane {lane}): {verdict} ({reason})",
+                license=event.message.license,
+                camera=event.camera,
+                lane=event.lane,
+                verdict="open" if decision and decision.open else "closed",
+                reason=decision.reason if decision else None,
+                offline=event.message.offline,
+                plateid=event.message.plateid,
+            )
+        else:
+            log.info(
+                "{kind} event from camera {camera} (lane {lane})",
+                kind=event.kind,
+                camera=event.camera,
+                lane=event.lane,
+            )
+        return event
+
+
+def _json_error(request: IRequest, code: int, reason: str) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", b"application/json")
+    return json.dumps({"error": reason}, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _peer(request: IRequest) -> str:
+    address = request.getClientAddress()
+    return str(getattr(address, "host", "unknown"))
+
+
+class CameraServer:
+    """Receives every push of every camera and answers it.
+
+    ``lane_for_camera`` maps a serial number to its configured lane;
+    ``policy`` decides plates; ``recorder`` keeps events before a reply is
+    sent.
+    """
+
+    app = Klein()
+
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        config: GatewayConfig,
+        registry: CameraRegistry,
+        policy: GatePolicy,
+        recorder: EventRecorder,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._clock = clock
+        self._config = config
+        self.registry = registry
+        self.policy = policy
+        self.recorder = recorder
+        self._now = now or (lambda: datetime.fromtimestamp(clock.seconds(), tz=timezone.utc))
+        self._unconfigured_logged: set[str] = set()
+        for lane in config.lanes:
+            registry.configure(lane.camera, lane=lane.name, heartbeat=lane.heartbeat)
+
+    def resource(self) -> IResource:
+        return self.app.resource()
+
+    def site(self) -> CameraSite:
+        server = self._config.camera_server
+        return CameraSite(
+            self.resource(),
+            max_body_bytes=server.max_body_bytes,
+            idle_timeout=server.idle_timeout_seconds,
+        )
+
+    # -- routing ----------------------------------------------------------
+
+    @app.route("/", branch=True, methods=["POST"])
+    async def push(self, request: IRequest) -> bytes | None:
+        body = request.content.read() if request.content is not None else b""
+        content_type = request.getHeader(b"content-type")
+        peer = _peer(request)
+        try:
+            message = parse_push(body, content_type.decode("latin-1") if content_type else None)
+        except ProtocolError as error:
+            log.warn(
+                "Bad request from {peer} to {path}: {reason}",
+                peer=peer,
+                path=request.path.decode("latin-1", "replace"),
+                reason=str(error),
+            )
+            return _json_error(request, 400, str(error))
+        request.setHeader(b"Content-Type", b"application/json")
+        try:
+            reply = await self._dispatch(request, message, peer)
+        except EventNotKept as error:
+            # Any complete response counts as delivered for the camera; only
+            # a dropped connection makes it keep the record and retry.
+            log.error(
+                "Could not keep an event from {peer}; closing without an answer "
+                "so the camera keeps it: {reason}",
+                peer=peer,
+                reason=str(error),
+            )
+            channel = getattr(request, "channel", None)
+            transport = getattr(channel, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
+            return None
+        return reply
+
+    @app.route("/", branch=True, methods=["GET", "HEAD", "PUT", "DELETE", "PATCH"])
+    def other_method(self, request: IRequest) -> bytes:
+        request.setHeader(b"Allow", b"POST")
+        return _json_error(request, 405, "cameras POST their pushes; nothing else is served here")
+
+    async def _dispatch(self, request: IRequest, message: Message, peer: str) -> bytes:
+        if isinstance(message, PlateResult):
+            return await self._plate(message, peer)
+        if isinstance(message, Registration):
+            return await self._registration(message, peer)
+        if isinstance(message, Heartbeat):
+            return self._parkingcam_heartbeat(message, peer)
+        if isinstance(message, IoInput):
+            camera = self._camera(message.serialno, peer, message.device_name, message.ipaddr)
+            await self._record("io", camera, message)
+            return replies.ack_reply()
+        if isinstance(message, SerialData):
+            camera = self._camera(
+                message.serialno,
+                peer,
+                message.device_name,
+                message.ipaddr,
+                dialect=message.dialect,
+            )
+            await self._record("serial", camera, message)
+            serial = SerialReply()
+            self.registry.fill_reply(camera, serial)
+            return replies.serial_data_reply(serial.serial)
+        if isinstance(message, SnapshotUpload):
+            camera = self._snapshot_camera(message, peer)
+            await self._record("snapshot", camera, message)
+            return replies.ack_reply()
+        if isinstance(message, WhitelistResult):
+            camera = self._camera(message.serialno, peer, None, None)
+            await self._record("whitelist_result", camera, message)
+            return replies.ack_reply()
+        raise AssertionError(f"unhandled message type {type(message).__name__}")
+
+    # -- message kinds ----------------------------------------------------
+
+    async def _plate(self, plate: PlateResult, peer: str) -> bytes:
+        camera = self._camera(
+            plate.serialno, peer, plate.device_name, plate.ipaddr, dialect=plate.dialect
+        )
+        lane = self._lane(camera)
+        received_at = self._now()
+        if plate.image_errors:
+            log.warn(
+                "Plate {license} from camera {camera}: corrupt image dropped ({errors})",
+                license=plate.license,
+                camera=camera.serialno,
+                errors="; ".join(plate.image_errors),
+            )
+        decision = self.policy.decide(
+            PlateQuery(
+                license=plate.license,
+                has_plate=plate.has_plate,
+                at=received_at,
+                lane=lane.name if lane else None,
+                offline=plate.offline,
+            )
+        )
+        event = await self.recorder.record(
+            CameraEvent(
+                kind="plate",
+                camera=camera.serialno,
+                lane=lane.name if lane else None,
+                received_at=received_at,
+                message=plate,
+                decision=decision,
+            )
+        )
+        kept = event.decision or decision
+        reply = replies.PlateReply(plateid=plate.plateid, retransfer_stop=True)
+        if plate.offline:
+            # The car passed long ago: never pulse the barrier, just ask for
+            # the next stored record.
+            if plate.plateid is not None:
+                reply.continue_offline = plate.plateid
+        elif kept.open and not event.repeat:
+            reply.open_channel = lane.barrier_channel if lane else 0
+        self.registry.fill_reply(camera, reply)
+        return reply.to_bytes()
+
+    async def _registration(self, registration: Registration, peer: str) -> bytes:
+        camera = self._camera(
+            registration.serialno, peer, registration.device_name, registration.ipaddr
+        )
+        self.registry.heartbeat(
+            camera,
+            web_port=registration.port,
+            web_user=registration.user_name,
+            web_password=registration.password,
+        )
+        outcome = await self.registry.hold_poll(camera)
+        if outcome is PollOutcome.SUPERSEDED:
+            body = replies.idle_comet_reply()
+        else:
+            reply = replies.PlateReply()
+            delivered = self.registry.fill_reply(camera, reply)
+            body = reply.to_bytes() if delivered else replies.idle_comet_reply()
+        self.registry.answered(camera)
+        return body
+
+    def _parkingcam_heartbeat(self, heartbeat: Heartbeat, peer: str) -> bytes:
+        camera = self._camera(heartbeat.serialno, peer, None, None)
+        self.registry.heartbeat(camera)
+        reply = replies.HeartbeatReply()
+        self.registry.fill_reply(camera, reply)
+        self.registry.answered(camera)
+        return reply.to_bytes()
+
+    # -- helpers ----------------------------------------------------------
+
+    def _camera(
+        self,
+        serialno: str | None,
+        peer: str,
+        device_name: str | None,
+        ipaddr: str | None,
+        dialect: Any = None,
+    ) -> Camera:
+        key = serialno or self._by_address_key(peer)
+        camera = self.registry.seen(
+            key, address=peer, dialect=dialect, device_name=device_name, ipaddr=ipaddr
+        )
+        if camera.lane is None and key not in self._unconfigured_logged:
+            self._unconfigured_logged.add(key)
+            log.warn(
+                "Camera {serialno} at {peer} is in no configured lane; "
+                "its plates open barrier channel 0 by the site's default rule",
+                serialno=key,
+                peer=peer,
+            )
+        return camera
+
+    def _by_address_key(self, peer: str) -> str:
+        known = self.registry.by_address(peer)
+        return known.serialno if known is not None else f"@{peer}"
+
+    def _snapshot_camera(self, upload: SnapshotUpload, peer: str) -> Camera:
+        if upload.serialno:
+            return self._camera(upload.serialno, peer, None, upload.ipaddr)
+        known = self.registry.by_address(peer)
+        if known is None and upload.ipaddr:
+            known = self.registry.by_address(upload.ipaddr)
+        key = known.serialno if known is not None else f"@{peer}"
+        return self._camera(key, peer, None, upload.ipaddr)
+
+    def _lane(self, camera: Camera) -> LaneConfig | None:
+        return self._config.lane_for_camera(camera.serialno)
+
+    async def _record(self, kind: str, camera: Camera, message: Message) -> CameraEvent:
+        return await self.recorder.record(
+            CameraEvent(
+                kind=kind,
+                camera=camera.serialno,
+                lane=camera.lane,
+                received_at=self._now(),
+                message=message,
+            )
+        )

@@ -1,0 +1,146 @@
+"""twistd plugin options and the service tree: the one place that knows
+every part of the gateway."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, NoReturn
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.server import Site
+
+from gateway import __version__
+from gateway.admin.status import StatusApi
+from gateway.camera.registry import CameraRegistry
+from gateway.camera.server import CameraServer, LogRecorder
+from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.policy.decision import UnknownPlateRule
+
+log = Logger()
+
+
+class Options(usage.Options):
+    synopsis = "[--config PATH]"
+    longdesc = (
+        "Run the ANPR gateway: the camera server, the gate decisions and the admin "
+        "status API. Without --config, built-in demo settings are used (cameras on "
+        "tcp:8080, admin on tcp:8081 on localhost, state in ./anpr-gateway-state)."
+    )
+    optParameters = [
+        ["config", "c", None, "Path of the gateway's TOML configuration file."],
+    ]
+
+    def postOptions(self) -> None:
+        # Everything is validated here, before the reactor starts: a bad
+        # configuration stops twistd with one line naming the key.
+        try:
+            self["gateway_config"] = load_config(self["config"])
+        except ConfigError as error:
+            refuse_to_start(error)
+
+
+# The exit status of a configuration error: systemd's RestartPreventExitStatus
+# keeps a broken configuration from restarting in a loop.
+CONFIG_ERROR_EXIT = 2
+
+
+def refuse_to_start(error: ConfigError) -> NoReturn:
+    """Stop before the reactor runs: one line naming the key, no traceback."""
+    print(f"anpr-gateway: configuration error: {error.full_message()}", file=sys.stderr)
+    raise SystemExit(CONFIG_ERROR_EXIT)
+
+
+def _listener(
+    reactor: Any, description: str, factory: Site, path: str, source: str
+) -> StreamServerEndpointService:
+    try:
+        endpoint = serverFromString(reactor, description)
+    except Exception as error:  # endpoint parsers raise many kinds
+        raise ConfigError(path, f"not a usable endpoint ({error})", source) from None
+    service = StreamServerEndpointService(endpoint, factory)
+    # Fail the start-up if the port cannot be bound, rather than logging it.
+    service._raiseSynchronously = True
+    return service
+
+
+class GatewayService(MultiService):
+    """The root of the service tree."""
+
+    def __init__(self, config: GatewayConfig, registry: CameraRegistry) -> None:
+        super().__init__()
+        self.config = config
+        self.registry = registry
+
+    def startService(self) -> None:
+        log.info(
+            "anpr-gateway {version} starting: {summary}",
+            version=__version__,
+            summary=self.config.summary(),
+        )
+        super().startService()
+
+    def stopService(self) -> Any:
+        self.registry.stop()
+        return super().stopService()
+
+
+def build_service(config: GatewayConfig, reactor: Any) -> GatewayService:
+    """Build the whole gateway for ``config`` on ``reactor`` (not started)."""
+    clock: IReactorTime = reactor
+    try:
+        os.makedirs(config.gateway.state_dir, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            "gateway.state_dir",
+            f"cannot create {config.gateway.state_dir}: {error.strerror}",
+            config.source,
+        ) from None
+
+    registry = CameraRegistry(
+        clock,
+        comet_hold=config.camera_server.comet_hold_seconds,
+        missed_intervals=config.camera_server.offline_missed_intervals,
+    )
+    policy = UnknownPlateRule(
+        unknown_plate=config.policy.unknown_plate,
+        lane_overrides={lane.name: lane.unknown_plate for lane in config.lanes if lane.unknown_plate},
+    )
+    camera_server = CameraServer(
+        clock=clock, config=config, registry=registry, policy=policy, recorder=LogRecorder()
+    )
+    root = GatewayService(config, registry)
+    camera_site = camera_server.site()
+    for index, description in enumerate(config.camera_server.listen, start=1):
+        service = _listener(
+            reactor, description, camera_site, f"camera_server.listen[{index}]", config.source
+        )
+        service.setName(f"camera-listener-{index}")
+        service.setServiceParent(root)
+    if config.admin.listen:
+        status = StatusApi(clock=clock, config=config, registry=registry)
+        admin_site = Site(status.resource())
+        admin_site.displayTracebacks = False
+        admin_site.noisy = False
+        for index, description in enumerate(config.admin.listen, start=1):
+            service = _listener(
+                reactor, description, admin_site, f"admin.listen[{index}]", config.source
+            )
+            service.setName(f"admin-listener-{index}")
+            service.setServiceParent(root)
+    root.camera_server = camera_server  # type: ignore[attr-defined]
+    return root
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    try:
+        return build_service(options["gateway_config"], reactor)
+    except ConfigError as error:
+        refuse_to_start(error)

@@ -1,0 +1,193 @@
+"""Shared test helpers: the sample bodies, a running gateway on loopback, and a
+blocking HTTP client run in a thread (the way a camera speaks: plain HTTP/1.1,
+keep-alive, its own headers)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import ssl
+from pathlib import Path
+from typing import Any, Iterator
+
+import attrs
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.threads import deferToThread
+from twisted.logger import LogEvent, globalLogPublisher
+
+from gateway.config import parse_config
+from gateway.tap import GatewayService, build_service
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = Path(__file__).resolve().parent / "samples"
+
+
+def sample_bytes(name: str) -> bytes:
+    """A sample body from the vendor manuals, as a camera would send it.
+
+    The ``.jsonc`` samples carry ``//`` annotations that real cameras do not
+    send; they are stripped here (outside strings only).
+    """
+    raw = (SAMPLES / name).read_bytes()
+    if name.endswith(".jsonc"):
+        text = raw.decode("utf-8")
+        text = re.sub(r'("(?:[^"\\]|\\.)*")|//[^\n]*', lambda m: m.group(1) or "", text)
+        raw = text.encode("utf-8")
+    return raw
+
+
+def sample_json(name: str) -> Any:
+    return json.loads(sample_bytes(name))
+
+
+def multipart_registration(
+    serialno: str,
+    *,
+    boundary: str = "------------------------d74496d66958873e",
+    password: str = "s3cret-pass",
+) -> tuple[bytes, str]:
+    """A Vzenith registration as curl builds it on the camera."""
+    fields = [
+        ("device_name", "IVS"),
+        ("ipaddr", "192.168.1.100"),
+        ("port", "80"),
+        ("user_name", "admin"),
+        ("pass_wd", password),
+        ("serialno", serialno),
+        ("channel_num", "1"),
+    ]
+    parts = []
+    for name, value in fields:
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        )
+    body = ("".join(parts) + f"--{boundary}--\r\n").encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+@attrs.define
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class CameraClient:
+    """One camera's keep-alive HTTP connection (blocking; use from a thread)."""
+
+    def __init__(self, port: int, *, tls: ssl.SSLContext | None = None, timeout: float = 10):
+        if tls is not None:
+            self.conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                "127.0.0.1", port, timeout=timeout, context=tls
+            )
+        else:
+            self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        self.sockets: list[socket.socket] = []
+
+    def post(
+        self,
+        body: bytes,
+        *,
+        path: str = "/devicemanagement/php/plateresult.php",
+        content_type: str | None = "application/Json",
+    ) -> Reply:
+        headers = {"Content-Type": content_type} if content_type else {}
+        self.conn.request("POST", path, body=body, headers=headers)
+        response = self.conn.getresponse()
+        data = response.read()
+        if self.conn.sock is not None and self.conn.sock not in self.sockets:
+            self.sockets.append(self.conn.sock)
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def in_thread(function: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
+    return deferToThread(function, *args, **kwargs)
+
+
+def loopback_config(**sections: Any) -> dict[str, Any]:
+    """A configuration dict on ephemeral loopback ports."""
+    data: dict[str, Any] = {
+        "camera_server": {"listen": ["tcp:0:interface=127.0.0.1"]},
+        "admin": {"listen": ["tcp:port=0:interface=127.0.0.1"]},
+    }
+    for name, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(name), dict):
+            data[name] = {**data[name], **value}
+        else:
+            data[name] = value
+    return data
+
+
+@attrs.define
+class RunningGateway:
+    service: GatewayService
+    camera_ports: list[int]
+    admin_ports: list[int]
+
+    @property
+    def camera_port(self) -> int:
+        return self.camera_ports[0]
+
+    @property
+    def admin_port(self) -> int:
+        return self.admin_ports[0]
+
+    def stop(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        await self.service.stopService()
+
+
+async def _start(data: dict[str, Any], state_dir: str) -> RunningGateway:
+    data = {**data, "gateway": {**data.get("gateway", {}), "state_dir": state_dir}}
+    config = parse_config(data, source="<test>")
+    service = build_service(config, reactor)
+    service.startService()
+    camera_ports, admin_ports = [], []
+    for child in service:
+        waiting = getattr(child, "_waitingForPort", None)
+        if waiting is None:
+            continue
+        port = await waiting
+        (camera_ports if child.name.startswith("camera") else admin_ports).append(
+            port.getHost().port
+        )
+    return RunningGateway(service, camera_ports, admin_ports)
+
+
+def start_gateway(data: dict[str, Any], state_dir: str) -> Deferred[RunningGateway]:
+    """Build and start the real service tree; fires once every port listens."""
+    return ensureDeferred(_start(data, state_dir))
+
+
+class CapturedLog:
+    """Every log event emitted while it is installed."""
+
+    def __init__(self) -> None:
+        self.events: list[LogEvent] = []
+
+    def __enter__(self) -> "CapturedLog":
+        globalLogPublisher.addObserver(self.events.append)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        globalLogPublisher.removeObserver(self.events.append)
+
+    def failures(self) -> list[LogEvent]:
+        return [e for e in self.events if "log_failure" in e]
+
+    def texts(self) -> Iterator[str]:
+        from twisted.logger import formatEvent
+
+        for event in self.events:
+            yield formatEvent(event)
