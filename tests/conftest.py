@@ -1,0 +1,23 @@
+"""Test session set-up."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+# The shared helpers in tests/support.py are imported as ``support``.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _scratch_working_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Run in a scratch directory: trial's ``mktemp`` and anything a test
+    leaves behind land there, never in the checkout."""
+    previous = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(previous)
