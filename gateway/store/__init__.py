@@ -1,0 +1,53 @@
+"""The durable store: events and their images, the whitelist, the upstream
+outbox and dead letters, in SQLite on one dedicated thread.
+
+Use :class:`Store` (``await Store.open(reactor, state_dir, config)``) or
+:class:`StoreService` in a service tree.
+"""
+
+from gateway.store.database import StoreClosedError, StoreError, StoreOpenError, StoreWriteError
+from gateway.store.ids import is_valid_event_id, new_event_id, plate_event_id
+from gateway.store.records import (
+    IMAGE_KINDS,
+    CommitResult,
+    DeadLetter,
+    EventRecord,
+    EventType,
+    ImageState,
+    OutboxItem,
+    RetentionResult,
+    StoreConfig,
+    StoreHealth,
+    StoreStats,
+    WhitelistChange,
+    WhitelistRow,
+)
+from gateway.store.service import RETENTION_INTERVAL, StoreService
+from gateway.store.store import HealthObserver, Store
+
+__all__ = [
+    "IMAGE_KINDS",
+    "RETENTION_INTERVAL",
+    "CommitResult",
+    "DeadLetter",
+    "EventRecord",
+    "EventType",
+    "HealthObserver",
+    "ImageState",
+    "OutboxItem",
+    "RetentionResult",
+    "Store",
+    "StoreClosedError",
+    "StoreConfig",
+    "StoreError",
+    "StoreHealth",
+    "StoreOpenError",
+    "StoreService",
+    "StoreStats",
+    "StoreWriteError",
+    "WhitelistChange",
+    "WhitelistRow",
+    "is_valid_event_id",
+    "new_event_id",
+    "plate_event_id",
+]

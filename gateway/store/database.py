@@ -1,0 +1,1020 @@
+"""The blocking half of the store: one SQLite connection and the image files.
+
+Every method of :class:`Database` runs on the store's own thread, and only
+there (the connection is opened on that thread and refuses any other).
+:class:`gateway.store.store.Store` is the reactor-side half that hands work
+to that thread.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+
+import attrs
+
+from gateway.store.images import ImageFiles, fsync_directory
+from gateway.store.records import (
+    IMAGE_KINDS,
+    CommitResult,
+    DeadLetter,
+    EventRecord,
+    EventType,
+    ImageState,
+    OutboxItem,
+    RetentionResult,
+    StoreConfig,
+    StoreHealth,
+    StoreStats,
+    WhitelistChange,
+    WhitelistRow,
+)
+from gateway.store.schema import SchemaTooNewError, migrate
+
+__all__ = [
+    "Database",
+    "EventWrite",
+    "OpenReport",
+    "StoreError",
+    "StoreOpenError",
+    "StoreWriteError",
+]
+
+T = TypeVar("T")
+
+DB_NAME = "gateway.db"
+LOCK_NAME = "gateway.lock"
+IMAGES_DIR = "images"
+
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+
+# Rows touched per statement/transaction by bulk operations: bounds memory and
+# the time one transaction holds the thread.
+_CHUNK = 500
+DEAD_LETTER_BODY_LIMIT = 4096
+
+
+class StoreError(Exception):
+    """The store failed to do what it was asked."""
+
+
+class StoreWriteError(StoreError):
+    """The store could not keep what it was given (disk full, I/O error...).
+
+    Nothing of the failed write was kept. For an event: do not tell the camera
+    it was received (close the connection without a reply).
+    """
+
+
+class StoreClosedError(StoreWriteError):
+    """The store is closed (or closing): nothing more can be written."""
+
+
+class StoreOpenError(StoreError):
+    """The store could not start (state directory unusable, database locked by
+    another gateway, database written by a newer release)."""
+
+
+class _CorruptDatabase(Exception):
+    pass
+
+
+def _is_storage_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` means the disk or the database file failed (as opposed
+    to a bug in what was asked)."""
+    if isinstance(exc, OSError):
+        return True
+    if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.DataError)):
+        return False
+    return isinstance(exc, sqlite3.DatabaseError)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A one-line description of a storage failure for logs and the status page."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def to_us(value: datetime) -> int:
+    """A timezone-aware datetime as unix microseconds (exact)."""
+    if value.tzinfo is None:
+        raise ValueError("timestamps the store keeps must be timezone-aware")
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_us(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _opt_us(value: datetime | None) -> int | None:
+    return None if value is None else to_us(value)
+
+
+def _opt_from_us(value: int | None) -> datetime | None:
+    return None if value is None else from_us(value)
+
+
+def _opt_iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _opt_from_iso(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+_EVENT_COLUMNS = (
+    "seq, id, type, camera, lane, received_at, camera_time, plate, license, offline, "
+    "decision_open, decision_reason, decision_source, repeat, raw, reply, "
+    "image_full, image_full_bytes, image_crop, image_crop_bytes"
+)
+_EVENT_COLUMN_COUNT = len(_EVENT_COLUMNS.split(","))
+
+
+def _event_from_row(row: Sequence[Any]) -> EventRecord:
+    (
+        seq,
+        event_id,
+        type_,
+        camera,
+        lane,
+        received_at,
+        camera_time,
+        plate,
+        license,
+        offline,
+        decision_open,
+        decision_reason,
+        decision_source,
+        repeat,
+        raw,
+        reply,
+        image_full,
+        image_full_bytes,
+        image_crop,
+        image_crop_bytes,
+    ) = row
+    return EventRecord(
+        id=event_id,
+        type=EventType(type_),
+        received_at=from_us(received_at),
+        camera=camera,
+        lane=lane,
+        camera_time=_opt_from_us(camera_time),
+        plate=plate,
+        license=license,
+        offline=bool(offline),
+        decision_open=None if decision_open is None else bool(decision_open),
+        decision_reason=decision_reason,
+        decision_source=decision_source,
+        repeat=bool(repeat),
+        raw=json.loads(raw),
+        reply=reply,
+        image_full=ImageState(image_full),
+        image_full_bytes=image_full_bytes,
+        image_crop=ImageState(image_crop),
+        image_crop_bytes=image_crop_bytes,
+        seq=seq,
+    )
+
+
+_WHITELIST_COLUMNS = (
+    "plate, enabled, blacklist, valid_from, valid_until, lanes, hours, note, source, updated_at"
+)
+
+
+def _whitelist_from_row(row: Sequence[Any]) -> WhitelistRow:
+    plate, enabled, blacklist, valid_from, valid_until, lanes, hours, note, source, updated_at = row
+    return WhitelistRow(
+        plate=plate,
+        enabled=bool(enabled),
+        blacklist=bool(blacklist),
+        valid_from=_opt_from_iso(valid_from),
+        valid_until=_opt_from_iso(valid_until),
+        lanes=tuple(json.loads(lanes)),
+        hours=hours,
+        note=note,
+        source=source,
+        updated_at=from_us(updated_at),
+    )
+
+
+@attrs.frozen
+class EventWrite:
+    """One event handed to the store thread for a group commit."""
+
+    record: EventRecord
+    raw_json: str
+    images: tuple[tuple[str, bytes], ...]
+    outbox: bool
+
+
+@attrs.frozen
+class OpenReport:
+    """What happened while opening: a quarantined database, migrations run."""
+
+    quarantined: Path | None
+    corruption: str | None
+    migrations_applied: int
+
+
+class Database:
+    """The store's connection and image directory. Thread-confined."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / DB_NAME
+        self.images = ImageFiles(state_dir / IMAGES_DIR)
+        self.image_bytes = 0
+        self.image_files = 0
+        self.commit_transactions = 0
+        self.quarantined: Path | None = None
+        self._connection: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+
+    # -- opening and closing -------------------------------------------------
+
+    def open(self, now: datetime) -> OpenReport:
+        """Lock the state directory, open (or quarantine and recreate) the
+        database, apply migrations and load the image totals."""
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreOpenError(
+                f"cannot create state directory {self.state_dir}: {describe_failure(exc)}"
+            ) from exc
+        self._lock()
+        try:
+            return self._open_locked(now)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_locked(self, now: datetime) -> OpenReport:
+        corruption: str | None = None
+        try:
+            self._connection = self._connect_checked()
+        except _CorruptDatabase as exc:
+            corruption = str(exc)
+            self.quarantined = self._quarantine(now)
+            self._connection = self._connect_checked()
+        try:
+            applied = migrate(self._connection)
+            self._load_image_totals()
+        except SchemaTooNewError as exc:
+            raise StoreOpenError(f"{self.path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreOpenError(
+                f"cannot prepare database {self.path}: {describe_failure(exc)}"
+            ) from exc
+        return OpenReport(
+            quarantined=self.quarantined, corruption=corruption, migrations_applied=applied
+        )
+
+    def _lock(self) -> None:
+        # One gateway per state directory: two would interleave writes to the
+        # same image files and fight over the outbox. flock is released by the
+        # kernel when the process dies, even by kill -9.
+        path = self.state_dir / LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreOpenError(f"cannot open lock file {path}: {describe_failure(exc)}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise StoreOpenError(
+                f"state directory {self.state_dir} is in use by another anpr-gateway"
+            ) from exc
+        self._lock_fd = fd
+
+    def _connect_checked(self) -> sqlite3.Connection:
+        """Open the database and prove it readable; raise _CorruptDatabase if it is not."""
+        try:
+            connection = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        except sqlite3.Error as exc:
+            raise StoreOpenError(
+                f"cannot open database {self.path}: {describe_failure(exc)}"
+            ) from exc
+        try:
+            mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreOpenError(
+                    f"database {self.path} cannot use write-ahead logging (mode {mode})"
+                )
+            # FULL: a commit is on disk (WAL fsynced) before it returns, so an
+            # event the camera was answered for survives power loss.
+            connection.execute("PRAGMA synchronous = FULL")
+            # Keep the write-ahead log from growing without bound after bursts.
+            connection.execute("PRAGMA journal_size_limit = 67108864")
+            problems = [str(row[0]) for row in connection.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise _CorruptDatabase("; ".join(problems[:5]))
+        except sqlite3.DatabaseError as exc:
+            connection.close()
+            code = getattr(exc, "sqlite_errorcode", None)
+            if code is not None and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+                raise _CorruptDatabase(describe_failure(exc)) from exc
+            raise StoreOpenError(
+                f"cannot open database {self.path}: {describe_failure(exc)}"
+            ) from exc
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _quarantine(self, now: datetime) -> Path:
+        """Move the corrupt database (and its -wal/-shm) aside; return the new name."""
+        stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        base = self.path.with_name(f"{DB_NAME}.corrupt-{stamp}")
+        counter = 1
+        while base.exists():
+            counter += 1
+            base = self.path.with_name(f"{DB_NAME}.corrupt-{stamp}-{counter}")
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                source = Path(f"{self.path}{suffix}")
+                if source.exists():
+                    os.replace(source, f"{base}{suffix}")
+            fsync_directory(self.state_dir)
+        except OSError as exc:
+            raise StoreOpenError(
+                f"cannot move corrupt database {self.path} aside: {describe_failure(exc)}"
+            ) from exc
+        return base
+
+    def _load_image_totals(self) -> None:
+        # Once at start, from the rows (the partial index), never by walking the tree.
+        row = self.connection.execute("""
+            SELECT
+              COALESCE(SUM(CASE WHEN image_full = 'present' THEN image_full_bytes ELSE 0 END
+                         + CASE WHEN image_crop = 'present' THEN image_crop_bytes ELSE 0 END), 0),
+              COALESCE(SUM((image_full = 'present') + (image_crop = 'present')), 0)
+            FROM events WHERE image_full = 'present' OR image_crop = 'present'
+            """).fetchone()
+        self.image_bytes, self.image_files = int(row[0]), int(row[1])
+
+    def close(self) -> None:
+        """Checkpoint and close the database, release the state directory."""
+        if self._connection is not None:
+            try:
+                # Fold the log back into the database so the next start is quick.
+                self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass  # the log stays; SQLite replays it at the next open
+            self._connection.close()
+            self._connection = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise StoreClosedError("the store is closed")
+        return self._connection
+
+    # -- transactions --------------------------------------------------------
+
+    def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in one write transaction; storage failures become StoreWriteError."""
+        connection = self.connection
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(connection)
+                connection.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        except Exception as exc:
+            if _is_storage_failure(exc):
+                raise StoreWriteError(describe_failure(exc)) from exc
+            raise
+        return result
+
+    def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work``; storage failures become StoreError."""
+        try:
+            return work(self.connection)
+        except Exception as exc:
+            if _is_storage_failure(exc):
+                raise StoreError(describe_failure(exc)) from exc
+            raise
+
+    def _rollback(self) -> None:
+        connection = self.connection
+        if connection.in_transaction:
+            try:
+                connection.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite already rolled back (e.g. after SQLITE_FULL)
+
+    # -- events --------------------------------------------------------------
+
+    def _select_event(self, connection: sqlite3.Connection, event_id: str) -> EventRecord | None:
+        row = connection.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)
+        ).fetchone()
+        return None if row is None else _event_from_row(row)
+
+    def commit_events(self, writes: Sequence[EventWrite]) -> list[CommitResult | StoreWriteError]:
+        """Store a batch of events in one transaction (a group commit).
+
+        Images are written and fsynced (files and directories) before the
+        transaction; an event whose images fail is left out of it, and if the
+        transaction fails the images written for it are removed. Returns one
+        outcome per write, in order.
+        """
+        outcomes: list[CommitResult | StoreWriteError | None] = [None] * len(writes)
+        first_index: dict[str, int] = {}
+        fresh: list[tuple[int, EventRecord, EventWrite]] = []
+        written: list[Path] = []
+        directories: set[Path] = set()
+
+        for index, item in enumerate(writes):
+            event_id = item.record.id
+            if event_id in first_index:
+                continue  # the same event twice in one batch: resolved below
+            first_index[event_id] = index
+            try:
+                existing = self.read(lambda c: self._select_event(c, event_id))
+            except StoreError as exc:
+                outcomes[index] = StoreWriteError(str(exc))
+                continue
+            if existing is not None:
+                outcomes[index] = CommitResult(record=existing, created=False)
+                continue
+            mine: list[Path] = []
+            try:
+                record = self._write_images(item, mine, directories)
+            except OSError as exc:
+                for path in mine:
+                    self._discard(path)
+                outcomes[index] = StoreWriteError(f"cannot write image: {describe_failure(exc)}")
+                continue
+            written.extend(mine)
+            fresh.append((index, record, item))
+
+        if fresh:
+            try:
+                try:
+                    ImageFiles.sync_directories(directories)
+                except OSError as exc:
+                    raise StoreWriteError(f"cannot write image: {describe_failure(exc)}") from exc
+                seqs = self.write(
+                    lambda c: [self._insert_event(c, record, item) for _, record, item in fresh]
+                )
+            except StoreWriteError as exc:
+                for path in written:
+                    self._discard(path)
+                for index, _, _ in fresh:
+                    outcomes[index] = exc
+            else:
+                self.commit_transactions += 1
+                for (index, record, _), seq in zip(fresh, seqs):
+                    stored = attrs.evolve(record, seq=seq)
+                    outcomes[index] = CommitResult(record=stored, created=True)
+                    for kind in IMAGE_KINDS:
+                        if stored.image_state(kind) is ImageState.PRESENT:
+                            self.image_files += 1
+                            self.image_bytes += _image_bytes(stored, kind)
+
+        results: list[CommitResult | StoreWriteError] = []
+        for index, item in enumerate(writes):
+            outcome = outcomes[index]
+            if outcome is None:
+                first = outcomes[first_index[item.record.id]]
+                assert first is not None
+                outcome = (
+                    CommitResult(record=first.record, created=False)
+                    if isinstance(first, CommitResult)
+                    else first
+                )
+            results.append(outcome)
+        return results
+
+    def _write_images(
+        self, item: EventWrite, written: list[Path], directories: set[Path]
+    ) -> EventRecord:
+        record = attrs.evolve(
+            item.record,
+            image_full=ImageState.NONE,
+            image_full_bytes=0,
+            image_crop=ImageState.NONE,
+            image_crop_bytes=0,
+            seq=None,
+        )
+        for kind, data in item.images:
+            path = self.images.path(record.id, kind, record.received_at)
+            self.images.write(path, data, directories)
+            written.append(path)
+            if kind == "full":
+                record = attrs.evolve(
+                    record, image_full=ImageState.PRESENT, image_full_bytes=len(data)
+                )
+            else:
+                record = attrs.evolve(
+                    record, image_crop=ImageState.PRESENT, image_crop_bytes=len(data)
+                )
+        return record
+
+    def _discard(self, path: Path) -> None:
+        try:
+            self.images.remove(path)
+        except OSError:
+            pass  # an orphan; retention removes its whole day later
+
+    def _insert_event(
+        self, connection: sqlite3.Connection, record: EventRecord, item: EventWrite
+    ) -> int:
+        cursor = connection.execute(
+            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (NULL{', ?' * (_EVENT_COLUMN_COUNT - 1)})",
+            (
+                record.id,
+                record.type.value,
+                record.camera,
+                record.lane,
+                to_us(record.received_at),
+                _opt_us(record.camera_time),
+                record.plate,
+                record.license,
+                int(record.offline),
+                None if record.decision_open is None else int(record.decision_open),
+                record.decision_reason,
+                record.decision_source,
+                int(record.repeat),
+                item.raw_json,
+                record.reply,
+                record.image_full.value,
+                record.image_full_bytes,
+                record.image_crop.value,
+                record.image_crop_bytes,
+            ),
+        )
+        seq = cursor.lastrowid
+        assert seq is not None
+        if item.outbox:
+            connection.execute(
+                "INSERT INTO outbox (event_id, camera, enqueued_at) VALUES (?, ?, ?)",
+                (record.id, record.camera, to_us(record.received_at)),
+            )
+        return seq
+
+    def get_event(self, event_id: str) -> EventRecord | None:
+        return self.read(lambda c: self._select_event(c, event_id))
+
+    def recent_events(
+        self,
+        limit: int,
+        before_seq: int | None,
+        plate: str | None,
+        camera: str | None,
+        lane: str | None,
+        type: EventType | None,
+        decision_open: bool | None,
+        reason: str | None,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> list[EventRecord]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if before_seq is not None:
+            clauses.append("seq < ?")
+            params.append(before_seq)
+        if plate:
+            clauses.append("(plate LIKE ? ESCAPE '\\' OR license LIKE ? ESCAPE '\\')")
+            params += [_like_pattern(plate)] * 2
+        for column, value in (("camera", camera), ("lane", lane), ("decision_reason", reason)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if type is not None:
+            clauses.append("type = ?")
+            params.append(EventType(type).value)
+        if decision_open is not None:
+            clauses.append("decision_open = ?")
+            params.append(int(decision_open))
+        if since is not None:
+            clauses.append("received_at >= ?")
+            params.append(to_us(since))
+        if until is not None:
+            clauses.append("received_at < ?")
+            params.append(to_us(until))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        params.append(limit)
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events {where} ORDER BY seq DESC LIMIT ?"
+        return self.read(lambda c: [_event_from_row(row) for row in c.execute(sql, params)])
+
+    def image_path(self, event_id: str, kind: str) -> Path | None:
+        record = self.get_event(event_id)
+        if record is None or record.image_state(kind) is not ImageState.PRESENT:
+            return None
+        path = self.images.path(record.id, kind, record.received_at)
+        return path if path.is_file() else None
+
+    def read_image(self, event_id: str, kind: str) -> bytes | None:
+        path = self.image_path(event_id, kind)
+        if path is None:
+            return None
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None  # removed by retention in between
+        except OSError as exc:
+            raise StoreError(f"cannot read image: {describe_failure(exc)}") from exc
+
+    # -- retention -----------------------------------------------------------
+
+    def enforce_retention(self, now: datetime, config: StoreConfig) -> RetentionResult:
+        """Expire images older than the retention, then the oldest until the
+        total is under the cap. Rows stay, marked expired."""
+        cutoff = now - timedelta(days=config.image_retention_days)
+        by_age, freed_age = 0, 0
+        while True:
+            rows = self._oldest_with_images("received_at < ?", (to_us(cutoff),), _CHUNK)
+            if not rows:
+                break
+            count, freed = self._expire(rows)
+            by_age += count
+            freed_age += freed
+        by_size, freed_size = self.trim_to(config.image_max_bytes)
+        try:
+            self.images.remove_days_before(cutoff.astimezone(timezone.utc).date())
+        except OSError:
+            pass  # orphans only; the next pass tries again
+        return RetentionResult(
+            expired_by_age=by_age,
+            expired_by_size=by_size,
+            bytes_freed=freed_age + freed_size,
+            image_bytes=self.image_bytes,
+        )
+
+    def trim_to(self, max_bytes: int) -> tuple[int, int]:
+        """Expire the oldest images until at most ``max_bytes`` are kept."""
+        count, freed = 0, 0
+        while self.image_bytes > max_bytes:
+            rows = self._oldest_with_images("1", (), 64)
+            if not rows:
+                # The running total disagrees with the rows (cannot happen
+                # unless edited by hand): trust the rows.
+                self._load_image_totals()
+                break
+            chosen = []
+            excess = self.image_bytes - max_bytes
+            for row in rows:
+                chosen.append(row)
+                excess -= _row_image_bytes(row)
+                if excess <= 0:
+                    break
+            expired, released = self._expire(chosen)
+            count += expired
+            freed += released
+        return count, freed
+
+    def _oldest_with_images(
+        self, condition: str, params: tuple[Any, ...], limit: int
+    ) -> list[tuple[Any, ...]]:
+        sql = (
+            "SELECT seq, id, received_at, image_full, image_full_bytes, image_crop, image_crop_bytes "
+            "FROM events WHERE (image_full = 'present' OR image_crop = 'present') "
+            f"AND {condition} ORDER BY received_at, seq LIMIT ?"
+        )
+        return self.read(lambda c: [tuple(row) for row in c.execute(sql, (*params, limit))])
+
+    def _expire(self, rows: Sequence[tuple[Any, ...]]) -> tuple[int, int]:
+        """Mark the images of ``rows`` expired (committed first), then remove the files.
+
+        Marking first means a crash in between leaves only orphan files,
+        never a row pointing at a missing image.
+        """
+
+        def mark(connection: sqlite3.Connection) -> None:
+            connection.executemany(
+                """
+                UPDATE events SET
+                  image_full = CASE image_full WHEN 'present' THEN 'expired' ELSE image_full END,
+                  image_crop = CASE image_crop WHEN 'present' THEN 'expired' ELSE image_crop END
+                WHERE seq = ?
+                """,
+                [(row[0],) for row in rows],
+            )
+
+        self.write(mark)
+        count, freed = 0, 0
+        for seq, event_id, received_at, full, full_bytes, crop, crop_bytes in rows:
+            for kind, state, size in (("full", full, full_bytes), ("crop", crop, crop_bytes)):
+                if state != ImageState.PRESENT.value:
+                    continue
+                self._discard(self.images.path(event_id, kind, from_us(received_at)))
+                count += 1
+                freed += size
+        self.image_files -= count
+        self.image_bytes -= freed
+        return count, freed
+
+    # -- whitelist -----------------------------------------------------------
+
+    def whitelist_entries(self) -> list[WhitelistRow]:
+        sql = f"SELECT {_WHITELIST_COLUMNS} FROM whitelist ORDER BY plate"
+        return self.read(lambda c: [_whitelist_from_row(row) for row in c.execute(sql)])
+
+    @staticmethod
+    def _upsert_row(connection: sqlite3.Connection, row: WhitelistRow, now: datetime) -> None:
+        connection.execute(
+            f"""
+            INSERT INTO whitelist ({_WHITELIST_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (plate) DO UPDATE SET
+              enabled = excluded.enabled, blacklist = excluded.blacklist,
+              valid_from = excluded.valid_from, valid_until = excluded.valid_until,
+              lanes = excluded.lanes, hours = excluded.hours, note = excluded.note,
+              source = excluded.source, updated_at = excluded.updated_at
+            """,
+            (
+                row.plate,
+                int(row.enabled),
+                int(row.blacklist),
+                _opt_iso(row.valid_from),
+                _opt_iso(row.valid_until),
+                json.dumps(list(row.lanes), ensure_ascii=False),
+                row.hours,
+                row.note,
+                row.source,
+                to_us(row.updated_at or now),
+            ),
+        )
+
+    @staticmethod
+    def _sources(connection: sqlite3.Connection, plates: Iterable[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        plate_list = list(plates)
+        for chunk in _chunks(plate_list):
+            marks = ", ".join("?" * len(chunk))
+            for plate, source in connection.execute(
+                f"SELECT plate, source FROM whitelist WHERE plate IN ({marks})", tuple(chunk)
+            ):
+                found[plate] = source
+        return found
+
+    def upsert_whitelist(self, rows: Sequence[WhitelistRow], now: datetime) -> WhitelistChange:
+        def work(connection: sqlite3.Connection) -> WhitelistChange:
+            unique = {row.plate: row for row in rows}
+            existing = self._sources(connection, unique)
+            for row in unique.values():
+                self._upsert_row(connection, row, now)
+            updated = sum(1 for plate in unique if plate in existing)
+            return WhitelistChange(inserted=len(unique) - updated, updated=updated)
+
+        return self.write(work)
+
+    def delete_whitelist(self, plates: Sequence[str]) -> WhitelistChange:
+        def work(connection: sqlite3.Connection) -> WhitelistChange:
+            deleted = 0
+            for chunk in _chunks(sorted(set(plates))):
+                marks = ", ".join("?" * len(chunk))
+                deleted += connection.execute(
+                    f"DELETE FROM whitelist WHERE plate IN ({marks})", tuple(chunk)
+                ).rowcount
+            return WhitelistChange(deleted=deleted)
+
+        return self.write(work)
+
+    def replace_whitelist_source(
+        self, source: str, rows: Sequence[WhitelistRow], now: datetime
+    ) -> WhitelistChange:
+        def work(connection: sqlite3.Connection) -> WhitelistChange:
+            unique = {row.plate: attrs.evolve(row, source=source) for row in rows}
+            existing = self._sources(connection, unique)
+            conflicts = sorted(plate for plate, owner in existing.items() if owner != source)
+            keep = [plate for plate in unique if plate not in conflicts]
+            # Remove this source's rows that are not in the new set.
+            connection.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS whitelist_keep (plate TEXT PRIMARY KEY)"
+            )
+            connection.execute("DELETE FROM whitelist_keep")
+            connection.executemany(
+                "INSERT OR IGNORE INTO whitelist_keep VALUES (?)", [(p,) for p in keep]
+            )
+            deleted = connection.execute(
+                "DELETE FROM whitelist WHERE source = ? AND plate NOT IN (SELECT plate FROM whitelist_keep)",
+                (source,),
+            ).rowcount
+            connection.execute("DELETE FROM whitelist_keep")
+            for plate in keep:
+                self._upsert_row(connection, unique[plate], now)
+            updated = sum(1 for plate in keep if plate in existing)
+            return WhitelistChange(
+                inserted=len(keep) - updated,
+                updated=updated,
+                deleted=deleted,
+                conflicts=tuple(conflicts),
+            )
+
+        return self.write(work)
+
+    # -- outbox --------------------------------------------------------------
+
+    def outbox_batch(self, limit: int, now: datetime | None) -> list[OutboxItem]:
+        columns = ", ".join(f"e.{name.strip()}" for name in _EVENT_COLUMNS.split(","))
+        base = (
+            f"SELECT o.seq, o.enqueued_at, o.attempts, o.next_attempt_at, {columns} "
+            "FROM outbox o JOIN events e ON e.id = o.event_id"
+        )
+        params: dict[str, Any] = {"limit": limit}
+        if now is None:
+            sql = f"{base} ORDER BY o.seq LIMIT :limit"
+        else:
+            # Per camera, events go in order: once a camera's oldest event is
+            # waiting for its retry time, its later events wait behind it.
+            sql = (
+                f"{base} WHERE o.next_attempt_at <= :now AND NOT EXISTS ("
+                " SELECT 1 FROM outbox p WHERE p.camera IS o.camera AND p.seq < o.seq"
+                " AND p.next_attempt_at > :now)"
+                " ORDER BY o.seq LIMIT :limit"
+            )
+            params["now"] = to_us(now)
+
+        def work(connection: sqlite3.Connection) -> list[OutboxItem]:
+            cursor = connection.execute(sql, params)
+            items = []
+            for row in cursor:
+                seq, enqueued_at, attempts, next_attempt_at = row[:4]
+                items.append(
+                    OutboxItem(
+                        seq=seq,
+                        event=_event_from_row(row[4:]),
+                        enqueued_at=from_us(enqueued_at),
+                        attempts=attempts,
+                        next_attempt_at=from_us(next_attempt_at) if next_attempt_at else None,
+                    )
+                )
+            return items
+
+        return self.read(work)
+
+    def outbox_ack(self, event_ids: Sequence[str]) -> int:
+        def work(connection: sqlite3.Connection) -> int:
+            removed = 0
+            for chunk in _chunks(list(event_ids)):
+                marks = ", ".join("?" * len(chunk))
+                removed += connection.execute(
+                    f"DELETE FROM outbox WHERE event_id IN ({marks})", tuple(chunk)
+                ).rowcount
+            return removed
+
+        return self.write(work)
+
+    def outbox_defer(self, event_ids: Sequence[str], next_attempt_at: datetime) -> int:
+        def work(connection: sqlite3.Connection) -> int:
+            return connection.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE event_id = ?",
+                [(to_us(next_attempt_at), event_id) for event_id in event_ids],
+            ).rowcount
+
+        return self.write(work)
+
+    def outbox_dead_letter(
+        self, event_id: str, status: int | None, body: str, now: datetime
+    ) -> bool:
+        def work(connection: sqlite3.Connection) -> bool:
+            event = connection.execute(
+                "SELECT camera FROM events WHERE id = ?", (event_id,)
+            ).fetchone()
+            if event is None:
+                return False
+            queued = connection.execute(
+                "SELECT attempts FROM outbox WHERE event_id = ?", (event_id,)
+            ).fetchone()
+            attempts = (queued[0] + 1) if queued is not None else 0
+            connection.execute("DELETE FROM outbox WHERE event_id = ?", (event_id,))
+            connection.execute(
+                "INSERT OR REPLACE INTO dead_letters (event_id, camera, status, body, at, attempts)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (event_id, event[0], status, body[:DEAD_LETTER_BODY_LIMIT], to_us(now), attempts),
+            )
+            return True
+
+        return self.write(work)
+
+    def outbox_depth(self) -> int:
+        return self.read(lambda c: int(c.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]))
+
+    def dead_letters(self, limit: int) -> list[DeadLetter]:
+        def work(connection: sqlite3.Connection) -> list[DeadLetter]:
+            return [
+                DeadLetter(
+                    event_id=row[0],
+                    camera=row[1],
+                    status=row[2],
+                    body=row[3],
+                    at=from_us(row[4]),
+                    attempts=row[5],
+                )
+                for row in connection.execute(
+                    "SELECT event_id, camera, status, body, at, attempts FROM dead_letters ORDER BY at DESC LIMIT ?",
+                    (limit,),
+                )
+            ]
+
+        return self.read(work)
+
+    def replay_dead_letter(self, event_id: str, now: datetime) -> bool:
+        def work(connection: sqlite3.Connection) -> bool:
+            row = connection.execute(
+                "SELECT camera FROM dead_letters WHERE event_id = ?", (event_id,)
+            ).fetchone()
+            if row is None:
+                return False
+            connection.execute("DELETE FROM dead_letters WHERE event_id = ?", (event_id,))
+            connection.execute(
+                "INSERT OR IGNORE INTO outbox (event_id, camera, enqueued_at) VALUES (?, ?, ?)",
+                (event_id, row[0], to_us(now)),
+            )
+            return True
+
+        return self.write(work)
+
+    # -- key/value -----------------------------------------------------------
+
+    def kv_get(self, key: str) -> str | None:
+        def work(connection: sqlite3.Connection) -> str | None:
+            row = connection.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+            return None if row is None else str(row[0])
+
+        return self.read(work)
+
+    def kv_set(self, key: str, value: str | None) -> None:
+        def work(connection: sqlite3.Connection) -> None:
+            if value is None:
+                connection.execute("DELETE FROM kv WHERE key = ?", (key,))
+            else:
+                connection.execute(
+                    "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+
+        self.write(work)
+
+    # -- statistics ----------------------------------------------------------
+
+    def stats(self, health: StoreHealth) -> StoreStats:
+        def count(connection: sqlite3.Connection, table: str) -> int:
+            return int(connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+        def work(connection: sqlite3.Connection) -> StoreStats:
+            db_bytes = 0
+            for suffix in ("", "-wal"):
+                try:
+                    db_bytes += os.stat(f"{self.path}{suffix}").st_size
+                except FileNotFoundError:
+                    pass
+            return StoreStats(
+                db_bytes=db_bytes,
+                image_bytes=self.image_bytes,
+                image_files=self.image_files,
+                events=count(connection, "events"),
+                outbox_depth=count(connection, "outbox"),
+                dead_letters=count(connection, "dead_letters"),
+                whitelist_rows=count(connection, "whitelist"),
+                commit_transactions=self.commit_transactions,
+                health=health,
+                quarantined_db=None if self.quarantined is None else str(self.quarantined),
+            )
+
+        return self.read(work)
+
+
+def _image_bytes(record: EventRecord, kind: str) -> int:
+    return record.image_full_bytes if kind == "full" else record.image_crop_bytes
+
+
+def _row_image_bytes(row: Sequence[Any]) -> int:
+    _, _, _, full, full_bytes, crop, crop_bytes = row
+    present = ImageState.PRESENT.value
+    return (full_bytes if full == present else 0) + (crop_bytes if crop == present else 0)
+
+
+def encode_raw(raw: Mapping[str, Any]) -> str:
+    """The JSON text kept for an event's ``raw`` (compact, UTF-8 kept readable)."""
+    return json.dumps(raw, ensure_ascii=False, separators=(",", ":"), allow_nan=False)

@@ -1,0 +1,230 @@
+"""Typed values the store takes and gives back."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, Iterable, Mapping
+
+import attrs
+
+__all__ = [
+    "CommitResult",
+    "DeadLetter",
+    "EventRecord",
+    "EventType",
+    "ImageState",
+    "OutboxItem",
+    "RetentionResult",
+    "StoreConfig",
+    "StoreHealth",
+    "StoreStats",
+    "WhitelistChange",
+    "WhitelistRow",
+    "IMAGE_KINDS",
+]
+
+
+class EventType(str, enum.Enum):
+    """What happened."""
+
+    PLATE = "plate"
+    IO = "io"
+    SERIAL = "serial"
+    SNAPSHOT = "snapshot"
+    CAMERA_ONLINE = "camera_online"
+    CAMERA_OFFLINE = "camera_offline"
+    COMMAND_RESULT = "command_result"
+
+
+class ImageState(str, enum.Enum):
+    """Whether an event's image is on disk."""
+
+    NONE = "none"  # the camera sent none
+    PRESENT = "present"
+    EXPIRED = "expired"  # removed by retention; the event row stays
+
+
+IMAGE_KINDS: tuple[str, ...] = ("full", "crop")
+"""Image kinds an event can carry: the whole frame and the plate crop."""
+
+
+def _require_aware(instance: Any, attribute: attrs.Attribute[Any], value: datetime | None) -> None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError(f"{attribute.name} must be timezone-aware")
+
+
+@attrs.frozen
+class EventRecord:
+    """One event as stored.
+
+    Built by the caller for :meth:`Store.commit_event` (``seq`` None, image
+    states left at their defaults: the store sets them from the images it is
+    given) and returned by queries as stored.
+
+    ``received_at`` is the gateway's clock, ``camera_time`` the camera's (it
+    may be wrong; both are kept). ``plate`` is the normalised plate the
+    decision was made on, ``license`` the text as the camera read it.
+    ``raw`` is what the camera sent, JSON-serialisable, without image data.
+    ``reply`` is whatever the camera server needs to answer a re-sent push
+    exactly as the first time (opaque to the store).
+    """
+
+    id: str
+    type: EventType = attrs.field(converter=EventType)
+    received_at: datetime = attrs.field(validator=_require_aware)
+    camera: str | None = None
+    lane: str | None = None
+    camera_time: datetime | None = attrs.field(default=None, validator=_require_aware)
+    plate: str = ""
+    license: str = ""
+    offline: bool = False
+    decision_open: bool | None = None  # None: no decision was made (not a plate, or offline)
+    decision_reason: str | None = None
+    decision_source: str | None = None
+    repeat: bool = False  # a repeated read of a car already seen (duplicate suppression)
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, hash=False)
+    reply: str | None = attrs.field(default=None, repr=False)
+    image_full: ImageState = attrs.field(default=ImageState.NONE, converter=ImageState)
+    image_full_bytes: int = 0
+    image_crop: ImageState = attrs.field(default=ImageState.NONE, converter=ImageState)
+    image_crop_bytes: int = 0
+    seq: int | None = None  # assigned by the store: the order events were committed in
+
+    def image_state(self, kind: str) -> ImageState:
+        """The state of the image of ``kind`` ("full" or "crop")."""
+        if kind == "full":
+            return self.image_full
+        if kind == "crop":
+            return self.image_crop
+        raise ValueError(f"unknown image kind {kind!r}")
+
+
+@attrs.frozen
+class CommitResult:
+    """The outcome of :meth:`Store.commit_event`.
+
+    ``created`` is False when an event with the same id was already stored;
+    ``record`` is then the record stored the first time (answer the camera
+    from it, exactly as the first time).
+    """
+
+    record: EventRecord
+    created: bool
+
+    @property
+    def duplicate(self) -> bool:
+        return not self.created
+
+
+def _str_tuple(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
+@attrs.frozen
+class WhitelistRow:
+    """One row of the gateway's plate list (whitelist and blacklist alike).
+
+    ``plate`` is normalised by the caller. ``lanes`` empty means every lane.
+    ``hours`` is the opening-hours text of the entry (empty: any time).
+    ``valid_from`` / ``valid_until`` are kept exactly as given (naive local
+    time or timezone-aware). ``source`` says where the row came from (``local``
+    edits, ``cloud`` sync, a CSV import name...). ``updated_at`` is set by the
+    store when left None.
+    """
+
+    plate: str
+    enabled: bool = True
+    blacklist: bool = False
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    lanes: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    hours: str = ""
+    note: str = ""
+    source: str = "local"
+    updated_at: datetime | None = attrs.field(default=None, validator=_require_aware)
+
+
+@attrs.frozen
+class WhitelistChange:
+    """What a whitelist write did.
+
+    ``conflicts`` lists plates of a source replacement that are held by a row
+    of another source: those rows were left as they are.
+    """
+
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    conflicts: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class OutboxItem:
+    """An event waiting to be sent upstream."""
+
+    seq: int
+    event: EventRecord
+    enqueued_at: datetime
+    attempts: int
+    next_attempt_at: datetime | None  # None: due now
+
+
+@attrs.frozen
+class DeadLetter:
+    """An event the cloud rejected permanently; kept until replayed."""
+
+    event_id: str
+    camera: str | None
+    status: int | None  # HTTP status of the rejection, None when there was none
+    body: str  # the cloud's answer (bounded)
+    at: datetime
+    attempts: int
+
+
+@attrs.frozen
+class StoreHealth:
+    """Whether the store can write. ``reason`` and ``since`` are set while degraded."""
+
+    degraded: bool = False
+    reason: str | None = None
+    since: datetime | None = None
+
+
+@attrs.frozen
+class StoreStats:
+    """Sizes and counts for the status page and metrics."""
+
+    db_bytes: int  # database file and its write-ahead log
+    image_bytes: int  # images present on disk (running total)
+    image_files: int
+    events: int
+    outbox_depth: int
+    dead_letters: int
+    whitelist_rows: int
+    commit_transactions: int  # event-commit transactions since the store opened
+    health: StoreHealth
+    quarantined_db: str | None  # where a corrupt database was moved at start, if it was
+
+
+@attrs.frozen
+class RetentionResult:
+    """What one retention pass removed."""
+
+    expired_by_age: int = 0  # images removed for being older than the retention
+    expired_by_size: int = 0  # images removed to get under the size cap
+    bytes_freed: int = 0
+    image_bytes: int = 0  # images left on disk afterwards
+
+
+def _positive(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{attribute.name} must be a positive integer, not {value!r}")
+
+
+@attrs.frozen
+class StoreConfig:
+    """The ``[store]`` section: how long and how much image data is kept."""
+
+    image_retention_days: int = attrs.field(default=30, validator=_positive)
+    image_max_bytes: int = attrs.field(default=2 * 1024**3, validator=_positive)

@@ -1,0 +1,135 @@
+"""The database schema, as a list of migration steps.
+
+``PRAGMA user_version`` holds the number of steps applied. At start the store
+applies the missing steps in order, each in its own transaction together with
+the version bump, so a crash half-way leaves the database at a known version.
+Never edit a released step: append a new one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SchemaTooNewError", "migrate"]
+
+
+class SchemaTooNewError(Exception):
+    """The database was written by a newer gateway (a downgrade): refuse to touch it."""
+
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: events, images, whitelist, outbox, dead letters, key/value state.
+    (
+        # seq is the INTEGER PRIMARY KEY (the rowid, so ordering and paging use
+        # the table's own b-tree) with AUTOINCREMENT (never reused); the stable
+        # event id is the unique key the rest of the system refers to.
+        # Times are unix microseconds (exact, sortable).
+        """
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            type TEXT NOT NULL,
+            camera TEXT,
+            lane TEXT,
+            received_at INTEGER NOT NULL,
+            camera_time INTEGER,
+            plate TEXT NOT NULL DEFAULT '',
+            license TEXT NOT NULL DEFAULT '',
+            offline INTEGER NOT NULL DEFAULT 0,
+            decision_open INTEGER,
+            decision_reason TEXT,
+            decision_source TEXT,
+            repeat INTEGER NOT NULL DEFAULT 0,
+            raw TEXT NOT NULL DEFAULT '{}',
+            reply TEXT,
+            image_full TEXT NOT NULL DEFAULT 'none',
+            image_full_bytes INTEGER NOT NULL DEFAULT 0,
+            image_crop TEXT NOT NULL DEFAULT 'none',
+            image_crop_bytes INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        "CREATE INDEX events_received_at ON events (received_at)",
+        "CREATE INDEX events_camera ON events (camera, seq)",
+        "CREATE INDEX events_plate ON events (plate, seq)",
+        # Retention walks only the events that still have an image, oldest first.
+        """
+        CREATE INDEX events_with_images ON events (received_at, seq)
+        WHERE image_full = 'present' OR image_crop = 'present'
+        """,
+        """
+        CREATE TABLE whitelist (
+            plate TEXT PRIMARY KEY,
+            enabled INTEGER NOT NULL DEFAULT 1,
+            blacklist INTEGER NOT NULL DEFAULT 0,
+            valid_from TEXT,
+            valid_until TEXT,
+            lanes TEXT NOT NULL DEFAULT '[]',
+            hours TEXT NOT NULL DEFAULT '',
+            note TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL DEFAULT 'local',
+            updated_at INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX whitelist_source ON whitelist (source)",
+        """
+        CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL UNIQUE,
+            camera TEXT,
+            enqueued_at INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        "CREATE INDEX outbox_camera ON outbox (camera, seq)",
+        """
+        CREATE TABLE dead_letters (
+            event_id TEXT PRIMARY KEY,
+            camera TEXT,
+            status INTEGER,
+            body TEXT NOT NULL DEFAULT '',
+            at INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0
+        ) WITHOUT ROWID
+        """,
+        "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    ),
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def schema_version(connection: sqlite3.Connection) -> int:
+    """The number of migration steps applied to the database."""
+    row = connection.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def migrate(connection: sqlite3.Connection) -> int:
+    """Apply the missing migration steps; return how many were applied.
+
+    ``connection`` must be in autocommit mode (``isolation_level=None``): each
+    step runs in an explicit transaction with its version bump.
+    """
+    current = schema_version(connection)
+    if current > SCHEMA_VERSION:
+        raise SchemaTooNewError(
+            f"database schema version {current} is newer than this gateway's "
+            f"({SCHEMA_VERSION}); it was written by a newer release"
+        )
+    applied = 0
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[version - 1]:
+                connection.execute(statement)
+            # user_version lives in the database header: it commits (or rolls
+            # back) with the step it counts.
+            connection.execute(f"PRAGMA user_version = {version:d}")
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        applied += 1
+    return applied

@@ -1,0 +1,145 @@
+"""The store as a Twisted service: opened at start, image retention on a timer."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import cast
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from gateway.store.database import StoreClosedError, StoreError
+from gateway.store.records import RetentionResult, StoreConfig
+from gateway.store.store import Store
+
+__all__ = ["StoreService", "RETENTION_INTERVAL"]
+
+log = Logger()
+
+RETENTION_INTERVAL = 3600.0
+"""Seconds between image retention passes (one also runs right after opening)."""
+
+
+class StoreService(Service):
+    """Opens the :class:`Store` when started, closes it when stopped, and
+    enforces image retention at start and then every ``retention_interval``
+    seconds of ``clock`` (default: the reactor; the store's own timestamps
+    use it too).
+
+    Parts that need the store wait for :meth:`when_open`.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorFromThreads,
+        state_dir: str | Path,
+        config: StoreConfig | None = None,
+        *,
+        clock: IReactorTime | None = None,
+        retention_interval: float = RETENTION_INTERVAL,
+    ) -> None:
+        self.setName("store")
+        self._reactor = reactor
+        self._state_dir = Path(state_dir)
+        self._config = config or StoreConfig()
+        self._clock = clock if clock is not None else cast(IReactorTime, reactor)
+        self._interval = retention_interval
+        self.store: Store | None = None
+        """The open store (None until open, and after a failed open)."""
+        self.last_retention: RetentionResult | None = None
+        self._open_failure: Failure | None = None
+        self._waiters: list[Deferred[Store]] = []
+        self._opening: Deferred[None] | None = None
+        self._loop: LoopingCall | None = None
+        self._retention_running: Deferred[None] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._opening = Deferred.fromCoroutine(self._open())
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    def when_open(self) -> Deferred[Store]:
+        """Fires with the store once it is open (or with the reason it could not open)."""
+        if self.store is not None:
+            return succeed(self.store)
+        if self._open_failure is not None:
+            return fail(self._open_failure)
+        waiter: Deferred[Store] = Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    async def _open(self) -> None:
+        try:
+            store = await Store.open(
+                self._reactor, self._state_dir, self._config, clock=self._clock
+            )
+        except Exception:
+            failure = Failure()
+            log.failure(
+                "The store in {state_dir} could not be opened: events cannot be kept",
+                failure=failure,
+                state_dir=str(self._state_dir),
+            )
+            self._open_failure = failure
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                waiter.errback(failure)
+            return
+        if not self.running:  # stopped while opening
+            await store.close()
+            return
+        self.store = store
+        self._loop = LoopingCall(self._retention_tick)
+        self._loop.clock = self._clock
+        self._loop.start(self._interval, now=True)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(store)
+
+    async def _stop(self) -> None:
+        if self._opening is not None:
+            await self._opening
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if self._retention_running is not None:
+            await self._retention_running
+        if self.store is not None:
+            store, self.store = self.store, None
+            await store.close()
+
+    def _retention_tick(self) -> Deferred[None]:
+        # LoopingCall waits for this Deferred, so passes never overlap.
+        running = Deferred.fromCoroutine(self._retention())
+
+        def finished(result: object) -> object:
+            if self._retention_running is running:
+                self._retention_running = None
+            return result
+
+        if not running.called:
+            self._retention_running = running
+            running.addBoth(finished)
+        return running
+
+    async def _retention(self) -> None:
+        store = self.store
+        if store is None:
+            return
+        now = datetime.fromtimestamp(self._clock.seconds(), tz=timezone.utc)
+        try:
+            self.last_retention = await store.enforce_retention(now)
+        except StoreClosedError:
+            pass
+        except StoreError as exc:
+            # Reported through the store's health; try again next time.
+            log.warn("Image retention failed: {reason}", reason=str(exc))
+        except Exception:
+            log.failure("Image retention failed")

@@ -1,0 +1,568 @@
+"""The durable store, as used from the reactor thread.
+
+All SQLite and file work runs on one dedicated thread owned by the store (one
+connection, opened on that thread); the reactor thread only queues work and
+awaits the result. Event commits are grouped: commits issued while a
+transaction is running are gathered into the next single transaction, so one
+fsync covers many events.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar, cast
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from gateway.store.database import (
+    Database,
+    EventWrite,
+    StoreClosedError,
+    StoreWriteError,
+    encode_raw,
+)
+from gateway.store.ids import is_valid_event_id
+from gateway.store.records import (
+    IMAGE_KINDS,
+    CommitResult,
+    DeadLetter,
+    EventRecord,
+    EventType,
+    OutboxItem,
+    RetentionResult,
+    StoreConfig,
+    StoreHealth,
+    StoreStats,
+    WhitelistChange,
+    WhitelistRow,
+)
+from gateway.store.schema import SCHEMA_VERSION
+
+__all__ = ["Store", "HealthObserver"]
+
+log = Logger()
+
+T = TypeVar("T")
+
+# Events per group-commit transaction: bounds the latency one transaction adds
+# to the events queued behind it (images are written inside the batch).
+MAX_BATCH = 64
+
+
+HealthObserver = Callable[[StoreHealth], None]
+
+
+class _StoreThread:
+    """One thread running jobs in order; results come back on the reactor thread."""
+
+    def __init__(self, reactor: IReactorFromThreads, name: str) -> None:
+        self._reactor = reactor
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Deferred[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        # A daemon thread: a gateway stopped without closing the store (kill,
+        # crash) must not hang on it; the database survives that by design.
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Callable[[], T]) -> Deferred[T]:
+        result: Deferred[T] = Deferred()
+        self._jobs.put((job, result))
+        return result
+
+    def stop(self) -> None:
+        """Let the thread end after the jobs already queued."""
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                return
+            job, result = item
+            try:
+                value = job()
+            except BaseException:
+                self._reactor.callFromThread(result.errback, Failure())
+            else:
+                self._reactor.callFromThread(result.callback, value)
+
+
+@attrs.define
+class _PendingCommit:
+    write: EventWrite
+    result: Deferred[CommitResult]
+
+
+def _now(clock: IReactorTime) -> datetime:
+    return datetime.fromtimestamp(clock.seconds(), tz=timezone.utc)
+
+
+class Store:
+    """The gateway's durable store: events and their images, the whitelist,
+    the upstream outbox and dead letters, and small key/value state.
+
+    Open it with ``await Store.open(reactor, state_dir)``; every method is
+    called from the reactor thread. Write methods raise
+    :class:`StoreWriteError` when the disk or database fails; the store then
+    reports itself degraded (:attr:`health`, observers) until a write succeeds.
+    """
+
+    def __init__(
+        self, clock: IReactorTime, database: Database, thread: _StoreThread, config: StoreConfig
+    ) -> None:
+        """Use :meth:`open`."""
+        self._clock = clock
+        self._db = database
+        self._thread = thread
+        self.config = config
+        self._pending: list[_PendingCommit] = []
+        self._committing = False
+        self._trimming = False
+        self._closing = False
+        self._closed = False
+        self._drained: list[Deferred[None]] = []
+        self._health = StoreHealth()
+        self._observers: list[HealthObserver] = []
+
+    @classmethod
+    async def open(
+        cls,
+        reactor: IReactorFromThreads,
+        state_dir: str | Path,
+        config: StoreConfig | None = None,
+        *,
+        clock: IReactorTime | None = None,
+    ) -> Store:
+        """Start the store thread, open (or create) ``state_dir/gateway.db``,
+        apply schema migrations and return the started store.
+
+        A database that cannot be read or fails its integrity check is moved
+        aside to ``gateway.db.corrupt-<UTC time>`` and a fresh one is created
+        (logged as critical; see :attr:`quarantined_db`). Raises
+        :class:`StoreOpenError` when the store cannot start at all.
+
+        ``reactor`` takes the results of the store's thread; ``clock``
+        (default: the reactor) gives the time of the timestamps the store
+        sets itself (health, whitelist ``updated_at``, dead letters).
+        """
+        if clock is None:
+            clock = cast(IReactorTime, reactor)
+        directory = Path(state_dir)
+        database = Database(directory)
+        thread = _StoreThread(reactor, name=f"anpr-gateway store {directory}")
+        now = _now(clock)
+        try:
+            report = await thread.submit(lambda: database.open(now))
+        except BaseException:
+            thread.stop()
+            raise
+        if report.quarantined is not None:
+            log.critical(
+                "The database {path} could not be used ({reason}). It was moved aside to "
+                "{quarantined} and a fresh, empty database was started: events, outbox and "
+                "whitelist stored before are not in it.",
+                path=str(database.path),
+                reason=report.corruption,
+                quarantined=str(report.quarantined),
+            )
+        if report.migrations_applied:
+            log.info(
+                "Database {path} is at schema version {version} ({count} migration steps applied)",
+                path=str(database.path),
+                version=SCHEMA_VERSION,
+                count=report.migrations_applied,
+            )
+        return cls(clock, database, thread, config or StoreConfig())
+
+    async def close(self) -> None:
+        """Finish the commits already requested, then close the database and stop the thread."""
+        if self._closing:
+            while not self._closed:
+                waiter: Deferred[None] = Deferred()
+                self._drained.append(waiter)
+                await waiter
+            return
+        self._closing = True
+        while self._committing or self._pending:
+            waiter = Deferred()
+            self._drained.append(waiter)
+            await waiter
+        try:
+            await self._thread.submit(self._db.close)
+        finally:
+            self._thread.stop()
+            self._closed = True
+            self._wake_drained()
+
+    # -- state -----------------------------------------------------------------
+
+    @property
+    def state_dir(self) -> Path:
+        return self._db.state_dir
+
+    @property
+    def health(self) -> StoreHealth:
+        """Whether the store can write, and if not why and since when."""
+        return self._health
+
+    @property
+    def degraded(self) -> bool:
+        return self._health.degraded
+
+    @property
+    def quarantined_db(self) -> Path | None:
+        """Where a corrupt database was moved at start, if that happened."""
+        return self._db.quarantined
+
+    @property
+    def commit_transactions(self) -> int:
+        """Event-commit transactions since the store opened (events per
+        transaction shows group commit at work)."""
+        return self._db.commit_transactions
+
+    def add_health_observer(self, observer: HealthObserver) -> None:
+        """Call ``observer(health)`` on the reactor thread whenever the store
+        becomes degraded or recovers."""
+        self._observers.append(observer)
+
+    def remove_health_observer(self, observer: HealthObserver) -> None:
+        self._observers.remove(observer)
+
+    def _report_failure(self, reason: str) -> None:
+        if self._health.degraded and self._health.reason == reason:
+            return
+        first = not self._health.degraded
+        since = _now(self._clock) if first else self._health.since
+        self._set_health(StoreHealth(degraded=True, reason=reason, since=since))
+        if first:
+            log.error(
+                "The store cannot write ({reason}): events are refused (cameras keep and "
+                "re-send them) until it can write again",
+                reason=reason,
+            )
+
+    def _report_success(self) -> None:
+        if not self._health.degraded:
+            return
+        since = self._health.since
+        self._set_health(StoreHealth())
+        log.info("The store can write again (it could not since {since})", since=since)
+
+    def _set_health(self, health: StoreHealth) -> None:
+        self._health = health
+        for observer in list(self._observers):
+            try:
+                observer(health)
+            except Exception:
+                log.failure("Store health observer {observer!r} failed", observer=observer)
+
+    # -- running work on the store thread -------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise StoreClosedError("the store is closed")
+
+    async def _read(self, job: Callable[[], T]) -> T:
+        self._check_open()
+        return await self._thread.submit(job)
+
+    async def _write(self, job: Callable[[], T]) -> T:
+        self._check_open()
+        try:
+            result = await self._thread.submit(job)
+        except StoreClosedError:
+            raise
+        except StoreWriteError as exc:
+            self._report_failure(str(exc))
+            raise
+        self._report_success()
+        return result
+
+    def _run_on_store_thread(self, job: Callable[[Any], T]) -> Deferred[T]:
+        """Run ``job(connection)`` on the store thread (for tests: e.g. to set
+        ``PRAGMA max_page_count`` and simulate a full disk)."""
+        return self._thread.submit(lambda: job(self._db.connection))
+
+    # -- events ----------------------------------------------------------------
+
+    async def commit_event(
+        self,
+        record: EventRecord,
+        images: Sequence[tuple[str, bytes]] = (),
+        *,
+        outbox: bool = True,
+    ) -> CommitResult:
+        """Store an event durably, with its images; return when it is on disk.
+
+        ``images`` are ``(kind, data)`` pairs, kind ``"full"`` or ``"crop"``.
+        With ``outbox`` (the default) the event is also queued for upstream,
+        in the same transaction. If an event with the same id is already
+        stored, nothing is written and the result carries the stored record
+        (``created`` False).
+
+        Raises :class:`StoreWriteError` when the event could not be kept:
+        then nothing of it was kept, and the camera must not be answered.
+        """
+        self._check_open()
+        if not is_valid_event_id(record.id):
+            raise ValueError(f"not an event id: {record.id!r}")
+        kinds = [kind for kind, _ in images]
+        for kind in kinds:
+            if kind not in IMAGE_KINDS:
+                raise ValueError(f"unknown image kind {kind!r}")
+        if len(set(kinds)) != len(kinds):
+            raise ValueError("one image per kind")
+        write = EventWrite(
+            record=record,
+            raw_json=encode_raw(record.raw),
+            # bytes are immutable: kept as given; anything else is copied once
+            # so the caller cannot change it while the store thread writes it.
+            images=tuple(
+                (kind, data if type(data) is bytes else bytes(data)) for kind, data in images
+            ),
+            outbox=outbox,
+        )
+        pending = _PendingCommit(write=write, result=Deferred())
+        self._pending.append(pending)
+        self._start_batch()
+        return await pending.result
+
+    def _start_batch(self) -> None:
+        if self._committing or not self._pending:
+            return
+        batch = self._pending[:MAX_BATCH]
+        del self._pending[:MAX_BATCH]
+        self._committing = True
+        writes = [pending.write for pending in batch]
+        job = self._thread.submit(lambda: self._db.commit_events(writes))
+        job.addCallbacks(
+            self._batch_done, self._batch_failed, callbackArgs=(batch,), errbackArgs=(batch,)
+        )
+
+    def _batch_done(
+        self, outcomes: list[CommitResult | StoreWriteError], batch: list[_PendingCommit]
+    ) -> None:
+        self._committing = False
+        # Queue the next batch before waking the callers: the store thread
+        # works on it while their continuations run here.
+        self._start_batch()
+        failures = [outcome for outcome in outcomes if isinstance(outcome, StoreWriteError)]
+        if failures:
+            self._report_failure(str(failures[0]))
+        elif any(isinstance(outcome, CommitResult) and outcome.created for outcome in outcomes):
+            self._report_success()
+        self._maybe_trim()
+        for pending, outcome in zip(batch, outcomes):
+            if isinstance(outcome, StoreWriteError):
+                pending.result.errback(Failure(outcome))
+            else:
+                pending.result.callback(outcome)
+        self._wake_drained()
+
+    def _batch_failed(self, failure: Failure, batch: list[_PendingCommit]) -> None:
+        # Not a storage failure (those come back as outcomes): a fault in the
+        # store itself. The callers get it; the store keeps serving.
+        self._committing = False
+        self._start_batch()
+        log.failure("Event commit failed", failure=failure)
+        for pending in batch:
+            pending.result.errback(failure)
+        self._wake_drained()
+
+    def _wake_drained(self) -> None:
+        if self._committing or self._pending:
+            return
+        waiters, self._drained = self._drained, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _maybe_trim(self) -> None:
+        # Retention runs periodically; between runs a burst of images could
+        # overshoot the cap, so trim as soon as the running total exceeds it.
+        if self._trimming or self._closing or self._db.image_bytes <= self.config.image_max_bytes:
+            return
+        self._trimming = True
+        job = self._thread.submit(lambda: self._db.trim_to(self.config.image_max_bytes))
+
+        def done(result: object) -> None:
+            self._trimming = False
+            if isinstance(result, Failure):
+                if result.check(StoreWriteError):
+                    self._report_failure(str(result.value))
+                else:
+                    log.failure("Trimming images to the size cap failed", failure=result)
+
+        job.addBoth(done)
+
+    async def get_event(self, event_id: str) -> EventRecord | None:
+        """The stored event with this id, or None."""
+        return await self._read(lambda: self._db.get_event(event_id))
+
+    async def recent_events(
+        self,
+        limit: int = 50,
+        before_seq: int | None = None,
+        *,
+        plate: str | None = None,
+        camera: str | None = None,
+        lane: str | None = None,
+        type: EventType | str | None = None,
+        decision_open: bool | None = None,
+        reason: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[EventRecord]:
+        """Events newest first, at most ``limit`` (capped at 1000).
+
+        Page with ``before_seq`` = the ``seq`` of the last event of the
+        previous page. Filters: ``plate`` is a substring of the normalised
+        plate or the text as read; ``since`` inclusive, ``until`` exclusive
+        (gateway receive time); the others are exact.
+        """
+        limit = max(1, min(int(limit), 1000))
+        event_type = None if type is None else EventType(type)
+        return await self._read(
+            lambda: self._db.recent_events(
+                limit,
+                before_seq,
+                plate,
+                camera,
+                lane,
+                event_type,
+                decision_open,
+                reason,
+                since,
+                until,
+            )
+        )
+
+    async def event_image_path(self, event_id: str, kind: str) -> Path | None:
+        """The file of an event's image of ``kind``, or None when there is none
+        (never sent, expired, or no such event)."""
+        if kind not in IMAGE_KINDS:
+            raise ValueError(f"unknown image kind {kind!r}")
+        return await self._read(lambda: self._db.image_path(event_id, kind))
+
+    async def read_image(self, event_id: str, kind: str) -> bytes | None:
+        """An event's image of ``kind`` (read on the store thread), or None."""
+        if kind not in IMAGE_KINDS:
+            raise ValueError(f"unknown image kind {kind!r}")
+        return await self._read(lambda: self._db.read_image(event_id, kind))
+
+    async def stats(self) -> StoreStats:
+        """Sizes, counts and health for the status page and metrics."""
+        health = self._health
+        return await self._read(lambda: self._db.stats(health))
+
+    # -- retention -------------------------------------------------------------
+
+    async def enforce_retention(self, now: datetime) -> RetentionResult:
+        """Remove images older than ``image_retention_days``, then the oldest
+        until the total is at most ``image_max_bytes``. Event rows stay, their
+        images marked expired."""
+        config = self.config
+        result = await self._write(lambda: self._db.enforce_retention(now, config))
+        if result.expired_by_age or result.expired_by_size:
+            log.info(
+                "Image retention removed {by_age} images older than {days} days and "
+                "{by_size} to stay under {cap} bytes ({freed} bytes freed, {left} kept)",
+                by_age=result.expired_by_age,
+                days=config.image_retention_days,
+                by_size=result.expired_by_size,
+                cap=config.image_max_bytes,
+                freed=result.bytes_freed,
+                left=result.image_bytes,
+            )
+        return result
+
+    # -- whitelist -------------------------------------------------------------
+
+    async def whitelist_entries(self) -> list[WhitelistRow]:
+        """Every whitelist/blacklist row, by plate."""
+        return await self._read(self._db.whitelist_entries)
+
+    async def upsert_whitelist(self, rows: Sequence[WhitelistRow]) -> WhitelistChange:
+        """Insert or replace rows by plate, in one transaction (the last row wins
+        for a plate given twice). ``updated_at`` left None is set to now."""
+        rows = list(rows)
+        now = _now(self._clock)
+        return await self._write(lambda: self._db.upsert_whitelist(rows, now))
+
+    async def delete_whitelist(self, plates: Sequence[str]) -> WhitelistChange:
+        """Delete rows by plate, whatever their source."""
+        plates = list(plates)
+        return await self._write(lambda: self._db.delete_whitelist(plates))
+
+    async def replace_whitelist_source(
+        self, source: str, rows: Sequence[WhitelistRow]
+    ) -> WhitelistChange:
+        """Make ``rows`` the complete set of rows of ``source`` (e.g. a CSV
+        re-import), in one transaction.
+
+        Rows of ``source`` not in ``rows`` are deleted; every row is stored
+        with ``source``. Rows of other sources are not touched: a plate held
+        by another source is left as it is and reported in ``conflicts``.
+        """
+        rows = list(rows)
+        now = _now(self._clock)
+        return await self._write(lambda: self._db.replace_whitelist_source(source, rows, now))
+
+    # -- outbox ----------------------------------------------------------------
+
+    async def outbox_batch(self, limit: int, now: datetime | None = None) -> list[OutboxItem]:
+        """Up to ``limit`` queued events, in commit order (so oldest first per camera).
+
+        With ``now``, only events due by then (see :meth:`outbox_defer`); a
+        camera whose oldest queued event is not due yet contributes nothing,
+        so its events still go in order.
+        """
+        return await self._read(lambda: self._db.outbox_batch(limit, now))
+
+    async def outbox_ack(self, event_ids: Sequence[str]) -> int:
+        """Remove delivered events from the outbox; return how many were queued."""
+        event_ids = list(event_ids)
+        return await self._write(lambda: self._db.outbox_ack(event_ids))
+
+    async def outbox_defer(self, event_ids: Sequence[str], next_attempt_at: datetime) -> int:
+        """Count a failed attempt for these events and hold them until ``next_attempt_at``."""
+        event_ids = list(event_ids)
+        return await self._write(lambda: self._db.outbox_defer(event_ids, next_attempt_at))
+
+    async def outbox_dead_letter(self, event_id: str, status: int | None, body: str) -> bool:
+        """Move an event the cloud rejected permanently from the outbox to the
+        dead letters, with the rejection's status and body (truncated to 4 KiB).
+        Returns False when no such event is stored."""
+        now = _now(self._clock)
+        return await self._write(lambda: self._db.outbox_dead_letter(event_id, status, body, now))
+
+    async def outbox_depth(self) -> int:
+        """Events waiting to go upstream."""
+        return await self._read(self._db.outbox_depth)
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Dead letters, newest first."""
+        return await self._read(lambda: self._db.dead_letters(limit))
+
+    async def replay_dead_letter(self, event_id: str) -> bool:
+        """Queue a dead-lettered event again (at the end of the outbox).
+        Returns False when there is no such dead letter."""
+        now = _now(self._clock)
+        return await self._write(lambda: self._db.replay_dead_letter(event_id, now))
+
+    # -- key/value state -------------------------------------------------------
+
+    async def kv_get(self, key: str) -> str | None:
+        """A small piece of state (a sync cursor...), or None."""
+        return await self._read(lambda: self._db.kv_get(key))
+
+    async def kv_set(self, key: str, value: str | None) -> None:
+        """Set (or with None, delete) a small piece of state, durably."""
+        await self._write(lambda: self._db.kv_set(key, value))

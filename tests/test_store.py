@@ -1,0 +1,707 @@
+"""The durable store, on a real SQLite database in a temporary directory,
+driven through its own thread by the reactor trial runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Sequence, cast
+
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from gateway.store import (
+    EventRecord,
+    EventType,
+    ImageState,
+    Store,
+    StoreConfig,
+    StoreHealth,
+    StoreOpenError,
+    StoreService,
+    StoreWriteError,
+    WhitelistRow,
+    new_event_id,
+    plate_event_id,
+)
+from gateway.store.schema import SCHEMA_VERSION
+
+UTC = timezone.utc
+NOW = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def plate_record(
+    plateid: int,
+    *,
+    camera: str = "cam-1",
+    received_at: datetime = NOW,
+    license: str = "京A12345",
+    **fields: Any,
+) -> EventRecord:
+    values: dict[str, Any] = dict(
+        id=plate_event_id(camera, plateid, license, 1740830400, plateid),
+        type=EventType.PLATE,
+        received_at=received_at,
+        camera=camera,
+        lane="entry",
+        camera_time=datetime(2025, 3, 1, 11, 59, 58, 5, tzinfo=UTC),
+        plate=license.upper(),
+        license=license,
+        decision_open=True,
+        decision_reason="whitelist",
+        decision_source="local",
+        raw={"license": license, "plateid": plateid, "triggerType": 8},
+        reply='{"Response_AlarmInfoPlate":{"info":"ok","plateid":%d}}' % plateid,
+    )
+    values.update(fields)
+    return EventRecord(**values)
+
+
+def io_record(*, camera: str = "cam-1", received_at: datetime = NOW) -> EventRecord:
+    return EventRecord(
+        id=new_event_id("io"),
+        type=EventType.IO,
+        received_at=received_at,
+        camera=camera,
+        raw={"source": 1},
+    )
+
+
+async def full_image_state(store: Store, event_id: str) -> ImageState:
+    record = await store.get_event(event_id)
+    assert record is not None, event_id
+    return record.image_full
+
+
+def db_rows(state_dir: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Read the database file directly (not through the store)."""
+    connection = sqlite3.connect(state_dir / "gateway.db")
+    try:
+        return [tuple(row) for row in connection.execute(sql, params)]
+    finally:
+        connection.close()
+
+
+class StoreTestCase(TestCase):
+    def setUp(self) -> None:
+        from twisted.internet import reactor
+
+        self.reactor: Any = reactor
+        self.state_dir = Path(tempfile.mkdtemp(prefix="anpr-store-test-")) / "state"
+        self.addCleanup(shutil.rmtree, self.state_dir.parent, True)
+
+    async def open_store(self, config: StoreConfig | None = None) -> Store:
+        store = await Store.open(self.reactor, self.state_dir, config)
+        self.addCleanup(lambda: Deferred.fromCoroutine(store.close()))
+        return store
+
+    def commit_all(
+        self, store: Store, records: Sequence[EventRecord], images: Sequence[tuple[str, bytes]] = ()
+    ) -> Deferred[list[Any]]:
+        """Issue every commit at once, without waiting in between."""
+        return gatherResults(
+            [Deferred.fromCoroutine(store.commit_event(record, images)) for record in records],
+            consumeErrors=True,
+        )
+
+
+class SchemaTests(StoreTestCase):
+    async def test_migrations_from_an_empty_file_and_idempotent_reopen(self) -> None:
+        self.state_dir.mkdir(parents=True)
+        (self.state_dir / "gateway.db").write_bytes(b"")
+        store = await Store.open(self.reactor, self.state_dir)
+        await store.commit_event(plate_record(1))
+        await store.close()
+
+        self.assertEqual(db_rows(self.state_dir, "PRAGMA user_version"), [(SCHEMA_VERSION,)])
+        self.assertEqual(db_rows(self.state_dir, "PRAGMA journal_mode"), [("wal",)])
+        tables = {
+            row[0]
+            for row in db_rows(
+                self.state_dir, "SELECT name FROM sqlite_master WHERE type = 'table'"
+            )
+        }
+        self.assertTrue({"events", "whitelist", "outbox", "dead_letters", "kv"} <= tables)
+
+        again = await self.open_store()
+        self.assertIsNone(again.quarantined_db)
+        stored = await again.get_event(plate_record(1).id)
+        assert stored is not None
+        self.assertEqual(stored.license, "京A12345")
+        self.assertEqual(db_rows(self.state_dir, "PRAGMA user_version"), [(SCHEMA_VERSION,)])
+
+    async def test_database_of_a_newer_release_is_refused_not_quarantined(self) -> None:
+        store = await Store.open(self.reactor, self.state_dir)
+        await store.close()
+        connection = sqlite3.connect(self.state_dir / "gateway.db")
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
+        connection.commit()
+        connection.close()
+        with self.assertRaises(StoreOpenError) as raised:
+            await Store.open(self.reactor, self.state_dir)
+        self.assertIn("newer", str(raised.exception))
+        self.assertEqual([p.name for p in self.state_dir.glob("gateway.db.corrupt-*")], [])
+
+    async def test_a_second_store_on_the_same_directory_is_refused(self) -> None:
+        await self.open_store()
+        with self.assertRaises(StoreOpenError) as raised:
+            await Store.open(self.reactor, self.state_dir)
+        self.assertIn("in use", str(raised.exception))
+
+
+class CommitTests(StoreTestCase):
+    async def test_commit_and_read_back(self) -> None:
+        store = await self.open_store()
+        record = plate_record(
+            7, offline=True, repeat=True, decision_open=False, decision_reason="offline_record"
+        )
+        result = await store.commit_event(record)
+        self.assertTrue(result.created)
+        self.assertIsNotNone(result.record.seq)
+        self.assertEqual(
+            result.record, record.__class__(**{**_fields(record), "seq": result.record.seq})
+        )
+
+        stored = await store.get_event(record.id)
+        self.assertEqual(stored, result.record)
+        assert stored is not None
+        self.assertEqual(stored.received_at, NOW)  # microseconds kept exactly
+        self.assertEqual(stored.raw, {"license": "京A12345", "plateid": 7, "triggerType": 8})
+        self.assertEqual(stored.image_full, ImageState.NONE)
+        self.assertIsNone(await store.get_event(new_event_id("io")))
+
+        queued = await store.outbox_batch(10)
+        self.assertEqual([item.event.id for item in queued], [record.id])
+
+    async def test_same_event_twice_is_stored_once_and_answered_like_the_first_time(self) -> None:
+        store = await self.open_store()
+        first = plate_record(8)
+        await store.commit_event(first)
+        resent = plate_record(8, decision_open=False, reply='{"other":1}', raw={"later": True})
+        self.assertEqual(first.id, resent.id)
+        result = await store.commit_event(resent, [("full", b"jpeg")])
+        self.assertFalse(result.created)
+        self.assertTrue(result.duplicate)
+        self.assertEqual(result.record.reply, first.reply)
+        self.assertTrue(result.record.decision_open)
+        self.assertEqual(result.record.image_full, ImageState.NONE)
+        self.assertEqual(await store.outbox_depth(), 1)
+        self.assertEqual(db_rows(self.state_dir, "SELECT COUNT(*) FROM events"), [(1,)])
+        self.assertEqual(list((self.state_dir / "images").rglob("*.jpg")), [])
+
+    async def test_same_event_twice_in_one_group_commit(self) -> None:
+        store = await self.open_store()
+        await store.commit_event(io_record())  # keeps the thread busy so both below share a batch
+        twin = plate_record(9)
+        results = await self.commit_all(store, [twin, twin])
+        self.assertEqual([r.created for r in results], [True, False])
+        self.assertEqual(results[0].record, results[1].record)
+        self.assertEqual(await store.outbox_depth(), 2)
+
+    async def test_concurrent_commits_are_grouped_into_few_transactions(self) -> None:
+        store = await self.open_store()
+        before = store.commit_transactions
+        records = [plate_record(n, camera=f"cam-{n % 3}") for n in range(50)]
+        results = await self.commit_all(store, records)
+        transactions = store.commit_transactions - before
+        self.assertTrue(all(result.created for result in results))
+        self.assertLess(transactions, 50)
+        self.assertGreaterEqual(transactions, 1)
+        self.assertEqual(len({result.record.seq for result in results}), 50)
+        self.assertEqual(db_rows(self.state_dir, "SELECT COUNT(*) FROM events"), [(50,)])
+        self.assertEqual(await store.outbox_depth(), 50)
+
+    async def test_images_are_named_by_event_id_and_fsynced_before_commit_returns(self) -> None:
+        synced: list[str] = []
+        real_fsync = os.fsync
+
+        def recording_fsync(fd: int) -> None:
+            synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+            real_fsync(fd)
+
+        self.patch(os, "fsync", recording_fsync)
+        store = await self.open_store()
+        record = plate_record(10)
+        result = await store.commit_event(
+            record, [("full", b"\xff\xd8full"), ("crop", b"\xff\xd8crop")]
+        )
+
+        day = self.state_dir / "images" / "2025-03-01"
+        full = day / f"{record.id}-full.jpg"
+        crop = day / f"{record.id}-crop.jpg"
+        self.assertEqual(full.read_bytes(), b"\xff\xd8full")
+        self.assertEqual(crop.read_bytes(), b"\xff\xd8crop")
+        self.assertEqual(sorted(p.name for p in day.iterdir()), sorted([full.name, crop.name]))
+        # Written under a temporary name, fsynced, renamed, then the directories fsynced.
+        self.assertEqual(len([p for p in synced if p.startswith(str(day) + "/.")]), 2)
+        self.assertIn(str(day), synced)
+        self.assertIn(str(self.state_dir / "images"), synced)
+
+        self.assertEqual(result.record.image_full, ImageState.PRESENT)
+        self.assertEqual(result.record.image_full_bytes, 6)
+        self.assertEqual(result.record.image_crop_bytes, 6)
+        self.assertEqual(await store.event_image_path(record.id, "full"), full)
+        self.assertEqual(await store.read_image(record.id, "crop"), b"\xff\xd8crop")
+        other = await store.commit_event(plate_record(11))
+        self.assertIsNone(await store.event_image_path(other.record.id, "full"))
+        stats = await store.stats()
+        self.assertEqual((stats.image_bytes, stats.image_files, stats.events), (12, 2, 2))
+
+    async def test_bad_ids_and_image_kinds_are_refused_before_anything_is_written(self) -> None:
+        store = await self.open_store()
+        with self.assertRaises(ValueError):
+            await store.commit_event(EventRecord(id="../../etc/x", type="io", received_at=NOW))
+        with self.assertRaises(ValueError):
+            await store.commit_event(io_record(), [("thumb", b"x")])
+        with self.assertRaises(ValueError):
+            await store.commit_event(io_record(), [("full", b"x"), ("full", b"y")])
+        with self.assertRaises(ValueError):
+            EventRecord(id=new_event_id("io"), type="io", received_at=datetime(2025, 1, 1))
+        self.assertEqual((await store.stats()).events, 0)
+
+
+def _fields(record: EventRecord) -> dict[str, Any]:
+    import attrs
+
+    return attrs.asdict(record, recurse=False)
+
+
+class FailureTests(StoreTestCase):
+    async def fill_disk(self, store: Store) -> None:
+        """Cap the database at its current size: the next page it needs fails
+        like a full disk (SQLITE_FULL, "database or disk is full")."""
+
+        def cap(connection: sqlite3.Connection) -> None:
+            pages = connection.execute("PRAGMA page_count").fetchone()[0]
+            connection.execute(f"PRAGMA max_page_count = {pages}").fetchone()
+
+        await store._run_on_store_thread(cap)
+
+    async def test_disk_full_refuses_the_event_reports_degraded_then_recovers(self) -> None:
+        store = await self.open_store()
+        changes: list[StoreHealth] = []
+        store.add_health_observer(changes.append)
+        await store.commit_event(plate_record(1))
+        await self.fill_disk(store)
+
+        big = plate_record(2, raw={"padding": "x" * 20000})
+        with self.assertRaises(StoreWriteError) as raised:
+            await store.commit_event(big, [("full", b"image")])
+        self.assertIn("full", str(raised.exception))
+        self.assertTrue(store.degraded)
+        self.assertIn("full", store.health.reason or "")
+        self.assertIsNotNone(store.health.since)
+        self.assertEqual([c.degraded for c in changes], [True])
+        # Nothing half-written: no row, no outbox entry, no image file.
+        self.assertIsNone(await store.get_event(big.id))
+        self.assertEqual(await store.outbox_depth(), 1)
+        self.assertEqual(list((self.state_dir / "images").rglob("*.jpg")), [])
+        with self.assertRaises(StoreWriteError):
+            await store.kv_set("cursor", "y" * 20000)
+        self.assertEqual((await store.stats()).health, store.health)
+
+        await store._run_on_store_thread(
+            lambda c: c.execute("PRAGMA max_page_count = 1073741823").fetchone()
+        )
+        result = await store.commit_event(big, [("full", b"image")])
+        self.assertTrue(result.created)
+        self.assertFalse(store.degraded)
+        self.assertEqual([c.degraded for c in changes], [True, False])
+        self.assertEqual(await store.read_image(big.id, "full"), b"image")
+
+    async def test_image_write_failure_keeps_nothing_of_that_event(self) -> None:
+        store = await self.open_store()
+        # A file where the day directory belongs: creating it fails (as on a
+        # broken or read-only image disk), whoever runs the test.
+        (self.state_dir / "images").mkdir()
+        blocker = self.state_dir / "images" / "2025-03-01"
+        blocker.write_bytes(b"")
+
+        with_image = plate_record(3)
+        without_image = plate_record(4)
+        outcomes = await DeferredList(
+            [
+                # The first commit keeps the thread busy: the next two share a transaction.
+                Deferred.fromCoroutine(store.commit_event(io_record())),
+                Deferred.fromCoroutine(store.commit_event(with_image, [("full", b"jpeg")])),
+                Deferred.fromCoroutine(store.commit_event(without_image)),
+            ],
+            consumeErrors=True,
+        )
+        self.assertEqual([success for success, _ in outcomes], [True, False, True])
+        cast(Failure, outcomes[1][1]).trap(StoreWriteError)
+        self.assertIsNone(await store.get_event(with_image.id))
+        self.assertIsNotNone(await store.get_event(without_image.id))
+        self.assertTrue(store.degraded)
+        self.assertIn("image", store.health.reason or "")
+        queued = [item.event.id for item in await store.outbox_batch(10)]
+        self.assertNotIn(with_image.id, queued)
+
+        with self.assertRaises(StoreWriteError):
+            await store.commit_event(with_image, [("full", b"jpeg")])
+        blocker.unlink()
+        result = await store.commit_event(with_image, [("full", b"jpeg")])
+        self.assertTrue(result.created)
+        self.assertFalse(store.degraded)
+        self.assertEqual(await store.read_image(with_image.id, "full"), b"jpeg")
+
+
+class CorruptionTests(StoreTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.logged: list[dict[str, Any]] = []
+        observer = cast(ILogObserver, self.logged.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+
+    async def store_with_events(self, count: int) -> list[EventRecord]:
+        store = await Store.open(self.reactor, self.state_dir)
+        records = [plate_record(n, raw={"padding": "p" * 3000}) for n in range(count)]
+        await self.commit_all(store, records)
+        await store.close()
+        return records
+
+    async def check_quarantined(self, records: Sequence[EventRecord]) -> None:
+        store = await self.open_store()
+        quarantined = store.quarantined_db
+        assert quarantined is not None
+        self.assertTrue(quarantined.name.startswith("gateway.db.corrupt-"))
+        self.assertTrue(quarantined.exists())
+        self.assertEqual((await store.stats()).quarantined_db, str(quarantined))
+        critical = [e for e in self.logged if e.get("log_level") == LogLevel.critical]
+        self.assertEqual(len(critical), 1)
+        self.assertEqual(critical[0]["quarantined"], str(quarantined))
+        # A fresh database that works.
+        self.assertIsNone(await store.get_event(records[0].id))
+        fresh = await store.commit_event(plate_record(100))
+        self.assertTrue(fresh.created)
+        self.assertEqual(db_rows(self.state_dir, "PRAGMA integrity_check"), [("ok",)])
+
+    async def test_garbage_file_is_quarantined_and_a_fresh_database_started(self) -> None:
+        records = await self.store_with_events(3)
+        (self.state_dir / "gateway.db").write_bytes(b"this is not a database\n" * 500)
+        await self.check_quarantined(records)
+
+    async def test_damaged_pages_are_quarantined(self) -> None:
+        records = await self.store_with_events(40)
+        path = self.state_dir / "gateway.db"
+        size = path.stat().st_size
+        self.assertGreater(size, 8 * 4096)
+        with open(path, "r+b") as damaged:
+            damaged.seek(4 * 4096)
+            damaged.write(bytes(range(256)) * 32)
+        await self.check_quarantined(records)
+
+
+class RetentionTests(StoreTestCase):
+    async def test_images_older_than_the_retention_expire_rows_stay(self) -> None:
+        store = await self.open_store(StoreConfig(image_retention_days=30))
+        old = plate_record(1, received_at=NOW - timedelta(days=40))
+        recent = plate_record(2, received_at=NOW - timedelta(days=10))
+        await store.commit_event(old, [("full", b"a" * 100), ("crop", b"b" * 10)])
+        await store.commit_event(recent, [("full", b"c" * 100)])
+        orphan_day = self.state_dir / "images" / (NOW - timedelta(days=50)).date().isoformat()
+        orphan_day.mkdir()
+        (orphan_day / "orphan-full.jpg").write_bytes(b"left by a crash")
+
+        result = await store.enforce_retention(NOW)
+
+        self.assertEqual((result.expired_by_age, result.expired_by_size), (2, 0))
+        self.assertEqual(result.bytes_freed, 110)
+        self.assertEqual(result.image_bytes, 100)
+        expired = await store.get_event(old.id)
+        assert expired is not None
+        self.assertEqual(
+            (expired.image_full, expired.image_crop), (ImageState.EXPIRED, ImageState.EXPIRED)
+        )
+        self.assertEqual(expired.license, "京A12345")
+        self.assertIsNone(await store.event_image_path(old.id, "full"))
+        self.assertFalse((self.state_dir / "images" / "2025-01-20" / f"{old.id}-full.jpg").exists())
+        self.assertFalse(orphan_day.exists())
+        kept = await store.get_event(recent.id)
+        assert kept is not None
+        self.assertEqual(kept.image_full, ImageState.PRESENT)
+        self.assertEqual(await store.read_image(recent.id, "full"), b"c" * 100)
+        stats = await store.stats()
+        self.assertEqual((stats.image_bytes, stats.image_files, stats.events), (100, 1, 2))
+
+    async def test_oldest_images_go_first_to_stay_under_the_cap(self) -> None:
+        store = await self.open_store(StoreConfig(image_retention_days=365, image_max_bytes=10_000))
+        records = [plate_record(n, received_at=NOW + timedelta(minutes=n)) for n in range(5)]
+        for record in records:
+            await store.commit_event(record, [("full", b"f" * 200), ("crop", b"c" * 100)])
+        store.config = StoreConfig(image_retention_days=365, image_max_bytes=1000)
+
+        result = await store.enforce_retention(NOW + timedelta(hours=1))
+
+        self.assertEqual((result.expired_by_age, result.expired_by_size), (0, 4))
+        self.assertEqual(result.image_bytes, 900)
+        states = [await full_image_state(store, r.id) for r in records]
+        self.assertEqual(
+            states, [ImageState.EXPIRED, ImageState.EXPIRED] + [ImageState.PRESENT] * 3
+        )
+        self.assertEqual(db_rows(self.state_dir, "SELECT COUNT(*) FROM events"), [(5,)])
+        self.assertEqual(len(list((self.state_dir / "images").rglob("*.jpg"))), 6)
+
+    async def test_commits_over_the_cap_trim_without_waiting_for_the_next_pass(self) -> None:
+        store = await self.open_store(StoreConfig(image_max_bytes=1000))
+        for n in range(6):
+            await store.commit_event(
+                plate_record(n, received_at=NOW + timedelta(seconds=n)), [("full", b"x" * 300)]
+            )
+        stats = await store.stats()  # runs on the store thread after the trim
+        self.assertLessEqual(stats.image_bytes, 1000)
+        newest = await store.get_event(plate_record(5).id)
+        assert newest is not None
+        self.assertEqual(newest.image_full, ImageState.PRESENT)
+
+    async def test_running_total_survives_reopen(self) -> None:
+        store = await Store.open(self.reactor, self.state_dir)
+        await store.commit_event(plate_record(1), [("full", b"x" * 321), ("crop", b"y" * 12)])
+        await store.commit_event(plate_record(2), [("crop", b"z" * 7)])
+        await store.close()
+        again = await self.open_store()
+        stats = await again.stats()
+        self.assertEqual((stats.image_bytes, stats.image_files), (340, 3))
+
+
+class WhitelistTests(StoreTestCase):
+    async def test_rows_round_trip(self) -> None:
+        store = await self.open_store()
+        row = WhitelistRow(
+            plate="京A12345",
+            enabled=False,
+            blacklist=True,
+            valid_from=datetime(2025, 1, 1, 8, 0),
+            valid_until=datetime(2025, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=8))),
+            lanes=["entry", "exit"],
+            hours="07:00-19:00",
+            note="拉黑",
+            source="cloud",
+            updated_at=NOW,
+        )
+        change = await store.upsert_whitelist([row, WhitelistRow(plate="B1")])
+        self.assertEqual((change.inserted, change.updated), (2, 0))
+        rows = await store.whitelist_entries()
+        self.assertEqual(rows[1], row)
+        self.assertEqual(rows[0].plate, "B1")
+        self.assertIsNotNone(rows[0].updated_at)
+        change = await store.upsert_whitelist([WhitelistRow(plate="B1", note="changed")])
+        self.assertEqual((change.inserted, change.updated), (0, 1))
+        self.assertEqual((await store.delete_whitelist(["B1", "nope"])).deleted, 1)
+        self.assertEqual([r.plate for r in await store.whitelist_entries()], ["京A12345"])
+
+    async def test_replacing_one_source_leaves_other_sources_alone(self) -> None:
+        store = await self.open_store()
+        await store.upsert_whitelist(
+            [
+                WhitelistRow(plate="LOCAL1", source="local"),
+                WhitelistRow(plate="CLOUD1", source="cloud"),
+                WhitelistRow(plate="CSV1", source="csv"),
+                WhitelistRow(plate="CSV2", source="csv", note="old"),
+            ]
+        )
+        change = await store.replace_whitelist_source(
+            "csv",
+            [
+                WhitelistRow(plate="CSV2", note="new"),
+                WhitelistRow(plate="CSV3"),
+                WhitelistRow(plate="LOCAL1", note="from csv"),
+            ],
+        )
+        self.assertEqual((change.inserted, change.updated, change.deleted), (1, 1, 1))
+        self.assertEqual(change.conflicts, ("LOCAL1",))
+        rows = {row.plate: row for row in await store.whitelist_entries()}
+        self.assertEqual(sorted(rows), ["CLOUD1", "CSV2", "CSV3", "LOCAL1"])
+        self.assertEqual(rows["CSV2"].note, "new")
+        self.assertEqual(rows["CSV3"].source, "csv")
+        self.assertEqual((rows["LOCAL1"].source, rows["LOCAL1"].note), ("local", ""))
+        self.assertEqual(rows["CLOUD1"].source, "cloud")
+
+        emptied = await store.replace_whitelist_source("csv", [])
+        self.assertEqual(emptied.deleted, 2)
+        self.assertEqual(
+            sorted(r.plate for r in await store.whitelist_entries()), ["CLOUD1", "LOCAL1"]
+        )
+
+
+class OutboxTests(StoreTestCase):
+    async def test_outbox_keeps_commit_order_per_camera(self) -> None:
+        store = await self.open_store()
+        records = [plate_record(n, camera=("cam-a", "cam-b")[n % 2]) for n in range(6)]
+        for record in records:
+            await store.commit_event(record)
+        await store.commit_event(io_record(camera="cam-c"), outbox=False)
+
+        batch = await store.outbox_batch(100)
+        self.assertEqual([item.event.id for item in batch], [r.id for r in records])
+        for camera in ("cam-a", "cam-b"):
+            seqs = [item.seq for item in batch if item.event.camera == camera]
+            self.assertEqual(seqs, sorted(seqs))
+        self.assertEqual(
+            [item.event.id for item in await store.outbox_batch(2)], [records[0].id, records[1].id]
+        )
+
+        self.assertEqual(
+            await store.outbox_ack([records[0].id, records[1].id, "io-unknownxxxxxxxxxxxxxxxx"]), 2
+        )
+        self.assertEqual(await store.outbox_depth(), 4)
+        self.assertEqual((await store.outbox_batch(1))[0].event.id, records[2].id)
+
+    async def test_a_deferred_event_holds_back_its_cameras_later_events_only(self) -> None:
+        store = await self.open_store()
+        a1, b1, a2, b2 = (
+            plate_record(n, camera=cam)
+            for n, cam in enumerate(["cam-a", "cam-b", "cam-a", "cam-b"])
+        )
+        for record in (a1, b1, a2, b2):
+            await store.commit_event(record)
+        retry_at = NOW + timedelta(seconds=30)
+        self.assertEqual(await store.outbox_defer([a1.id], retry_at), 1)
+
+        due = await store.outbox_batch(10, now=NOW)
+        self.assertEqual([item.event.id for item in due], [b1.id, b2.id])
+        later = await store.outbox_batch(10, now=retry_at)
+        self.assertEqual([item.event.id for item in later], [a1.id, b1.id, a2.id, b2.id])
+        self.assertEqual((later[0].attempts, later[0].next_attempt_at), (1, retry_at))
+
+    async def test_dead_letters_are_kept_and_replayable(self) -> None:
+        store = await self.open_store()
+        first, second = plate_record(1), plate_record(2)
+        await store.commit_event(first)
+        await store.commit_event(second)
+        self.assertTrue(
+            await store.outbox_dead_letter(first.id, 422, '{"error":"bad plate"}' + "x" * 10000)
+        )
+        self.assertFalse(await store.outbox_dead_letter("io-unknownxxxxxxxxxxxxxxxx", 400, ""))
+
+        self.assertEqual([item.event.id for item in await store.outbox_batch(10)], [second.id])
+        letters = await store.dead_letters()
+        self.assertEqual(len(letters), 1)
+        self.assertEqual(
+            (letters[0].event_id, letters[0].status, letters[0].camera), (first.id, 422, "cam-1")
+        )
+        self.assertTrue(letters[0].body.startswith('{"error":"bad plate"}'))
+        self.assertLessEqual(len(letters[0].body), 4096)
+        self.assertEqual((await store.stats()).dead_letters, 1)
+
+        self.assertTrue(await store.replay_dead_letter(first.id))
+        self.assertFalse(await store.replay_dead_letter(first.id))
+        self.assertEqual(await store.dead_letters(), [])
+        self.assertEqual(
+            [item.event.id for item in await store.outbox_batch(10)], [second.id, first.id]
+        )
+
+    async def test_key_value_state(self) -> None:
+        store = await self.open_store()
+        self.assertIsNone(await store.kv_get("sync.cursor"))
+        await store.kv_set("sync.cursor", "abc")
+        await store.kv_set("sync.cursor", "def")
+        self.assertEqual(await store.kv_get("sync.cursor"), "def")
+        await store.kv_set("sync.cursor", None)
+        self.assertIsNone(await store.kv_get("sync.cursor"))
+
+
+class QueryTests(StoreTestCase):
+    async def test_filters_and_paging(self) -> None:
+        store = await self.open_store()
+        records = [
+            plate_record(1, camera="cam-a", lane="entry", license="京A12345", received_at=NOW),
+            plate_record(
+                2,
+                camera="cam-b",
+                lane="exit",
+                license="粤FQK883",
+                received_at=NOW + timedelta(minutes=1),
+                decision_open=False,
+                decision_reason="unknown",
+            ),
+            plate_record(
+                3,
+                camera="cam-a",
+                lane="entry",
+                license="京B99999",
+                received_at=NOW + timedelta(minutes=2),
+            ),
+            io_record(camera="cam-a", received_at=NOW + timedelta(minutes=3)),
+        ]
+        for record in records:
+            await store.commit_event(record)
+
+        def ids(events: Sequence[EventRecord]) -> list[str]:
+            return [event.id for event in events]
+
+        everything = await store.recent_events()
+        self.assertEqual(ids(everything), [r.id for r in reversed(records)])
+        page1 = await store.recent_events(2)
+        page2 = await store.recent_events(2, before_seq=page1[-1].seq)
+        self.assertEqual(ids(page1 + page2), ids(everything))
+        self.assertEqual(await store.recent_events(2, before_seq=page2[-1].seq), [])
+
+        self.assertEqual(ids(await store.recent_events(plate="12345")), [records[0].id])
+        self.assertEqual(ids(await store.recent_events(plate="京")), [records[2].id, records[0].id])
+        self.assertEqual(ids(await store.recent_events(plate="%")), [])
+        self.assertEqual(ids(await store.recent_events(camera="cam-b")), [records[1].id])
+        self.assertEqual(
+            ids(await store.recent_events(lane="entry")), [records[2].id, records[0].id]
+        )
+        self.assertEqual(ids(await store.recent_events(type="io")), [records[3].id])
+        self.assertEqual(ids(await store.recent_events(decision_open=False)), [records[1].id])
+        self.assertEqual(ids(await store.recent_events(reason="unknown")), [records[1].id])
+        window = await store.recent_events(
+            since=NOW + timedelta(minutes=1), until=NOW + timedelta(minutes=3)
+        )
+        self.assertEqual(ids(window), [records[2].id, records[1].id])
+        self.assertEqual(
+            ids(await store.recent_events(camera="cam-a", type=EventType.PLATE)),
+            [records[2].id, records[0].id],
+        )
+
+
+class ServiceTests(StoreTestCase):
+    async def test_service_opens_runs_retention_on_the_clock_and_closes(self) -> None:
+        clock = Clock()
+        clock.advance(NOW.timestamp())
+        service = StoreService(
+            self.reactor, self.state_dir, StoreConfig(image_retention_days=1), clock=clock
+        )
+        service.startService()
+        store = await service.when_open()
+        self.assertIs(service.store, store)
+
+        aging = plate_record(1, received_at=NOW - timedelta(hours=12))
+        await store.commit_event(aging, [("full", b"x" * 50)])
+        self.assertIsNotNone(service.last_retention)  # the pass at start
+
+        clock.advance(3600)  # not yet a day old: kept
+        self.assertEqual(await full_image_state(store, aging.id), ImageState.PRESENT)
+        clock.advance(13 * 3600)  # now a day and an hour old
+        self.assertEqual(await full_image_state(store, aging.id), ImageState.EXPIRED)
+        assert service.last_retention is not None
+        self.assertEqual(service.last_retention.expired_by_age, 1)
+
+        await service.stopService()
+        self.assertIsNone(service.store)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        with self.assertRaises(StoreWriteError):
+            await store.commit_event(plate_record(2))
+        # Closed cleanly: another store can open the directory.
+        again = await self.open_store()
+        self.assertIsNotNone(await again.get_event(aging.id))
+
+    async def test_service_reports_a_store_that_cannot_open(self) -> None:
+        blocker = await self.open_store()  # holds the directory's lock
+        del blocker
+        service = StoreService(self.reactor, self.state_dir, clock=Clock())
+        service.startService()
+        with self.assertRaises(StoreOpenError):
+            await service.when_open()
+        self.flushLoggedErrors(StoreOpenError)
+        await service.stopService()
