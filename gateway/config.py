@@ -43,6 +43,7 @@ __all__ = [
     "GatewaySection",
     "LaneConfig",
     "PolicyConfig",
+    "StoreSection",
     "load_config",
     "main",
     "parse_config",
@@ -249,6 +250,16 @@ def directory(value: object, path: str) -> str:
     return os.path.abspath(os.path.expanduser(checked))
 
 
+def existing_file(value: object, path: str) -> str:
+    """A path to a file that exists now, made absolute against the current
+    directory (a typo is caught at start, not when the file is first read)."""
+    checked: str = text(max_length=4096)(value, path)
+    resolved = os.path.abspath(os.path.expanduser(checked))
+    if not os.path.isfile(resolved):
+        raise ConfigError(path, f"no such file: {resolved}")
+    return resolved
+
+
 def timezone_name(value: object, path: str) -> str:
     """An IANA time zone name known to this machine (``Europe/Paris``, ``UTC``)."""
     checked: str = text(max_length=256)(value, path)
@@ -410,6 +421,17 @@ class PolicyConfig:
     """``[policy]``: the gate decision when the cloud does not answer."""
 
     unknown_plate: UnknownPlate
+    duplicate_window_seconds: float
+    max_plate_distance: int
+    whitelist_csv: str | None  # absolute path, or None
+
+
+@attrs.frozen
+class StoreSection:
+    """``[store]``: how long and how much of the images the SD card keeps."""
+
+    image_retention_days: int
+    image_max_bytes: int
 
 
 @attrs.frozen
@@ -435,6 +457,7 @@ class GatewayConfig:
     camera_server: CameraServerConfig
     admin: AdminConfig
     policy: PolicyConfig
+    store: StoreSection
     lanes: tuple[LaneConfig, ...]
     source: str
 
@@ -518,7 +541,24 @@ _ADMIN = Section(
 
 _UNKNOWN_PLATE = one_of("deny", "allow")
 
-_POLICY = Section(PolicyConfig, (Key("unknown_plate", _UNKNOWN_PLATE, default="deny"),))
+_POLICY = Section(
+    PolicyConfig,
+    (
+        Key("unknown_plate", _UNKNOWN_PLATE, default="deny"),
+        Key("duplicate_window_seconds", number(0, 300), default=10.0),
+        # More than two edits would match too many plates to be safe.
+        Key("max_plate_distance", integer(0, 2), default=0),
+        Key("whitelist_csv", existing_file, default=None),
+    ),
+)
+
+_STORE = Section(
+    StoreSection,
+    (
+        Key("image_retention_days", integer(1, 3650), default=30),
+        Key("image_max_bytes", integer(16 * 1024 * 1024, 1 << 40), default=2 * 1024**3),
+    ),
+)
 
 _LANE = Section(
     LaneConfig,
@@ -538,6 +578,7 @@ _SECTIONS: dict[str, Section[Any]] = {
     "camera_server": _CAMERA_SERVER,
     "admin": _ADMIN,
     "policy": _POLICY,
+    "store": _STORE,
 }
 _LANE_KEY = "lane"
 _TOP_LEVEL_KEYS = (*_SECTIONS, _LANE_KEY)
@@ -601,6 +642,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> GatewayCo
         camera_server=sections["camera_server"],
         admin=sections["admin"],
         policy=sections["policy"],
+        store=sections["store"],
         lanes=lanes,
         source=source,
     )

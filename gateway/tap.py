@@ -18,9 +18,11 @@ from twisted.web.server import Site
 from gateway import __version__
 from gateway.admin.status import StatusApi
 from gateway.camera.registry import CameraRegistry
-from gateway.camera.server import CameraServer, LogRecorder
+from gateway.camera.recorder import StoreRecorder
+from gateway.camera.server import CameraServer
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.policy.decision import UnknownPlateRule
+from gateway.store import StoreConfig, StoreService
 
 log = Logger()
 
@@ -72,10 +74,13 @@ def _listener(
 class GatewayService(MultiService):
     """The root of the service tree."""
 
-    def __init__(self, config: GatewayConfig, registry: CameraRegistry) -> None:
+    def __init__(
+        self, config: GatewayConfig, registry: CameraRegistry, store: StoreService
+    ) -> None:
         super().__init__()
         self.config = config
         self.registry = registry
+        self.store = store
 
     def startService(self) -> None:
         log.info(
@@ -111,10 +116,22 @@ def build_service(config: GatewayConfig, reactor: Any) -> GatewayService:
         unknown_plate=config.policy.unknown_plate,
         lane_overrides={lane.name: lane.unknown_plate for lane in config.lanes if lane.unknown_plate},
     )
-    camera_server = CameraServer(
-        clock=clock, config=config, registry=registry, policy=policy, recorder=LogRecorder()
+    store = StoreService(
+        reactor,
+        config.gateway.state_dir,
+        StoreConfig(
+            image_retention_days=config.store.image_retention_days,
+            image_max_bytes=config.store.image_max_bytes,
+        ),
     )
-    root = GatewayService(config, registry)
+    # Until the store is open, events are refused (connection closed without
+    # an answer) and cameras send them again: the listeners need not wait.
+    recorder = StoreRecorder(lambda: store.store)
+    camera_server = CameraServer(
+        clock=clock, config=config, registry=registry, policy=policy, recorder=recorder
+    )
+    root = GatewayService(config, registry, store)
+    store.setServiceParent(root)
     camera_site = camera_server.site()
     for index, description in enumerate(config.camera_server.listen, start=1):
         service = _listener(

@@ -153,6 +153,7 @@ async def _start(data: dict[str, Any], state_dir: str) -> RunningGateway:
     config = parse_config(data, source="<test>")
     service = build_service(config, reactor)
     service.startService()
+    await service.store.when_open()
     camera_ports, admin_ports = [], []
     for child in service:
         waiting = getattr(child, "_waitingForPort", None)

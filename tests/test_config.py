@@ -20,6 +20,7 @@ from gateway.config import (
     GatewaySection,
     LaneConfig,
     PolicyConfig,
+    StoreSection,
     load_config,
     main,
     parse_config,
@@ -52,7 +53,13 @@ def test_builtin_defaults_are_the_demo_site(monkeypatch: pytest.MonkeyPatch, tmp
         idle_timeout_seconds=75,
     )
     assert config.admin == AdminConfig(listen=("tcp:8081:interface=127.0.0.1",))
-    assert config.policy == PolicyConfig(unknown_plate="deny")
+    assert config.policy == PolicyConfig(
+        unknown_plate="deny",
+        duplicate_window_seconds=10.0,
+        max_plate_distance=0,
+        whitelist_csv=None,
+    )
+    assert config.store == StoreSection(image_retention_days=30, image_max_bytes=2 * 1024**3)
     assert config.lanes == ()
     assert config.gateway.state_dir == str(tmp_path / "anpr-gateway-state")
     assert os.path.isabs(config.gateway.state_dir)
@@ -257,7 +264,7 @@ def test_invalid_values_name_the_key_and_the_reason(data: dict[str, Any], path: 
 @pytest.mark.parametrize(
     ("data", "path", "known"),
     [
-        ({"lanes": []}, "lanes", "admin, camera_server, gateway, lane, policy"),
+        ({"lanes": []}, "lanes", "admin, camera_server, gateway, lane, policy, store"),
         ({"camera_server": {"comet_hold": 20}}, "camera_server.comet_hold", "comet_hold_seconds, idle_timeout_seconds, listen, max_body_bytes, offline_missed_intervals"),
         ({"lane": [lane(), lane(name="Exit", camera="Q", barrier=1)]}, "lane[2].barrier", "barrier_channel, camera, direction, heartbeat, name, unknown_plate"),
     ],
@@ -458,3 +465,32 @@ def test_gateway_config_is_built_only_from_valid_parts() -> None:
     assert isinstance(config, GatewayConfig)
     assert config.source == "site.toml"
     assert config.lane_for_camera("d85b1269-8f942256") == config.lanes[0]
+
+
+def test_whitelist_csv_must_exist_and_is_made_absolute(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        parse_config({"policy": {"whitelist_csv": "etc/whitelist.csv"}})
+    assert info.value.path == "policy.whitelist_csv"
+    assert info.value.reason == f"no such file: {tmp_path / 'etc' / 'whitelist.csv'}"
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "whitelist.csv").write_text("plate\n", encoding="utf-8")
+    config = parse_config({"policy": {"whitelist_csv": "etc/whitelist.csv"}})
+    assert config.policy.whitelist_csv == str(tmp_path / "etc" / "whitelist.csv")
+
+
+@pytest.mark.parametrize(
+    "section, key, value, reason",
+    [
+        ("policy", "max_plate_distance", 3, "must be between 0 and 2, got 3"),
+        ("policy", "duplicate_window_seconds", -1, "must be between 0 and 300, got -1"),
+        ("store", "image_retention_days", 0, "must be between 1 and 3650, got 0"),
+        ("store", "image_max_bytes", 1024, "must be between 16777216 and 1099511627776, got 1024"),
+    ],
+)
+def test_store_and_policy_ranges(section: str, key: str, value: object, reason: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({section: {key: value}})
+    assert str(info.value) == f"{section}.{key}: {reason}"

@@ -15,16 +15,19 @@ from typing import Any, Callable, Protocol
 
 import attrs
 from klein import Klein
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
 from gateway.camera.commands import SerialReply
+from gateway.camera.events import CameraEvent, EventNotKept, EventRecorder
 from gateway.camera.http import CameraSite
 from gateway.camera.registry import Camera, CameraRegistry, PollOutcome
 from gateway.config import GatewayConfig, LaneConfig
-from gateway.policy.decision import Decision, GatePolicy, PlateQuery
+from gateway.policy.decision import DUPLICATE, Decision, GatePolicy, PlateQuery
+from gateway.policy.repeats import RepeatFilter
 from gateway.protocol import replies
 from gateway.protocol.messages import (
     Heartbeat,
@@ -38,59 +41,9 @@ from gateway.protocol.messages import (
     WhitelistResult,
 )
 from gateway.protocol.parse import parse_push
+from gateway.store.ids import new_event_id, plate_event_id
 
 log = Logger()
-
-
-class EventNotKept(Exception):
-    """The gateway could not keep an event durably: the camera must not be
-    told it was received."""
-
-
-@attrs.frozen
-class CameraEvent:
-    """Something a camera reported, as the gateway received it."""
-
-    kind: str  # plate | io | serial | snapshot | whitelist_result
-    camera: str  # serial number, or "@<address>" for a camera that gave none
-    lane: str | None
-    received_at: datetime
-    message: Message
-    decision: Decision | None = None
-    repeat: bool = False
-
-
-class EventRecorder(Protocol):
-    async def record(self, event: CameraEvent) -> CameraEvent:
-        """Keep ``event``; return it as kept (for a re-sent push, the event as
-        first received, so the camera gets the same answer again). Raise
-        :class:`EventNotKept` when it cannot be kept."""
-
-
-class LogRecorder:
-    """Records events as structured log lines only (a site with no store)."""
-
-    async def record(self, event: CameraEvent) -> CameraEvent:
-        if event.kind == "plate" and isinstance(event.message, PlateResult):
-            decision = event.decision
-            log.info(
-                "Plate {license} from camera {camera} (lane {lane}): {verdict} ({reason})",
-                license=event.message.license,
-                camera=event.camera,
-                lane=event.lane,
-                verdict="open" if decision and decision.open else "closed",
-                reason=decision.reason if decision else None,
-                offline=event.message.offline,
-                plateid=event.message.plateid,
-            )
-        else:
-            log.info(
-                "{kind} event from camera {camera} (lane {lane})",
-                kind=event.kind,
-                camera=event.camera,
-                lane=event.lane,
-            )
-        return event
 
 
 def _json_error(request: IRequest, code: int, reason: str) -> bytes:
@@ -131,8 +84,10 @@ class CameraServer:
         self.recorder = recorder
         self._now = now or (lambda: datetime.fromtimestamp(clock.seconds(), tz=timezone.utc))
         self._unconfigured_logged: set[str] = set()
+        self.repeats = RepeatFilter(config.policy.duplicate_window_seconds)
         for lane in config.lanes:
             registry.configure(lane.camera, lane=lane.name, heartbeat=lane.heartbeat)
+        registry.on_state_change(self._camera_state_changed)
 
     def resource(self) -> IResource:
         return self.app.resource()
@@ -226,6 +181,7 @@ class CameraServer:
             plate.serialno, peer, plate.device_name, plate.ipaddr, dialect=plate.dialect
         )
         lane = self._lane(camera)
+        lane_name = lane.name if lane else None
         received_at = self._now()
         if plate.image_errors:
             log.warn(
@@ -239,29 +195,53 @@ class CameraServer:
                 license=plate.license,
                 has_plate=plate.has_plate,
                 at=received_at,
-                lane=lane.name if lane else None,
+                lane=lane_name,
                 offline=plate.offline,
             )
         )
+        repeat = False
+        act = not plate.offline
+        if act and plate.has_plate:
+            verdict = self.repeats.check(
+                lane_name or camera.serialno, decision.plate, decision.open, self._clock.seconds()
+            )
+            repeat, act = verdict.repeat, verdict.act
+            if not act:
+                # The car is still at the barrier from a moment ago: record
+                # the read, do not pulse the barrier or the display again.
+                decision = attrs.evolve(
+                    decision, open=False, reason=DUPLICATE, note=f"repeat of a {decision.reason} read"
+                )
+        camera_time = plate.camera_time
         event = await self.recorder.record(
             CameraEvent(
+                id=plate_event_id(
+                    camera.serialno,
+                    plate.plateid,
+                    plate.license,
+                    camera_time.sec if camera_time else None,
+                    camera_time.usec if camera_time else None,
+                ),
                 kind="plate",
                 camera=camera.serialno,
-                lane=lane.name if lane else None,
+                lane=lane_name,
                 received_at=received_at,
                 message=plate,
                 decision=decision,
+                repeat=repeat,
+                open_channel=(lane.barrier_channel if lane else 0)
+                if act and decision.open
+                else None,
             )
         )
-        kept = event.decision or decision
         reply = replies.PlateReply(plateid=plate.plateid, retransfer_stop=True)
         if plate.offline:
             # The car passed long ago: never pulse the barrier, just ask for
             # the next stored record.
             if plate.plateid is not None:
                 reply.continue_offline = plate.plateid
-        elif kept.open and not event.repeat:
-            reply.open_channel = lane.barrier_channel if lane else 0
+        else:
+            reply.open_channel = event.open_channel
         self.registry.fill_reply(camera, reply)
         return reply.to_bytes()
 
@@ -336,10 +316,37 @@ class CameraServer:
     async def _record(self, kind: str, camera: Camera, message: Message) -> CameraEvent:
         return await self.recorder.record(
             CameraEvent(
+                id=new_event_id(kind),
                 kind=kind,
                 camera=camera.serialno,
                 lane=camera.lane,
                 received_at=self._now(),
                 message=message,
             )
+        )
+
+    def _camera_state_changed(self, camera: Camera, online: bool) -> None:
+        kind = "camera_online" if online else "camera_offline"
+        event = CameraEvent(
+            id=new_event_id(kind),
+            kind=kind,
+            camera=camera.serialno,
+            lane=camera.lane,
+            received_at=self._now(),
+            details={"address": camera.address, "heartbeat": camera.heartbeat.value},
+        )
+
+        async def record() -> None:
+            try:
+                await self.recorder.record(event)
+            except EventNotKept as error:
+                log.warn(
+                    "Camera {serialno} went {state}; the event could not be kept: {reason}",
+                    serialno=camera.serialno,
+                    state="online" if online else "offline",
+                    reason=str(error),
+                )
+
+        Deferred.fromCoroutine(record()).addErrback(
+            lambda failure: log.failure("Recording a camera state change failed", failure)
         )
