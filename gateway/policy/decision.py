@@ -62,19 +62,3 @@ def never_open(query: PlateQuery) -> Decision | None:
     if not query.has_plate:
         return Decision(open=False, reason=NO_PLATE)
     return None
-
-
-@attrs.frozen
-class UnknownPlateRule:
-    """The policy of a site with no list: every readable plate is treated
-    alike, per ``[policy] unknown_plate`` (or a lane's own override)."""
-
-    unknown_plate: str = "deny"  # "deny" | "allow"
-    lane_overrides: dict[str, str] = attrs.field(factory=dict)
-
-    def decide(self, query: PlateQuery) -> Decision:
-        fixed = never_open(query)
-        if fixed is not None:
-            return fixed
-        rule = self.lane_overrides.get(query.lane or "", self.unknown_plate)
-        return Decision(open=rule == "allow", reason=UNKNOWN, plate=query.license.strip().upper())
