@@ -546,8 +546,9 @@ _POLICY = Section(
     (
         Key("unknown_plate", _UNKNOWN_PLATE, default="deny"),
         Key("duplicate_window_seconds", number(0, 300), default=10.0),
-        # More than two edits would match too many plates to be safe.
-        Key("max_plate_distance", integer(0, 2), default=0),
+        # Two edits match most random reads against a large list (and cost
+        # several times the memory): one is the most that stays safe.
+        Key("max_plate_distance", integer(0, 1), default=0),
         Key("whitelist_csv", existing_file, default=None),
     ),
 )

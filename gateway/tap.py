@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from zoneinfo import ZoneInfo
 from typing import Any, NoReturn
 
 from twisted.application.internet import StreamServerEndpointService
@@ -21,8 +22,8 @@ from gateway.camera.registry import CameraRegistry
 from gateway.camera.recorder import StoreRecorder
 from gateway.camera.server import CameraServer
 from gateway.config import ConfigError, GatewayConfig, load_config
-from gateway.policy.decision import UnknownPlateRule
 from gateway.store import StoreConfig, StoreService
+from gateway.whitelist import SiteWhitelist
 
 log = Logger()
 
@@ -75,12 +76,17 @@ class GatewayService(MultiService):
     """The root of the service tree."""
 
     def __init__(
-        self, config: GatewayConfig, registry: CameraRegistry, store: StoreService
+        self,
+        config: GatewayConfig,
+        registry: CameraRegistry,
+        store: StoreService,
+        whitelist: SiteWhitelist,
     ) -> None:
         super().__init__()
         self.config = config
         self.registry = registry
         self.store = store
+        self.whitelist = whitelist
 
     def startService(self) -> None:
         log.info(
@@ -112,10 +118,6 @@ def build_service(config: GatewayConfig, reactor: Any) -> GatewayService:
         comet_hold=config.camera_server.comet_hold_seconds,
         missed_intervals=config.camera_server.offline_missed_intervals,
     )
-    policy = UnknownPlateRule(
-        unknown_plate=config.policy.unknown_plate,
-        lane_overrides={lane.name: lane.unknown_plate for lane in config.lanes if lane.unknown_plate},
-    )
     store = StoreService(
         reactor,
         config.gateway.state_dir,
@@ -124,14 +126,25 @@ def build_service(config: GatewayConfig, reactor: Any) -> GatewayService:
             image_max_bytes=config.store.image_max_bytes,
         ),
     )
-    # Until the store is open, events are refused (connection closed without
-    # an answer) and cameras send them again: the listeners need not wait.
-    recorder = StoreRecorder(lambda: store.store)
-    camera_server = CameraServer(
-        clock=clock, config=config, registry=registry, policy=policy, recorder=recorder
+    whitelist = SiteWhitelist(
+        reactor,
+        store,
+        tz=ZoneInfo(config.gateway.timezone),
+        unknown_plate=config.policy.unknown_plate,
+        lane_overrides={lane.name: lane.unknown_plate for lane in config.lanes if lane.unknown_plate},
+        max_plate_distance=config.policy.max_plate_distance,
+        csv_path=config.policy.whitelist_csv,
     )
-    root = GatewayService(config, registry, store)
+    # Until the store is open and the plate list loaded, events are refused
+    # (connection closed without an answer) and cameras send them again: the
+    # listeners need not wait, and bind (or fail) at once.
+    recorder = StoreRecorder(lambda: store.store if whitelist.loaded else None)
+    camera_server = CameraServer(
+        clock=clock, config=config, registry=registry, policy=whitelist, recorder=recorder
+    )
+    root = GatewayService(config, registry, store, whitelist)
     store.setServiceParent(root)
+    whitelist.setServiceParent(root)
     camera_site = camera_server.site()
     for index, description in enumerate(config.camera_server.listen, start=1):
         service = _listener(

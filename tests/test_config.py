@@ -484,7 +484,7 @@ def test_whitelist_csv_must_exist_and_is_made_absolute(
 @pytest.mark.parametrize(
     "section, key, value, reason",
     [
-        ("policy", "max_plate_distance", 3, "must be between 0 and 2, got 3"),
+        ("policy", "max_plate_distance", 2, "must be between 0 and 1, got 2"),
         ("policy", "duplicate_window_seconds", -1, "must be between 0 and 300, got -1"),
         ("store", "image_retention_days", 0, "must be between 1 and 3650, got 0"),
         ("store", "image_max_bytes", 1024, "must be between 16777216 and 1099511627776, got 1024"),
