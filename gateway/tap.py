@@ -19,6 +19,7 @@ from twisted.web.server import Site
 from gateway import __version__
 from gateway.admin.status import StatusApi
 from gateway.camera.registry import CameraRegistry
+from gateway.camera.control import CameraControl
 from gateway.camera.recorder import StoreRecorder
 from gateway.camera.server import CameraServer
 from gateway.config import ConfigError, GatewayConfig, load_config
@@ -87,6 +88,7 @@ class GatewayService(MultiService):
         self.registry = registry
         self.store = store
         self.whitelist = whitelist
+        self.control: CameraControl | None = None
 
     def startService(self) -> None:
         log.info(
@@ -139,10 +141,17 @@ def build_service(config: GatewayConfig, reactor: Any) -> GatewayService:
     # (connection closed without an answer) and cameras send them again: the
     # listeners need not wait, and bind (or fail) at once.
     recorder = StoreRecorder(lambda: store.store if whitelist.loaded else None)
+    control = CameraControl(clock=clock, registry=registry, config=config, recorder=recorder)
     camera_server = CameraServer(
-        clock=clock, config=config, registry=registry, policy=whitelist, recorder=recorder
+        clock=clock,
+        config=config,
+        registry=registry,
+        policy=whitelist,
+        recorder=recorder,
+        control=control,
     )
     root = GatewayService(config, registry, store, whitelist)
+    root.control = control
     store.setServiceParent(root)
     whitelist.setServiceParent(root)
     camera_site = camera_server.site()

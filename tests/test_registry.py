@@ -162,16 +162,35 @@ class QueueTests(SynchronousTestCase):
         self.camera = self.registry.seen("cam", address="127.0.0.1")
 
     def test_expired_command_never_delivered(self) -> None:
-        expired: list[str] = []
-        self.registry.on_command_expired(lambda camera, command: expired.append(command.id))
         command = OpenBarrier(channel=0, expires_at=30.0)
+        finished: list[CommandState] = []
+        command.done.addCallback(lambda c: finished.append(c.state))
         self.registry.queue("cam", command)
         self.clock.advance(31)
         reply = PlateReply()
         self.assertEqual(self.registry.fill_reply(self.camera, reply), [])
         self.assertIsNone(reply.open_channel)
         self.assertEqual(command.state, CommandState.EXPIRED)
-        self.assertEqual(expired, [command.id])
+        self.assertEqual(finished, [CommandState.EXPIRED])
+        self.assertEqual(len(self.camera.commands), 0)
+
+    def test_whole_reply_command_is_taken_alone(self) -> None:
+        from gateway.camera.commands import ParkingCamWhitelistCommand
+
+        whitelist = ParkingCamWhitelistCommand(
+            body=b'{"deleteWhiteListAll":1}', operation="delete_all", expires_at=30.0
+        )
+        opener = OpenBarrier(channel=0, expires_at=30.0)
+        self.registry.queue("cam", whitelist)
+        self.registry.queue("cam", opener)
+        reply = HeartbeatReply()
+        # The whitelist command is a reply of its own: nothing else rides with it.
+        self.assertEqual(self.registry.fill_reply(self.camera, reply), [])
+        self.assertIs(self.registry.take_whole_reply(self.camera), whitelist)
+        self.assertEqual(whitelist.state, CommandState.DELIVERED)
+        self.assertFalse(whitelist.done.called, "confirmed by the camera's answer")
+        self.assertEqual(self.registry.fill_reply(self.camera, reply), [opener])
+        self.assertTrue(opener.done.called)
 
     def test_commands_keep_order_and_wait_for_a_reply_they_fit(self) -> None:
         first = OpenBarrier(channel=0, expires_at=30.0)

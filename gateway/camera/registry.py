@@ -42,7 +42,6 @@ class PollOutcome(str, enum.Enum):
 
 
 StateObserver = Callable[["Camera", bool], None]
-CommandObserver = Callable[["Camera", CameraCommand], None]
 
 
 @attrs.define(eq=False)
@@ -55,6 +54,9 @@ class Camera:
     ipaddr: str | None = None  # what it says its address is
     device_name: str | None = None
     web_port: int | None = None
+    # Where the camera reaches the gateway (host, port, TLS): for URLs the
+    # camera is asked to call back (snapshot uploads).
+    gateway_address: tuple[str, int, bool] | None = None
     lane: str | None = None
     heartbeat: HeartbeatMode = HeartbeatMode.UNKNOWN
     fixed_heartbeat: bool = False  # the configuration says which mode it uses
@@ -118,7 +120,6 @@ class CameraRegistry:
         self.missed_intervals = missed_intervals
         self._cameras: dict[str, Camera] = {}
         self._state_observers: list[StateObserver] = []
-        self._expiry_observers: list[CommandObserver] = []
 
     # -- lookup -----------------------------------------------------------
 
@@ -149,9 +150,6 @@ class CameraRegistry:
     def on_state_change(self, observer: StateObserver) -> None:
         """Call ``observer(camera, online)`` when a camera goes on or off line."""
         self._state_observers.append(observer)
-
-    def on_command_expired(self, observer: CommandObserver) -> None:
-        self._expiry_observers.append(observer)
 
     # -- contact ----------------------------------------------------------
 
@@ -329,27 +327,45 @@ class CameraRegistry:
         does not fit this reply stays queued, and so does everything behind it
         (commands to one camera keep their order).
         """
-        now = self._clock.seconds()
         delivered: list[CameraCommand] = []
-        while camera.commands:
+        while self._drop_expired(camera):
             command = camera.commands[0]
-            if command.expires_at <= now:
-                camera.commands.popleft()
-                command.state = CommandState.EXPIRED
-                log.info(
-                    "Command {command_id} for camera {serialno} expired undelivered",
-                    command_id=command.id,
-                    serialno=camera.serialno,
-                )
-                for observer in self._expiry_observers:
-                    observer(camera, command)
-                continue
-            if not command.apply(reply):
+            if command.whole_reply() is not None or not command.apply(reply):
                 break
             camera.commands.popleft()
-            command.state = CommandState.DELIVERED
+            command.delivered()
             delivered.append(command)
         return delivered
+
+    def take_whole_reply(self, camera: Camera) -> CameraCommand | None:
+        """The next command if it is a reply of its own (a ParkingCam
+        whitelist command), taken off the queue and marked delivered."""
+        if self._drop_expired(camera) and camera.commands[0].whole_reply() is not None:
+            command = camera.commands.popleft()
+            command.delivered()
+            return command
+        return None
+
+    def withdraw(self, camera: Camera, command: CameraCommand) -> bool:
+        """Take a command off the queue (it expired, or was cancelled)."""
+        try:
+            camera.commands.remove(command)
+        except ValueError:
+            return False
+        return True
+
+    def _drop_expired(self, camera: Camera) -> bool:
+        """Drop expired commands at the head of the queue; whether any is left."""
+        now = self._clock.seconds()
+        while camera.commands and camera.commands[0].expires_at <= now:
+            command = camera.commands.popleft()
+            command.fail(CommandState.EXPIRED, "not delivered before it expired")
+            log.info(
+                "Command {command_id} for camera {serialno} expired undelivered",
+                command_id=command.id,
+                serialno=camera.serialno,
+            )
+        return bool(camera.commands)
 
     # -- liveness ---------------------------------------------------------
 

@@ -22,6 +22,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
 from gateway.camera.commands import SerialReply
+from gateway.camera.control import CameraControl
 from gateway.camera.events import CameraEvent, EventNotKept, EventRecorder
 from gateway.camera.http import CameraSite
 from gateway.camera.registry import Camera, CameraRegistry, PollOutcome
@@ -52,9 +53,25 @@ def _json_error(request: IRequest, code: int, reason: str) -> bytes:
     return json.dumps({"error": reason}, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _peer(request: IRequest) -> str:
-    address = request.getClientAddress()
-    return str(getattr(address, "host", "unknown"))
+@attrs.frozen
+class Origin:
+    """Where a request came from, and where it reached the gateway."""
+
+    peer: str  # the camera's address
+    host: str  # the gateway's address as the camera reached it
+    port: int
+    secure: bool
+
+    @classmethod
+    def of(cls, request: IRequest) -> Origin:
+        client = request.getClientAddress()
+        local = request.getHost()
+        return cls(
+            peer=str(getattr(client, "host", "unknown")),
+            host=str(getattr(local, "host", "")),
+            port=int(getattr(local, "port", 0)),
+            secure=bool(request.isSecure()),
+        )
 
 
 class CameraServer:
@@ -75,6 +92,7 @@ class CameraServer:
         registry: CameraRegistry,
         policy: GatePolicy,
         recorder: EventRecorder,
+        control: CameraControl | None = None,
         now: Callable[[], datetime] | None = None,
     ) -> None:
         self._clock = clock
@@ -82,6 +100,9 @@ class CameraServer:
         self.registry = registry
         self.policy = policy
         self.recorder = recorder
+        self.control = control
+        # Told of each ParkingCam whitelist command result (camera whitelist sync).
+        self.whitelist_result_listeners: list[Callable[[Camera, WhitelistResult], None]] = []
         self._now = now or (lambda: datetime.fromtimestamp(clock.seconds(), tz=timezone.utc))
         self._unconfigured_logged: set[str] = set()
         self.repeats = RepeatFilter(config.policy.duplicate_window_seconds)
@@ -106,7 +127,8 @@ class CameraServer:
     async def push(self, request: IRequest) -> bytes | None:
         body = request.content.read() if request.content is not None else b""
         content_type = request.getHeader(b"content-type")
-        peer = _peer(request)
+        origin = Origin.of(request)
+        peer = origin.peer
         try:
             message = parse_push(body, content_type.decode("latin-1") if content_type else None)
         except ProtocolError as error:
@@ -119,7 +141,7 @@ class CameraServer:
             return _json_error(request, 400, str(error))
         request.setHeader(b"Content-Type", b"application/json")
         try:
-            reply = await self._dispatch(request, message, peer)
+            reply = await self._dispatch(request, message, origin)
         except EventNotKept as error:
             # Any complete response counts as delivered for the camera; only
             # a dropped connection makes it keep the record and retry.
@@ -141,7 +163,7 @@ class CameraServer:
         request.setHeader(b"Allow", b"POST")
         return _json_error(request, 405, "cameras POST their pushes; nothing else is served here")
 
-    async def _dispatch(self, request: IRequest, message: Message, peer: str) -> bytes:
+    async def _dispatch(self, request: IRequest, message: Message, peer: Origin) -> bytes:
         if isinstance(message, PlateResult):
             return await self._plate(message, peer)
         if isinstance(message, Registration):
@@ -167,16 +189,21 @@ class CameraServer:
         if isinstance(message, SnapshotUpload):
             camera = self._snapshot_camera(message, peer)
             await self._record("snapshot", camera, message)
+            if self.control is not None:
+                path = request.path.decode("latin-1", "replace")
+                self.control.snapshot_arrived(camera, path, message.image.data)
             return replies.ack_reply()
         if isinstance(message, WhitelistResult):
             camera = self._camera(message.serialno, peer, None, None)
             await self._record("whitelist_result", camera, message)
+            for listener in self.whitelist_result_listeners:
+                listener(camera, message)
             return replies.ack_reply()
         raise AssertionError(f"unhandled message type {type(message).__name__}")
 
     # -- message kinds ----------------------------------------------------
 
-    async def _plate(self, plate: PlateResult, peer: str) -> bytes:
+    async def _plate(self, plate: PlateResult, peer: Origin) -> bytes:
         camera = self._camera(
             plate.serialno, peer, plate.device_name, plate.ipaddr, dialect=plate.dialect
         )
@@ -245,7 +272,7 @@ class CameraServer:
         self.registry.fill_reply(camera, reply)
         return reply.to_bytes()
 
-    async def _registration(self, registration: Registration, peer: str) -> bytes:
+    async def _registration(self, registration: Registration, peer: Origin) -> bytes:
         camera = self._camera(
             registration.serialno, peer, registration.device_name, registration.ipaddr
         )
@@ -265,35 +292,43 @@ class CameraServer:
         self.registry.answered(camera)
         return body
 
-    def _parkingcam_heartbeat(self, heartbeat: Heartbeat, peer: str) -> bytes:
+    def _parkingcam_heartbeat(self, heartbeat: Heartbeat, peer: Origin) -> bytes:
         camera = self._camera(heartbeat.serialno, peer, None, None)
         self.registry.heartbeat(camera)
-        reply = replies.HeartbeatReply()
-        self.registry.fill_reply(camera, reply)
+        whole = self.registry.take_whole_reply(camera)
+        if whole is not None:
+            # A whitelist command is the entire heartbeat reply.
+            body = whole.whole_reply()
+            assert body is not None
+        else:
+            reply = replies.HeartbeatReply()
+            self.registry.fill_reply(camera, reply)
+            body = reply.to_bytes()
         self.registry.answered(camera)
-        return reply.to_bytes()
+        return body
 
     # -- helpers ----------------------------------------------------------
 
     def _camera(
         self,
         serialno: str | None,
-        peer: str,
+        origin: Origin,
         device_name: str | None,
         ipaddr: str | None,
         dialect: Any = None,
     ) -> Camera:
-        key = serialno or self._by_address_key(peer)
+        key = serialno or self._by_address_key(origin.peer)
         camera = self.registry.seen(
-            key, address=peer, dialect=dialect, device_name=device_name, ipaddr=ipaddr
+            key, address=origin.peer, dialect=dialect, device_name=device_name, ipaddr=ipaddr
         )
+        camera.gateway_address = (origin.host, origin.port, origin.secure)
         if camera.lane is None and key not in self._unconfigured_logged:
             self._unconfigured_logged.add(key)
             log.warn(
-                "Camera {serialno} at {peer} is in no configured lane; "
-                "its plates open barrier channel 0 by the site's default rule",
+                "Camera {serialno} at {peer} is in no configured lane; its plates are "
+                "decided by the site's rule for unknown lanes (barrier channel 0)",
                 serialno=key,
-                peer=peer,
+                peer=origin.peer,
             )
         return camera
 
@@ -301,13 +336,13 @@ class CameraServer:
         known = self.registry.by_address(peer)
         return known.serialno if known is not None else f"@{peer}"
 
-    def _snapshot_camera(self, upload: SnapshotUpload, peer: str) -> Camera:
+    def _snapshot_camera(self, upload: SnapshotUpload, peer: Origin) -> Camera:
         if upload.serialno:
             return self._camera(upload.serialno, peer, None, upload.ipaddr)
-        known = self.registry.by_address(peer)
+        known = self.registry.by_address(peer.peer)
         if known is None and upload.ipaddr:
             known = self.registry.by_address(upload.ipaddr)
-        key = known.serialno if known is not None else f"@{peer}"
+        key = known.serialno if known is not None else f"@{peer.peer}"
         return self._camera(key, peer, None, upload.ipaddr)
 
     def _lane(self, camera: Camera) -> LaneConfig | None:

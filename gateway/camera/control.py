@@ -1,0 +1,274 @@
+"""Acting on a lane now: the command API used by the admin page and the
+cloud's sync feed.
+
+Every command is queued for its camera and delivered in the camera's next
+reply (a held comet poll is answered at once). A camera that is offline or
+unknown is refused at once rather than left to hang; a command not delivered
+before its expiry is withdrawn, so an open command never fires minutes late
+when a camera reconnects. Each command's outcome becomes a ``command_result``
+event.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Callable, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from gateway.camera.commands import (
+    CameraCommand,
+    CommandState,
+    IoOutput,
+    ManualTrigger,
+    OpenBarrier,
+    SendSerial,
+    Snapshot,
+    Speak,
+)
+from gateway.camera.events import CameraEvent, EventNotKept, EventRecorder
+from gateway.camera.registry import Camera, CameraRegistry
+from gateway.config import GatewayConfig
+from gateway.protocol.messages import Dialect
+from gateway.store.ids import new_event_id
+
+log = Logger()
+
+C = TypeVar("C", bound=CameraCommand)
+
+DEFAULT_EXPIRY_SECONDS = 30.0
+DEFAULT_SNAPSHOT_TIMEOUT_SECONDS = 15.0
+SNAPSHOT_PATH = "/snapshot/"
+
+
+class CommandRefused(Exception):
+    """A command that cannot be sent; ``str()`` says why, for the caller."""
+
+
+class UnknownCamera(CommandRefused):
+    pass
+
+
+class CameraOffline(CommandRefused):
+    pass
+
+
+class NotSupported(CommandRefused):
+    pass
+
+
+class CommandFailed(Exception):
+    """A command that was sent but did not achieve its end."""
+
+    def __init__(self, command: CameraCommand) -> None:
+        super().__init__(f"{command.kind} command {command.id} {command.state.value}: {command.reason}")
+        self.command = command
+
+
+class CameraControl:
+    """Commands to cameras, by serial number."""
+
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        registry: CameraRegistry,
+        config: GatewayConfig,
+        recorder: EventRecorder | None = None,
+        expiry: float = DEFAULT_EXPIRY_SECONDS,
+        snapshot_timeout: float = DEFAULT_SNAPSHOT_TIMEOUT_SECONDS,
+        display_say: Callable[[Camera, str], bool] | None = None,
+    ) -> None:
+        self._clock = clock
+        self._registry = registry
+        self._config = config
+        self.recorder = recorder
+        self.expiry = expiry
+        self.snapshot_timeout = snapshot_timeout
+        # Speak through the lane's display/voice board when it has one.
+        self.display_say = display_say
+        self._timers: dict[str, IDelayedCall] = {}
+        self._snapshots: dict[str, Snapshot] = {}
+
+    # -- the API ----------------------------------------------------------
+
+    def open(self, serialno: str, channel: int | None = None) -> OpenBarrier:
+        """Pulse the barrier relay (the lane's barrier channel by default)."""
+        camera = self._online(serialno)
+        return self.submit(camera, OpenBarrier(channel=self._channel(camera, channel), expires_at=self._expires()))
+
+    def hold_open(self, serialno: str, channel: int | None = None) -> IoOutput:
+        """Hold the barrier open (IO output on) until :meth:`close`."""
+        camera = self._online(serialno)
+        if camera.dialect is Dialect.PARKINGCAM:
+            raise NotSupported(f"camera {camera.serialno} (ParkingCam) cannot hold its barrier open")
+        return self.submit(
+            camera, IoOutput(io=self._channel(camera, channel), value=1, expires_at=self._expires())
+        )
+
+    def close(self, serialno: str, channel: int | None = None) -> IoOutput:
+        """Close the barrier (IO output off; ParkingCam ``shutoff``)."""
+        camera = self._online(serialno)
+        return self.submit(
+            camera, IoOutput(io=self._channel(camera, channel), value=0, expires_at=self._expires())
+        )
+
+    def trigger(self, serialno: str) -> ManualTrigger:
+        """Ask for a software-triggered recognition (a new plate push)."""
+        camera = self._online(serialno)
+        return self.submit(camera, ManualTrigger(expires_at=self._expires()))
+
+    def send_serial(self, serialno: str, channel: int, data: bytes) -> SendSerial:
+        """Bytes the camera writes to its serial port ``channel`` (0 or 1)."""
+        if channel not in (0, 1):
+            raise CommandRefused(f"serial channel must be 0 or 1, got {channel}")
+        if not data:
+            raise CommandRefused("no serial data to send")
+        camera = self._online(serialno)
+        return self.submit(camera, SendSerial(channel=channel, data=data, expires_at=self._expires()))
+
+    def say(self, serialno: str, text: str) -> CameraCommand | None:
+        """Speak (and show) ``text`` on the lane: through the lane's display
+        and voice board when it has one, else through the camera's speaker."""
+        if not text.strip():
+            raise CommandRefused("nothing to say")
+        camera = self._online(serialno)
+        if self.display_say is not None and self.display_say(camera, text):
+            return None
+        if camera.dialect is Dialect.PARKINGCAM:
+            raise NotSupported(f"camera {camera.serialno} has no voice output and its lane no display")
+        return self.submit(camera, Speak(text=text, expires_at=self._expires()))
+
+    async def snapshot(self, serialno: str, timeout: float | None = None) -> bytes:
+        """Ask the camera for a frame and wait for its upload (a JPEG)."""
+        camera = self._online(serialno)
+        address = camera.gateway_address
+        if address is None:
+            raise CommandRefused(f"camera {camera.serialno} has not yet reached the gateway")
+        host, port, secure = address
+        command = Snapshot(expires_at=self._expires(), port=port)
+        scheme = "https" if secure else "http"
+        host_part = f"[{host}]" if ":" in host else host
+        command.url = f"{scheme}://{host_part}:{port}{SNAPSHOT_PATH}{command.id}"
+        self._snapshots[command.id] = command
+        self.submit(camera, command, confirm_within=timeout or self.snapshot_timeout)
+        await command.done
+        if command.state is not CommandState.COMPLETED:
+            raise CommandFailed(command)
+        image: bytes = command.result
+        return image
+
+    # -- camera answers -----------------------------------------------------
+
+    def snapshot_arrived(self, camera: Camera, path: str, image: bytes) -> bool:
+        """Complete the snapshot this upload answers: the one named in the
+        upload's path, else the oldest one delivered to this camera."""
+        command = None
+        if SNAPSHOT_PATH in path:
+            command = self._snapshots.get(path.rsplit("/", 1)[-1])
+        if command is None:
+            waiting = [
+                c
+                for c in self._snapshots.values()
+                if c.state is CommandState.DELIVERED and c.camera == camera.serialno
+            ]
+            command = waiting[0] if waiting else None
+        if command is None:
+            return False
+        command.complete(image)
+        return True
+
+    # -- mechanism ------------------------------------------------------------
+
+    def submit(self, camera: Camera, command: C, *, confirm_within: float | None = None) -> C:
+        """Queue ``command`` for ``camera`` with its expiry (and, for a
+        command the camera confirms, the time it has to answer)."""
+        command.camera = camera.serialno
+        now = self._clock.seconds()
+        deadline = command.expires_at - now
+        if confirm_within is not None:
+            deadline = confirm_within
+        self._timers[command.id] = self._clock.callLater(
+            max(deadline, 0.0), self._timed_out, camera, command
+        )
+        command.done.addBoth(self._finished, camera)
+        self._registry.queue(camera.serialno, command)
+        log.info(
+            "Command {command_id} ({kind}) queued for camera {serialno}",
+            command_id=command.id,
+            kind=command.kind,
+            serialno=camera.serialno,
+            command=command.describe(),
+        )
+        return command
+
+    def _timed_out(self, camera: Camera, command: CameraCommand) -> None:
+        self._timers.pop(command.id, None)
+        if command.state is CommandState.QUEUED:
+            self._registry.withdraw(camera, command)
+            command.fail(CommandState.EXPIRED, "not delivered before it expired (camera silent)")
+        elif not command.done.called:
+            command.fail(CommandState.FAILED, "the camera did not answer in time")
+
+    def _finished(self, command: CameraCommand, camera: Camera) -> CameraCommand:
+        timer = self._timers.pop(command.id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._snapshots.pop(command.id, None)
+        log.info(
+            "Command {command_id} ({kind}) for camera {serialno}: {state}{reason}",
+            command_id=command.id,
+            kind=command.kind,
+            serialno=camera.serialno,
+            state=command.state.value,
+            reason=f" ({command.reason})" if command.reason else "",
+        )
+        if self.recorder is not None:
+            Deferred.fromCoroutine(self._record(camera, command)).addErrback(
+                lambda failure: log.failure("Recording a command result failed", failure)
+            )
+        return command
+
+    async def _record(self, camera: Camera, command: CameraCommand) -> None:
+        assert self.recorder is not None
+        details: dict[str, Any] = {**command.describe(), "reason": command.reason}
+        if isinstance(command, Snapshot) and isinstance(command.result, bytes):
+            details["image_bytes"] = len(command.result)
+        try:
+            await self.recorder.record(
+                CameraEvent(
+                    id=new_event_id("command_result"),
+                    kind="command_result",
+                    camera=camera.serialno,
+                    lane=camera.lane,
+                    received_at=datetime.fromtimestamp(self._clock.seconds(), tz=timezone.utc),
+                    details=details,
+                )
+            )
+        except EventNotKept as error:
+            log.warn(
+                "The result of command {command_id} could not be kept: {reason}",
+                command_id=command.id,
+                reason=str(error),
+            )
+
+    def _online(self, serialno: str) -> Camera:
+        camera = self._registry.get(serialno)
+        if camera is None:
+            raise UnknownCamera(f"no camera {serialno} is known to this gateway")
+        if not camera.online:
+            raise CameraOffline(f"camera {camera.serialno} is offline")
+        return camera
+
+    def _channel(self, camera: Camera, channel: int | None) -> int:
+        if channel is None:
+            lane = self._config.lane_for_camera(camera.serialno)
+            return lane.barrier_channel if lane else 0
+        if not 0 <= channel <= 3:
+            raise CommandRefused(f"barrier channel must be 0-3, got {channel}")
+        return channel
+
+    def _expires(self) -> float:
+        return self._clock.seconds() + self.expiry
