@@ -156,6 +156,13 @@ def number(minimum: float, maximum: float) -> Validator:
     return check
 
 
+def boolean(value: object, path: str) -> bool:
+    """``true`` or ``false``."""
+    if not isinstance(value, bool):
+        raise ConfigError(path, f"must be true or false, got {describe(value)}")
+    return value
+
+
 def one_of(*choices: str) -> Validator:
     """One of a fixed set of strings (case-sensitive, as TOML keys are)."""
     listed = ", ".join(describe(choice) for choice in choices)
@@ -447,6 +454,7 @@ class LaneConfig:
     barrier_channel: int
     heartbeat: HeartbeatMode
     unknown_plate: UnknownPlate | None
+    sync_whitelist: bool
 
 
 @attrs.frozen
@@ -570,6 +578,7 @@ _LANE = Section(
         Key("barrier_channel", integer(0, 3), default=0),
         Key("heartbeat", one_of("auto", "comet", "common", "off"), default="auto"),
         Key("unknown_plate", _UNKNOWN_PLATE, default=None),
+        Key("sync_whitelist", boolean, default=True),
     ),
 )
 

@@ -22,6 +22,7 @@ from gateway.camera.registry import CameraRegistry
 from gateway.camera.control import CameraControl
 from gateway.camera.recorder import StoreRecorder
 from gateway.camera.server import CameraServer
+from gateway.camera.whitelist_sync import CameraWhitelistSync
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.store import StoreConfig, StoreService
 from gateway.whitelist import SiteWhitelist
@@ -89,6 +90,7 @@ class GatewayService(MultiService):
         self.store = store
         self.whitelist = whitelist
         self.control: CameraControl | None = None
+        self.camera_sync: CameraWhitelistSync | None = None
 
     def startService(self) -> None:
         log.info(
@@ -154,6 +156,19 @@ def build_service(config: GatewayConfig, reactor: Any) -> GatewayService:
     root.control = control
     store.setServiceParent(root)
     whitelist.setServiceParent(root)
+    camera_sync = CameraWhitelistSync(
+        clock=clock,
+        registry=registry,
+        entries=whitelist.entries,
+        store=lambda: store.store if whitelist.loaded else None,
+        tz=ZoneInfo(config.gateway.timezone),
+        cameras=[lane.camera for lane in config.lanes if lane.sync_whitelist],
+    )
+    camera_sync.setServiceParent(root)
+    root.camera_sync = camera_sync
+    whitelist.on_change(camera_sync.list_changed)
+    whitelist.when_loaded().addCallback(lambda _: camera_sync.list_changed())
+    camera_server.whitelist_result_listeners.append(camera_sync.whitelist_result)
     camera_site = camera_server.site()
     for index, description in enumerate(config.camera_server.listen, start=1):
         service = _listener(

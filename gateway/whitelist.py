@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from datetime import tzinfo
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
@@ -114,6 +114,22 @@ class SiteWhitelist(Service):
         self.policy = WhitelistPolicy(WhitelistIndex(), **self._policy_args)  # type: ignore[arg-type]
         self.loaded = False
         self.last_import: CsvImport | None = None
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` whenever the list changes (after it applies)."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener()
+            except Exception:
+                log.failure("Plate list change listener failed")
+
+    def entries(self) -> tuple[WhitelistEntry, ...]:
+        """Every entry of the list, sorted by plate."""
+        return self.policy.index.entries()
 
     # -- GatePolicy ---------------------------------------------------------
 
@@ -179,6 +195,8 @@ class SiteWhitelist(Service):
             log.warn("Stored plate list row skipped: {problem}", problem=problem)
         self.policy = WhitelistPolicy(index, **self._policy_args)  # type: ignore[arg-type]
         log.info("Plate list loaded: {count} plates", count=len(index))
+        if self.loaded:
+            self._changed()
 
     async def import_csv(self, store: Store) -> CsvImport | None:
         """Import the configured CSV file as the rows of source ``csv``,
@@ -274,6 +292,7 @@ class SiteWhitelist(Service):
         await store.upsert_whitelist([entry_to_row(entry) for entry in batch])
         for entry in batch:
             self.policy.index.upsert(entry)
+        self._changed()
 
     async def delete(self, plates: Iterable[str]) -> None:
         store = await self._store_service.when_open()
@@ -281,3 +300,4 @@ class SiteWhitelist(Service):
         await store.delete_whitelist(batch)
         for plate in batch:
             self.policy.index.remove(plate)
+        self._changed()

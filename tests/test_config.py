@@ -136,6 +136,7 @@ def test_reference_file_loads_with_the_example_lanes() -> None:
             barrier_channel=0,
             heartbeat="auto",
             unknown_plate=None,
+            sync_whitelist=True,
         ),
         LaneConfig(
             name="Exit",
@@ -144,6 +145,7 @@ def test_reference_file_loads_with_the_example_lanes() -> None:
             barrier_channel=0,
             heartbeat="auto",
             unknown_plate="allow",
+            sync_whitelist=True,
         ),
     )
     entrance, exit_lane = config.lanes
@@ -266,7 +268,7 @@ def test_invalid_values_name_the_key_and_the_reason(data: dict[str, Any], path: 
     [
         ({"lanes": []}, "lanes", "admin, camera_server, gateway, lane, policy, store"),
         ({"camera_server": {"comet_hold": 20}}, "camera_server.comet_hold", "comet_hold_seconds, idle_timeout_seconds, listen, max_body_bytes, offline_missed_intervals"),
-        ({"lane": [lane(), lane(name="Exit", camera="Q", barrier=1)]}, "lane[2].barrier", "barrier_channel, camera, direction, heartbeat, name, unknown_plate"),
+        ({"lane": [lane(), lane(name="Exit", camera="Q", barrier=1)]}, "lane[2].barrier", "barrier_channel, camera, direction, heartbeat, name, sync_whitelist, unknown_plate"),
     ],
 )
 def test_unknown_keys_are_errors_listing_the_known_ones(data: dict[str, Any], path: str, known: str) -> None:
@@ -494,3 +496,13 @@ def test_store_and_policy_ranges(section: str, key: str, value: object, reason: 
     with pytest.raises(ConfigError) as info:
         parse_config({section: {key: value}})
     assert str(info.value) == f"{section}.{key}: {reason}"
+
+
+def test_lane_sync_whitelist_is_a_boolean() -> None:
+    lane = {"name": "Entrance", "camera": "d85b1269-8f942256"}
+    assert parse_config({"lane": [lane]}).lanes[0].sync_whitelist is True
+    off = parse_config({"lane": [{**lane, "sync_whitelist": False}]})
+    assert off.lanes[0].sync_whitelist is False
+    with pytest.raises(ConfigError) as info:
+        parse_config({"lane": [{**lane, "sync_whitelist": "no"}]})
+    assert str(info.value) == 'lane[1].sync_whitelist: must be true or false, got "no"'

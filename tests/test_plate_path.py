@@ -72,7 +72,10 @@ class PlatePathTests(GatewayTestCase):
         body = timed_plate("京A12345", 42, 1_700_000_100)
         first = await self.push(body)
         again = await self.push(body)
-        self.assertEqual(first, again)
+        decision = ("info", "channelNum", "plateid", "content")
+        self.assertEqual(
+            {k: first.get(k) for k in decision}, {k: again.get(k) for k in decision}
+        )
         self.assertEqual(first["info"], "ok")
         events = await self.store.recent_events(limit=10, type=EventType.PLATE)
         self.assertEqual(len(events), 1)
