@@ -161,7 +161,7 @@ async def _start(data: dict[str, Any], state_dir: str) -> RunningGateway:
         if waiting is None:
             continue
         port = await waiting
-        (camera_ports if child.name.startswith("camera") else admin_ports).append(
+        (camera_ports if child.name.startswith("camera-listener") else admin_ports).append(
             port.getHost().port
         )
     return RunningGateway(service, camera_ports, admin_ports)

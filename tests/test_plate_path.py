@@ -213,10 +213,10 @@ class StoreNotOpenTests(GatewayTestCase):
         service = build_service(config, reactor)
         # The store service is not started: listeners only.
         for child in list(service):
-            if child.name.startswith("camera"):
+            if child.name.startswith("camera-listener"):
                 child.startService()
                 self.addCleanup(child.stopService)
-        (listener,) = [c for c in service if c.name.startswith("camera")]
+        (listener,) = [c for c in service if c.name.startswith("camera-listener")]
         port = (await listener._waitingForPort).getHost().port  # type: ignore[attr-defined]
 
         def push() -> str:
