@@ -101,8 +101,15 @@ class GatewayService(MultiService):
         super().startService()
 
     def stopService(self) -> Any:
-        self.registry.stop()
-        return super().stopService()
+        # Listeners stop first (MultiService stops children in reverse), so
+        # no request re-arms a camera's timers after the registry stops.
+        stopping = super().stopService()
+
+        def stop_registry(result: object) -> object:
+            self.registry.stop()
+            return result
+
+        return stopping.addBoth(stop_registry)
 
 
 def build_service(config: GatewayConfig, reactor: Any) -> GatewayService:

@@ -27,7 +27,7 @@ CAMERA = "d85b1269-8f942256"
 
 class CommandTests(GatewayTestCase):
     config = loopback_config(
-        lane=[{"name": "Entrance", "camera": CAMERA, "barrier_channel": 2}],
+        lane=[{"name": "Entrance", "camera": CAMERA, "barrier_channel": 2, "sync_whitelist": False}],
         camera_server={"comet_hold_seconds": 25},
     )
 

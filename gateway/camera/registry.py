@@ -120,6 +120,7 @@ class CameraRegistry:
         self.missed_intervals = missed_intervals
         self._cameras: dict[str, Camera] = {}
         self._state_observers: list[StateObserver] = []
+        self._stopped = False
 
     # -- lookup -----------------------------------------------------------
 
@@ -385,7 +386,7 @@ class CameraRegistry:
         if timer is not None and timer.active():
             timer.cancel()
         camera._silence_timer = None
-        if interval is not None:
+        if interval is not None and not self._stopped:
             camera._silence_timer = self._clock.callLater(
                 interval * self.missed_intervals, self._silent, camera
             )
@@ -418,7 +419,8 @@ class CameraRegistry:
         return camera
 
     def stop(self) -> None:
-        """Cancel every timer (service shutdown)."""
+        """Cancel every timer (service shutdown); none is armed after this."""
+        self._stopped = True
         for camera in self._cameras.values():
             timer = camera._silence_timer
             if timer is not None and timer.active():

@@ -31,6 +31,7 @@ from gateway.policy.decision import DUPLICATE, Decision, GatePolicy, PlateQuery
 from gateway.policy.repeats import RepeatFilter
 from gateway.protocol import replies
 from gateway.protocol.messages import (
+    Dialect,
     Heartbeat,
     IoInput,
     Message,
@@ -228,10 +229,12 @@ class CameraServer:
         )
         repeat = False
         act = not plate.offline
+        verdict = None
+        repeat_lane = lane_name or camera.serialno
+        read_at = self._clock.seconds()
+        opened = decision.open
         if act and plate.has_plate:
-            verdict = self.repeats.check(
-                lane_name or camera.serialno, decision.plate, decision.open, self._clock.seconds()
-            )
+            verdict = self.repeats.judge(repeat_lane, decision.plate, opened, read_at)
             repeat, act = verdict.repeat, verdict.act
             if not act:
                 # The car is still at the barrier from a moment ago: record
@@ -261,6 +264,9 @@ class CameraServer:
                 else None,
             )
         )
+        if verdict is not None and not event.resent:
+            # Only now that the read is kept does it count for repeats.
+            self.repeats.remember(repeat_lane, decision.plate, opened, read_at, verdict)
         reply = replies.PlateReply(plateid=plate.plateid, retransfer_stop=True)
         if plate.offline:
             # The car passed long ago: never pulse the barrier, just ask for
@@ -273,8 +279,13 @@ class CameraServer:
         return reply.to_bytes()
 
     async def _registration(self, registration: Registration, peer: Origin) -> bytes:
+        # Multipart registrations are the Vzenith dialect's.
         camera = self._camera(
-            registration.serialno, peer, registration.device_name, registration.ipaddr
+            registration.serialno,
+            peer,
+            registration.device_name,
+            registration.ipaddr,
+            dialect=Dialect.VZENITH,
         )
         self.registry.heartbeat(
             camera,
@@ -293,7 +304,7 @@ class CameraServer:
         return body
 
     def _parkingcam_heartbeat(self, heartbeat: Heartbeat, peer: Origin) -> bytes:
-        camera = self._camera(heartbeat.serialno, peer, None, None)
+        camera = self._camera(heartbeat.serialno, peer, None, None, dialect=Dialect.PARKINGCAM)
         self.registry.heartbeat(camera)
         whole = self.registry.take_whole_reply(camera)
         if whole is not None:

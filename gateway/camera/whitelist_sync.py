@@ -329,7 +329,7 @@ class CameraWhitelistSync(Service):
         sync.generation = self._generation
 
     def _advance(self, camera: Camera, sync: CameraSync) -> None:
-        if sync.pending is not None or not camera.online:
+        if sync.pending is not None or not camera.online or not self.running:
             return
         if sync.generation != self._generation:
             self._recompute(camera, sync)

@@ -32,21 +32,35 @@ class RepeatFilter:
         self._seen: OrderedDict[tuple[str, str], tuple[float, bool]] = OrderedDict()
 
     def check(self, lane: str, plate: str, opened: bool, now: float) -> RepeatVerdict:
-        """Judge a live read of ``plate`` on ``lane`` at ``now`` (seconds)."""
+        """Judge a live read of ``plate`` on ``lane`` at ``now`` (seconds)
+        and remember it (:meth:`judge`, then :meth:`remember`)."""
+        verdict = self.judge(lane, plate, opened, now)
+        self.remember(lane, plate, opened, now, verdict)
+        return verdict
+
+    def judge(self, lane: str, plate: str, opened: bool, now: float) -> RepeatVerdict:
+        """Judge a read without remembering it: a read whose event could not
+        be kept must not make the camera's re-send of it look like a repeat."""
         self._expire(now)
         if self.window <= 0 or not plate:
             return RepeatVerdict(repeat=False, act=True)
-        key = (lane, plate)
-        previous = self._seen.get(key)
+        previous = self._seen.get((lane, plate))
         if previous is None:
-            self._remember(key, now, opened)
             return RepeatVerdict(repeat=False, act=True)
         _, previously_opened = previous
         if opened and not previously_opened:
-            # Denied a moment ago, allowed now: open, and remember the opening.
-            self._remember(key, now, True)
+            # Denied a moment ago, allowed now: open.
             return RepeatVerdict(repeat=True, act=True)
         return RepeatVerdict(repeat=True, act=False)
+
+    def remember(
+        self, lane: str, plate: str, opened: bool, now: float, verdict: RepeatVerdict
+    ) -> None:
+        """Record a kept read that was judged ``verdict``."""
+        if self.window <= 0 or not plate or not verdict.act:
+            return
+        # A first read, or a denial turned into an opening.
+        self._remember((lane, plate), now, opened)
 
     def _remember(self, key: tuple[str, str], now: float, opened: bool) -> None:
         self._seen.pop(key, None)

@@ -152,6 +152,8 @@ class SimulatedCamera:
         self.plateid_echo_missing = 0
         self.latencies: list[float] = []
         self.plates_read = 0
+        # Plate results some server answered: (plateid, license), live or offline.
+        self.answered_plates: list[tuple[int, str]] = []
         self.manual_triggers = 0
         self.snapshots_requested = 0
         self.local_opens = 0
@@ -251,6 +253,11 @@ class SimulatedCamera:
     def produced(self) -> bool:
         """True once every scheduled plate, IO event and serial input was read."""
         return self._produced
+
+    @property
+    def uploading(self) -> bool:
+        """An offline record is on its way to the server right now."""
+        return self._offline_inflight is not None
 
     @property
     def offline_pending(self) -> int:
@@ -583,6 +590,7 @@ class SimulatedCamera:
             label=self._label(event),
         )
         if answered:
+            self.answered_plates.append((event.plateid, event.read.license))
             # A delivered live result (re)starts the offline upload.
             if self._upload_paused and self._offline:
                 self._emit("offline", "upload resumes after a live result")
@@ -615,6 +623,7 @@ class SimulatedCamera:
             self._server_down()
             return
         self._server_up()
+        self.answered_plates.append((event.plateid, event.read.license))
         continuation = None
         for reply in replies:
             self._emit(
@@ -689,6 +698,7 @@ class SimulatedCamera:
         if stop:
             del self._retransfer[pending.key]
             self.retransfer_stopped += 1
+            self.answered_plates.append((pending.event.plateid, pending.event.read.license))
         else:
             pending.timer = self._reactor.callLater(
                 self.config.retransfer_interval, self._retransfer_due, pending

@@ -23,10 +23,19 @@ from twisted.internet.interfaces import IConsumer, IOpenSSLClientConnectionCreat
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.web.client import URI, Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.iweb import IAgentEndpointFactory
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS, IResponse
+from zope.interface import implementer
 from zope.interface import implementer
 
 __all__ = [
@@ -139,6 +148,36 @@ def loopback_bind_address(address: str, server_urls: list[str]) -> str | None:
     return address
 
 
+@implementer(IAgentEndpointFactory)
+class _CameraEndpoints:
+    """Plain TCP connections, as a camera makes them: to an address, with no
+    name resolution and no staggered connection attempts (a refused
+    connection fails at once, as on the camera)."""
+
+    def __init__(self, reactor: Any, tls: Any, bind_address: str | None) -> None:
+        self._reactor = reactor
+        self._tls = tls
+        self._bind = (bind_address, 0) if bind_address else None
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        host = uri.host.decode("ascii")
+        version: int
+        try:
+            version = ipaddress.ip_address(host).version
+        except ValueError:
+            version = 0
+        endpoint: IStreamClientEndpoint
+        if version == 6:
+            endpoint = TCP6ClientEndpoint(self._reactor, host, uri.port, bindAddress=self._bind)
+        elif version == 4:
+            endpoint = TCP4ClientEndpoint(self._reactor, host, uri.port, bindAddress=self._bind)
+        else:
+            endpoint = HostnameEndpoint(self._reactor, host, uri.port, bindAddress=self._bind)
+        if uri.scheme == b"https":
+            endpoint = wrapClientTLS(self._tls.creatorForNetloc(uri.host, uri.port), endpoint)
+        return endpoint
+
+
 class CameraHttpClient:
     """One camera's HTTP client (its own keep-alive connection pool)."""
 
@@ -156,11 +195,10 @@ class CameraHttpClient:
         # The firmware never replays a request on its own: re-sending is its
         # push logic's decision, seen by the server as a new request.
         self._pool.retryAutomatically = False
-        self._agent = Agent(
+        self._agent = Agent.usingEndpointFactory(
             reactor,
-            contextFactory=_CameraTLSPolicy(tls_ca),
+            _CameraEndpoints(reactor, _CameraTLSPolicy(tls_ca), bind_address),
             pool=self._pool,
-            bindAddress=(bind_address, 0) if bind_address else None,
         )
 
     async def post(self, url: str, body: bytes, content_type: str, timeout: float) -> HttpReply:
