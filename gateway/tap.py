@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from zoneinfo import ZoneInfo
-from typing import Any, NoReturn
+from typing import Any, Mapping, NoReturn
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
@@ -25,6 +25,7 @@ from gateway.camera.server import CameraServer
 from gateway.camera.whitelist_sync import CameraWhitelistSync
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.store import StoreConfig, StoreService
+from gateway.systemd import SystemdNotifier, listening_status
 from gateway.whitelist import SiteWhitelist
 
 log = Logger()
@@ -112,8 +113,14 @@ class GatewayService(MultiService):
         return stopping.addBoth(stop_registry)
 
 
-def build_service(config: GatewayConfig, reactor: Any) -> GatewayService:
-    """Build the whole gateway for ``config`` on ``reactor`` (not started)."""
+def build_service(
+    config: GatewayConfig, reactor: Any, environ: Mapping[str, str] | None = None
+) -> GatewayService:
+    """Build the whole gateway for ``config`` on ``reactor`` (not started).
+
+    ``environ`` is the process environment when run as a service (systemd's
+    ``$NOTIFY_SOCKET`` and ``$WATCHDOG_USEC``); None tells systemd nothing.
+    """
     clock: IReactorTime = reactor
     try:
         os.makedirs(config.gateway.state_dir, exist_ok=True)
@@ -177,12 +184,14 @@ def build_service(config: GatewayConfig, reactor: Any) -> GatewayService:
     whitelist.when_loaded().addCallback(lambda _: camera_sync.list_changed())
     camera_server.whitelist_result_listeners.append(camera_sync.whitelist_result)
     camera_site = camera_server.site()
+    listeners: list[StreamServerEndpointService] = []
     for index, description in enumerate(config.camera_server.listen, start=1):
         service = _listener(
             reactor, description, camera_site, f"camera_server.listen[{index}]", config.source
         )
         service.setName(f"camera-listener-{index}")
         service.setServiceParent(root)
+        listeners.append(service)
     if config.admin.listen:
         status = StatusApi(clock=clock, config=config, registry=registry)
         admin_site = Site(status.resource())
@@ -194,6 +203,19 @@ def build_service(config: GatewayConfig, reactor: Any) -> GatewayService:
             )
             service.setName(f"admin-listener-{index}")
             service.setServiceParent(root)
+            listeners.append(service)
+
+    async def serving() -> str:
+        # READY=1 means events are kept: the store is open and the plate list
+        # loaded (before that, plates are refused), and every listener listens.
+        await whitelist.when_loaded()
+        return await listening_status(listeners)
+
+    # Last in the tree: started after the listeners, stopped first, so that
+    # STOPPING=1 comes before anything closes.
+    notifier = SystemdNotifier(clock, ready=serving, environ=environ or {})
+    notifier.setName("systemd")
+    notifier.setServiceParent(root)
     root.camera_server = camera_server  # type: ignore[attr-defined]
     return root
 
@@ -202,6 +224,6 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     try:
-        return build_service(options["gateway_config"], reactor)
+        return build_service(options["gateway_config"], reactor, environ=os.environ)
     except ConfigError as error:
         refuse_to_start(error)
