@@ -19,6 +19,7 @@ from twisted.web.server import Site
 from gateway import __version__
 from gateway.admin.status import StatusApi
 from gateway.camera.registry import CameraRegistry
+from gateway.bus import EventBus
 from gateway.camera.control import CameraControl
 from gateway.camera.recorder import StoreRecorder
 from gateway.camera.server import CameraServer
@@ -91,6 +92,7 @@ class GatewayService(MultiService):
         self.store = store
         self.whitelist = whitelist
         self.control: CameraControl | None = None
+        self.bus: EventBus | None = None
         self.camera_sync: CameraWhitelistSync | None = None
 
     def startService(self) -> None:
@@ -156,8 +158,12 @@ def build_service(
     # Until the store is open and the plate list loaded, events are refused
     # (connection closed without an answer) and cameras send them again: the
     # listeners need not wait, and bind (or fail) at once.
-    recorder = StoreRecorder(lambda: store.store if whitelist.loaded else None)
-    control = CameraControl(clock=clock, registry=registry, config=config, recorder=recorder)
+    bus = EventBus()
+    registry.on_state_change(lambda camera, online: bus.publish("camera", camera.describe()))
+    recorder = StoreRecorder(lambda: store.store if whitelist.loaded else None, bus=bus)
+    control = CameraControl(
+        clock=clock, registry=registry, config=config, recorder=recorder, bus=bus
+    )
     camera_server = CameraServer(
         clock=clock,
         config=config,
@@ -168,6 +174,7 @@ def build_service(
     )
     root = GatewayService(config, registry, store, whitelist)
     root.control = control
+    root.bus = bus
     store.setServiceParent(root)
     whitelist.setServiceParent(root)
     camera_sync = CameraWhitelistSync(

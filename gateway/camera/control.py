@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from gateway.bus import EventBus
 from gateway.camera.commands import (
     CameraCommand,
     CommandState,
@@ -80,6 +81,7 @@ class CameraControl:
         expiry: float = DEFAULT_EXPIRY_SECONDS,
         snapshot_timeout: float = DEFAULT_SNAPSHOT_TIMEOUT_SECONDS,
         display_say: Callable[[Camera, str], bool] | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         self._clock = clock
         self._registry = registry
@@ -89,6 +91,7 @@ class CameraControl:
         self.snapshot_timeout = snapshot_timeout
         # Speak through the lane's display/voice board when it has one.
         self.display_say = display_say
+        self.bus = bus
         self._timers: dict[str, IDelayedCall] = {}
         self._snapshots: dict[str, Snapshot] = {}
 
@@ -225,6 +228,8 @@ class CameraControl:
             state=command.state.value,
             reason=f" ({command.reason})" if command.reason else "",
         )
+        if self.bus is not None:
+            self.bus.publish("command", {**command.describe(), "reason": command.reason})
         if self.recorder is not None:
             Deferred.fromCoroutine(self._record(camera, command)).addErrback(
                 lambda failure: log.failure("Recording a command result failed", failure)

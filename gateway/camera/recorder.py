@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from twisted.logger import Logger
 
+from gateway.bus import EventBus
 from gateway.camera.events import CameraEvent, EventNotKept
 from gateway.policy.decision import Decision
 from gateway.protocol.messages import (
@@ -151,9 +152,16 @@ class StoreRecorder:
     events are queued for the cloud.
     """
 
-    def __init__(self, store: Callable[[], Store | None], *, outbox: bool = False) -> None:
+    def __init__(
+        self,
+        store: Callable[[], Store | None],
+        *,
+        outbox: bool = False,
+        bus: EventBus | None = None,
+    ) -> None:
         self._store = store
         self.outbox = outbox
+        self.bus = bus
 
     async def record(self, event: CameraEvent) -> CameraEvent:
         store = self._store()
@@ -165,7 +173,37 @@ class StoreRecorder:
             raise EventNotKept(str(error)) from error
         kept = event if result.created else as_kept(event, result.record)
         _log_event(kept)
+        if self.bus is not None and result.created:
+            self.bus.publish("event", event_summary(result.record))
         return kept
+
+
+def event_summary(record: EventRecord) -> dict[str, Any]:
+    """A kept event as JSON for the live stream and the admin API."""
+    return {
+        "id": record.id,
+        "seq": record.seq,
+        "type": record.type.value,
+        "camera": record.camera,
+        "lane": record.lane,
+        "received_at": record.received_at.isoformat(),
+        "camera_time": record.camera_time.isoformat() if record.camera_time else None,
+        "plate": record.plate,
+        "license": record.license,
+        "offline": record.offline,
+        "repeat": record.repeat,
+        "decision": None
+        if record.decision_open is None
+        else {
+            "open": record.decision_open,
+            "reason": record.decision_reason,
+            "source": record.decision_source,
+        },
+        "images": [
+            kind for kind in ("full", "crop") if record.image_state(kind).value == "present"
+        ],
+        "raw": dict(record.raw),
+    }
 
 
 def _log_event(event: CameraEvent) -> None:
