@@ -34,6 +34,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
+from gateway.display.templates import MESSAGE_KEYS, validate_template
+
 __all__ = [
     "AdminConfig",
     "CameraServerConfig",
@@ -44,6 +46,10 @@ __all__ = [
     "LaneConfig",
     "PolicyConfig",
     "StoreSection",
+    "SerialPortConfig",
+    "DisplayConfig",
+    "MessageConfig",
+    "SerialBridgeConfig",
     "load_config",
     "main",
     "parse_config",
@@ -442,6 +448,57 @@ class StoreSection:
 
 
 @attrs.frozen
+class SerialPortConfig:
+    """``[serial.NAME]``: one of the gateway's own serial ports (RS-485 adapters)."""
+
+    name: str
+    device: str
+    baudrate: int
+    bytesize: int
+    parity: str
+    stopbits: float
+    gap_ms: int
+    max_queued_frames: int
+    retry_min_seconds: float
+    retry_max_seconds: float
+    exclusive: bool
+
+
+@attrs.frozen
+class MessageConfig:
+    """A message of a lane display: each field None when not set (the
+    built-in message's value stays)."""
+
+    lines: tuple[str, ...] | None = None
+    voice: str | None = None  # "" = silent
+    colour: str | None = None  # "RRGGBB"
+
+
+@attrs.frozen
+class DisplayConfig:
+    """``[lane.display]``: the lane's LED display and voice board."""
+
+    via: Literal["camera", "serial"]
+    camera_channel: int
+    port: str | None
+    address: int
+    dwell_seconds: float
+    free_spaces: int | None
+    display_lines: int
+    idle: MessageConfig | None
+    messages: tuple[tuple[str, MessageConfig], ...]
+
+
+@attrs.frozen
+class SerialBridgeConfig:
+    """``[lane.serial_bridge]``: the camera's serial port mirrored on a local one."""
+
+    to_port: str
+    camera_channel: int
+    max_pending_bytes: int
+
+
+@attrs.frozen
 class LaneConfig:
     """``[[lane]]``: one camera, its barrier relay and its direction.
 
@@ -455,6 +512,8 @@ class LaneConfig:
     heartbeat: HeartbeatMode
     unknown_plate: UnknownPlate | None
     sync_whitelist: bool
+    display: DisplayConfig | None = None
+    serial_bridge: SerialBridgeConfig | None = None
 
 
 @attrs.frozen
@@ -468,6 +527,13 @@ class GatewayConfig:
     store: StoreSection
     lanes: tuple[LaneConfig, ...]
     source: str
+    serial: tuple[SerialPortConfig, ...] = ()
+
+    def serial_port(self, name: str) -> SerialPortConfig | None:
+        for port in self.serial:
+            if port.name == name:
+                return port
+        return None
 
     def lane_for_camera(self, serialno: str) -> LaneConfig | None:
         """The lane whose camera has this serial number (case-insensitive)."""
@@ -569,6 +635,177 @@ _STORE = Section(
     ),
 )
 
+def _template(value: object, path: str) -> str:
+    checked: str = text(max_length=256)(value, path)
+    try:
+        validate_template(checked)
+    except ValueError as error:
+        raise ConfigError(path, str(error)) from None
+    return checked
+
+
+def _template_lines(value: object, path: str) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(path, f"must be an array of strings, got {describe(value)}")
+    if len(value) > 4:
+        raise ConfigError(path, f"a display has at most 4 lines, got {len(value)}")
+    lines: list[str] = []
+    for number_from_one, line in enumerate(value, start=1):
+        item_path = f"{path}[{number_from_one}]"
+        if not isinstance(line, str):
+            raise ConfigError(item_path, f"must be a string, got {describe(line)}")
+        lines.append(_template(line, item_path) if line.strip() else line)
+    return tuple(lines)
+
+
+def _voice(value: object, path: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(path, f"must be a string, got {describe(value)}")
+    return _template(value, path) if value.strip() else ""
+
+
+def _colour(value: object, path: str) -> str:
+    checked: str = text(
+        pattern=r"#?[0-9A-Fa-f]{6}", rule='a colour written "RRGGBB" in hex, e.g. "FF0000"'
+    )(value, path)
+    return checked.lstrip("#").upper()
+
+
+_MESSAGE = Section(
+    MessageConfig,
+    (
+        Key("lines", _template_lines, default=None),
+        Key("voice", _voice, default=None),
+        Key("colour", _colour, default=None),
+    ),
+)
+
+
+def _message(value: object, path: str) -> MessageConfig:
+    message: MessageConfig = _MESSAGE.parse(value, path)
+    return message
+
+
+def _messages(value: object, path: str) -> tuple[tuple[str, MessageConfig], ...]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(path, f"must be a table of messages, got {describe(value)}")
+    reject_unknown_keys(value, MESSAGE_KEYS, path)
+    return tuple((key, _message(table, f"{path}.{key}")) for key, table in value.items())
+
+
+_DISPLAY = Section(
+    DisplayConfig,
+    (
+        Key("via", one_of("camera", "serial"), default="camera"),
+        Key("camera_channel", integer(0, 1), default=0),
+        Key("port", text(max_length=64), default=None),
+        Key("address", integer(0, 255), default=0),
+        Key("dwell_seconds", number(1, 3600), default=10.0),
+        Key("free_spaces", integer(0, 1_000_000), default=None),
+        Key("display_lines", integer(1, 4), default=4),
+        Key("idle", _message, default=None),
+        Key("messages", _messages, default=()),
+    ),
+)
+
+
+def _display(value: object, path: str) -> DisplayConfig:
+    display: DisplayConfig = _DISPLAY.parse(value, path)
+    if display.via == "serial" and display.port is None:
+        raise ConfigError(f"{path}.port", 'a display reached via "serial" needs a port')
+    if display.via == "camera" and display.port is not None:
+        raise ConfigError(f"{path}.port", 'a display reached via "camera" takes no port')
+    return display
+
+
+_SERIAL_BRIDGE = Section(
+    SerialBridgeConfig,
+    (
+        Key("to_port", text(max_length=64)),
+        Key("camera_channel", integer(0, 1), default=0),
+        Key("max_pending_bytes", integer(1, 1 << 20), default=4096),
+    ),
+)
+
+
+def _serial_bridge(value: object, path: str) -> SerialBridgeConfig:
+    bridge: SerialBridgeConfig = _SERIAL_BRIDGE.parse(value, path)
+    return bridge
+
+
+_STOPBITS = (1, 1.5, 2)
+
+
+def _stopbits(value: object, path: str) -> float:
+    checked: float = number(1, 2)(value, path)
+    if checked not in _STOPBITS:
+        raise ConfigError(path, f"must be 1, 1.5 or 2, got {describe(value)}")
+    return float(checked)
+
+
+_SERIAL_PORT = Section(
+    SerialPortConfig,
+    (
+        Key("name", text(max_length=64)),
+        Key("device", text(max_length=4096)),
+        Key("baudrate", integer(50, 4_000_000), default=9600),
+        Key("bytesize", integer(5, 8), default=8),
+        Key("parity", one_of("N", "E", "O", "M", "S"), default="N"),
+        Key("stopbits", _stopbits, default=1.0),
+        Key("gap_ms", integer(0, 10_000), default=50),
+        Key("max_queued_frames", integer(1, 4096), default=16),
+        Key("retry_min_seconds", number(0.01, 3600), default=0.5),
+        Key("retry_max_seconds", number(0.01, 3600), default=10.0),
+        Key("exclusive", boolean, default=True),
+    ),
+)
+
+
+def _parse_serial(value: object) -> tuple[SerialPortConfig, ...]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(_SERIAL_KEY, f"must be tables [serial.NAME], got {describe(value)}")
+    ports: list[SerialPortConfig] = []
+    for name, table in value.items():
+        path = f"{_SERIAL_KEY}.{name}"
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+            raise ConfigError(path, "a port name is 1-64 characters of A-Z, a-z, 0-9, _ and -")
+        if not isinstance(table, Mapping):
+            raise ConfigError(path, f"must be a table, got {describe(table)}")
+        port: SerialPortConfig = _SERIAL_PORT.parse({**table, "name": name}, path)
+        if port.retry_max_seconds < port.retry_min_seconds:
+            raise ConfigError(
+                f"{path}.retry_max_seconds", "must not be below retry_min_seconds"
+            )
+        for other in ports:
+            if other.device == port.device:
+                raise ConfigError(
+                    f"{path}.device",
+                    f"{describe(port.device)} is already the device of [serial.{other.name}]",
+                )
+        ports.append(port)
+    return tuple(ports)
+
+
+def _check_serial_uses(lanes: tuple[LaneConfig, ...], ports: tuple[SerialPortConfig, ...]) -> None:
+    """Every port a lane names exists, and each port has one use."""
+    names = {port.name for port in ports}
+    used: dict[str, str] = {}
+    for number_from_one, lane in enumerate(lanes, start=1):
+        path = f"{_LANE_KEY}[{number_from_one}]"
+        uses = []
+        if lane.display is not None and lane.display.port is not None:
+            uses.append((f"{path}.display.port", lane.display.port, f"the display of lane {describe(lane.name)}"))
+        if lane.serial_bridge is not None:
+            uses.append((f"{path}.serial_bridge.to_port", lane.serial_bridge.to_port, f"the serial bridge of lane {describe(lane.name)}"))
+        for key_path, port, user in uses:
+            if port not in names:
+                known = ", ".join(sorted(names)) or "none"
+                raise ConfigError(key_path, f"no [serial.{port}] section (ports: {known})")
+            if port in used:
+                raise ConfigError(key_path, f"port {describe(port)} is already used by {used[port]}")
+            used[port] = user
+
+
 _LANE = Section(
     LaneConfig,
     (
@@ -579,6 +816,8 @@ _LANE = Section(
         Key("heartbeat", one_of("auto", "comet", "common", "off"), default="auto"),
         Key("unknown_plate", _UNKNOWN_PLATE, default=None),
         Key("sync_whitelist", boolean, default=True),
+        Key("display", _display, default=None),
+        Key("serial_bridge", _serial_bridge, default=None),
     ),
 )
 
@@ -591,7 +830,8 @@ _SECTIONS: dict[str, Section[Any]] = {
     "store": _STORE,
 }
 _LANE_KEY = "lane"
-_TOP_LEVEL_KEYS = (*_SECTIONS, _LANE_KEY)
+_SERIAL_KEY = "serial"
+_TOP_LEVEL_KEYS = (*_SECTIONS, _LANE_KEY, _SERIAL_KEY)
 
 
 def _parse_lanes(value: object) -> tuple[LaneConfig, ...]:
@@ -642,6 +882,8 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> GatewayCo
         reject_unknown_keys(data, _TOP_LEVEL_KEYS, "")
         sections = {name: spec.parse(data.get(name, {}), name) for name, spec in _SECTIONS.items()}
         lanes = _parse_lanes(data.get(_LANE_KEY, []))
+        serial = _parse_serial(data.get(_SERIAL_KEY, {}))
+        _check_serial_uses(lanes, serial)
         _check_listeners_apart(sections["camera_server"], sections["admin"])
     except ConfigError as error:
         if error.source is None:
@@ -655,6 +897,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> GatewayCo
         store=sections["store"],
         lanes=lanes,
         source=source,
+        serial=serial,
     )
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import sys
-from zoneinfo import ZoneInfo
 from typing import Any, Mapping, NoReturn
+from zoneinfo import ZoneInfo
+
+import attrs
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
@@ -20,11 +22,26 @@ from gateway import __version__
 from gateway.admin.status import StatusApi
 from gateway.camera.registry import CameraRegistry
 from gateway.bus import EventBus
+from gateway.camera.commands import SendSerial
+from gateway.camera.registry import Camera
+from gateway.display.lanes import LaneDisplays, Withdraw
+from gateway.display.settings import DisplaySettings, LaneDisplay
+from gateway.display.templates import MessageTemplate, default_idle, default_messages
+from gateway.protocol.board import Colour
+from gateway.serial.bridge import SerialBridge, SerialBridgeSettings
+from gateway.serial.ports import SerialPorts, SerialPortSettings
 from gateway.camera.control import CameraControl
 from gateway.camera.recorder import StoreRecorder
 from gateway.camera.server import CameraServer
 from gateway.camera.whitelist_sync import CameraWhitelistSync
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config import (
+    ConfigError,
+    GatewayConfig,
+    LaneConfig,
+    MessageConfig,
+    SerialPortConfig,
+    load_config,
+)
 from gateway.store import StoreConfig, StoreService
 from gateway.systemd import SystemdNotifier, listening_status
 from gateway.whitelist import SiteWhitelist
@@ -93,6 +110,9 @@ class GatewayService(MultiService):
         self.whitelist = whitelist
         self.control: CameraControl | None = None
         self.bus: EventBus | None = None
+        self.displays: LaneDisplays | None = None
+        self.ports: SerialPorts | None = None
+        self.bridge: SerialBridge | None = None
         self.camera_sync: CameraWhitelistSync | None = None
 
     def startService(self) -> None:
@@ -113,6 +133,51 @@ class GatewayService(MultiService):
             return result
 
         return stopping.addBoth(stop_registry)
+
+
+def serial_port_settings(port: SerialPortConfig) -> SerialPortSettings:
+    return SerialPortSettings(
+        name=port.name,
+        device=port.device,
+        baudrate=port.baudrate,
+        bytesize=port.bytesize,
+        parity=port.parity,
+        stopbits=port.stopbits,
+        gap_ms=port.gap_ms,
+        max_queued_frames=port.max_queued_frames,
+        retry_min_seconds=port.retry_min_seconds,
+        retry_max_seconds=port.retry_max_seconds,
+        exclusive=port.exclusive,
+    )
+
+
+def _message(base: MessageTemplate, configured: MessageConfig) -> MessageTemplate:
+    """A built-in message with what the configuration changes of it."""
+    changes: dict[str, Any] = {}
+    if configured.lines is not None:
+        changes["lines"] = configured.lines
+    if configured.voice is not None:
+        changes["voice"] = configured.voice or None
+    if configured.colour is not None:
+        changes["colour"] = Colour.parse(configured.colour)
+    return attrs.evolve(base, **changes)
+
+
+def display_settings(lane: LaneConfig) -> DisplaySettings:
+    display = lane.display
+    assert display is not None
+    defaults = default_messages(lane.direction)
+    return DisplaySettings(
+        via=display.via,
+        camera_channel=display.camera_channel,
+        port=display.port,
+        address=display.address,
+        messages={key: _message(defaults[key], message) for key, message in display.messages},
+        idle=_message(default_idle(lane.direction), display.idle) if display.idle else None,
+        dwell_seconds=display.dwell_seconds,
+        free_spaces=display.free_spaces,
+        display_lines=display.display_lines,
+    )
 
 
 def build_service(
@@ -160,9 +225,72 @@ def build_service(
     # listeners need not wait, and bind (or fail) at once.
     bus = EventBus()
     registry.on_state_change(lambda camera, online: bus.publish("camera", camera.describe()))
+    ports = SerialPorts(reactor, [serial_port_settings(port) for port in config.serial])
+
+    def queue_camera_serial(serialno: str, channel: int, data: bytes, expires_at: float) -> Withdraw:
+        command = SendSerial(channel=channel, data=data, expires_at=expires_at)
+        camera = registry.queue(serialno, command)
+
+        def withdraw() -> None:
+            # A newer message supersedes this one before the camera got it.
+            registry.withdraw(camera, command)
+
+        return withdraw
+
+    displays = LaneDisplays(
+        clock=clock,
+        tz=ZoneInfo(config.gateway.timezone),
+        lanes=[
+            LaneDisplay(lane.name, lane.camera, lane.direction, display_settings(lane))
+            for lane in config.lanes
+            if lane.display is not None
+        ],
+        ports=ports,
+        queue_camera_serial=queue_camera_serial,
+    )
+    bridge = SerialBridge(
+        clock=clock,
+        ports=ports,
+        bridges=[
+            SerialBridgeSettings(
+                lane=lane.name,
+                camera=lane.camera,
+                to_port=lane.serial_bridge.to_port,
+                camera_channel=lane.serial_bridge.camera_channel,
+                max_pending_bytes=lane.serial_bridge.max_pending_bytes,
+            )
+            for lane in config.lanes
+            if lane.serial_bridge is not None
+        ],
+    )
+
+    def bridge_bytes_waiting(serialno: str) -> None:
+        # Bytes from the local port go back in the camera's next reply.
+        for channel, data in bridge.drain(serialno):
+            registry.queue(
+                serialno,
+                SendSerial(channel=channel, data=data, expires_at=clock.seconds() + 30.0),
+            )
+
+    bridge.on_pending(bridge_bytes_waiting)
+    registry.on_state_change(
+        lambda camera, online: displays.camera_online(camera.serialno) if online else None
+    )
+
+    def say_on_display(camera: Camera, text: str) -> bool:
+        if camera.lane is None or not displays.has_display(camera.lane):
+            return False
+        displays.test_message(camera.lane, text)
+        return True
+
     recorder = StoreRecorder(lambda: store.store if whitelist.loaded else None, bus=bus)
     control = CameraControl(
-        clock=clock, registry=registry, config=config, recorder=recorder, bus=bus
+        clock=clock,
+        registry=registry,
+        config=config,
+        recorder=recorder,
+        bus=bus,
+        display_say=say_on_display,
     )
     camera_server = CameraServer(
         clock=clock,
@@ -171,12 +299,22 @@ def build_service(
         policy=whitelist,
         recorder=recorder,
         control=control,
+        displays=displays,
+        bridge=bridge,
     )
     root = GatewayService(config, registry, store, whitelist)
     root.control = control
     root.bus = bus
     store.setServiceParent(root)
     whitelist.setServiceParent(root)
+    # Ports before the displays and the bridge that write to them (services
+    # stop in reverse order).
+    for name, part in (("serial-ports", ports), ("displays", displays), ("serial-bridge", bridge)):
+        part.setName(name)
+        part.setServiceParent(root)
+    root.displays = displays
+    root.ports = ports
+    root.bridge = bridge
     camera_sync = CameraWhitelistSync(
         clock=clock,
         registry=registry,

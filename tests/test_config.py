@@ -19,7 +19,11 @@ from gateway.config import (
     GatewayConfig,
     GatewaySection,
     LaneConfig,
+    DisplayConfig,
+    MessageConfig,
     PolicyConfig,
+    SerialBridgeConfig,
+    SerialPortConfig,
     StoreSection,
     load_config,
     main,
@@ -137,6 +141,24 @@ def test_reference_file_loads_with_the_example_lanes() -> None:
             heartbeat="auto",
             unknown_plate=None,
             sync_whitelist=True,
+            display=DisplayConfig(
+                via="camera",
+                camera_channel=0,
+                port=None,
+                address=0,
+                dwell_seconds=10.0,
+                free_spaces=None,
+                display_lines=4,
+                idle=MessageConfig(lines=("{lane}", "{time}")),
+                messages=(
+                    (
+                        "open",
+                        MessageConfig(
+                            lines=("{plate}", "欢迎光临"), voice="{plate}，欢迎光临", colour="00FF00"
+                        ),
+                    ),
+                ),
+            ),
         ),
         LaneConfig(
             name="Exit",
@@ -161,7 +183,11 @@ def test_reference_file_documents_every_key() -> None:
         ("[camera_server]", CameraServerConfig),
         ("[admin]", AdminConfig),
         ("[policy]", PolicyConfig),
+        ("[store]", StoreSection),
         ("[[lane]]", LaneConfig),
+        ("[lane.display]", DisplayConfig),
+        ("[lane.serial_bridge]", SerialBridgeConfig),
+        ("[serial.", SerialPortConfig),
     ]:
         assert section in reference
         for field in attrs.fields(cls):
@@ -266,9 +292,9 @@ def test_invalid_values_name_the_key_and_the_reason(data: dict[str, Any], path: 
 @pytest.mark.parametrize(
     ("data", "path", "known"),
     [
-        ({"lanes": []}, "lanes", "admin, camera_server, gateway, lane, policy, store"),
+        ({"lanes": []}, "lanes", "admin, camera_server, gateway, lane, policy, serial, store"),
         ({"camera_server": {"comet_hold": 20}}, "camera_server.comet_hold", "comet_hold_seconds, idle_timeout_seconds, listen, max_body_bytes, offline_missed_intervals"),
-        ({"lane": [lane(), lane(name="Exit", camera="Q", barrier=1)]}, "lane[2].barrier", "barrier_channel, camera, direction, heartbeat, name, sync_whitelist, unknown_plate"),
+        ({"lane": [lane(), lane(name="Exit", camera="Q", barrier=1)]}, "lane[2].barrier", "barrier_channel, camera, direction, display, heartbeat, name, serial_bridge, sync_whitelist, unknown_plate"),
     ],
 )
 def test_unknown_keys_are_errors_listing_the_known_ones(data: dict[str, Any], path: str, known: str) -> None:
@@ -506,3 +532,83 @@ def test_lane_sync_whitelist_is_a_boolean() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"lane": [{**lane, "sync_whitelist": "no"}]})
     assert str(info.value) == 'lane[1].sync_whitelist: must be true or false, got "no"'
+
+
+def _lane_with(**tables: Any) -> dict[str, Any]:
+    return {"name": "Entrance", "camera": "d85b1269-8f942256", **tables}
+
+
+@pytest.mark.parametrize(
+    "data, path, reason",
+    [
+        (
+            {"lane": [_lane_with(display={"via": "serial"})]},
+            "lane[1].display.port",
+            'a display reached via "serial" needs a port',
+        ),
+        (
+            {"lane": [_lane_with(display={"via": "camera", "port": "led1"})]},
+            "lane[1].display.port",
+            'a display reached via "camera" takes no port',
+        ),
+        (
+            {"lane": [_lane_with(display={"via": "serial", "port": "led9"})],
+             "serial": {"led1": {"device": "/dev/ttyUSB0"}}},
+            "lane[1].display.port",
+            "no [serial.led9] section (ports: led1)",
+        ),
+        (
+            {"lane": [_lane_with(display={"via": "serial", "port": "led1"},
+                                 serial_bridge={"to_port": "led1"})],
+             "serial": {"led1": {"device": "/dev/ttyUSB0"}}},
+            "lane[1].serial_bridge.to_port",
+            'port "led1" is already used by the display of lane "Entrance"',
+        ),
+        (
+            {"serial": {"a": {"device": "/dev/ttyUSB0"}, "b": {"device": "/dev/ttyUSB0"}}},
+            "serial.b.device",
+            '"/dev/ttyUSB0" is already the device of [serial.a]',
+        ),
+        (
+            {"serial": {"a": {"device": "/dev/ttyUSB0", "stopbits": 3}}},
+            "serial.a.stopbits",
+            "must be between 1 and 2, got 3",
+        ),
+        (
+            {"lane": [_lane_with(display={"messages": {"welcome": {"voice": "hi"}}})]},
+            "lane[1].display.messages.welcome",
+            "unknown key",
+        ),
+        (
+            {"lane": [_lane_with(display={"messages": {"open": {"lines": ["{plat}"]}}})]},
+            "lane[1].display.messages.open.lines[1]",
+            "plat",
+        ),
+        (
+            {"lane": [_lane_with(display={"idle": {"colour": "red"}})]},
+            "lane[1].display.idle.colour",
+            "RRGGBB",
+        ),
+    ],
+)
+def test_display_and_serial_errors_name_the_key(data: dict[str, Any], path: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert info.value.path == path
+    assert reason in info.value.reason
+
+
+def test_serial_ports_and_bridge_parse() -> None:
+    config = parse_config(
+        {
+            "lane": [_lane_with(display={"via": "serial", "port": "led1", "address": 3},
+                                serial_bridge={"to_port": "ticket", "camera_channel": 1})],
+            "serial": {"led1": {"device": "/dev/ttyUSB0", "baudrate": 19200, "stopbits": 2},
+                       "ticket": {"device": "/dev/ttyUSB1"}},
+        }
+    )
+    led = config.serial_port("led1")
+    assert led is not None and (led.baudrate, led.stopbits, led.gap_ms) == (19200, 2.0, 50)
+    lane = config.lanes[0]
+    assert lane.display is not None and (lane.display.port, lane.display.address) == ("led1", 3)
+    assert lane.serial_bridge is not None and lane.serial_bridge.camera_channel == 1

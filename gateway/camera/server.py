@@ -27,6 +27,7 @@ from gateway.camera.events import CameraEvent, EventNotKept, EventRecorder
 from gateway.camera.http import CameraSite
 from gateway.camera.registry import Camera, CameraRegistry, PollOutcome
 from gateway.config import GatewayConfig, LaneConfig
+from gateway.display.lanes import LaneDisplays
 from gateway.policy.decision import DUPLICATE, Decision, GatePolicy, PlateQuery
 from gateway.policy.repeats import RepeatFilter
 from gateway.protocol import replies
@@ -43,6 +44,7 @@ from gateway.protocol.messages import (
     WhitelistResult,
 )
 from gateway.protocol.parse import parse_push
+from gateway.serial.bridge import SerialBridge
 from gateway.store.ids import new_event_id, plate_event_id
 
 log = Logger()
@@ -94,6 +96,8 @@ class CameraServer:
         policy: GatePolicy,
         recorder: EventRecorder,
         control: CameraControl | None = None,
+        displays: LaneDisplays | None = None,
+        bridge: SerialBridge | None = None,
         now: Callable[[], datetime] | None = None,
     ) -> None:
         self._clock = clock
@@ -102,6 +106,8 @@ class CameraServer:
         self.policy = policy
         self.recorder = recorder
         self.control = control
+        self.displays = displays
+        self.bridge = bridge
         # Told of each ParkingCam whitelist command result (camera whitelist sync).
         self.whitelist_result_listeners: list[Callable[[Camera, WhitelistResult], None]] = []
         self._now = now or (lambda: datetime.fromtimestamp(clock.seconds(), tz=timezone.utc))
@@ -184,6 +190,8 @@ class CameraServer:
                 dialect=message.dialect,
             )
             await self._record("serial", camera, message)
+            if self.bridge is not None:
+                self.bridge.from_camera(message, camera.serialno)
             serial = SerialReply()
             self.registry.fill_reply(camera, serial)
             return replies.serial_data_reply(serial.serial)
@@ -268,6 +276,14 @@ class CameraServer:
             # Only now that the read is kept does it count for repeats.
             self.repeats.remember(repeat_lane, decision.plate, opened, read_at, verdict)
         reply = replies.PlateReply(plateid=plate.plateid, retransfer_stop=True)
+        if self.displays is not None and lane_name is not None and event.decision is not None:
+            # Shown only now that the event is kept (a board must not greet a
+            # car the barrier then keeps out); a push sent again is shown
+            # again, as its first reply never reached the camera.
+            output = self.displays.frames_for_decision(
+                lane_name, event.decision, plate.license if plate.has_plate else ""
+            )
+            reply.serial.extend(output.camera_serial)
         if plate.offline:
             # The car passed long ago: never pulse the barrier, just ask for
             # the next stored record.
