@@ -52,8 +52,16 @@ class SimulatorTestCase(GatewayTestCase):
         return camera
 
     async def plate_events(self) -> list[Any]:
+        """Every plate event, newest first (paging through the store)."""
         store = self.gateway.service.store.store
-        return list(await store.recent_events(limit=100_000, type=EventType.PLATE))
+        events: list[Any] = []
+        before = None
+        while True:
+            page = await store.recent_events(limit=1000, before_seq=before, type=EventType.PLATE)
+            events.extend(page)
+            if len(page) < 1000:
+                return events
+            before = page[-1].seq
 
 
 class CometAndCommandTests(SimulatorTestCase):
@@ -133,7 +141,7 @@ class DeliveryTests(SimulatorTestCase):
 
     async def test_offline_upload_with_interruption_stores_each_record_once(self) -> None:
         port = free_port()
-        records = 400
+        records = 2000
         camera = SimulatedCamera(
             reactor,
             CameraConfig(
