@@ -705,3 +705,24 @@ class ServiceTests(StoreTestCase):
             await service.when_open()
         self.flushLoggedErrors(StoreOpenError)
         await service.stopService()
+
+
+class StopWhileOpeningTests(TestCase):
+    async def test_waiters_are_told_when_stopped_while_opening(self) -> None:
+        """A stop during the opening must not leave when_open() waiting (a
+        service that waits for it would hang the shutdown)."""
+        from twisted.internet import reactor
+
+        from gateway.store import StoreClosedError, StoreService
+
+        service = StoreService(reactor, self.mktemp())
+        service.startService()
+        waiting = service.when_open()
+        await service.stopService()
+        failure = None
+        try:
+            await waiting
+        except StoreClosedError as error:
+            failure = error
+        self.assertIsNotNone(failure)
+        self.assertIsNone(service.store)

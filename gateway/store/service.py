@@ -93,8 +93,16 @@ class StoreService(Service):
             for waiter in waiters:
                 waiter.errback(failure)
             return
-        if not self.running:  # stopped while opening
+        if not self.running:
+            # Stopped while opening: close it again, and tell whoever waits
+            # that it will not be open (they must not wait forever: the
+            # shutdown waits for them).
             await store.close()
+            failure = Failure(StoreClosedError("the store was stopped while it opened"))
+            self._open_failure = failure
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                waiter.errback(failure)
             return
         self.store = store
         self._loop = LoopingCall(self._retention_tick)
