@@ -135,6 +135,13 @@ SITE_PACKAGES="$("$VENV_PYTHON" -c 'import sysconfig; print(sysconfig.get_paths(
 REUSE_PTH="$SITE_PACKAGES/anpr-gateway-reuse-site-packages.pth"
 if [ -n "$REUSE" ]; then
     printf '%s\n' "$REUSE" > "$REUSE_PTH"
+    # Twisted gets a copy of its own here, as in a real install: twistd's
+    # plugins are found (and their cache written) next to twisted/plugins,
+    # and DIR's copy of the gateway, if it has one, must not shadow this one.
+    rm -rf "$SITE_PACKAGES/twisted"
+    cp -a "$REUSE/twisted" "$SITE_PACKAGES/twisted"
+    rm -f "$SITE_PACKAGES/twisted/plugins/anpr_gateway.py" \
+        "$SITE_PACKAGES/twisted/plugins/dropin.cache"
     # Twisted comes from DIR, its scripts do not: the unit runs bin/twistd.
     printf '#!%s\nimport sys\nfrom twisted.scripts.twistd import run\nsys.exit(run())\n' \
         "$VENV_PYTHON" > "$PREFIX/bin/twistd"
