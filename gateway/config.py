@@ -20,6 +20,7 @@ shape here and parsed where the listeners are built.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import math
 import os
@@ -263,6 +264,17 @@ def directory(value: object, path: str) -> str:
     return os.path.abspath(os.path.expanduser(checked))
 
 
+def network(value: object, path: str) -> str:
+    """An IP network in CIDR form (``192.168.1.0/24``, ``10.0.0.5``, ``fd00::/8``)."""
+    checked: str = text(max_length=64, no_spaces=True)(value, path)
+    try:
+        return str(ipaddress.ip_network(checked, strict=False))
+    except ValueError:
+        raise ConfigError(
+            path, f"must be a network such as \"192.168.1.0/24\", got {describe(checked)}"
+        ) from None
+
+
 def existing_file(value: object, path: str) -> str:
     """A path to a file that exists now, made absolute against the current
     directory (a typo is caught at start, not when the file is first read)."""
@@ -420,6 +432,11 @@ class CameraServerConfig:
     max_body_bytes: int
     offline_missed_intervals: int
     idle_timeout_seconds: int
+    allowed_cameras: tuple[str, ...] = ()  # serial numbers; empty = any camera
+    allowed_networks: tuple[str, ...] = ()  # CIDRs; empty = any address
+    header_timeout_seconds: float = 10.0
+    max_connections: int = 1024
+    max_connections_per_address: int = 32
 
 
 @attrs.frozen
@@ -599,6 +616,15 @@ _CAMERA_SERVER = Section(
         Key("max_body_bytes", integer(65_536, 67_108_864), default=8_388_608),
         Key("offline_missed_intervals", integer(1, 100), default=3),
         Key("idle_timeout_seconds", integer(5, 3600), default=75),
+        Key(
+            "allowed_cameras",
+            text_list(item=text(max_length=128, no_spaces=True), what="serial number"),
+            default=(),
+        ),
+        Key("allowed_networks", text_list(item=network, what="network"), default=()),
+        Key("header_timeout_seconds", number(1, 120), default=10.0),
+        Key("max_connections", integer(16, 100_000), default=1024),
+        Key("max_connections_per_address", integer(2, 10_000), default=32),
     ),
 )
 

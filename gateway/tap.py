@@ -13,7 +13,7 @@ import attrs
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.internet.interfaces import IProtocolFactory, IReactorCore, IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
@@ -81,7 +81,7 @@ def refuse_to_start(error: ConfigError) -> NoReturn:
 
 
 def _listener(
-    reactor: Any, description: str, factory: Site, path: str, source: str
+    reactor: Any, description: str, factory: IProtocolFactory, path: str, source: str
 ) -> StreamServerEndpointService:
     try:
         endpoint = serverFromString(reactor, description)
@@ -328,7 +328,7 @@ def build_service(
     whitelist.on_change(camera_sync.list_changed)
     whitelist.when_loaded().addCallback(lambda _: camera_sync.list_changed())
     camera_server.whitelist_result_listeners.append(camera_sync.whitelist_result)
-    camera_site = camera_server.site()
+    camera_site = camera_server.listening_factory()
     listeners: list[StreamServerEndpointService] = []
     for index, description in enumerate(config.camera_server.listen, start=1):
         service = _listener(

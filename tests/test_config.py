@@ -293,7 +293,7 @@ def test_invalid_values_name_the_key_and_the_reason(data: dict[str, Any], path: 
     ("data", "path", "known"),
     [
         ({"lanes": []}, "lanes", "admin, camera_server, gateway, lane, policy, serial, store"),
-        ({"camera_server": {"comet_hold": 20}}, "camera_server.comet_hold", "comet_hold_seconds, idle_timeout_seconds, listen, max_body_bytes, offline_missed_intervals"),
+        ({"camera_server": {"comet_hold": 20}}, "camera_server.comet_hold", "allowed_cameras, allowed_networks, comet_hold_seconds, header_timeout_seconds, idle_timeout_seconds, listen, max_body_bytes, max_connections, max_connections_per_address, offline_missed_intervals"),
         ({"lane": [lane(), lane(name="Exit", camera="Q", barrier=1)]}, "lane[2].barrier", "barrier_channel, camera, direction, display, heartbeat, name, serial_bridge, sync_whitelist, unknown_plate"),
     ],
 )
@@ -612,3 +612,18 @@ def test_serial_ports_and_bridge_parse() -> None:
     lane = config.lanes[0]
     assert lane.display is not None and (lane.display.port, lane.display.address) == ("led1", 3)
     assert lane.serial_bridge is not None and lane.serial_bridge.camera_channel == 1
+
+
+def test_camera_identity_and_connection_keys() -> None:
+    config = parse_config(
+        {"camera_server": {"allowed_cameras": ["d85b1269-8f942256"],
+                           "allowed_networks": ["192.168.10.7/24", "fd00::1/8"]}}
+    )
+    assert config.camera_server.allowed_networks == ("192.168.10.0/24", "fd00::/8")
+    with pytest.raises(ConfigError) as info:
+        parse_config({"camera_server": {"allowed_networks": ["192.168.300.0/24"]}})
+    assert info.value.path == "camera_server.allowed_networks[1]"
+    assert "192.168.300.0/24" in info.value.reason
+    with pytest.raises(ConfigError) as info:
+        parse_config({"camera_server": {"max_connections_per_address": 1}})
+    assert str(info.value) == "camera_server.max_connections_per_address: must be between 2 and 10000, got 1"

@@ -39,6 +39,9 @@ class CrashLoopTests(TestCase):
 
     def gateway(self, config: Path) -> subprocess.Popen[bytes]:
         env = dict(os.environ, PYTHONPATH=str(REPO))
+        self.log_path = config.parent / "gateway.log"
+        log = open(self.log_path, "ab")
+        self.addCleanup(log.close)
         return subprocess.Popen(
             [
                 sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
@@ -46,8 +49,8 @@ class CrashLoopTests(TestCase):
             ],
             cwd=config.parent,
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     async def until(self, condition: Any, seconds: float, what: str) -> None:
@@ -117,7 +120,12 @@ duplicate_window_seconds = 0
             lambda: all(c.produced and c.drained for c in fleet.cameras), 120, "the cameras to drain"
         )
         process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            tail = self.log_path.read_text(errors="replace")[-4000:]
+            self.fail(f"the gateway did not stop within 60 s of SIGTERM; its log ends:\n{tail}")
 
         database = sqlite3.connect(state / "gateway.db")
         self.addCleanup(database.close)

@@ -12,7 +12,9 @@ import json
 from io import BytesIO
 from typing import IO, Any, cast
 
-from twisted.internet.interfaces import ITransport
+from twisted.internet.interfaces import IAddress, IDelayedCall, ITransport
+from twisted.internet.protocol import Protocol
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.logger import Logger
 from twisted.web.http import Request as HTTPRequest
 from twisted.web.resource import IResource
@@ -50,15 +52,42 @@ def _too_large_response(limit: int) -> bytes:
 
 
 class BoundedRequest(Request):
-    """A request whose body is held in memory up to the site's limit.
+    """A request whose body is held in memory up to the site's limit, and
+    whose headers must be complete within the site's header timeout.
 
     A body announced (``Content-Length``) or found (chunked) to be over the
     limit is answered 413 at once and the connection is closed: the rest of
-    the body is never stored.
+    the body is never stored. Headers that trickle in (a slow-loris client
+    holding connections open) get the connection closed.
     """
 
     refused = False
     _received = 0
+    _header_deadline: IDelayedCall | None = None
+
+    def __init__(self, channel: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(channel, *args, **kwargs)
+        timeout = getattr(getattr(channel, "site", None), "header_timeout", None)
+        if timeout:
+            self._header_deadline = channel.callLater(timeout, self._headers_too_slow)
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        transport = self._transport()
+        log.warn(
+            "Closed a connection from {peer}: its request headers took too long",
+            peer=getattr(transport.getPeer(), "host", "?"),
+        )
+        transport.loseConnection()
+
+    def _headers_done(self) -> None:
+        deadline, self._header_deadline = self._header_deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+
+    def connectionLost(self, reason: Any) -> None:
+        self._headers_done()
+        super().connectionLost(reason)
 
     def _limit(self) -> int:
         return int(getattr(getattr(self.channel, "site", None), "max_body_bytes", 8 << 20))
@@ -67,6 +96,7 @@ class BoundedRequest(Request):
         return cast(ITransport, self.channel.transport)
 
     def gotLength(self, length: int | None) -> None:
+        self._headers_done()
         self._received = 0
         if length is not None and length > self._limit():
             self._refuse(announced=length)
@@ -104,16 +134,83 @@ class BoundedRequest(Request):
 
 
 class CameraSite(Site):
-    """A Site for camera requests: bounded in-memory bodies, idle timeout,
-    no access log lines (a busy site logs every push elsewhere)."""
+    """A Site for camera requests: bounded in-memory bodies, header and idle
+    timeouts, no access log lines (a busy site logs every push elsewhere)."""
 
     requestFactory = BoundedRequest
     noisy = False
 
-    def __init__(self, resource: IResource, *, max_body_bytes: int, idle_timeout: float) -> None:
-        super().__init__(resource, timeout=idle_timeout)
+    def __init__(
+        self,
+        resource: IResource,
+        *,
+        max_body_bytes: int,
+        idle_timeout: float,
+        header_timeout: float | None = None,
+    ) -> None:
+        # The camera server reads every body itself (it routes by content):
+        # Twisted's parsing of POST bodies into request.args is pure cost.
+        # Parsing each Content-Type and multipart registration with the email
+        # package took half the CPU of holding comet polls (bench/analysis.md).
+        super().__init__(resource, timeout=idle_timeout, parsePOSTFormSubmission=False)
         self.max_body_bytes = max_body_bytes
+        self.header_timeout = header_timeout
         self.displayTracebacks = False
 
     def log(self, request: HTTPRequest) -> None:
         pass
+
+
+class _CountedConnection(ProtocolWrapper):
+    peer_host = ""
+
+
+class ConnectionLimits(WrappingFactory):
+    """At most ``max_connections`` connections in all and
+    ``max_per_address`` from one address: a flood or a pile of idle
+    connections from one host cannot take the service from the cameras.
+    A connection over a limit is closed at once; each refusing address is
+    logged once until it is under its limit again."""
+
+    protocol = _CountedConnection
+    noisy = False
+
+    def __init__(self, wrapped: Site, *, max_connections: int, max_per_address: int) -> None:
+        super().__init__(wrapped)
+        self.max_connections = max_connections
+        self.max_per_address = max_per_address
+        self.per_address: dict[str, int] = {}
+        self._refusing: set[str] = set()
+
+    def buildProtocol(self, addr: IAddress) -> Protocol | None:  # type: ignore[override]
+        host = str(getattr(addr, "host", ""))
+        if len(self.protocols) >= self.max_connections:
+            self._refuse(host, f"{len(self.protocols)} connections open in all")
+            return None
+        if self.per_address.get(host, 0) >= self.max_per_address:
+            self._refuse(host, f"{self.per_address[host]} connections open from it")
+            return None
+        self._refusing.discard(host)
+        protocol = super().buildProtocol(addr)
+        if isinstance(protocol, _CountedConnection):
+            protocol.peer_host = host
+        return protocol
+
+    def _refuse(self, host: str, why: str) -> None:
+        if host not in self._refusing:
+            self._refusing.add(host)
+            log.warn("Refusing connections from {peer}: {why}", peer=host, why=why)
+
+    def registerProtocol(self, protocol: Any) -> None:
+        super().registerProtocol(protocol)
+        host = getattr(protocol, "peer_host", "")
+        self.per_address[host] = self.per_address.get(host, 0) + 1
+
+    def unregisterProtocol(self, protocol: Any) -> None:
+        super().unregisterProtocol(protocol)
+        host = getattr(protocol, "peer_host", "")
+        remaining = self.per_address.get(host, 1) - 1
+        if remaining > 0:
+            self.per_address[host] = remaining
+        else:
+            self.per_address.pop(host, None)

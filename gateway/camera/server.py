@@ -9,6 +9,7 @@ record and sends it again (PROTOCOL.md section 4).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
@@ -24,11 +25,17 @@ from twisted.web.resource import IResource
 from gateway.camera.commands import SerialReply
 from gateway.camera.control import CameraControl
 from gateway.camera.events import CameraEvent, EventNotKept, EventRecorder
-from gateway.camera.http import CameraSite
+from gateway.camera.http import CameraSite, ConnectionLimits
 from gateway.camera.registry import Camera, CameraRegistry, PollOutcome
 from gateway.config import GatewayConfig, LaneConfig
 from gateway.display.lanes import LaneDisplays
-from gateway.policy.decision import DUPLICATE, Decision, GatePolicy, PlateQuery
+from gateway.policy.decision import (
+    CAMERA_NOT_ALLOWED,
+    DUPLICATE,
+    Decision,
+    GatePolicy,
+    PlateQuery,
+)
 from gateway.policy.repeats import RepeatFilter
 from gateway.protocol import replies
 from gateway.protocol.messages import (
@@ -112,6 +119,10 @@ class CameraServer:
         self.whitelist_result_listeners: list[Callable[[Camera, WhitelistResult], None]] = []
         self._now = now or (lambda: datetime.fromtimestamp(clock.seconds(), tz=timezone.utc))
         self._unconfigured_logged: set[str] = set()
+        self._rejected_logged: set[str] = set()
+        server = config.camera_server
+        self._allowed_cameras = {serialno.casefold() for serialno in server.allowed_cameras}
+        self._allowed_networks = [ipaddress.ip_network(n) for n in server.allowed_networks]
         self.repeats = RepeatFilter(config.policy.duplicate_window_seconds)
         for lane in config.lanes:
             registry.configure(lane.camera, lane=lane.name, heartbeat=lane.heartbeat)
@@ -126,6 +137,16 @@ class CameraServer:
             self.resource(),
             max_body_bytes=server.max_body_bytes,
             idle_timeout=server.idle_timeout_seconds,
+            header_timeout=server.header_timeout_seconds,
+        )
+
+    def listening_factory(self) -> ConnectionLimits:
+        """What the camera listeners serve: the site behind connection limits."""
+        server = self._config.camera_server
+        return ConnectionLimits(
+            self.site(),
+            max_connections=server.max_connections,
+            max_per_address=server.max_connections_per_address,
         )
 
     # -- routing ----------------------------------------------------------
@@ -148,6 +169,8 @@ class CameraServer:
             return _json_error(request, 400, str(error))
         request.setHeader(b"Content-Type", b"application/json")
         try:
+            if not self._admitted(message, origin):
+                return await self._rejected(message, origin)
             reply = await self._dispatch(request, message, origin)
         except EventNotKept as error:
             # Any complete response counts as delivered for the camera; only
@@ -209,6 +232,79 @@ class CameraServer:
                 listener(camera, message)
             return replies.ack_reply()
         raise AssertionError(f"unhandled message type {type(message).__name__}")
+
+    # -- camera identity ---------------------------------------------------
+
+    def _admitted(self, message: Message, origin: Origin) -> bool:
+        """Whether this push comes from a camera the site accepts. The
+        protocol has no camera authentication: this only filters by the
+        serial number a push claims and the address it comes from."""
+        if self._allowed_networks:
+            try:
+                address = ipaddress.ip_address(origin.peer)
+            except ValueError:
+                return False
+            if address.version == 6 and address.ipv4_mapped is not None:
+                address = address.ipv4_mapped
+            if not any(address in network for network in self._allowed_networks):
+                return False
+        if self._allowed_cameras:
+            serialno = getattr(message, "serialno", None)
+            if serialno is None:
+                known = self.registry.by_address(origin.peer)
+                serialno = known.serialno if known is not None else None
+            if serialno is None or serialno.casefold() not in self._allowed_cameras:
+                return False
+        return True
+
+    async def _rejected(self, message: Message, origin: Origin) -> bytes:
+        """Answer a push from a camera the site does not accept: plates are
+        recorded as rejected and never open anything; nothing else happens."""
+        serialno = getattr(message, "serialno", None) or f"@{origin.peer}"
+        key = f"{serialno}@{origin.peer}"
+        if key not in self._rejected_logged:
+            self._rejected_logged.add(key)
+            log.warn(
+                "Rejected pushes from camera {serialno} at {peer}: not an allowed camera "
+                "(camera_server.allowed_cameras / allowed_networks)",
+                serialno=serialno,
+                peer=origin.peer,
+            )
+        if isinstance(message, PlateResult):
+            decision = Decision(
+                open=False,
+                reason=CAMERA_NOT_ALLOWED,
+                plate=message.license.strip().upper() if message.has_plate else "",
+            )
+            camera_time = message.camera_time
+            await self.recorder.record(
+                CameraEvent(
+                    id=plate_event_id(
+                        serialno,
+                        message.plateid,
+                        message.license,
+                        camera_time.sec if camera_time else None,
+                        camera_time.usec if camera_time else None,
+                    ),
+                    kind="plate",
+                    camera=serialno,
+                    lane=None,
+                    received_at=self._now(),
+                    message=message,
+                    decision=decision,
+                )
+            )
+            reply = replies.PlateReply(plateid=message.plateid, retransfer_stop=True)
+            if message.offline and message.plateid is not None:
+                reply.continue_offline = message.plateid
+            return reply.to_bytes()
+        if isinstance(message, Registration):
+            return replies.idle_comet_reply()
+        if isinstance(message, Heartbeat):
+            return replies.HeartbeatReply().to_bytes()
+        if isinstance(message, SerialData):
+            return replies.serial_data_reply([])
+        return replies.ack_reply()
 
     # -- message kinds ----------------------------------------------------
 

@@ -19,6 +19,7 @@ UNKNOWN = "unknown"
 NO_PLATE = "no_plate"
 OFFLINE_RECORD = "offline_record"
 DUPLICATE = "duplicate"
+CAMERA_NOT_ALLOWED = "camera_not_allowed"
 
 LOCAL = "local"
 CLOUD = "cloud"
