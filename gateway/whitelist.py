@@ -29,11 +29,12 @@ from gateway.policy.whitelist import (
     format_hours,
     parse_hours,
 )
-from gateway.store import Store, StoreError, StoreService, WhitelistRow
+from gateway.store import Store, StoreError, StoreService, WhitelistChange, WhitelistRow
 
 log = Logger()
 
 CSV_SOURCE = "csv"
+CLOUD_SOURCE = "cloud"
 # How often the CSV file is checked for changes (size and modification time).
 CSV_POLL_SECONDS = 2.0
 
@@ -301,3 +302,29 @@ class SiteWhitelist(Service):
         for plate in batch:
             self.policy.index.remove(plate)
         self._changed()
+
+    async def replace_cloud(self, entries: Iterable[WhitelistEntry]) -> WhitelistChange:
+        """Make ``entries`` the complete list of source ``cloud`` (a full sync
+        from the cloud): stored in one transaction, then the index is
+        rebuilt. Plates held by another source (CSV, admin page) keep that
+        row; they are logged."""
+        store = await self._store_service.when_open()
+        # The store gives every row the replaced source.
+        rows = [entry_to_row(entry) for entry in entries]
+        change = await store.replace_whitelist_source(CLOUD_SOURCE, rows)
+        for plate in change.conflicts:
+            log.warn(
+                "Plate {plate} from the cloud is also set locally (CSV or admin page); "
+                "the local entry is kept",
+                plate=plate,
+            )
+        log.info(
+            "Plate list replaced from the cloud: {count} rows ({inserted} new, {updated} "
+            "changed, {deleted} removed)",
+            count=len(rows),
+            inserted=change.inserted,
+            updated=change.updated,
+            deleted=change.deleted,
+        )
+        await self.reload(store)
+        return change

@@ -21,12 +21,15 @@ import attrs
 from gateway.store.images import ImageFiles, fsync_directory
 from gateway.store.records import (
     IMAGE_KINDS,
+    CachedCloudDecision,
     CommitResult,
     DeadLetter,
     EventRecord,
     EventType,
     ImageState,
+    ImageUpload,
     OutboxItem,
+    OutboxTrim,
     RetentionResult,
     StoreConfig,
     StoreHealth,
@@ -954,6 +957,184 @@ class Database:
             return True
 
         return self.write(work)
+
+    # -- upstream --------------------------------------------------------------
+
+    def outbox_accept(
+        self, event_ids: Sequence[str], image_kinds: Sequence[str], now: datetime
+    ) -> int:
+        """Remove delivered events from the outbox and, in the same
+        transaction, queue their present images of ``image_kinds`` for upload
+        (so a crash in between can lose neither)."""
+        kinds = [kind for kind in IMAGE_KINDS if kind in image_kinds]
+        stamp = to_us(now)
+
+        def work(connection: sqlite3.Connection) -> int:
+            removed = 0
+            for chunk in _chunks(list(event_ids)):
+                marks = ", ".join("?" * len(chunk))
+                removed += connection.execute(
+                    f"DELETE FROM outbox WHERE event_id IN ({marks})", tuple(chunk)
+                ).rowcount
+                if not kinds:
+                    continue
+                # kind is one of IMAGE_KINDS (checked above), never caller text.
+                selects = " UNION ALL ".join(
+                    f"SELECT id, seq, '{kind}' AS kind FROM events "
+                    f"WHERE id IN ({marks}) AND image_{kind} = 'present'"
+                    for kind in kinds
+                )
+                connection.execute(
+                    "INSERT OR IGNORE INTO upstream_images (event_id, kind, enqueued_at) "
+                    f"SELECT id, kind, ? FROM ({selects}) ORDER BY seq, kind",
+                    (stamp, *(tuple(chunk) * len(kinds))),
+                )
+            return removed
+
+        return self.write(work)
+
+    def image_uploads(self, limit: int) -> list[ImageUpload]:
+        def work(connection: sqlite3.Connection) -> list[ImageUpload]:
+            return [
+                ImageUpload(seq=row[0], event_id=row[1], kind=row[2], enqueued_at=from_us(row[3]))
+                for row in connection.execute(
+                    "SELECT seq, event_id, kind, enqueued_at FROM upstream_images "
+                    "ORDER BY seq LIMIT ?",
+                    (limit,),
+                )
+            ]
+
+        return self.read(work)
+
+    def image_uploads_done(self, seqs: Sequence[int]) -> int:
+        def work(connection: sqlite3.Connection) -> int:
+            removed = 0
+            for chunk in _chunks(list(seqs)):
+                marks = ", ".join("?" * len(chunk))
+                removed += connection.execute(
+                    f"DELETE FROM upstream_images WHERE seq IN ({marks})", tuple(chunk)
+                ).rowcount
+            return removed
+
+        return self.write(work)
+
+    def image_uploads_depth(self) -> int:
+        return self.read(
+            lambda c: int(c.execute("SELECT COUNT(*) FROM upstream_images").fetchone()[0])
+        )
+
+    _DROPPED_KEYS = {
+        "camera_status": "outbox.dropped.camera_status",
+        "other": "outbox.dropped.other",
+        "plate": "outbox.dropped.plate",
+    }
+    # Oldest first within each tier; tiers in the order they are given up.
+    # The last tier takes whatever is left (including a row whose event is
+    # missing, which cannot happen unless the file was edited by hand).
+    _TRIM_TIERS = (
+        ("camera_status", "e.type IN ('camera_online', 'camera_offline')"),
+        ("other", "e.type NOT IN ('plate', 'camera_online', 'camera_offline')"),
+        ("plate", "1"),
+    )
+
+    def outbox_trim(self, max_events: int, target: int) -> OutboxTrim:
+        """When more than ``max_events`` are queued, remove the oldest down to
+        ``target``, least valuable kinds first; count them in the kv totals."""
+
+        def work(connection: sqlite3.Connection) -> OutboxTrim:
+            depth = int(connection.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            if depth <= max_events:
+                return OutboxTrim()
+            excess = depth - min(target, max_events)
+            removed: dict[str, int] = {}
+            for name, condition in self._TRIM_TIERS:
+                if excess <= 0:
+                    break
+                count = connection.execute(
+                    "DELETE FROM outbox WHERE seq IN (SELECT o.seq FROM outbox o "
+                    "LEFT JOIN events e ON e.id = o.event_id "
+                    f"WHERE {condition} ORDER BY o.seq LIMIT ?)",
+                    (excess,),
+                ).rowcount
+                removed[name] = count
+                excess -= count
+            for name, count in removed.items():
+                if count:
+                    connection.execute(
+                        "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+                        "SET value = CAST(CAST(value AS INTEGER) + ? AS TEXT)",
+                        (self._DROPPED_KEYS[name], str(count), count),
+                    )
+            return OutboxTrim(**removed)
+
+        return self.write(work)
+
+    def outbox_dropped(self) -> OutboxTrim:
+        def work(connection: sqlite3.Connection) -> OutboxTrim:
+            totals: dict[str, int] = {}
+            for name, key in self._DROPPED_KEYS.items():
+                row = connection.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+                totals[name] = int(row[0]) if row is not None else 0
+            return OutboxTrim(**totals)
+
+        return self.read(work)
+
+    def put_cloud_decision(self, decision: CachedCloudDecision) -> None:
+        def work(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT OR REPLACE INTO cloud_decisions "
+                "(plate, lane, open, reason, display, voice, cache_until, decided_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    decision.plate,
+                    decision.lane,
+                    int(decision.open),
+                    decision.reason,
+                    json.dumps(list(decision.display), ensure_ascii=False),
+                    decision.voice,
+                    to_us(decision.cache_until),
+                    to_us(decision.decided_at),
+                ),
+            )
+
+        self.write(work)
+
+    def delete_cloud_decision(self, plate: str, lane: str) -> bool:
+        return self.write(
+            lambda c: c.execute(
+                "DELETE FROM cloud_decisions WHERE plate = ? AND lane = ?", (plate, lane)
+            ).rowcount
+            > 0
+        )
+
+    def cloud_decisions(self, now: datetime) -> list[CachedCloudDecision]:
+        def work(connection: sqlite3.Connection) -> list[CachedCloudDecision]:
+            return [
+                CachedCloudDecision(
+                    plate=row[0],
+                    lane=row[1],
+                    open=bool(row[2]),
+                    reason=row[3],
+                    display=tuple(json.loads(row[4])),
+                    voice=row[5],
+                    cache_until=from_us(row[6]),
+                    decided_at=from_us(row[7]),
+                )
+                for row in connection.execute(
+                    "SELECT plate, lane, open, reason, display, voice, cache_until, decided_at "
+                    "FROM cloud_decisions WHERE cache_until > ? ORDER BY plate, lane",
+                    (to_us(now),),
+                )
+            ]
+
+        return self.read(work)
+
+    def expire_cloud_decisions(self, now: datetime) -> int:
+        return self.write(
+            lambda c: c.execute(
+                "DELETE FROM cloud_decisions WHERE cache_until <= ?", (to_us(now),)
+            ).rowcount
+        )
 
     # -- key/value -----------------------------------------------------------
 

@@ -9,12 +9,15 @@ from typing import Any, Iterable, Mapping
 import attrs
 
 __all__ = [
+    "CachedCloudDecision",
     "CommitResult",
     "DeadLetter",
     "EventRecord",
     "EventType",
     "ImageState",
+    "ImageUpload",
     "OutboxItem",
+    "OutboxTrim",
     "RetentionResult",
     "StoreConfig",
     "StoreHealth",
@@ -228,3 +231,48 @@ class StoreConfig:
 
     image_retention_days: int = attrs.field(default=30, validator=_positive)
     image_max_bytes: int = attrs.field(default=2 * 1024**3, validator=_positive)
+
+
+@attrs.frozen
+class ImageUpload:
+    """An image still to be sent upstream, queued when the cloud accepted its event."""
+
+    seq: int  # the order images were queued in
+    event_id: str
+    kind: str  # "full" or "crop"
+    enqueued_at: datetime
+
+
+@attrs.frozen
+class OutboxTrim:
+    """Events taken out of the outbox to keep it under its cap, by kind:
+    camera online/offline changes go first, then other non-plate events,
+    plate events last. The event rows stay in the store."""
+
+    camera_status: int = 0
+    other: int = 0
+    plate: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.camera_status + self.other + self.plate
+
+
+def _str_lines(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
+@attrs.frozen
+class CachedCloudDecision:
+    """A decision the cloud allowed the gateway to reuse until ``cache_until``
+    for this plate on this lane (``lane`` empty: a camera in no lane), when the
+    cloud cannot be asked."""
+
+    plate: str
+    lane: str
+    open: bool
+    reason: str
+    cache_until: datetime = attrs.field(validator=_require_aware)
+    decided_at: datetime = attrs.field(validator=_require_aware)
+    display: tuple[str, ...] = attrs.field(default=(), converter=_str_lines)
+    voice: str = ""

@@ -94,6 +94,32 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
     ),
+    # 2: upstream: images still to send for events the cloud accepted, and
+    # decisions the cloud allowed the gateway to reuse while it cannot ask.
+    (
+        """
+        CREATE TABLE upstream_images (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            enqueued_at INTEGER NOT NULL,
+            UNIQUE (event_id, kind)
+        )
+        """,
+        """
+        CREATE TABLE cloud_decisions (
+            plate TEXT NOT NULL,
+            lane TEXT NOT NULL DEFAULT '',
+            open INTEGER NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            display TEXT NOT NULL DEFAULT '[]',
+            voice TEXT NOT NULL DEFAULT '',
+            cache_until INTEGER NOT NULL,
+            decided_at INTEGER NOT NULL,
+            PRIMARY KEY (plate, lane)
+        ) WITHOUT ROWID
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

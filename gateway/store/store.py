@@ -31,11 +31,14 @@ from gateway.store.database import (
 from gateway.store.ids import is_valid_event_id
 from gateway.store.records import (
     IMAGE_KINDS,
+    CachedCloudDecision,
     CommitResult,
     DeadLetter,
     EventRecord,
     EventType,
+    ImageUpload,
     OutboxItem,
+    OutboxTrim,
     RetentionResult,
     StoreConfig,
     StoreHealth,
@@ -556,6 +559,67 @@ class Store:
         Returns False when there is no such dead letter."""
         now = _now(self._clock)
         return await self._write(lambda: self._db.replay_dead_letter(event_id, now))
+
+    # -- upstream --------------------------------------------------------------
+
+    async def outbox_accept(self, event_ids: Sequence[str], image_kinds: Sequence[str] = ()) -> int:
+        """The cloud accepted these events: remove them from the outbox and, in
+        the same transaction, queue their images of ``image_kinds`` that are
+        on disk for upload (see :meth:`image_uploads`). Returns how many of
+        the events were queued."""
+        event_ids = list(event_ids)
+        for kind in image_kinds:
+            if kind not in IMAGE_KINDS:
+                raise ValueError(f"unknown image kind {kind!r}")
+        kinds = list(image_kinds)
+        now = _now(self._clock)
+        return await self._write(lambda: self._db.outbox_accept(event_ids, kinds, now))
+
+    async def image_uploads(self, limit: int) -> list[ImageUpload]:
+        """Up to ``limit`` images waiting to be sent upstream, oldest first."""
+        return await self._read(lambda: self._db.image_uploads(limit))
+
+    async def image_uploads_done(self, seqs: Sequence[int]) -> int:
+        """Remove sent (or no longer sendable) images from the upload queue."""
+        seqs = list(seqs)
+        return await self._write(lambda: self._db.image_uploads_done(seqs))
+
+    async def image_uploads_depth(self) -> int:
+        """Images waiting to be sent upstream."""
+        return await self._read(self._db.image_uploads_depth)
+
+    async def outbox_trim(self, max_events: int, target: int | None = None) -> OutboxTrim:
+        """Keep the outbox bounded: when more than ``max_events`` are queued,
+        remove the oldest until ``target`` (default ``max_events``) are left,
+        camera online/offline events first, then other non-plate events,
+        plate events last. Event rows stay in the store; what was removed is
+        added to the totals of :meth:`outbox_dropped`, in the same
+        transaction."""
+        if max_events < 0:
+            raise ValueError("max_events must not be negative")
+        goal = max_events if target is None else max(0, min(target, max_events))
+        return await self._write(lambda: self._db.outbox_trim(max_events, goal))
+
+    async def outbox_dropped(self) -> OutboxTrim:
+        """Events removed from the outbox by :meth:`outbox_trim` since the
+        database was created, by kind."""
+        return await self._read(self._db.outbox_dropped)
+
+    async def put_cloud_decision(self, decision: CachedCloudDecision) -> None:
+        """Keep (or replace) the cloud's reusable decision for its plate and lane."""
+        await self._write(lambda: self._db.put_cloud_decision(decision))
+
+    async def delete_cloud_decision(self, plate: str, lane: str) -> bool:
+        """Forget the cached decision for ``plate`` on ``lane``; False if there was none."""
+        return await self._write(lambda: self._db.delete_cloud_decision(plate, lane))
+
+    async def cloud_decisions(self, now: datetime) -> list[CachedCloudDecision]:
+        """The cached cloud decisions still valid at ``now`` (``cache_until`` after it)."""
+        return await self._read(lambda: self._db.cloud_decisions(now))
+
+    async def expire_cloud_decisions(self, now: datetime) -> int:
+        """Delete cached cloud decisions no longer valid at ``now``; return how many."""
+        return await self._write(lambda: self._db.expire_cloud_decisions(now))
 
     # -- key/value state -------------------------------------------------------
 
