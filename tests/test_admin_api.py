@@ -1,0 +1,1299 @@
+"""The admin API over its whole contract, against the real parts of the
+gateway: a real store in a temporary directory, the real plate list, camera
+registry, command control and camera server (spoken to as a camera would),
+and the real bus. Requests go through ``StubTreq``; the live stream over
+real loopback HTTP."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote, urlparse
+from zoneinfo import ZoneInfo
+
+import attrs
+from treq.testing import StubTreq
+from twisted.application.service import MultiService
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock, deferLater
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+from twisted.web.server import Site
+
+from gateway.admin.api import AdminApi
+from gateway.admin.auth import AdminAccounts
+from gateway.admin.metrics import GatewayMetrics
+from gateway.admin.settings import AdminSettings, AdminToken, AdminUser, hash_password, token_digest
+from gateway.admin.stream import EventStream
+from gateway.bus import EventBus
+from gateway.camera.control import CameraControl
+from gateway.camera.recorder import StoreRecorder
+from gateway.camera.registry import CameraRegistry
+from gateway.camera.server import CameraServer
+from gateway.camera.whitelist_sync import CameraWhitelistSync
+from gateway.config import GatewayConfig, parse_config
+from gateway.policy.whitelist import WhitelistEntry, parse_hours
+from gateway.store import EventRecord, EventType, StoreService
+from gateway.whitelist import SiteWhitelist
+from support import CapturedLog, multipart_registration, sample_bytes
+from test_camera_server import plate_body
+
+ENTRANCE = "d85b1269-8f942256"
+EXIT = "e10b2d6c8c07b422361457935b518642"
+STRANGER = "aaaa0000-bbbb1111"
+TZ = "Asia/Shanghai"
+BASE = "http://gateway.test"
+CAMERA_BASE = "http://127.0.0.1:8080"
+
+# Costly to compute (scrypt): made once for the whole module.
+PASSWORDS = {"olga": "operator-pass-1", "vera": "viewer-pass-2", "ada": "admin-pass-3"}
+HASHES = {name: hash_password(password) for name, password in PASSWORDS.items()}
+MACHINE_TOKEN = "machine-token-operator-0123456789"
+SCRAPER_TOKEN = "scraper-token-viewer-0123456789"
+
+LANES = [
+    {"name": "Entrance", "camera": ENTRANCE, "barrier_channel": 2},
+    {
+        "name": "Exit",
+        "camera": EXIT,
+        "direction": "out",
+        "barrier_channel": 1,
+        "sync_whitelist": False,
+    },
+]
+
+
+def default_settings(**overrides: Any) -> AdminSettings:
+    values: dict[str, Any] = {
+        "users": (
+            AdminUser("olga", HASHES["olga"], "operator"),
+            AdminUser("vera", HASHES["vera"], "viewer"),
+            AdminUser("ada", HASHES["ada"], "admin"),
+        ),
+        "tokens": (
+            AdminToken("door-robot", token_digest(MACHINE_TOKEN), "operator"),
+            AdminToken("prometheus", token_digest(SCRAPER_TOKEN), "viewer"),
+        ),
+    }
+    values.update(overrides)
+    return AdminSettings(**values)
+
+
+@attrs.define
+class Reply:
+    status: int
+    headers: dict[str, list[str]]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.get(name.lower())
+        return values[-1] if values else None
+
+
+async def settle(stub: StubTreq, waiting: Deferred[Any], what: str = "response") -> Any:
+    """Pump ``stub`` until ``waiting`` fires (the store answers on its own
+    thread, so the reactor must turn too). Bounded: 10 s."""
+    outcome: list[Any] = []
+
+    def arrived(result: Any) -> None:
+        outcome.append(result)
+
+    waiting.addBoth(arrived)
+    for _ in range(2000):
+        stub.flush()
+        if outcome:
+            break
+        await deferLater(reactor, 0.005, lambda: None)
+    else:
+        raise AssertionError(f"no {what} within 10 s")
+    (result,) = outcome
+    if isinstance(result, Failure):
+        result.raiseException()
+    return result
+
+
+class Client:
+    """One browser (its own cookie jar) or machine talking to the API."""
+
+    def __init__(self, api: AdminApi, *, base: str = BASE, token: str | None = None) -> None:
+        self.stub = StubTreq(api.resource())
+        self.base = base
+        self.token = token
+        self.csrf: str | None = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        csrf: bool = True,
+    ) -> Reply:
+        sent: dict[str, str] = dict(headers or {})
+        if self.token is not None:
+            sent.setdefault("Authorization", f"Bearer {self.token}")
+        if csrf and self.csrf is not None and method in ("POST", "PUT", "DELETE"):
+            sent.setdefault("X-CSRF-Token", self.csrf)
+        if json_body is not None:
+            data = json.dumps(json_body).encode()
+            sent.setdefault("Content-Type", "application/json")
+        waiting = self.stub.request(
+            method, self.base + path, data=data, headers={k: [v] for k, v in sent.items()}
+        )
+        response = await settle(self.stub, waiting)
+        body = await settle(self.stub, self.stub.content(response), "body")
+        headers_out = {
+            name.decode().lower(): [v.decode("latin-1") for v in values]
+            for name, values in response.headers.getAllRawHeaders()
+        }
+        return Reply(response.code, headers_out, body)
+
+    async def get(self, path: str, **kwargs: Any) -> Reply:
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, json_body: Any = None, **kwargs: Any) -> Reply:
+        return await self.request("POST", path, json_body=json_body, **kwargs)
+
+    async def login(self, name: str, password: str | None = None) -> Reply:
+        reply = await self.post(
+            "/api/login", {"username": name, "password": password or PASSWORDS[name]}
+        )
+        if reply.status == 200:
+            self.csrf = reply.json()["csrf_token"]
+        return reply
+
+
+class Camera:
+    """A camera posting to the real camera server (through StubTreq)."""
+
+    def __init__(self, server: CameraServer) -> None:
+        self.stub = StubTreq(server.resource())
+
+    async def post(
+        self,
+        body: bytes,
+        path: str = "/devicemanagement/php/plateresult.php",
+        content_type: str = "application/json",
+    ) -> Any:
+        waiting = self.stub.post(
+            CAMERA_BASE + path, data=body, headers={"Content-Type": [content_type]}
+        )
+        response = await settle(self.stub, waiting)
+        body_out = await settle(self.stub, self.stub.content(response), "body")
+        return json.loads(body_out) if body_out else None
+
+
+class AdminTestCase(TestCase):
+    """Builds the gateway's parts the way ``gateway.tap`` does, and the API
+    on top of them."""
+
+    settings = default_settings()
+
+    async def build(
+        self,
+        *,
+        lanes: list[dict[str, Any]] | None = None,
+        settings: AdminSettings | None = None,
+        display_test: Callable[[str, str], object] | None = None,
+        has_display: Callable[[str], bool] | None = None,
+        serial_status: Callable[[], Any] | None = None,
+        upstream_status: Callable[[], Any] | None = None,
+        on_replay: Callable[[], object] | None = None,
+        static_dir: Path | None = None,
+    ) -> AdminApi:
+        state_dir = Path(self.mktemp())
+        state_dir.mkdir(parents=True)
+        self.state_dir = state_dir
+        self.config: GatewayConfig = parse_config(
+            {
+                "gateway": {"state_dir": str(state_dir), "id": "site-7", "timezone": TZ},
+                "lane": LANES if lanes is None else lanes,
+            },
+            source="<test>",
+        )
+        self.tz = ZoneInfo(TZ)
+        # Commands and sessions on a Clock set to now (the store's retention
+        # runs on the real clock: events must not look decades old).
+        self.clock = Clock()
+        self.clock.advance(time.time())
+        self.registry = registry = CameraRegistry(self.clock, comet_hold=20, missed_intervals=3)
+        self.store_service = store_service = StoreService(reactor, str(state_dir))
+        self.whitelist = whitelist = SiteWhitelist(
+            reactor,
+            store_service,
+            tz=self.tz,
+            unknown_plate="deny",
+            lane_overrides={},
+            max_plate_distance=0,
+            csv_path=None,
+        )
+        self.bus = bus = EventBus()
+        registry.on_state_change(lambda camera, online: bus.publish("camera", camera.describe()))
+
+        def open_store() -> Any:
+            return store_service.store if whitelist.loaded else None
+
+        recorder = StoreRecorder(open_store, bus=bus)
+        self.control = control = CameraControl(
+            clock=self.clock, registry=registry, config=self.config, recorder=recorder, bus=bus
+        )
+        self.camera_server = CameraServer(
+            clock=self.clock,
+            config=self.config,
+            registry=registry,
+            policy=whitelist,
+            recorder=recorder,
+            control=control,
+        )
+        self.camera_sync = camera_sync = CameraWhitelistSync(
+            clock=self.clock,
+            registry=registry,
+            entries=whitelist.entries,
+            store=open_store,
+            tz=self.tz,
+            cameras=[lane.camera for lane in self.config.lanes if lane.sync_whitelist],
+        )
+        whitelist.on_change(camera_sync.list_changed)
+        self.terminal = io.StringIO()
+        settings = settings or self.settings
+        self.users = users = AdminAccounts(
+            settings,
+            reactor=reactor,
+            state_dir=str(state_dir),
+            open_store=store_service.when_open,
+            terminal=self.terminal,
+        )
+        root = MultiService()
+        for service in (store_service, whitelist, camera_sync, users):
+            service.setServiceParent(root)
+        root.startService()
+        self.addCleanup(root.stopService)
+        await store_service.when_open()
+        await whitelist.when_loaded()
+        await users.when_loaded()
+        self.metrics = GatewayMetrics(
+            comet_polls_held=registry.held_polls,
+            cameras_online=lambda: sum(1 for c in registry if c.online),
+            outbox_depth=lambda: (
+                store_service.store.outbox_depth() if store_service.store else None
+            ),
+            serial_ports=serial_status,
+            process=False,
+        )
+        self.metrics.watch(bus)
+        self.api_arguments: dict[str, Any] = dict(
+            reactor=reactor,
+            clock=self.clock,
+            config=self.config,
+            settings=settings,
+            users=users,
+            registry=registry,
+            control=control,
+            store=open_store,
+            whitelist=whitelist,
+            camera_sync=camera_sync,
+            bus=bus,
+            metrics=self.metrics,
+            display_test=display_test,
+            has_display=has_display,
+            serial_status=serial_status,
+            upstream_status=upstream_status,
+            on_replay=on_replay,
+            static_dir=static_dir,
+        )
+        self.api = AdminApi(**self.api_arguments)
+        return self.api
+
+    async def listen(self) -> int:
+        """The API on a real loopback port; its port number."""
+        site = Site(self.api.resource())
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return int(port.getHost().port)
+
+    async def until(self, condition: Callable[[], bool], what: str) -> None:
+        for _ in range(1000):  # bounded: 10 s
+            if condition():
+                return
+            await deferLater(reactor, 0.01, lambda: None)
+        self.fail(f"timed out waiting for {what}")
+
+    @property
+    def store(self) -> Any:
+        return self.store_service.store
+
+    async def operator(self) -> Client:
+        client = Client(self.api)
+        self.assertEqual((await client.login("olga")).status, 200)
+        return client
+
+    async def camera_online(self, serialno: str = ENTRANCE, plateid: int = 1) -> Camera:
+        camera = Camera(self.camera_server)
+        answer = await camera.post(plate_body(serialno, "京A00001", plateid=plateid))
+        self.assertIn("Response_AlarmInfoPlate", answer)
+        return camera
+
+
+class CameraTests(AdminTestCase):
+    async def test_lanes_first_in_config_order_then_other_cameras(self) -> None:
+        await self.build(has_display=lambda lane: lane == "Exit")
+        client = await self.operator()
+        await self.camera_online(ENTRANCE)
+        await self.camera_online(STRANGER, plateid=5)
+        reply = await client.get("/api/cameras")
+        self.assertEqual(reply.status, 200)
+        cameras = reply.json()["cameras"]
+        self.assertEqual([c["serialno"] for c in cameras], [ENTRANCE, EXIT, STRANGER])
+        entrance, exit_, stranger = cameras
+        self.assertEqual(entrance["lane"], "Entrance")
+        self.assertTrue(entrance["online"])
+        self.assertEqual(entrance["direction"], "in")
+        self.assertEqual(entrance["barrier_channel"], 2)
+        self.assertEqual(entrance["last_plate"]["plate"], "京A00001")
+        self.assertEqual(entrance["last_plate"]["decision"]["open"], False)
+        self.assertEqual(entrance["dialect"], "vzenith")
+        self.assertIsNotNone(entrance["whitelist_sync"])
+        self.assertEqual(
+            set(entrance["whitelist_sync"]),
+            {"plates", "pending_adds", "pending_deletes", "in_sync"},
+        )
+        self.assertFalse(entrance["display"])
+        # Configured, never heard from.
+        self.assertFalse(exit_["online"])
+        self.assertIsNone(exit_["last_seen"])
+        self.assertIsNone(exit_["last_plate"])
+        self.assertIsNone(exit_["whitelist_sync"])
+        self.assertTrue(exit_["display"])
+        self.assertEqual(exit_["direction"], "out")
+        self.assertIsNone(stranger["lane"])
+        self.assertIsNone(stranger["direction"])
+        self.assertEqual(stranger["last_plate"]["plate"], "京A00001")
+        for camera in cameras:
+            self.assertNotIn("web_password", json.dumps(camera))
+
+    async def test_registration_password_never_shown(self) -> None:
+        await self.build()
+        client = await self.operator()
+        camera = Camera(self.camera_server)
+        body, content_type = multipart_registration(ENTRANCE, password="cam-secret-77")
+        await camera.post(body, content_type=content_type)
+        reply = await client.get("/api/cameras")
+        self.assertNotIn(b"cam-secret-77", reply.body)
+        self.assertTrue(reply.json()["cameras"][0]["online"])
+
+    async def test_open_reaches_the_camera_in_its_next_reply(self) -> None:
+        await self.build()
+        client = await self.operator()
+        camera = await self.camera_online()
+        with CapturedLog() as captured:
+            reply = await client.post(f"/api/cameras/{ENTRANCE}/open", {"channel": 1})
+        self.assertEqual(reply.status, 202)
+        command = reply.json()["command"]
+        self.assertEqual(
+            (command["type"], command["camera"], command["state"]), ("open", ENTRANCE, "queued")
+        )
+        self.assertEqual(command["channel"], 1)
+        answer = await camera.post(plate_body(ENTRANCE, "京A00002", plateid=2))
+        self.assertEqual(answer["Response_AlarmInfoPlate"]["channelNum"], 1)
+        logged = [e for e in captured.events if e.get("action") == "open the barrier"]
+        self.assertEqual([(e["user"], e["serialno"]) for e in logged], [("olga", ENTRANCE)])
+
+    async def test_open_without_body_uses_the_lane_channel(self) -> None:
+        await self.build()
+        client = await self.operator()
+        camera = await self.camera_online()
+        reply = await client.post(f"/api/cameras/{ENTRANCE}/open")
+        self.assertEqual(reply.status, 202)
+        self.assertEqual(reply.json()["command"]["channel"], 2)
+        answer = await camera.post(plate_body(ENTRANCE, "京A00002", plateid=2))
+        self.assertEqual(answer["Response_AlarmInfoPlate"]["channelNum"], 2)
+
+    async def test_command_refusals(self) -> None:
+        await self.build()
+        client = await self.operator()
+        unknown = await client.post("/api/cameras/ffff-0000/open")
+        self.assertEqual(unknown.status, 404)
+        self.assertIn("ffff-0000", unknown.json()["error"])
+        offline = await client.post(f"/api/cameras/{EXIT}/open")
+        self.assertEqual(offline.status, 409)
+        self.assertIn("offline", offline.json()["error"])
+        await self.camera_online()
+        for channel in (4, -1, "1", True):
+            bad = await client.post(f"/api/cameras/{ENTRANCE}/open", {"channel": channel})
+            self.assertEqual(bad.status, 400, channel)
+            self.assertIn("channel", bad.json()["errors"])
+        not_json = await client.post(
+            f"/api/cameras/{ENTRANCE}/open",
+            data=b"channel=1",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        self.assertEqual(not_json.status, 415)
+
+    async def test_close_hold_open_and_trigger(self) -> None:
+        await self.build()
+        client = await self.operator()
+        camera = await self.camera_online()
+        hold = await client.post(f"/api/cameras/{ENTRANCE}/hold-open")
+        self.assertEqual((hold.status, hold.json()["command"]["value"]), (202, 1))
+        answer = await camera.post(plate_body(ENTRANCE, "京A00002", plateid=2))
+        self.assertEqual(answer["Response_AlarmInfoPlate"]["ivs_ioctrl"]["value"], 1)
+        close = await client.post(f"/api/cameras/{ENTRANCE}/close", {"channel": 0})
+        self.assertEqual((close.status, close.json()["command"]["io"]), (202, 0))
+        trigger = await client.post(f"/api/cameras/{ENTRANCE}/trigger")
+        self.assertEqual((trigger.status, trigger.json()["command"]["type"]), (202, "trigger"))
+        answer = await camera.post(plate_body(ENTRANCE, "京A00002", plateid=3))
+        self.assertEqual(answer["Response_AlarmInfoPlate"]["ivs_ioctrl"]["value"], 0)
+        self.assertEqual(answer["Response_AlarmInfoPlate"]["manualTrigger"], "ok")
+
+    async def test_serial_hex_and_text(self) -> None:
+        await self.build()
+        client = await self.operator()
+        camera = await self.camera_online()
+        hexed = await client.post(
+            f"/api/cameras/{ENTRANCE}/serial", {"channel": 1, "hex": "00 64 ff"}
+        )
+        self.assertEqual(hexed.status, 202)
+        self.assertEqual(hexed.json()["command"]["bytes"], 3)
+        text = await client.post(f"/api/cameras/{ENTRANCE}/serial", {"channel": 0, "text": "欢迎"})
+        self.assertEqual(text.status, 202)
+        answer = await camera.post(plate_body(ENTRANCE, "京A00002", plateid=2))
+        serial = answer["Response_AlarmInfoPlate"]["serialData"]
+        self.assertEqual(
+            [(s["serialChannel"], base64.b64decode(s["data"])) for s in serial],
+            [(1, b"\x00\x64\xff"), (0, "欢迎".encode("gbk"))],
+        )
+        for body, field in (
+            ({"channel": 2, "hex": "00"}, "channel"),
+            ({"channel": 0, "hex": "0g"}, "hex"),
+            ({"channel": 0, "hex": "00", "text": "a"}, "hex"),
+            ({"channel": 0}, "hex"),
+            ({"channel": 0, "hex": ""}, "hex"),
+            ({"channel": 0, "text": "😀"}, "text"),
+            ({"channel": 0, "hex": "00" * 1025}, "hex"),
+        ):
+            bad = await client.post(f"/api/cameras/{ENTRANCE}/serial", body)
+            self.assertEqual(bad.status, 400, body)
+            self.assertIn(field, bad.json()["errors"], body)
+
+    async def test_display_test_on_a_lane_display_else_the_camera_voice(self) -> None:
+        shown: list[tuple[str, str]] = []
+
+        class NoDisplay(KeyError):
+            pass
+
+        def display_test(lane: str, text: str) -> None:
+            if lane != "Entrance":
+                raise NoDisplay(lane)
+            shown.append((lane, text))
+
+        await self.build(display_test=display_test)
+        client = await self.operator()
+        # The display is the gateway's own: it works while the camera is away.
+        reply = await client.post(f"/api/cameras/{ENTRANCE}/display", {"text": "Welcome\n欢迎"})
+        self.assertEqual(reply.status, 202)
+        self.assertEqual(reply.json()["via"], "display")
+        self.assertEqual(shown, [("Entrance", "Welcome\n欢迎")])
+        # No display on the Exit lane, and its camera offline.
+        self.assertEqual(
+            (await client.post(f"/api/cameras/{EXIT}/display", {"text": "hi"})).status, 409
+        )
+        # A ParkingCam camera cannot speak.
+        camera = Camera(self.camera_server)
+        await camera.post(
+            sample_bytes("heartbeat_parkingcam_alphadigi_manual_v1.2.json").replace(
+                b"e10b2d6c8c07b422361457935b518642", EXIT.encode()
+            )
+        )
+        cannot = await client.post(f"/api/cameras/{EXIT}/display", {"text": "hi"})
+        self.assertEqual(cannot.status, 409)
+        self.assertIn("cannot speak", cannot.json()["error"])
+        # A Vzenith camera in no lane speaks itself.
+        await self.camera_online(STRANGER, plateid=9)
+        spoken = await client.post(f"/api/cameras/{STRANGER}/display", {"text": "hi"})
+        self.assertEqual((spoken.status, spoken.json()["via"]), (202, "camera"))
+        self.assertEqual(spoken.json()["command"]["type"], "say")
+        self.assertEqual(
+            (await client.post(f"/api/cameras/{ENTRANCE}/display", {"text": " "})).status, 400
+        )
+        self.assertEqual(
+            (await client.post("/api/cameras/nobody/display", {"text": "x"})).status, 404
+        )
+
+    async def test_resync_whitelist(self) -> None:
+        await self.build()
+        client = await self.operator()
+        await self.camera_online()
+        reply = await client.post(f"/api/cameras/{ENTRANCE}/resync-whitelist")
+        self.assertEqual(reply.status, 202)
+        self.assertEqual(reply.json()["camera"], ENTRANCE)
+        # The Exit lane keeps no copy of the list.
+        self.assertEqual((await client.post(f"/api/cameras/{EXIT}/resync-whitelist")).status, 409)
+        self.assertEqual((await client.post("/api/cameras/nobody/resync-whitelist")).status, 404)
+
+    async def test_snapshot_returns_the_camera_upload(self) -> None:
+        await self.build()
+        client = await self.operator()
+        camera = await self.camera_online()
+        waiting = client.stub.request(
+            "POST",
+            f"{BASE}/api/cameras/{ENTRANCE}/snapshot",
+            headers={"X-CSRF-Token": [client.csrf or ""]},
+        )
+        client.stub.flush()
+        answer = await camera.post(plate_body(ENTRANCE, "京A00002", plateid=2))
+        url = urlparse(answer["Response_AlarmInfoPlate"]["TriggerImage"]["snapImageAbsolutelyUrl"])
+        jpeg = b"\xff\xd8\xff\xe0snapshot\xff\xd9"
+        upload = {
+            "TriggerImage": {
+                "imageFile": base64.b64encode(jpeg).decode(),
+                "imageFileLen": len(jpeg),
+            },
+            "ipaddr": "192.168.1.100",
+        }
+        await camera.post(json.dumps(upload).encode(), path=url.path)
+        response = await settle(client.stub, waiting)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders("content-type"), ["image/jpeg"])
+        self.assertEqual(await settle(client.stub, client.stub.content(response)), jpeg)
+
+    async def test_page_leaving_during_a_snapshot_leaves_the_command_to_end(self) -> None:
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+        await self.build()
+        await self.camera_online()
+        port = await self.listen()
+        page = _StreamReader()
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), page)
+        assert page.transport is not None
+        page.transport.write(
+            f"POST /api/cameras/{ENTRANCE}/snapshot HTTP/1.1\r\nHost: gateway.test\r\n"
+            f"Authorization: Bearer {MACHINE_TOKEN}\r\nContent-Length: 0\r\n\r\n".encode()
+        )
+        camera = self.registry.get(ENTRANCE)
+        await self.until(lambda: len(camera.commands) == 1, "the snapshot command")
+        (command,) = camera.commands
+        page.transport.loseConnection()
+        await page.lost
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(command.state.value, "queued")
+        # Still delivered to the camera, and it ends on its own time-out.
+        camera_client = Camera(self.camera_server)
+        answer = await camera_client.post(plate_body(ENTRANCE, "京A00002", plateid=2))
+        self.assertIn("TriggerImage", answer["Response_AlarmInfoPlate"])
+        self.clock.advance(self.control.snapshot_timeout)
+        self.assertEqual(command.state.value, "failed")
+        self.assertEqual(page.data, b"")
+
+    async def test_snapshot_times_out_with_504_and_offline_is_409(self) -> None:
+        await self.build()
+        client = await self.operator()
+        offline = await client.post(f"/api/cameras/{EXIT}/snapshot")
+        self.assertEqual(offline.status, 409)
+        await self.camera_online()
+        waiting = client.stub.request(
+            "POST",
+            f"{BASE}/api/cameras/{ENTRANCE}/snapshot",
+            headers={"X-CSRF-Token": [client.csrf or ""]},
+        )
+        client.stub.flush()
+        self.clock.advance(self.control.snapshot_timeout)
+        response = await settle(client.stub, waiting)
+        self.assertEqual(response.code, 504)
+        body = json.loads(await settle(client.stub, client.stub.content(response)))
+        self.assertIn("no image", body["error"])
+
+
+async def commit(
+    store: Any, record: EventRecord, images: tuple[tuple[str, bytes], ...] = ()
+) -> None:
+    await store.commit_event(record, images)
+
+
+def plate_record(
+    event_id: str,
+    plate: str,
+    *,
+    camera: str = ENTRANCE,
+    lane: str = "Entrance",
+    opened: bool = False,
+    reason: str = "unknown",
+    minute: int = 0,
+) -> EventRecord:
+    return EventRecord(
+        id=event_id,
+        type=EventType.PLATE,
+        received_at=datetime(2025, 3, 1, 8, minute, tzinfo=timezone.utc),
+        camera=camera,
+        lane=lane,
+        plate=plate,
+        license=plate,
+        decision_open=opened,
+        decision_reason=reason,
+        decision_source="local",
+        raw={"PlateResult": {"license": plate}},
+    )
+
+
+class EventTests(AdminTestCase):
+    async def fill(self) -> None:
+        store = self.store
+        await commit(
+            store,
+            plate_record(
+                "p-event00000000001", "京A11111", opened=True, reason="whitelist", minute=1
+            ),
+            (("full", b"\xff\xd8full-1\xff\xd9"), ("crop", b"\xff\xd8crop-1\xff\xd9")),
+        )
+        await commit(
+            store,
+            plate_record("p-event00000000002", "京B22222", camera=EXIT, lane="Exit", minute=2),
+        )
+        await commit(
+            store, plate_record("p-event00000000003", "京A11112", reason="blacklist", minute=3)
+        )
+        await commit(
+            store,
+            EventRecord(
+                id="io-event00000000001",
+                type=EventType.IO,
+                received_at=datetime(2025, 3, 1, 8, 4, tzinfo=timezone.utc),
+                camera=ENTRANCE,
+                lane="Entrance",
+                raw={"kind": "IoInput"},
+            ),
+        )
+
+    async def test_filters_and_paging(self) -> None:
+        await self.build()
+        await self.fill()
+        client = await self.operator()
+        everything = (await client.get("/api/events")).json()
+        self.assertEqual(
+            [e["id"] for e in everything["events"]],
+            [
+                "io-event00000000001",
+                "p-event00000000003",
+                "p-event00000000002",
+                "p-event00000000001",
+            ],
+        )
+        self.assertIsNone(everything["next_before"])
+
+        async def ids(query: str) -> list[str]:
+            reply = await client.get("/api/events?" + query)
+            self.assertEqual(reply.status, 200, reply.body)
+            return [e["id"] for e in reply.json()["events"]]
+
+        self.assertEqual(
+            await ids("plate=" + quote("京A1111")), ["p-event00000000003", "p-event00000000001"]
+        )
+        self.assertEqual(await ids("lane=Exit"), ["p-event00000000002"])
+        self.assertEqual(
+            await ids(f"camera={ENTRANCE}&type=plate"), ["p-event00000000003", "p-event00000000001"]
+        )
+        self.assertEqual(await ids("open=true"), ["p-event00000000001"])
+        self.assertEqual(
+            await ids("open=false&type=plate"), ["p-event00000000003", "p-event00000000002"]
+        )
+        self.assertEqual(await ids("reason=blacklist"), ["p-event00000000003"])
+        self.assertEqual(
+            await ids("since=2025-03-01T08:02:00Z&until=2025-03-01T08:04:00Z"),
+            ["p-event00000000003", "p-event00000000002"],
+        )
+        first = (await client.get("/api/events?limit=2")).json()
+        self.assertEqual(
+            [e["id"] for e in first["events"]], ["io-event00000000001", "p-event00000000003"]
+        )
+        second = (await client.get(f"/api/events?limit=2&before={first['next_before']}")).json()
+        self.assertEqual(
+            [e["id"] for e in second["events"]], ["p-event00000000002", "p-event00000000001"]
+        )
+        self.assertIsNone(second["next_before"])
+        for bad in (
+            "limit=0",
+            "limit=501",
+            "limit=x",
+            "open=maybe",
+            "type=parade",
+            "since=yesterday",
+            "before=-3",
+        ):
+            reply = await client.get("/api/events?" + bad)
+            self.assertEqual(reply.status, 400, bad)
+            self.assertIn("error", reply.json())
+
+    async def test_one_event_is_exactly_the_recorder_summary(self) -> None:
+        from gateway.camera.recorder import event_summary
+
+        await self.build()
+        await self.fill()
+        client = await self.operator()
+        reply = await client.get("/api/events/p-event00000000001")
+        self.assertEqual(reply.status, 200)
+        stored = await self.store.get_event("p-event00000000001")
+        self.assertEqual(reply.json(), json.loads(json.dumps(event_summary(stored))))
+        self.assertEqual(reply.json()["images"], ["full", "crop"])
+        self.assertEqual((await client.get("/api/events/p-event00000000404")).status, 404)
+
+    async def test_images_and_no_path_traversal(self) -> None:
+        await self.build()
+        await self.fill()
+        client = await self.operator()
+        full = await client.get("/api/events/p-event00000000001/image/full")
+        self.assertEqual((full.status, full.body), (200, b"\xff\xd8full-1\xff\xd9"))
+        self.assertEqual(full.header("content-type"), "image/jpeg")
+        self.assertEqual(
+            (await client.get("/api/events/p-event00000000001/image/crop")).body,
+            b"\xff\xd8crop-1\xff\xd9",
+        )
+        self.assertEqual(
+            (await client.get("/api/events/p-event00000000002/image/full")).status, 404
+        )
+        secret = self.state_dir / "secret.jpg"
+        secret.write_bytes(b"not for you")
+        for path in (
+            "/api/events/p-event00000000001/image/thumb",
+            "/api/events/..%2Fsecret/image/full",
+            "/api/events/..%2F..%2Fsecret.jpg/image/full",
+            "/api/events/p-event00000000001/image/..%2F..%2Fsecret.jpg",
+            "/api/events/p-event00000000001/image/full%00",
+            "/api/events/%2E%2E/image/full",
+            "/api/events/p-event00000000001%2F..%2Fev-2/image/full",
+            "/api/events/" + "a" * 200 + "/image/full",
+        ):
+            reply = await client.get(path)
+            self.assertEqual(reply.status, 404, path)
+            self.assertNotIn(b"not for you", reply.body)
+
+    async def test_store_not_open_is_503(self) -> None:
+        await self.build()
+        # As while the store opens at start.
+        self.api = AdminApi(**{**self.api_arguments, "store": lambda: None})
+        client = await self.operator()
+        reply = await client.get("/api/events")
+        self.assertEqual(reply.status, 503)
+        self.assertIn("not open", reply.json()["error"])
+        self.assertEqual((await client.get("/api/whitelist")).status, 503)
+        self.assertEqual((await client.post("/api/whitelist", {"plate": "京A1"})).status, 503)
+        status = (await client.get("/api/status")).json()
+        self.assertFalse(status["store"]["open"])
+        self.assertIsNone(status["upstream"]["outbox_depth"])
+        cameras = (await client.get("/api/cameras")).json()["cameras"]
+        self.assertIsNone(cameras[0]["last_plate"])
+
+
+SCRIPTY = "<script>alert('x')</script>\"&</p>"
+
+
+class WhitelistTests(AdminTestCase):
+    async def test_add_read_change_delete(self) -> None:
+        await self.build()
+        client = await self.operator()
+        with CapturedLog() as captured:
+            added = await client.post(
+                "/api/whitelist",
+                {
+                    "plate": "京a·12345",
+                    "valid_from": "2025-01-01",
+                    "valid_until": "2025-12-31",
+                    "lanes": ["entrance"],
+                    "hours": "Mon-Fri 07:00-19:00",
+                    "note": SCRIPTY,
+                },
+            )
+        self.assertEqual(added.status, 201, added.body)
+        entry = added.json()
+        self.assertEqual(
+            entry,
+            {
+                "plate": "京A12345",
+                "enabled": True,
+                "blacklist": False,
+                "valid_from": "2025-01-01T00:00:00+08:00",
+                "valid_until": "2025-12-31T23:59:59.999999+08:00",
+                "lanes": ["Entrance"],
+                "hours": "Mon-Fri 07:00-19:00",
+                "note": SCRIPTY,
+                "source": "admin",
+            },
+        )
+        # Stored and returned verbatim (JSON, no HTML escaping): escaping is
+        # the page's job.
+        self.assertIn(b"<script>alert('x')</script>", added.body)
+        logged = [e for e in captured.events if e.get("user") == "olga" and "count" in e]
+        self.assertEqual([e["count"] for e in logged], [1])
+        # Live in the policy at once, and stored.
+        self.assertIsNotNone(self.whitelist.policy.index.get("京A12345"))
+        rows = await self.store.whitelist_entries()
+        self.assertEqual(
+            [(r.plate, r.note, r.source) for r in rows], [("京A12345", SCRIPTY, "admin")]
+        )
+
+        listed = (await client.get("/api/whitelist")).json()
+        self.assertEqual((listed["total"], listed["entries"]), (1, [entry]))
+        again = await client.post("/api/whitelist", {"plate": "京A12345"})
+        self.assertEqual(again.status, 409)
+
+        changed = await client.request(
+            "PUT",
+            "/api/whitelist/" + quote("京A12345"),
+            json_body={"blacklist": True, "note": "banned"},
+        )
+        self.assertEqual(changed.status, 200, changed.body)
+        self.assertEqual((changed.json()["blacklist"], changed.json()["lanes"]), (True, []))
+        self.assertTrue(self.whitelist.policy.index.get("京A12345").blacklist)
+        mismatch = await client.request(
+            "PUT", "/api/whitelist/" + quote("京A12345"), json_body={"plate": "京A99999"}
+        )
+        self.assertEqual(mismatch.status, 400)
+        self.assertIn("plate", mismatch.json()["errors"])
+
+        deleted = await client.request("DELETE", "/api/whitelist/" + quote("京A12345"))
+        self.assertEqual(deleted.status, 204)
+        self.assertIsNone(self.whitelist.policy.index.get("京A12345"))
+        self.assertEqual(await self.store.whitelist_entries(), [])
+        gone = await client.request("DELETE", "/api/whitelist/" + quote("京A12345"))
+        self.assertEqual(gone.status, 404)
+
+    async def test_validation_names_each_field(self) -> None:
+        await self.build()
+        client = await self.operator()
+        reply = await client.post(
+            "/api/whitelist",
+            {
+                "plate": "··",
+                "enabled": "yes",
+                "valid_from": "2025-13-01",
+                "valid_until": 20250101,
+                "lanes": ["Parking level 9"],
+                "hours": "someday",
+                "note": 5,
+                "colour": "red",
+            },
+        )
+        self.assertEqual(reply.status, 400)
+        errors = reply.json()["errors"]
+        self.assertEqual(
+            set(errors),
+            {"plate", "enabled", "valid_from", "valid_until", "lanes", "hours", "note", "colour"},
+        )
+        self.assertIn("Entrance", errors["lanes"])
+        order = await client.post(
+            "/api/whitelist",
+            {
+                "plate": "京A1",
+                "valid_from": "2025-02-01",
+                "valid_until": "2025-01-01",
+            },
+        )
+        self.assertEqual(order.json()["errors"], {"valid_until": "before valid_from"})
+        self.assertEqual(await self.store.whitelist_entries(), [])
+
+    async def test_search_and_paging(self) -> None:
+        await self.build()
+        await self.whitelist.upsert(
+            [WhitelistEntry(plate=f"京A{n:05d}") for n in range(30)]
+            + [WhitelistEntry(plate="粤B00001")]
+        )
+        client = await self.operator()
+        page = (await client.get("/api/whitelist?limit=10&offset=25")).json()
+        self.assertEqual(page["total"], 31)
+        self.assertEqual(
+            [e["plate"] for e in page["entries"]][:5],
+            ["京A00025", "京A00026", "京A00027", "京A00028", "京A00029"],
+        )
+        found = (await client.get("/api/whitelist?q=" + quote("a0001"))).json()
+        self.assertEqual([e["plate"] for e in found["entries"]], [f"京A0001{n}" for n in range(10)])
+        self.assertEqual(found["total"], 10)
+        self.assertEqual((await client.get("/api/whitelist?limit=0")).status, 400)
+
+    async def test_csv_round_trip(self) -> None:
+        await self.build()
+        client = await self.operator()
+        shanghai = self.tz
+        entries = [
+            WhitelistEntry(plate="京A12345", note=SCRIPTY, lanes=frozenset({"Entrance"})),
+            WhitelistEntry(
+                plate="粤B54321",
+                blacklist=True,
+                valid_from=datetime(2025, 1, 1, tzinfo=shanghai),
+                valid_until=datetime(2025, 6, 30, 18, 30, tzinfo=shanghai),
+                hours=parse_hours("Mon-Fri 07:00-19:00; Sat 08:00-12:00"),
+            ),
+            WhitelistEntry(plate="沪C00001", enabled=False, note='line one\nline two, "quoted"'),
+        ]
+        await self.whitelist.upsert(entries)
+        exported = await client.get("/api/whitelist/export")
+        self.assertEqual(exported.status, 200)
+        self.assertEqual(exported.header("content-type"), "text/csv; charset=utf-8")
+        self.assertEqual(
+            exported.header("content-disposition"), "attachment; filename=whitelist.csv"
+        )
+        self.assertTrue(exported.body.startswith(b"\xef\xbb\xbf"))
+        before = sorted(self.whitelist.entries(), key=lambda e: e.plate)
+
+        await self.whitelist.delete([e.plate for e in entries])
+        self.assertEqual(self.whitelist.entries(), ())
+        imported = await client.post(
+            "/api/whitelist/import", data=exported.body, headers={"Content-Type": "text/csv"}
+        )
+        self.assertEqual(imported.status, 200, imported.body)
+        self.assertEqual(imported.json(), {"accepted": 3, "rejected": []})
+        after = sorted(self.whitelist.entries(), key=lambda e: e.plate)
+        self.assertEqual(after, before)
+
+    async def test_import_reports_rejected_rows_and_keeps_good_ones(self) -> None:
+        await self.build()
+        client = await self.operator()
+        csv = (
+            "plate,enabled,valid_until,note\n"
+            "京A11111,1,,ok\n"
+            "京A22222,maybe,,bad flag\n"
+            ",1,,no plate\n"
+            "京A33333,1,2025-02-30,bad date\n"
+        )
+        reply = await client.post(
+            "/api/whitelist/import",
+            data=csv.encode("gb18030"),
+            headers={"Content-Type": "text/csv"},
+        )
+        self.assertEqual(reply.status, 200)
+        result = reply.json()
+        self.assertEqual(result["accepted"], 1)
+        self.assertEqual(
+            [(r["line"], r["column"]) for r in result["rejected"]],
+            [(3, "enabled"), (4, "plate"), (5, "valid_until")],
+        )
+        self.assertEqual([e.plate for e in self.whitelist.entries()], ["京A11111"])
+        self.assertEqual(self.whitelist.entries()[0].source, "admin")
+        header = await client.post(
+            "/api/whitelist/import",
+            data=b"plaet,note\nX1,y\n",
+            headers={"Content-Type": "text/csv"},
+        )
+        self.assertEqual(header.json()["accepted"], 0)
+        self.assertEqual(header.json()["rejected"][0]["line"], 1)
+        form = await client.post(
+            "/api/whitelist/import",
+            data=b"--x\r\n",
+            headers={"Content-Type": "multipart/form-data; boundary=x"},
+        )
+        self.assertEqual(form.status, 415)
+
+
+class StatusTests(AdminTestCase):
+    async def test_status_shape(self) -> None:
+        ports = [
+            {
+                "name": "lane-display",
+                "device": "/dev/ttyUSB0",
+                "state": "open",
+                "reason": None,
+                "since": 1.0,
+                "bytes_written": 10,
+                "frames_dropped": 0,
+            }
+        ]
+        await self.build(
+            serial_status=lambda: ports,
+            upstream_status=lambda: {"state": "backing_off", "last_error": "connection refused"},
+        )
+        client = await self.operator()
+        await self.camera_online()
+        status = (await client.get("/api/status")).json()
+        self.assertEqual(status["gateway"], "site-7")
+        self.assertIsInstance(status["uptime_seconds"], float)
+        store = status["store"]
+        self.assertEqual(
+            set(store) - {"open"},
+            {
+                "db_bytes",
+                "image_bytes",
+                "image_files",
+                "events",
+                "free_disk_bytes",
+                "degraded",
+                "reason",
+                "image_retention_days",
+                "image_max_bytes",
+            },
+        )
+        self.assertGreater(store["db_bytes"], 0)
+        self.assertGreater(store["free_disk_bytes"], 0)
+        # The plate, and the camera coming online.
+        kept = await self.store.recent_events(limit=100)
+        self.assertEqual(sorted(e.type.value for e in kept), ["camera_online", "plate"])
+        self.assertEqual(store["events"], 2)
+        self.assertFalse(store["degraded"])
+        self.assertEqual(store["image_retention_days"], 30)
+        self.assertEqual(
+            status["upstream"],
+            {
+                "configured": True,
+                "state": "backing_off",
+                "last_error": "connection refused",
+                "outbox_depth": 0,
+                "dead_letters": 0,
+                "dropped": 0,
+            },
+        )
+        self.assertEqual(status["dead_letters"], [])
+        self.assertEqual(status["serial_ports"], ports)
+        self.assertEqual(status["cameras"], {"known": 2, "online": 1, "comet_polls_held": 0})
+
+    async def test_standalone_and_async_upstream(self) -> None:
+        await self.build()
+        client = await self.operator()
+        upstream = (await client.get("/api/status")).json()["upstream"]
+        self.assertEqual((upstream["configured"], upstream["state"]), (False, None))
+
+    async def test_dead_letter_listed_and_replayed_by_an_admin_only(self) -> None:
+        replays: list[bool] = []
+
+        async def link() -> dict[str, Any]:
+            return {"state": "up", "last_error": None}
+
+        await self.build(on_replay=lambda: replays.append(True), upstream_status=link)
+        record = plate_record("p-event00000000009", "京A99999")
+        await self.store.commit_event(record, outbox=True)
+        await self.store.outbox_dead_letter("p-event00000000009", 422, '{"error": "unknown lane"}')
+        operator = await self.operator()
+        status = (await operator.get("/api/status")).json()
+        self.assertEqual(status["upstream"]["state"], "up")
+        self.assertEqual(status["upstream"]["dead_letters"], 1)
+        (letter,) = status["dead_letters"]
+        self.assertEqual(
+            (letter["event_id"], letter["status"], letter["camera"]),
+            ("p-event00000000009", 422, ENTRANCE),
+        )
+        self.assertEqual(letter["body"], '{"error": "unknown lane"}')
+        self.assertEqual(
+            (await operator.post("/api/dead-letters/p-event00000000009/replay")).status, 403
+        )
+        admin = Client(self.api)
+        await admin.login("ada")
+        replayed = await admin.post("/api/dead-letters/p-event00000000009/replay")
+        self.assertEqual(replayed.status, 202)
+        self.assertEqual(replays, [True])
+        self.assertEqual(await self.store.outbox_depth(), 1)
+        self.assertEqual(
+            (await admin.post("/api/dead-letters/p-event00000000009/replay")).status, 404
+        )
+        self.assertEqual((await admin.post("/api/dead-letters/..%2Fx/replay")).status, 404)
+
+
+class PageTests(AdminTestCase):
+    async def test_page_and_static_files_need_no_login_and_no_traversal(self) -> None:
+        static = Path(self.mktemp())
+        static.mkdir(parents=True)
+        (static / "index.html").write_text("<!doctype html><title>Gate</title>", encoding="utf-8")
+        (static / "app.js").write_text("console.log('hi')", encoding="utf-8")
+        (static.parent / "outside.txt").write_text("private", encoding="utf-8")
+        await self.build(static_dir=static)
+        anonymous = Client(self.api)
+        page = await anonymous.get("/")
+        self.assertEqual(page.status, 200)
+        self.assertIn(b"<title>Gate</title>", page.body)
+        self.assertIn("frame-ancestors 'none'", page.header("content-security-policy") or "")
+        script = await anonymous.get("/static/app.js")
+        self.assertEqual((script.status, script.body), (200, b"console.log('hi')"))
+        self.assertEqual(script.header("x-content-type-options"), "nosniff")
+        for path in (
+            "/static/../outside.txt",
+            "/static/%2E%2E/outside.txt",
+            "/static/..%2Foutside.txt",
+            "/static/",
+            "/static/nothing.js",
+        ):
+            reply = await anonymous.get(path)
+            self.assertNotEqual(reply.status, 200, path)
+            self.assertNotIn(b"private", reply.body)
+        self.assertEqual((await anonymous.get("/api/status")).status, 401)
+
+    async def test_missing_page_is_a_clear_404(self) -> None:
+        empty = Path(self.mktemp())
+        empty.mkdir(parents=True)
+        await self.build(static_dir=empty)
+        reply = await Client(self.api).get("/")
+        self.assertEqual(reply.status, 404)
+        self.assertIn("not installed", reply.json()["error"])
+
+    async def test_shipped_page_is_served(self) -> None:
+        from gateway.admin.api import STATIC_DIR
+
+        await self.build()
+        reply = await Client(self.api).get("/")
+        if (STATIC_DIR / "index.html").is_file():
+            self.assertEqual(reply.status, 200)
+            self.assertTrue(
+                reply.header(
+                    "content-type",
+                ).startswith("text/html")
+            )
+        else:
+            self.assertEqual(reply.status, 404)
+
+    async def test_unknown_paths_and_methods_answer_json(self) -> None:
+        await self.build()
+        client = await self.operator()
+        missing = await client.get("/api/nothing")
+        self.assertEqual((missing.status, missing.json()), (404, {"error": "not found"}))
+        wrong = await client.request("DELETE", "/api/status")
+        self.assertEqual(wrong.status, 405)
+        self.assertIn("GET", wrong.header("allow") or "")
+
+
+class _StreamReader(Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+        self.lost: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: Any) -> None:
+        self.lost.callback(None)
+
+
+class StreamTests(AdminTestCase):
+    """``/api/stream`` over real loopback HTTP."""
+
+    async def open_stream(self, port: int, credentials: str) -> _StreamReader:
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+        reader = _StreamReader()
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), reader)
+        self.addCleanup(
+            lambda: reader.transport.abortConnection() if reader.transport.connected else None
+        )
+        reader.transport.write(
+            b"GET /api/stream HTTP/1.1\r\nHost: gateway.test\r\nAccept: text/event-stream\r\n"
+            + credentials.encode()
+            + b"\r\n\r\n"
+        )
+        await self.until(lambda: b": connected" in reader.data, "the stream to open")
+        return reader
+
+    async def test_bus_messages_keepalives_and_disconnect(self) -> None:
+        await self.build()
+        port = await self.listen()
+        before = len(self.bus)
+        reader = await self.open_stream(port, f"Authorization: Bearer {SCRAPER_TOKEN}")
+        head = reader.data.split(b"\r\n\r\n", 1)[0].lower()
+        self.assertIn(b"200 ok", head.split(b"\r\n")[0])
+        self.assertIn(b"content-type: text/event-stream", head)
+        self.assertEqual(len(self.bus), before + 1)
+        self.bus.publish("camera", {"serialno": ENTRANCE, "note": "line\nbreak <b>"})
+        self.bus.publish("internal", {"not": "streamed"})
+        self.bus.publish("event", {"id": "ev-1", "plate": "京A12345"})
+        await self.until(lambda: b"ev-1" in reader.data, "the event message")
+        messages = reader.data.split(b"\r\n\r\n", 1)[1]
+        self.assertIn(
+            b'event: camera\ndata: {"serialno":"'
+            + ENTRANCE.encode()
+            + b'","note":"line\\nbreak <b>"}\n\n',
+            messages,
+        )
+        self.assertIn('event: event\ndata: {"id":"ev-1","plate":"京A12345"}\n\n'.encode(), messages)
+        self.assertNotIn(b"internal", messages)
+        self.clock.advance(15)
+        await self.until(lambda: b": keepalive\n\n" in reader.data, "a keepalive")
+        self.assertEqual(len(self.keepalive_timers()), 1)
+        reader.transport.loseConnection()
+        await self.until(
+            lambda: len(self.bus) == before and not self.api.streams, "the unsubscription"
+        )
+        self.assertEqual(self.keepalive_timers(), [])
+
+    def keepalive_timers(self) -> list[Any]:
+        return [
+            call
+            for call in self.clock.getDelayedCalls()
+            if isinstance(getattr(call.func, "__self__", None), EventStream)
+        ]
+
+    async def test_logout_ends_the_stream_at_the_next_keepalive(self) -> None:
+        await self.build()
+        port = await self.listen()
+        client = await self.operator()
+        cookie = (await client.login("olga")).header("set-cookie") or ""
+        session = cookie.split(";")[0]
+        reader = await self.open_stream(port, f"Cookie: {session}")
+        self.assertEqual(len(self.api.streams), 1)
+        await client.post("/api/logout")
+        self.clock.advance(15)
+        await self.until(lambda: not self.api.streams, "the stream to end")
+        # The chunked response ends properly.
+        await self.until(lambda: reader.data.endswith(b"\r\n0\r\n\r\n"), "the end of the response")
+        self.assertEqual(self.keepalive_timers(), [])
+
+    async def test_streams_end_when_the_gateway_stops(self) -> None:
+        await self.build()
+        port = await self.listen()
+        before = len(self.bus)
+        readers = [
+            await self.open_stream(port, f"Authorization: Bearer {SCRAPER_TOKEN}") for _ in range(2)
+        ]
+        self.assertEqual(len(self.api.streams), 2)
+        self.api.end_streams()
+        for reader in readers:
+            await self.until(
+                lambda: reader.data.endswith(b"\r\n0\r\n\r\n"), "the end of the response"
+            )
+        self.assertEqual(
+            (self.api.streams, len(self.bus), self.keepalive_timers()), (set(), before, [])
+        )
+
+    async def test_a_client_that_stops_reading_is_dropped(self) -> None:
+        await self.build()
+        port = await self.listen()
+        before = len(self.bus)
+        reader = await self.open_stream(port, f"Authorization: Bearer {SCRAPER_TOKEN}")
+        reader.transport.pauseProducing()  # reads nothing more from the socket
+        payload = {"id": "x" * 32768}
+        for _ in range(2000):  # bounded: at most 2000 * 4 * 32 KiB
+            if not self.api.streams:
+                break
+            for _ in range(4):
+                self.bus.publish("event", payload)
+            await deferLater(reactor, 0.001, lambda: None)
+        self.assertEqual(self.api.streams, set())
+        self.assertEqual(len(self.bus), before)
+        reader.transport.resumeProducing()
+        await reader.lost
+
+    async def test_a_reading_client_gets_every_message_in_order(self) -> None:
+        await self.build()
+        port = await self.listen()
+        reader = await self.open_stream(port, f"Authorization: Bearer {SCRAPER_TOKEN}")
+        filler = "y" * 8000
+        for batch in range(20):
+            for number in range(10):
+                self.bus.publish("event", {"n": batch * 10 + number, "filler": filler})
+            await deferLater(reactor, 0.001, lambda: None)
+        await self.until(lambda: b'"n":199,' in reader.data, "the last message")
+        self.assertEqual(len(self.api.streams), 1)
+        numbers = [
+            json.loads(line[len(b"data: ") :])["n"]
+            for line in reader.data.split(b"\n")
+            if line.startswith(b"data: ")
+        ]
+        self.assertEqual(numbers, list(range(200)))
+
+    async def test_stream_needs_credentials(self) -> None:
+        await self.build()
+        reply = await Client(self.api).get("/api/stream")
+        self.assertEqual(reply.status, 401)
+        self.assertEqual(len(self.api.streams), 0)
