@@ -1,0 +1,538 @@
+"""The admin page in a real browser (headless Chromium driven by Playwright),
+on the real gateway and a simulated camera, all on loopback.
+
+What an operator does every day is checked end to end: sign in, see a plate
+arrive live with its images, open the barrier (the simulated camera pulses
+its relay), take a snapshot, send a display test, put the plate on the
+whitelist and see the next read open the barrier, search the events, read
+the status, switch the language; and what must not happen does not: a
+viewer has no buttons, a note holding markup stays text, an ended session
+goes back to the sign-in form, repeated wrong passwords lock the address out.
+
+The browser runs on a worker thread (Playwright's API blocks); the gateway
+and the camera stay on the reactor, reached from the browser thread with
+``blockingCallFromThread``. Every wait is bounded.
+
+Screenshots of each view are taken on every run; with
+``ANPR_DOC_SCREENSHOTS=1`` they are written to ``docs/images/`` (the
+product documentation), otherwise to the test's scratch directory.
+
+Skipped only when Chromium is not installed at ``/usr/bin/chromium``
+(Debian's ``chromium`` package).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable, cast
+
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    FilePayload,
+    Page,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import deferLater
+from twisted.internet.threads import blockingCallFromThread, deferToThread
+from twisted.trial.unittest import SkipTest
+
+from gateway import __version__
+from gateway.admin.settings import hash_password
+from gateway.simulator.camera import SimulatedCamera
+from gateway.simulator.config import CameraConfig
+from support import REPO, RunningGateway, loopback_config
+from test_camera_server import GatewayTestCase
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ENTRANCE = "d85b1269-8f942256"
+EXIT = "QFX2182310150262"
+PLATE = "京A12345"
+DOC_IMAGES = REPO / "docs" / "images"
+# Playwright waits (milliseconds): generous for a loaded 2-core machine, but bounded.
+WAIT_MS = 15_000
+DESKTOP = ViewportSize(width=1280, height=860)
+PHONE = ViewportSize(width=390, height=844)
+# What a site's spreadsheet holds; line 4 has an impossible date.
+PLATES_CSV = """plate,valid_until,lanes,note
+沪B8K7Z2,2030-06-30,Entrance,Visitor
+粤BD12345,,,"Fleet van, night shift"
+浙C5T789,2025-13-45,,Bad date
+苏E99999,,Exit,
+"""
+
+
+LANES = [
+    {"name": "Entrance", "camera": ENTRANCE, "barrier_channel": 1},
+    # A lane whose camera never speaks: shown offline, its buttons greyed.
+    {"name": "Exit", "camera": EXIT, "direction": "out"},
+]
+
+
+class AdminBrowserTestCase(GatewayTestCase):
+    """A gateway with its admin listener, a simulated lane camera, and a way
+    for a browser session on a worker thread to reach them."""
+
+    config = loopback_config(
+        gateway={"id": "north-car-park", "timezone": "Asia/Shanghai"},
+        # Every read is decided afresh (no repeat suppression between the
+        # test's two reads of the same plate).
+        policy={"duplicate_window_seconds": 0},
+        lane=LANES,
+    )
+
+    def setUp(self) -> None:
+        if not os.path.exists(CHROMIUM):
+            raise SkipTest(
+                f"Chromium is not installed at {CHROMIUM}: install Debian's chromium "
+                "package (apt-get install chromium) to run the admin page browser tests"
+            )
+        expect.set_options(timeout=WAIT_MS)
+        self.page_errors: list[str] = []
+        self.scratch = self.mktemp()
+
+    # -- the gateway side (reactor thread) -------------------------------------
+
+    async def until(self, condition: Callable[[], Any], seconds: float = 15.0, what: str = "") -> None:
+        for _ in range(int(seconds / 0.05)):
+            if condition():
+                return
+            await deferLater(reactor, 0.05, lambda: None)
+        self.fail(f"timed out waiting for {what or condition}")
+
+    async def start_site(self) -> tuple[RunningGateway, str]:
+        """The gateway and the password of the ``admin`` user it created on
+        its first start (as an installer reads it)."""
+        gateway = await self.start()
+        self.assertTrue(gateway.admin_ports, "the gateway has no admin listener")
+        password_file = Path(gateway.service.config.gateway.state_dir) / "initial-admin-password"
+        await self.until(password_file.exists, what="the initial admin password")
+        password = password_file.read_text(encoding="ascii").strip()
+        return gateway, password
+
+    def camera(self, **settings: Any) -> SimulatedCamera:
+        settings.setdefault("serialno", ENTRANCE)
+        settings.setdefault("servers", (f"http://127.0.0.1:{self.gateway.camera_port}",))
+        settings.setdefault("heartbeat", "comet")
+        settings.setdefault("images", "both")
+        settings.setdefault("no_plate_rate", 0.0)
+        camera = SimulatedCamera(reactor, CameraConfig(**settings))
+        camera.start()
+        self.addCleanup(camera.stop)
+        return camera
+
+    async def add_user(self, name: str, password: str, role: str) -> None:
+        """Another page user, kept in the store as the gateway keeps its own."""
+        accounts: Any = self.gateway.service.getServiceNamed("admin-accounts")
+        encoded = await deferToThread(hash_password, password)
+        store = self.gateway.service.store.store
+        assert store is not None
+        users = json.loads(await store.kv_get("admin:users") or "[]")
+        users.append({"name": name, "password_hash": encoded, "role": role})
+        await store.kv_set("admin:users", json.dumps(users))
+        await accounts.load()
+
+    # -- the browser side (worker thread) --------------------------------------
+
+    def in_browser(self, session: Callable[[Browser], None]) -> Deferred[None]:
+        """Run ``session(browser)`` on a worker thread with a fresh headless
+        Chromium; the reactor keeps serving meanwhile."""
+
+        def run() -> None:
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                try:
+                    session(browser)
+                finally:
+                    browser.close()
+
+        return deferToThread(run)
+
+    def on_reactor(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Call ``function`` on the reactor thread from the browser thread
+        (waiting for it when it returns a Deferred or a coroutine)."""
+
+        def call() -> Any:
+            result = function(*args)
+            if hasattr(result, "__await__"):
+                return ensureDeferred(result)
+            return result
+
+        return blockingCallFromThread(cast(Any, reactor), call)
+
+    def wait_on_reactor(self, condition: Callable[[], Any], what: str, seconds: float = 15.0) -> Any:
+        """Poll ``condition`` on the reactor from the browser thread until it
+        is true (bounded)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            value = self.on_reactor(condition)
+            if value:
+                return value
+            time.sleep(0.05)
+        self.fail(f"timed out waiting for {what}")
+
+    def new_page(
+        self, browser: Browser, *, locale: str = "en-GB", viewport: ViewportSize = DESKTOP, **options: Any
+    ) -> tuple[BrowserContext, Page]:
+        context = browser.new_context(
+            viewport=viewport, locale=locale, timezone_id="Asia/Shanghai", **options
+        )
+        context.set_default_timeout(WAIT_MS)
+        page = context.new_page()
+        page.on("pageerror", lambda error: self.page_errors.append(str(error)))
+        return context, page
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.gateway.admin_port}{path}"
+
+    def screenshot(self, page: Page, name: str) -> None:
+        """A screenshot for the documentation (see the module docstring)."""
+        if os.environ.get("ANPR_DOC_SCREENSHOTS"):
+            folder = DOC_IMAGES
+        else:
+            folder = Path(self.scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        # Toasts come and go: keep them out of the pictures.
+        page.evaluate("() => document.querySelectorAll('.toast').forEach((t) => t.remove())")
+        path = folder / f"{name}.png"
+        page.screenshot(path=str(path), animations="disabled")
+        self.assertEqual(path.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
+
+    def sign_in(self, page: Page, user: str, password: str) -> None:
+        page.fill("#login-username", user)
+        page.fill("#login-password", password)
+        page.click("#login-submit")
+        expect(page.locator("#app")).to_be_visible()
+
+    def image_loaded(self, page: Page, selector: str) -> None:
+        """The image at ``selector`` was fetched and decoded."""
+        page.wait_for_function(
+            "(s) => { const i = document.querySelector(s); return i && i.complete && i.naturalWidth > 0; }",
+            arg=selector,
+            timeout=WAIT_MS,
+        )
+
+    def no_page_errors(self) -> None:
+        self.assertEqual(self.page_errors, [], "JavaScript errors on the page")
+
+
+class OperatorTests(AdminBrowserTestCase):
+    async def test_a_day_at_the_booth(self) -> None:
+        gateway, password = await self.start_site()
+        camera = self.camera()
+        await self.until(lambda: gateway.service.registry.held_polls() == 1, what="a held comet poll")
+        await self.in_browser(lambda browser: self.booth(browser, camera, password))
+        self.no_page_errors()
+
+    def booth(self, browser: Browser, camera: SimulatedCamera, password: str) -> None:
+        context, page = self.new_page(browser)
+        page.goto(self.url())
+
+        # Signing in: a wrong password is refused with a clear message.
+        expect(page.locator("#login-form")).to_be_visible()
+        expect(page.locator("#login-form h1")).to_have_text("ANPR gateway")
+        self.screenshot(page, "login")
+        page.fill("#login-username", "admin")
+        page.fill("#login-password", "not-the-password")
+        page.click("#login-submit")
+        expect(page.locator("#login-message")).to_have_text("Wrong user name or password.")
+        self.sign_in(page, "admin", password)
+        expect(page.locator("#user-label")).to_contain_text("admin")
+        expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
+
+        # The lanes: the entrance camera is online, the exit camera never spoke.
+        entrance = page.locator(f'.lane-card[data-camera="{ENTRANCE}"]')
+        exit_lane = page.locator(f'.lane-card[data-camera="{EXIT}"]')
+        expect(entrance).to_have_class(re.compile(r"\bis-online\b"))
+        expect(entrance.locator(".lane-name")).to_have_text("Entrance")
+        expect(exit_lane).to_have_class(re.compile(r"\bis-offline\b"))
+        expect(exit_lane.locator(".online-text")).to_have_text("Offline")
+        expect(exit_lane.locator('[data-action="open"]')).to_be_disabled()
+
+        # A car arrives: its plate shows up live, with both images.
+        self.on_reactor(camera.read_plate, PLATE)
+        expect(entrance.locator(".lane-plate .plate")).to_have_text(PLATE)
+        expect(entrance.locator(".decision-band")).to_have_class(re.compile(r"\bband-denied\b"))
+        expect(entrance.locator(".band-reason")).to_have_text("unknown plate")
+        self.image_loaded(page, f'.lane-card[data-camera="{ENTRANCE}"] .crop-image')
+        self.image_loaded(page, f'.lane-card[data-camera="{ENTRANCE}"] .full-image')
+        expect(page.locator("#live-list .live-item")).to_have_count(1)
+        expect(page.locator("#live-list .live-item .plate")).to_have_text(PLATE)
+
+        # The full image enlarges on a click.
+        entrance.locator(".full-button").click()
+        expect(page.locator("#image-dialog")).to_be_visible()
+        self.image_loaded(page, "#image-large")
+        page.click("#image-close")
+        expect(page.locator("#image-dialog")).to_be_hidden()
+
+        # Open the barrier: nothing happens until the operator confirms.
+        entrance.locator('[data-action="open"]').click()
+        expect(page.locator("#confirm-dialog")).to_be_visible()
+        expect(page.locator("#confirm-text")).to_contain_text("Entrance")
+        page.locator("#confirm-dialog button[value=cancel]").click()
+        expect(page.locator("#confirm-dialog")).to_be_hidden()
+        self.assertEqual(self.on_reactor(lambda: len(camera.relay_pulses)), 0)
+        entrance.locator('[data-action="open"]').click()
+        page.click("#confirm-ok")
+        pulses = self.wait_on_reactor(lambda: list(camera.relay_pulses), "the barrier relay")
+        self.assertEqual([(p.channel, p.source) for p in pulses], [(1, "comet")])
+        expect(entrance.locator(".lane-command")).to_have_text("Open barrier: delivered")
+
+        # A snapshot: the camera's picture, shown at once.
+        entrance.locator('[data-action="snapshot"]').click()
+        expect(page.locator("#image-title")).to_have_text("Snapshot: Entrance")
+        self.image_loaded(page, "#image-large")
+        expect(page.locator("#image-save")).to_be_visible()
+        self.assertEqual(self.on_reactor(lambda: camera.snapshots_requested), 1)
+        page.click("#image-close")
+
+        # A display test: the lane has no display, so the camera says it.
+        entrance.locator('[data-action="display"]').click()
+        page.fill("#display-text", "欢迎光临 TEST")
+        page.locator("#display-dialog button[value=ok]").click()
+        voices = self.wait_on_reactor(lambda: [v.text for v in camera.voices], "the camera's voice")
+        self.assertEqual(voices, ["欢迎光临 TEST"])
+
+        # The whitelist: a wrong field is pointed at, then the plate is added.
+        page.click('.tab[data-view="whitelist"]')
+        expect(page.locator("#whitelist-range")).to_have_text("0 plates")
+        page.click("#whitelist-add")
+        form = page.locator("#entry-form")
+        form.locator("[name=plate]").fill(PLATE)
+        form.locator("[name=hours]").fill("weekdays please")
+        form.locator("[name=note]").fill("Site manager, space 12")
+        form.locator("input[name=lanes][value=Entrance]").check()
+        form.locator("[name=valid_until_date]").fill("2099-12-31")
+        form.locator("button[type=submit]").click()
+        expect(form.locator('[data-error-for="hours"]')).to_contain_text("weekly window")
+        expect(form.locator('[data-error-for="plate"]')).to_be_hidden()
+        form.locator("[name=hours]").fill("Mon-Sun 00:00-00:00")
+        form.locator("button[type=submit]").click()
+        expect(page.locator("#entry-dialog")).to_be_hidden()
+        row = page.locator(f'#whitelist-rows tr[data-plate="{PLATE}"]')
+        expect(row).to_be_visible()
+        expect(row.locator(".note")).to_have_text("Site manager, space 12")
+        expect(row).to_contain_text("2099-12-31")
+        expect(row).to_contain_text("Entrance")
+
+        # A spreadsheet's rows: the good ones are kept, the bad one is named by line.
+        page.set_input_files(
+            "#whitelist-file",
+            files=[FilePayload(name="plates.csv", mimeType="text/csv", buffer=PLATES_CSV.encode("utf-8"))],
+        )
+        expect(page.locator("#import-summary")).to_have_text("3 rows imported · 1 row rejected")
+        rejected = page.locator("#import-rows tr")
+        expect(rejected).to_have_count(1)
+        expect(rejected.locator("td").nth(0)).to_have_text("4")
+        expect(rejected.locator("td").nth(1)).to_have_text("valid_until")
+        expect(page.locator("#whitelist-rows tr")).to_have_count(4)
+        expect(page.locator("#whitelist-range")).to_have_text("4 plates")
+        self.screenshot(page, "whitelist")
+        page.fill("#whitelist-q", "BD")
+        expect(page.locator("#whitelist-rows tr")).to_have_count(1)
+        expect(page.locator("#whitelist-rows tr .note")).to_have_text("Fleet van, night shift")
+        page.fill("#whitelist-q", "")
+        expect(page.locator("#whitelist-rows tr")).to_have_count(4)
+        with page.expect_download() as download:
+            page.click("#whitelist-export")
+        exported = Path(download.value.path()).read_text(encoding="utf-8-sig")
+        self.assertIn(PLATE, exported)
+        self.assertIn("粤BD12345", exported)
+
+        # Editing keeps what is not changed; deleting asks first.
+        visitor = page.locator('#whitelist-rows tr[data-plate="沪B8K7Z2"]')
+        visitor.locator('[data-action="edit"]').click()
+        expect(form.locator("[name=plate]")).to_have_value("沪B8K7Z2")
+        expect(form.locator("[name=valid_until_date]")).to_have_value("2030-06-30")
+        expect(form.locator("[name=valid_until_time]")).to_have_value("")
+        expect(form.locator("input[name=lanes][value=Entrance]")).to_be_checked()
+        form.locator("[name=enabled]").uncheck()
+        form.locator("button[type=submit]").click()
+        expect(visitor).to_have_class(re.compile(r"\bis-disabled\b"))
+        expect(visitor).to_contain_text("2030-06-30")
+        van = page.locator('#whitelist-rows tr[data-plate="粤BD12345"]')
+        van.locator('[data-action="delete"]').click()
+        expect(page.locator("#confirm-text")).to_contain_text("粤BD12345")
+        page.click("#confirm-ok")
+        expect(van).to_have_count(0)
+        expect(page.locator("#whitelist-range")).to_have_text("3 plates")
+
+        # The next read of that plate opens the barrier by itself.
+        page.click('.tab[data-view="lanes"]')
+        self.on_reactor(camera.read_plate, PLATE)
+        expect(entrance.locator(".decision-band")).to_have_class(re.compile(r"\bband-open\b"))
+        expect(entrance.locator(".band-reason")).to_have_text("whitelisted")
+        expect(page.locator("#live-list .live-item")).to_have_count(2)
+        pulses = self.wait_on_reactor(
+            lambda: [p for p in camera.relay_pulses if p.source == "plate"], "the plate's relay pulse"
+        )
+        self.assertEqual([(p.channel, p.plate) for p in pulses], [(1, PLATE)])
+        self.screenshot(page, "lanes")
+
+        # Events: the two reads, newest first; details with the full image.
+        page.click('.tab[data-view="events"]')
+        page.fill("#events-form [name=plate]", "A12345")
+        page.locator("#events-form button[type=submit]").click()
+        rows = page.locator("#events-rows tr")
+        expect(rows).to_have_count(2)
+        expect(rows.nth(0)).to_have_class(re.compile(r"\bis-open\b"))
+        expect(rows.nth(1)).to_have_class(re.compile(r"\bis-denied\b"))
+        page.select_option("#events-form [name=open]", "false")
+        page.locator("#events-form button[type=submit]").click()
+        expect(rows).to_have_count(1)
+        page.select_option("#events-form [name=open]", "")
+        page.locator("#events-form button[type=submit]").click()
+        expect(rows).to_have_count(2)
+        self.image_loaded(page, "#events-rows tr:first-child img.thumb")
+        self.screenshot(page, "events")
+        rows.nth(0).click()
+        expect(page.locator("#event-dialog")).to_be_visible()
+        expect(page.locator("#event-body .event-reason")).to_have_text("whitelisted")
+        self.image_loaded(page, "#event-body .event-image-full img")
+        page.click("#event-close")
+
+        # Status: the version, the cameras, no cloud configured.
+        page.click('.tab[data-view="status"]')
+        cards = page.locator("#status-cards")
+        # Shown (and fetched in the same step), then fetched: now, not at sign-in.
+        expect(page.locator("#view-status")).to_be_visible()
+        expect(cards).to_have_attribute("aria-busy", "false")
+        expect(cards).to_contain_text(__version__)
+        expect(cards).to_contain_text("1 of 2 online")
+        expect(cards.locator(".link-standalone")).to_have_text("Standalone")
+        self.screenshot(page, "status")
+
+        # Chinese, remembered across a reload.
+        page.click('.tab[data-view="lanes"]')
+        page.locator("#app .lang-switch").click()
+        expect(page.locator('.tab[data-view="lanes"]')).to_have_text("车道")
+        expect(entrance.locator(".band-word")).to_have_text("放行")
+        self.assertEqual(page.evaluate("() => document.documentElement.lang"), "zh-CN")
+        page.reload()
+        expect(page.locator('.tab[data-view="lanes"]')).to_have_text("车道")
+        expect(entrance.locator('[data-action="open"]')).to_have_text("开闸")
+        self.screenshot(page, "lanes-zh")
+        page.locator("#app .lang-switch").click()
+        expect(page.locator('.tab[data-view="lanes"]')).to_have_text("Lanes")
+
+        # On a phone: one column, nothing wider than the screen.
+        phone_context, phone = self.new_page(
+            browser, viewport=PHONE, is_mobile=True, has_touch=True, storage_state=context.storage_state()
+        )
+        phone.goto(self.url("/#lanes"))
+        phone_entrance = phone.locator(f'.lane-card[data-camera="{ENTRANCE}"]')
+        expect(phone_entrance.locator(".lane-plate .plate")).to_have_text(PLATE)
+        self.image_loaded(phone, f'.lane-card[data-camera="{ENTRANCE}"] .full-image')
+        self.assertLessEqual(phone.evaluate("() => document.documentElement.scrollWidth"), PHONE["width"])
+        box = phone_entrance.locator('[data-action="open"]').bounding_box()
+        assert box is not None
+        self.assertGreaterEqual(box["height"], 48)  # a thumb can hit it
+        self.screenshot(phone, "lanes-phone")
+        phone_context.close()
+        context.close()
+
+
+class AccessTests(AdminBrowserTestCase):
+    async def test_viewer_session_end_and_lockout(self) -> None:
+        gateway, password = await self.start_site()
+        await self.add_user("booth", "booth-screen-pass", "viewer")
+        entry = {
+            "plate": "沪B8K7Z2",
+            "note": '<img src=x onerror="window.hacked=1">',
+            "enabled": True,
+            "blacklist": True,
+        }
+        await gateway.service.whitelist.when_loaded()
+        await self.in_browser(lambda browser: self.access(browser, password, entry))
+        self.no_page_errors()
+
+    def access(self, browser: Browser, admin_password: str, entry: dict[str, Any]) -> None:
+        # A browser that prefers Chinese gets Chinese.
+        context, page = self.new_page(browser, locale="zh-CN")
+        page.goto(self.url())
+        expect(page.locator("#login-submit")).to_have_text("登录")
+
+        # Both languages have every string, and the page uses no missing one.
+        missing = page.evaluate(
+            """() => {
+                const en = Object.keys(ANPR_I18N.en), zh = Object.keys(ANPR_I18N.zh);
+                const used = [];
+                for (const name of ['i18n', 'i18nPlaceholder', 'i18nTitle', 'i18nAriaLabel']) {
+                    const attribute = 'data-' + name.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+                    document.querySelectorAll('[' + attribute + ']').forEach((n) => used.push(n.dataset[name]));
+                }
+                return {
+                    only_en: en.filter((k) => !zh.includes(k)),
+                    only_zh: zh.filter((k) => !en.includes(k)),
+                    unknown: used.filter((k) => !en.includes(k)),
+                };
+            }"""
+        )
+        self.assertEqual(missing, {"only_en": [], "only_zh": [], "unknown": []})
+
+        # The admin adds a plate whose note is markup.
+        self.sign_in(page, "admin", admin_password)
+        csrf = page.evaluate(
+            "async () => (await (await fetch('/api/session')).json()).csrf_token"
+        )
+        status = page.evaluate(
+            """async ([entry, csrf]) => (await fetch('/api/whitelist', {
+                method: 'POST', body: JSON.stringify(entry),
+                headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf}})).status""",
+            [entry, csrf],
+        )
+        self.assertEqual(status, 201)
+        page.click("#logout")
+        expect(page.locator("#login-message")).to_have_text("已退出登录。")
+
+        # The booth screen's viewer sees everything and can change nothing.
+        self.sign_in(page, "booth", "booth-screen-pass")
+        expect(page.locator("#user-label .role")).to_have_text("只读")
+        expect(page.locator(".lane-card")).to_have_count(2)
+        expect(page.locator(".lane-card [data-action]")).to_have_count(0)
+        page.click('.tab[data-view="whitelist"]')
+        row = page.locator('#whitelist-rows tr[data-plate="沪B8K7Z2"]')
+        expect(row).to_be_visible()
+        expect(row.locator(".note")).to_have_text(entry["note"])
+        expect(row.locator("img")).to_have_count(0)
+        expect(row.locator(".badge-denied")).to_have_text("黑名单")
+        expect(page.locator("#whitelist-add")).to_be_hidden()
+        expect(page.locator(".file-button")).to_be_hidden()
+        expect(row.locator("[data-action]")).to_have_count(0)
+        self.assertIsNone(page.evaluate("() => window.hacked"))
+
+        # The session ends (the cookie is gone): the next request leads back
+        # to the sign-in form, saying why.
+        context.clear_cookies()
+        page.click('.tab[data-view="events"]')
+        expect(page.locator("#login-view")).to_be_visible()
+        expect(page.locator("#login-message")).to_have_text("登录已过期，请重新登录。")
+
+        # Wrong passwords, again and again: the address is locked out.
+        for _ in range(6):
+            page.fill("#login-username", "booth")
+            page.fill("#login-password", "guess")
+            page.click("#login-submit")
+            expect(page.locator("#login-submit")).to_be_enabled()
+            expect(page.locator("#login-message")).to_be_visible()
+        expect(page.locator("#login-message")).to_contain_text("失败次数过多")
+        expect(page.locator("#login-message")).to_contain_text("秒")
+        context.close()
