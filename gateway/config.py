@@ -35,7 +35,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
+from gateway.admin.settings import (
+    DEFAULT_SESSION_HOURS,
+    MAX_SESSION_HOURS,
+    MIN_SESSION_HOURS,
+    AdminToken,
+    AdminUser,
+    SettingError,
+    tokens_from_toml,
+    users_from_toml,
+)
 from gateway.display.templates import MESSAGE_KEYS, validate_template
+from gateway.upstream.settings import UpstreamConfig, UpstreamSettingsError
 
 __all__ = [
     "AdminConfig",
@@ -47,6 +58,7 @@ __all__ = [
     "LaneConfig",
     "PolicyConfig",
     "StoreSection",
+    "UpstreamSection",
     "SerialPortConfig",
     "DisplayConfig",
     "MessageConfig",
@@ -444,6 +456,10 @@ class AdminConfig:
     """``[admin]``: the staff web page and API. No listeners means it is off."""
 
     listen: tuple[str, ...]
+    users: tuple[AdminUser, ...] = ()
+    tokens: tuple[AdminToken, ...] = ()
+    metrics_public: bool = False
+    session_hours: float = DEFAULT_SESSION_HOURS
 
 
 @attrs.frozen
@@ -529,6 +545,7 @@ class LaneConfig:
     heartbeat: HeartbeatMode
     unknown_plate: UnknownPlate | None
     sync_whitelist: bool
+    ask_cloud: bool = False
     display: DisplayConfig | None = None
     serial_bridge: SerialBridgeConfig | None = None
 
@@ -545,6 +562,7 @@ class GatewayConfig:
     lanes: tuple[LaneConfig, ...]
     source: str
     serial: tuple[SerialPortConfig, ...] = ()
+    upstream: UpstreamConfig | None = None  # None: a standalone site
 
     def serial_port(self, name: str) -> SerialPortConfig | None:
         for port in self.serial:
@@ -628,6 +646,16 @@ _CAMERA_SERVER = Section(
     ),
 )
 
+def _admin_items(reader: Callable[[object], Any]) -> Validator:
+    def check(value: object, path: str) -> Any:
+        try:
+            return reader(value)
+        except SettingError as error:
+            raise ConfigError(f"{path}{error.where}", error.reason) from None
+
+    return check
+
+
 _ADMIN = Section(
     AdminConfig,
     (
@@ -636,6 +664,10 @@ _ADMIN = Section(
             text_list(item=_endpoint, what="endpoint"),
             default=("tcp:8081:interface=127.0.0.1",),
         ),
+        Key("users", _admin_items(users_from_toml), default=()),
+        Key("tokens", _admin_items(tokens_from_toml), default=()),
+        Key("metrics_public", boolean, default=False),
+        Key("session_hours", number(MIN_SESSION_HOURS, MAX_SESSION_HOURS), default=DEFAULT_SESSION_HOURS),
     ),
 )
 
@@ -842,6 +874,7 @@ _LANE = Section(
         Key("heartbeat", one_of("auto", "comet", "common", "off"), default="auto"),
         Key("unknown_plate", _UNKNOWN_PLATE, default=None),
         Key("sync_whitelist", boolean, default=True),
+        Key("ask_cloud", boolean, default=False),
         Key("display", _display, default=None),
         Key("serial_bridge", _serial_bridge, default=None),
     ),
@@ -855,9 +888,69 @@ _SECTIONS: dict[str, Section[Any]] = {
     "policy": _POLICY,
     "store": _STORE,
 }
+@attrs.frozen
+class UpstreamSection:
+    """``[upstream]`` as written (the link's settings are built from it)."""
+
+    url: str
+    secret: str = attrs.field(repr=False)
+    decision_timeout_seconds: float
+    sync_interval_seconds: float
+    ca_file: str | None
+    client_cert: str | None
+    client_key: str | None
+    images: str
+    batch_size: int
+    outbox_max_events: int
+    max_backoff_seconds: float
+    request_timeout_seconds: float
+
+
+_UPSTREAM = Section(
+    UpstreamSection,
+    (
+        Key("url", text(max_length=2048, no_spaces=True)),
+        Key("secret", text(max_length=1024, no_spaces=True)),
+        Key("decision_timeout_seconds", number(0.1, 10), default=1.5),
+        Key("sync_interval_seconds", number(1, 3600), default=10.0),
+        Key("ca_file", existing_file, default=None),
+        Key("client_cert", existing_file, default=None),
+        Key("client_key", existing_file, default=None),
+        Key("images", one_of("none", "crop", "all"), default="crop"),
+        Key("batch_size", integer(1, 1000), default=200),
+        Key("outbox_max_events", integer(10, 100_000_000), default=1_000_000),
+        Key("max_backoff_seconds", number(1, 86400), default=300.0),
+        Key("request_timeout_seconds", number(1, 600), default=30.0),
+    ),
+)
+
+
+def _parse_upstream(value: object, gateway_id: str) -> UpstreamConfig:
+    section: UpstreamSection = _UPSTREAM.parse(value, _UPSTREAM_KEY)
+    try:
+        return UpstreamConfig(
+            url=section.url,
+            secret=section.secret,
+            gateway_id=gateway_id,
+            decision_timeout_seconds=section.decision_timeout_seconds,
+            sync_interval_seconds=section.sync_interval_seconds,
+            ca_file=section.ca_file,
+            client_cert=section.client_cert,
+            client_key=section.client_key,
+            images=section.images,
+            batch_size=section.batch_size,
+            outbox_max_events=section.outbox_max_events,
+            max_backoff_seconds=section.max_backoff_seconds,
+            request_timeout_seconds=section.request_timeout_seconds,
+        )
+    except UpstreamSettingsError as error:
+        raise ConfigError(f"{_UPSTREAM_KEY}.{error.key}", error.reason) from None
+
+
 _LANE_KEY = "lane"
 _SERIAL_KEY = "serial"
-_TOP_LEVEL_KEYS = (*_SECTIONS, _LANE_KEY, _SERIAL_KEY)
+_UPSTREAM_KEY = "upstream"
+_TOP_LEVEL_KEYS = (*_SECTIONS, _LANE_KEY, _SERIAL_KEY, _UPSTREAM_KEY)
 
 
 def _parse_lanes(value: object) -> tuple[LaneConfig, ...]:
@@ -909,6 +1002,11 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> GatewayCo
         sections = {name: spec.parse(data.get(name, {}), name) for name, spec in _SECTIONS.items()}
         lanes = _parse_lanes(data.get(_LANE_KEY, []))
         serial = _parse_serial(data.get(_SERIAL_KEY, {}))
+        upstream = (
+            _parse_upstream(data[_UPSTREAM_KEY], sections["gateway"].id)
+            if _UPSTREAM_KEY in data
+            else None
+        )
         _check_serial_uses(lanes, serial)
         _check_listeners_apart(sections["camera_server"], sections["admin"])
     except ConfigError as error:
@@ -924,6 +1022,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> GatewayCo
         lanes=lanes,
         source=source,
         serial=serial,
+        upstream=upstream,
     )
 
 

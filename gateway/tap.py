@@ -19,7 +19,10 @@ from twisted.python import usage
 from twisted.web.server import Site
 
 from gateway import __version__
-from gateway.admin.status import StatusApi
+from gateway.admin.api import AdminApi
+from gateway.admin.auth import AdminAccounts
+from gateway.admin.metrics import GatewayMetrics
+from gateway.admin.settings import AdminSettings
 from gateway.camera.registry import CameraRegistry
 from gateway.bus import EventBus
 from gateway.camera.commands import SendSerial
@@ -30,7 +33,7 @@ from gateway.display.templates import MessageTemplate, default_idle, default_mes
 from gateway.protocol.board import Colour
 from gateway.serial.bridge import SerialBridge, SerialBridgeSettings
 from gateway.serial.ports import SerialPorts, SerialPortSettings
-from gateway.camera.control import CameraControl
+from gateway.camera.control import CameraControl, CloudCommands
 from gateway.camera.recorder import StoreRecorder
 from gateway.camera.server import CameraServer
 from gateway.camera.whitelist_sync import CameraWhitelistSync
@@ -42,7 +45,10 @@ from gateway.config import (
     SerialPortConfig,
     load_config,
 )
-from gateway.store import StoreConfig, StoreService
+from gateway.store import EventRecord, StoreConfig, StoreService
+from gateway.upstream.events import event_json
+from gateway.upstream.service import UpstreamService
+from gateway.upstream.settings import UpstreamSettingsError
 from gateway.systemd import SystemdNotifier, listening_status
 from gateway.whitelist import SiteWhitelist
 
@@ -113,6 +119,8 @@ class GatewayService(MultiService):
         self.displays: LaneDisplays | None = None
         self.ports: SerialPorts | None = None
         self.bridge: SerialBridge | None = None
+        self.upstream: UpstreamService | None = None
+        self.admin: AdminApi | None = None
         self.camera_sync: CameraWhitelistSync | None = None
 
     def startService(self) -> None:
@@ -283,7 +291,21 @@ def build_service(
         displays.test_message(camera.lane, text)
         return True
 
-    recorder = StoreRecorder(lambda: store.store if whitelist.loaded else None, bus=bus)
+    recorder = StoreRecorder(
+        lambda: store.store if whitelist.loaded else None,
+        bus=bus,
+        clock=clock,
+        outbox=config.upstream is not None,
+    )
+    metrics = GatewayMetrics(
+        comet_polls_held=registry.held_polls,
+        cameras_online=lambda: sum(1 for camera in registry if camera.online),
+        cameras_known=lambda: len(registry),
+        outbox_depth=lambda: store.store.outbox_depth() if store.store is not None else None,
+        serial_ports=lambda: [status.to_dict() for status in ports.statuses()],
+    )
+    metrics.watch(bus)
+    recorder.on_commit_time = metrics.store_commit
     control = CameraControl(
         clock=clock,
         registry=registry,
@@ -301,6 +323,7 @@ def build_service(
         control=control,
         displays=displays,
         bridge=bridge,
+        metrics=metrics,
     )
     root = GatewayService(config, registry, store, whitelist)
     root.control = control
@@ -328,6 +351,34 @@ def build_service(
     whitelist.on_change(camera_sync.list_changed)
     whitelist.when_loaded().addCallback(lambda _: camera_sync.list_changed())
     camera_server.whitelist_result_listeners.append(camera_sync.whitelist_result)
+
+    upstream: UpstreamService | None = None
+    if config.upstream is not None:
+        try:
+            upstream = UpstreamService(
+                reactor,
+                store,
+                config.upstream,
+                whitelist=whitelist,
+                commands=CloudCommands(control, clock),
+            )
+        except UpstreamSettingsError as error:
+            raise ConfigError(f"upstream.{error.key}", error.reason, config.source) from None
+        # After the store and the plate list: it stops before them.
+        upstream.setServiceParent(root)
+        recorder.on_commit = upstream.notify_new_event
+        decider = upstream.decider
+
+        async def ask_cloud(record: EventRecord, deadline: float) -> Any:
+            return await decider.decide(event_json(record), deadline=deadline)
+
+        camera_server.cloud = ask_cloud
+        upstream.link.on_change(
+            lambda status: bus.publish(
+                "status", {"upstream": status.state.value, "last_error": status.last_error}
+            )
+        )
+    root.upstream = upstream
     camera_site = camera_server.listening_factory()
     listeners: list[StreamServerEndpointService] = []
     for index, description in enumerate(config.camera_server.listen, start=1):
@@ -338,8 +389,47 @@ def build_service(
         service.setServiceParent(root)
         listeners.append(service)
     if config.admin.listen:
-        status = StatusApi(clock=clock, config=config, registry=registry)
-        admin_site = Site(status.resource())
+        admin_settings = AdminSettings(
+            users=config.admin.users,
+            tokens=config.admin.tokens,
+            metrics_public=config.admin.metrics_public,
+            session_hours=config.admin.session_hours,
+        )
+        accounts = AdminAccounts(
+            admin_settings,
+            reactor=reactor,
+            state_dir=config.gateway.state_dir,
+            open_store=store.when_open,
+        )
+        accounts.setServiceParent(root)
+
+        def upstream_status() -> dict[str, Any] | None:
+            if upstream is None:
+                return None
+            status = upstream.link.status
+            return {"state": status.state.value, "last_error": status.last_error}
+
+        admin = AdminApi(
+            reactor=reactor,
+            clock=clock,
+            config=config,
+            settings=admin_settings,
+            users=accounts,
+            registry=registry,
+            control=control,
+            store=lambda: store.store if whitelist.loaded else None,
+            whitelist=whitelist,
+            camera_sync=camera_sync,
+            bus=bus,
+            metrics=metrics,
+            display_test=displays.test_message,
+            has_display=displays.has_display,
+            serial_status=lambda: [status.to_dict() for status in ports.statuses()],
+            upstream_status=upstream_status,
+            on_replay=upstream.notify_new_event if upstream is not None else None,
+        )
+        root.admin = admin
+        admin_site = Site(admin.resource())
         admin_site.displayTracebacks = False
         admin_site.noisy = False
         for index, description in enumerate(config.admin.listen, start=1):

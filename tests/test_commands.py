@@ -64,8 +64,8 @@ class CommandTests(GatewayTestCase):
             if results:
                 break
             await deferLater(reactor, 0.01, lambda: None)
-        self.assertEqual(results[0].raw["id"], command.id)
-        self.assertEqual(results[0].raw["state"], "delivered")
+        self.assertEqual(results[0].raw["command"]["id"], command.id)
+        self.assertEqual(results[0].raw["command"]["outcome"], "delivered")
 
     async def test_hold_open_and_close_use_io_control(self) -> None:
         await self.start()

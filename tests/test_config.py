@@ -25,6 +25,7 @@ from gateway.config import (
     SerialBridgeConfig,
     SerialPortConfig,
     StoreSection,
+    UpstreamSection,
     load_config,
     main,
     parse_config,
@@ -188,6 +189,7 @@ def test_reference_file_documents_every_key() -> None:
         ("[lane.display]", DisplayConfig),
         ("[lane.serial_bridge]", SerialBridgeConfig),
         ("[serial.", SerialPortConfig),
+        ("[upstream]", UpstreamSection),
     ]:
         assert section in reference
         for field in attrs.fields(cls):
@@ -292,9 +294,9 @@ def test_invalid_values_name_the_key_and_the_reason(data: dict[str, Any], path: 
 @pytest.mark.parametrize(
     ("data", "path", "known"),
     [
-        ({"lanes": []}, "lanes", "admin, camera_server, gateway, lane, policy, serial, store"),
+        ({"lanes": []}, "lanes", "admin, camera_server, gateway, lane, policy, serial, store, upstream"),
         ({"camera_server": {"comet_hold": 20}}, "camera_server.comet_hold", "allowed_cameras, allowed_networks, comet_hold_seconds, header_timeout_seconds, idle_timeout_seconds, listen, max_body_bytes, max_connections, max_connections_per_address, offline_missed_intervals"),
-        ({"lane": [lane(), lane(name="Exit", camera="Q", barrier=1)]}, "lane[2].barrier", "barrier_channel, camera, direction, display, heartbeat, name, serial_bridge, sync_whitelist, unknown_plate"),
+        ({"lane": [lane(), lane(name="Exit", camera="Q", barrier=1)]}, "lane[2].barrier", "ask_cloud, barrier_channel, camera, direction, display, heartbeat, name, serial_bridge, sync_whitelist, unknown_plate"),
     ],
 )
 def test_unknown_keys_are_errors_listing_the_known_ones(data: dict[str, Any], path: str, known: str) -> None:
@@ -627,3 +629,27 @@ def test_camera_identity_and_connection_keys() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"camera_server": {"max_connections_per_address": 1}})
     assert str(info.value) == "camera_server.max_connections_per_address: must be between 2 and 10000, got 1"
+
+
+def test_upstream_section_is_optional_and_checked() -> None:
+    assert parse_config({}).upstream is None
+    config = parse_config(
+        {"gateway": {"id": "site-7"},
+         "upstream": {"url": "https://cloud.example.com/anpr/",
+                      "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}
+    )
+    assert config.upstream is not None
+    assert (config.upstream.url, config.upstream.gateway_id) == ("https://cloud.example.com/anpr", "site-7")
+    with pytest.raises(ConfigError) as info:
+        parse_config({"upstream": {"url": "https://cloud.example.com", "secret": "not-a-secret"}})
+    assert info.value.path == "upstream.secret"
+    assert "not-a-secret" not in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        parse_config({"upstream": {"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}})
+    assert str(info.value) == "upstream.url: missing required key"
+
+
+def test_admin_users_and_tokens_are_checked() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"admin": {"users": [{"name": "booth", "password_hash": "x", "role": "boss"}]}})
+    assert info.value.path.startswith("admin.users[1]")

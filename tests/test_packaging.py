@@ -3,6 +3,7 @@ running the gateway from it the way systemd does."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -57,6 +59,7 @@ def test_wheel_ships_plugin_without_package_init(installed: Path) -> None:
     assert "twisted/plugins/__init__.py" not in names
     assert "twisted/__init__.py" not in names
     assert "gateway/tap.py" in names
+    assert "gateway/admin/static/index.html" in names
 
 
 def test_twistd_finds_plugin_from_installed_wheel(installed: Path, tmp_path: Path) -> None:
@@ -101,6 +104,10 @@ state_dir = "{tmp_path / 'state'}"
 listen = ["tcp:{camera_port}:interface=127.0.0.1"]
 [admin]
 listen = ["tcp:{admin_port}:interface=127.0.0.1"]
+[[admin.tokens]]
+name = "packaging-test"
+sha256 = "{hashlib.sha256(b'packaging-test-token').hexdigest()}"
+role = "viewer"
 [[lane]]
 name = "Exit"
 camera = "d85b1269-8f942256"
@@ -150,7 +157,17 @@ unknown_plate = "allow"
             "plateid": 4,
             "content": "retransfer_stop",
         }
-        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/api/cameras", timeout=5) as r:
+        anonymous = urllib.request.Request(f"http://127.0.0.1:{admin_port}/api/cameras")
+        try:
+            urllib.request.urlopen(anonymous, timeout=5)
+            raise AssertionError("the admin API answered without credentials")
+        except urllib.error.HTTPError as error:
+            assert error.code == 401
+        authorised = urllib.request.Request(
+            f"http://127.0.0.1:{admin_port}/api/cameras",
+            headers={"Authorization": "Bearer packaging-test-token"},
+        )
+        with urllib.request.urlopen(authorised, timeout=5) as r:
             cameras = json.loads(r.read())["cameras"]
         assert [(c["serialno"], c["lane"], c["online"]) for c in cameras] == [
             ("d85b1269-8f942256", "Exit", True)

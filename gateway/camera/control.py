@@ -97,42 +97,53 @@ class CameraControl:
 
     # -- the API ----------------------------------------------------------
 
-    def open(self, serialno: str, channel: int | None = None) -> OpenBarrier:
-        """Pulse the barrier relay (the lane's barrier channel by default)."""
-        camera = self._online(serialno)
-        return self.submit(camera, OpenBarrier(channel=self._channel(camera, channel), expires_at=self._expires()))
+    def open(
+        self, serialno: str, channel: int | None = None, **origin: Any
+    ) -> OpenBarrier:
+        """Pulse the barrier relay (the lane's barrier channel by default).
 
-    def hold_open(self, serialno: str, channel: int | None = None) -> IoOutput:
+        Every command method takes ``command_id`` (the caller's own id, e.g.
+        the cloud's) and ``expires_at`` (clock seconds, at most the default
+        expiry from now) as keywords."""
+        camera = self._online(serialno)
+        return self.submit(
+            camera,
+            OpenBarrier(channel=self._channel(camera, channel), **self._identity(**origin)),
+        )
+
+    def hold_open(self, serialno: str, channel: int | None = None, **origin: Any) -> IoOutput:
         """Hold the barrier open (IO output on) until :meth:`close`."""
         camera = self._online(serialno)
         if camera.dialect is Dialect.PARKINGCAM:
             raise NotSupported(f"camera {camera.serialno} (ParkingCam) cannot hold its barrier open")
         return self.submit(
-            camera, IoOutput(io=self._channel(camera, channel), value=1, expires_at=self._expires())
+            camera, IoOutput(io=self._channel(camera, channel), value=1, **self._identity(**origin))
         )
 
-    def close(self, serialno: str, channel: int | None = None) -> IoOutput:
+    def close(self, serialno: str, channel: int | None = None, **origin: Any) -> IoOutput:
         """Close the barrier (IO output off; ParkingCam ``shutoff``)."""
         camera = self._online(serialno)
         return self.submit(
-            camera, IoOutput(io=self._channel(camera, channel), value=0, expires_at=self._expires())
+            camera, IoOutput(io=self._channel(camera, channel), value=0, **self._identity(**origin))
         )
 
-    def trigger(self, serialno: str) -> ManualTrigger:
+    def trigger(self, serialno: str, **origin: Any) -> ManualTrigger:
         """Ask for a software-triggered recognition (a new plate push)."""
         camera = self._online(serialno)
-        return self.submit(camera, ManualTrigger(expires_at=self._expires()))
+        return self.submit(camera, ManualTrigger(**self._identity(**origin)))
 
-    def send_serial(self, serialno: str, channel: int, data: bytes) -> SendSerial:
+    def send_serial(self, serialno: str, channel: int, data: bytes, **origin: Any) -> SendSerial:
         """Bytes the camera writes to its serial port ``channel`` (0 or 1)."""
         if channel not in (0, 1):
             raise CommandRefused(f"serial channel must be 0 or 1, got {channel}")
         if not data:
             raise CommandRefused("no serial data to send")
         camera = self._online(serialno)
-        return self.submit(camera, SendSerial(channel=channel, data=data, expires_at=self._expires()))
+        return self.submit(
+            camera, SendSerial(channel=channel, data=data, **self._identity(**origin))
+        )
 
-    def say(self, serialno: str, text: str) -> CameraCommand | None:
+    def say(self, serialno: str, text: str, **origin: Any) -> CameraCommand | None:
         """Speak (and show) ``text`` on the lane: through the lane's display
         and voice board when it has one, else through the camera's speaker."""
         if not text.strip():
@@ -142,16 +153,18 @@ class CameraControl:
             return None
         if camera.dialect is Dialect.PARKINGCAM:
             raise NotSupported(f"camera {camera.serialno} has no voice output and its lane no display")
-        return self.submit(camera, Speak(text=text, expires_at=self._expires()))
+        return self.submit(camera, Speak(text=text, **self._identity(**origin)))
 
-    async def snapshot(self, serialno: str, timeout: float | None = None) -> bytes:
+    async def snapshot(
+        self, serialno: str, timeout: float | None = None, **origin: Any
+    ) -> bytes:
         """Ask the camera for a frame and wait for its upload (a JPEG)."""
         camera = self._online(serialno)
         address = camera.gateway_address
         if address is None:
             raise CommandRefused(f"camera {camera.serialno} has not yet reached the gateway")
         host, port, secure = address
-        command = Snapshot(expires_at=self._expires(), port=port)
+        command = Snapshot(port=port, **self._identity(**origin))
         scheme = "https" if secure else "http"
         host_part = f"[{host}]" if ":" in host else host
         command.url = f"{scheme}://{host_part}:{port}{SNAPSHOT_PATH}{command.id}"
@@ -238,9 +251,21 @@ class CameraControl:
 
     async def _record(self, camera: Camera, command: CameraCommand) -> None:
         assert self.recorder is not None
-        details: dict[str, Any] = {**command.describe(), "reason": command.reason}
+        # The shape the upstream API documents for command results.
+        details: dict[str, Any] = {
+            "command": {
+                "id": command.id,
+                "type": command.kind,
+                "outcome": command.state.value,
+                "detail": command.reason,
+            }
+        }
+        described = command.describe()
+        for key in ("channel", "bytes", "io", "value"):
+            if key in described:
+                details["command"][key] = described[key]
         if isinstance(command, Snapshot) and isinstance(command.result, bytes):
-            details["image_bytes"] = len(command.result)
+            details["command"]["image_bytes"] = len(command.result)
         try:
             await self.recorder.record(
                 CameraEvent(
@@ -275,5 +300,60 @@ class CameraControl:
             raise CommandRefused(f"barrier channel must be 0-3, got {channel}")
         return channel
 
-    def _expires(self) -> float:
-        return self._clock.seconds() + self.expiry
+    def _identity(
+        self, *, command_id: str | None = None, expires_at: float | None = None
+    ) -> dict[str, Any]:
+        """A command's id and expiry: the caller's, or ours."""
+        latest = self._clock.seconds() + self.expiry
+        identity: dict[str, Any] = {
+            "expires_at": latest if expires_at is None else min(expires_at, latest)
+        }
+        if command_id:
+            identity["id"] = command_id
+        return identity
+
+
+class CloudCommands:
+    """The cloud's commands (from its sync feed) carried out through
+    :class:`CameraControl`, keeping the cloud's command id, so the
+    ``command_result`` event the cloud receives names its own command.
+
+    A command that cannot be sent raises ``ValueError`` with the reason, which
+    the link reports to the cloud as rejected.
+    """
+
+    def __init__(self, control: CameraControl, clock: IReactorTime) -> None:
+        self._control = control
+        self._clock = clock
+
+    async def submit(self, command: Any) -> None:
+        kind = command.get("type")
+        serialno = command.get("camera") or ""
+        origin: dict[str, Any] = {"command_id": command.get("id")}
+        expires = command.get("expires_at")
+        if expires is not None:
+            expires_at = expires.timestamp()
+            if expires_at <= self._clock.seconds():
+                raise ValueError("it expired before it arrived")
+            origin["expires_at"] = expires_at
+        control = self._control
+        try:
+            if kind == "open":
+                control.open(serialno, command.get("channel"), **origin)
+            elif kind == "trigger":
+                control.trigger(serialno, **origin)
+            elif kind == "serial":
+                control.send_serial(serialno, command.get("channel") or 0, command.get("data") or b"", **origin)
+            elif kind == "display":
+                text = "\n".join(command.get("lines") or ()) or command.get("voice") or ""
+                control.say(serialno, text, **origin)
+            elif kind == "snapshot":
+                control._online(serialno)  # refused at once, not later
+                # The image arrives as a snapshot event (with the image) later;
+                # the command's own result event says how it ended.
+                waiting = Deferred.fromCoroutine(control.snapshot(serialno, **origin))
+                waiting.addErrback(lambda failure: failure.trap(CommandFailed, CommandRefused))
+            else:
+                raise ValueError(f"unknown command type {kind!r}")
+        except CommandRefused as error:
+            raise ValueError(str(error)) from None

@@ -6,6 +6,7 @@ import base64
 import json
 from typing import Any, Callable
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from gateway.bus import EventBus
@@ -158,23 +159,35 @@ class StoreRecorder:
         *,
         outbox: bool = False,
         bus: EventBus | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         self._store = store
         self.outbox = outbox
         self.bus = bus
+        self._clock = clock
+        # Told after each new event is committed (the cloud link drains at once).
+        self.on_commit: Callable[[], None] | None = None
+        # Told how long each commit took, in seconds (metrics).
+        self.on_commit_time: Callable[[float], None] | None = None
 
     async def record(self, event: CameraEvent) -> CameraEvent:
         store = self._store()
         if store is None:
             raise EventNotKept("the event store is not open yet")
+        started = self._clock.seconds() if self._clock is not None else None
         try:
             result = await store.commit_event(to_record(event), _images(event), outbox=self.outbox)
         except StoreWriteError as error:
             raise EventNotKept(str(error)) from error
+        if started is not None and self._clock is not None and self.on_commit_time is not None:
+            self.on_commit_time(self._clock.seconds() - started)
         kept = event if result.created else as_kept(event, result.record)
         _log_event(kept)
-        if self.bus is not None and result.created:
-            self.bus.publish("event", event_summary(result.record))
+        if result.created:
+            if self.bus is not None:
+                self.bus.publish("event", event_summary(result.record))
+            if self.on_commit is not None:
+                self.on_commit()
         return kept
 
 

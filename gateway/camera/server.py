@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from datetime import datetime, timezone
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable
 
 import attrs
 from klein import Klein
@@ -28,7 +28,9 @@ from gateway.camera.events import CameraEvent, EventNotKept, EventRecorder
 from gateway.camera.http import CameraSite, ConnectionLimits
 from gateway.camera.registry import Camera, CameraRegistry, PollOutcome
 from gateway.config import GatewayConfig, LaneConfig
-from gateway.display.lanes import LaneDisplays
+from gateway.camera.recorder import to_record
+from gateway.display.lanes import DisplayOverride, LaneDisplays
+from gateway.store import EventRecord
 from gateway.policy.decision import (
     CAMERA_NOT_ALLOWED,
     DUPLICATE,
@@ -84,6 +86,11 @@ class Origin:
         )
 
 
+# ``cloud(record, deadline)``: the cloud's answer for a plate event (an object
+# with ``to_decision(plate)``, ``display`` and ``voice``), or None in time.
+CloudAsk = Callable[[EventRecord, float], Awaitable[Any]]
+
+
 class CameraServer:
     """Receives every push of every camera and answers it.
 
@@ -105,6 +112,8 @@ class CameraServer:
         control: CameraControl | None = None,
         displays: LaneDisplays | None = None,
         bridge: SerialBridge | None = None,
+        cloud: CloudAsk | None = None,
+        metrics: Any = None,
         now: Callable[[], datetime] | None = None,
     ) -> None:
         self._clock = clock
@@ -115,6 +124,9 @@ class CameraServer:
         self.control = control
         self.displays = displays
         self.bridge = bridge
+        # Asks the cloud to decide a live plate, for lanes with ask_cloud.
+        self.cloud = cloud
+        self.metrics = metrics
         # Told of each ParkingCam whitelist command result (camera whitelist sync).
         self.whitelist_result_listeners: list[Callable[[Camera, WhitelistResult], None]] = []
         self._now = now or (lambda: datetime.fromtimestamp(clock.seconds(), tz=timezone.utc))
@@ -168,10 +180,15 @@ class CameraServer:
             )
             return _json_error(request, 400, str(error))
         request.setHeader(b"Content-Type", b"application/json")
+        started = self._clock.seconds()
+        if self.metrics is not None:
+            self.metrics.push(type(message).__name__)
         try:
             if not self._admitted(message, origin):
                 return await self._rejected(message, origin)
             reply = await self._dispatch(request, message, origin)
+            if self.metrics is not None and isinstance(message, PlateResult):
+                self.metrics.reply_latency(self._clock.seconds() - started)
         except EventNotKept as error:
             # Any complete response counts as delivered for the camera; only
             # a dropped connection makes it keep the record and retry.
@@ -331,6 +348,27 @@ class CameraServer:
                 offline=plate.offline,
             )
         )
+        camera_time = plate.camera_time
+        event_id = plate_event_id(
+            camera.serialno,
+            plate.plateid,
+            plate.license,
+            camera_time.sec if camera_time else None,
+            camera_time.usec if camera_time else None,
+        )
+        override = None
+        if (
+            self.cloud is not None
+            and lane is not None
+            and lane.ask_cloud
+            and plate.has_plate
+            and not plate.offline
+        ):
+            decision, override = await self._ask_cloud(
+                event_id, camera, lane_name, plate, received_at, decision
+            )
+        if self.metrics is not None:
+            self.metrics.decision(decision.reason, decision.source)
         repeat = False
         act = not plate.offline
         verdict = None
@@ -346,16 +384,9 @@ class CameraServer:
                 decision = attrs.evolve(
                     decision, open=False, reason=DUPLICATE, note=f"repeat of a {decision.reason} read"
                 )
-        camera_time = plate.camera_time
         event = await self.recorder.record(
             CameraEvent(
-                id=plate_event_id(
-                    camera.serialno,
-                    plate.plateid,
-                    plate.license,
-                    camera_time.sec if camera_time else None,
-                    camera_time.usec if camera_time else None,
-                ),
+                id=event_id,
                 kind="plate",
                 camera=camera.serialno,
                 lane=lane_name,
@@ -377,7 +408,7 @@ class CameraServer:
             # car the barrier then keeps out); a push sent again is shown
             # again, as its first reply never reached the camera.
             output = self.displays.frames_for_decision(
-                lane_name, event.decision, plate.license if plate.has_plate else ""
+                lane_name, event.decision, plate.license if plate.has_plate else "", override
             )
             reply.serial.extend(output.camera_serial)
         if plate.offline:
@@ -389,6 +420,43 @@ class CameraServer:
             reply.open_channel = event.open_channel
         self.registry.fill_reply(camera, reply)
         return reply.to_bytes()
+
+    async def _ask_cloud(
+        self,
+        event_id: str,
+        camera: Camera,
+        lane_name: str | None,
+        plate: PlateResult,
+        received_at: datetime,
+        local: Decision,
+    ) -> tuple[Decision, DisplayOverride | None]:
+        """The cloud's decision if it comes in time, else the local one."""
+        assert self.cloud is not None
+        record = to_record(
+            CameraEvent(
+                id=event_id,
+                kind="plate",
+                camera=camera.serialno,
+                lane=lane_name,
+                received_at=received_at,
+                message=plate,
+            )
+        )
+        record = attrs.evolve(record, plate=local.plate)
+        try:
+            # The reply must leave within the camera's own timeout (5 s by
+            # default, as low as 1.1 s): [upstream] decision_timeout_seconds.
+            budget = upstream.decision_timeout_seconds if (upstream := self._config.upstream) else 1.5
+            answer = await self.cloud(record, self._clock.seconds() + budget)
+        except Exception:
+            log.failure("Asking the cloud for a decision failed; deciding locally")
+            return local, None
+        if answer is None:
+            return local, None
+        display = tuple(answer.display or ()) or None
+        voice = answer.voice or None
+        override = DisplayOverride(lines=display, voice=voice) if display or voice else None
+        return answer.to_decision(local.plate), override
 
     async def _registration(self, registration: Registration, peer: Origin) -> bytes:
         # Multipart registrations are the Vzenith dialect's.
