@@ -6,6 +6,7 @@ then offline records), as real ones do."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -23,9 +24,12 @@ from twisted.trial.unittest import TestCase
 
 from gateway.simulator.config import CameraConfig, fleet_configs
 from gateway.simulator.fleet import CameraFleet
+from test_upstream_cloud import StubCloud
 
 REPO = Path(__file__).resolve().parents[1]
+# A CI-sized run; ANPR_CRASH_CYCLES=20 for the long one.
 CYCLES = int(os.environ.get("ANPR_CRASH_CYCLES", "5"))
+CLOUD_KEY = b"crash loop upstream key, 32 byte"
 
 
 def free_port() -> int:
@@ -70,11 +74,32 @@ class CrashLoopTests(TestCase):
         await self.until(up, 20, "the gateway to listen")
 
     async def test_answered_plates_survive_kill_9_exactly_once(self) -> None:
+        await self.crash_loop(cloud=None)
+
+    async def test_the_cloud_gets_every_answered_event_once_in_camera_order(self) -> None:
+        cloud = StubCloud(CLOUD_KEY, reactor.seconds)
+        cloud.listen()
+        self.addCleanup(cloud.port.stopListening)
+        await self.crash_loop(cloud=cloud)
+
+    async def crash_loop(self, cloud: StubCloud | None) -> None:
         work = Path(self.mktemp()).resolve()
         work.mkdir(parents=True)
         state = work / "state"
         port = free_port()
         config = work / "gateway.toml"
+        upstream = (
+            f"""
+[upstream]
+url = "{cloud.url}"
+secret = "whsec_{base64.b64encode(CLOUD_KEY).decode()}"
+images = "crop"
+sync_interval_seconds = 1
+max_backoff_seconds = 1
+"""
+            if cloud is not None
+            else ""
+        )
         config.write_text(
             f"""
 [gateway]
@@ -86,7 +111,7 @@ listen = []
 [policy]
 unknown_plate = "allow"
 duplicate_window_seconds = 0
-""",
+{upstream}""",
             encoding="utf-8",
         )
         template = CameraConfig(
@@ -119,6 +144,14 @@ duplicate_window_seconds = 0
         await self.until(
             lambda: all(c.produced and c.drained for c in fleet.cameras), 120, "the cameras to drain"
         )
+        if cloud is not None:
+            # The outbox drains to the cloud after the last restart.
+            await self.until(
+                lambda: sum(1 for e in cloud.events.values() if e["type"] == "plate")
+                >= sum(len(c.answered_plates) for c in fleet.cameras),
+                120,
+                "the cloud to have every plate",
+            )
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=60)
@@ -151,3 +184,18 @@ duplicate_window_seconds = 0
         self.assertEqual(len(stored), produced)
         quarantined = [name for name in os.listdir(state) if ".corrupt-" in name]
         self.assertEqual(quarantined, [])
+        if cloud is None:
+            return
+        self.assertEqual(cloud.bad_signatures, [])
+        stored_ids = {
+            row[0]: (row[1], row[2])
+            for row in database.execute(
+                "SELECT id, camera, seq FROM events WHERE type = 'plate'"
+            ).fetchall()
+        }
+        at_cloud = [i for i in cloud.arrivals if cloud.events[i]["type"] == "plate"]
+        self.assertEqual(set(at_cloud), set(stored_ids), "the cloud has exactly the stored plates")
+        # In each camera's order: the order they were committed in.
+        for camera in {c for c, _ in stored_ids.values()}:
+            arrived = [i for i in at_cloud if stored_ids[i][0] == camera]
+            self.assertEqual(arrived, sorted(arrived, key=lambda i: stored_ids[i][1]))
