@@ -65,6 +65,18 @@ def _json_error(request: IRequest, code: int, reason: str) -> bytes:
     return json.dumps({"error": reason}, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def _plate_event_id(camera: str, plate: PlateResult) -> str:
+    """The plate's stable event id, from the camera's own event."""
+    time = plate.camera_time
+    return plate_event_id(
+        camera,
+        plate.plateid,
+        plate.license,
+        time.sec if time else None,
+        time.usec if time else None,
+    )
+
+
 @attrs.frozen
 class Origin:
     """Where a request came from, and where it reached the gateway."""
@@ -293,16 +305,9 @@ class CameraServer:
                 reason=CAMERA_NOT_ALLOWED,
                 plate=message.license.strip().upper() if message.has_plate else "",
             )
-            camera_time = message.camera_time
             await self.recorder.record(
                 CameraEvent(
-                    id=plate_event_id(
-                        serialno,
-                        message.plateid,
-                        message.license,
-                        camera_time.sec if camera_time else None,
-                        camera_time.usec if camera_time else None,
-                    ),
+                    id=_plate_event_id(serialno, message),
                     kind="plate",
                     camera=serialno,
                     lane=None,
@@ -348,14 +353,7 @@ class CameraServer:
                 offline=plate.offline,
             )
         )
-        camera_time = plate.camera_time
-        event_id = plate_event_id(
-            camera.serialno,
-            plate.plateid,
-            plate.license,
-            camera_time.sec if camera_time else None,
-            camera_time.usec if camera_time else None,
-        )
+        event_id = _plate_event_id(camera.serialno, plate)
         override = None
         if (
             self.cloud is not None
