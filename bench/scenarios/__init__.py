@@ -1,0 +1,2 @@
+"""The benchmark scenarios: each module's ``run(ctx)`` returns a
+:class:`bench.report.ScenarioResult`."""
