@@ -121,6 +121,7 @@ class GatewayService(MultiService):
         self.bridge: SerialBridge | None = None
         self.upstream: UpstreamService | None = None
         self.admin: AdminApi | None = None
+        self.camera_server: CameraServer | None = None
         self.camera_sync: CameraWhitelistSync | None = None
 
     def startService(self) -> None:
@@ -132,6 +133,9 @@ class GatewayService(MultiService):
         super().startService()
 
     def stopService(self) -> Any:
+        if self.admin is not None:
+            # Live page streams are requests that never end by themselves.
+            self.admin.end_streams()
         # Listeners stop first (MultiService stops children in reverse), so
         # no request re-arms a camera's timers after the registry stops.
         stopping = super().stopService()
@@ -206,6 +210,7 @@ def build_service(
             config.source,
         ) from None
 
+    tz = ZoneInfo(config.gateway.timezone)
     registry = CameraRegistry(
         clock,
         comet_hold=config.camera_server.comet_hold_seconds,
@@ -222,15 +227,12 @@ def build_service(
     whitelist = SiteWhitelist(
         reactor,
         store,
-        tz=ZoneInfo(config.gateway.timezone),
+        tz=tz,
         unknown_plate=config.policy.unknown_plate,
         lane_overrides={lane.name: lane.unknown_plate for lane in config.lanes if lane.unknown_plate},
         max_plate_distance=config.policy.max_plate_distance,
         csv_path=config.policy.whitelist_csv,
     )
-    # Until the store is open and the plate list loaded, events are refused
-    # (connection closed without an answer) and cameras send them again: the
-    # listeners need not wait, and bind (or fail) at once.
     bus = EventBus()
     registry.on_state_change(lambda camera, online: bus.publish("camera", camera.describe()))
     ports = SerialPorts(reactor, [serial_port_settings(port) for port in config.serial])
@@ -247,7 +249,7 @@ def build_service(
 
     displays = LaneDisplays(
         clock=clock,
-        tz=ZoneInfo(config.gateway.timezone),
+        tz=tz,
         lanes=[
             LaneDisplay(lane.name, lane.camera, lane.direction, display_settings(lane))
             for lane in config.lanes
@@ -291,6 +293,9 @@ def build_service(
         displays.test_message(camera.lane, text)
         return True
 
+    # Until the store is open and the plate list loaded, events are refused
+    # (connection closed without an answer) and cameras send them again: the
+    # listeners need not wait, and bind (or fail) at once.
     recorder = StoreRecorder(
         lambda: store.store if whitelist.loaded else None,
         bus=bus,
@@ -326,6 +331,7 @@ def build_service(
         metrics=metrics,
     )
     root = GatewayService(config, registry, store, whitelist)
+    root.camera_server = camera_server
     root.control = control
     root.bus = bus
     store.setServiceParent(root)
@@ -343,7 +349,7 @@ def build_service(
         registry=registry,
         entries=whitelist.entries,
         store=lambda: store.store if whitelist.loaded else None,
-        tz=ZoneInfo(config.gateway.timezone),
+        tz=tz,
         cameras=[lane.camera for lane in config.lanes if lane.sync_whitelist],
     )
     camera_sync.setServiceParent(root)
@@ -451,7 +457,6 @@ def build_service(
     notifier = SystemdNotifier(clock, ready=serving, environ=environ or {})
     notifier.setName("systemd")
     notifier.setServiceParent(root)
-    root.camera_server = camera_server  # type: ignore[attr-defined]
     return root
 
 
