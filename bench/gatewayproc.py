@@ -156,7 +156,7 @@ class GatewayProcess:
             return port_open(camera_port)
 
         try:
-            after = wait_until(listening, timeout, f"{name} to listen", interval=0.002)
+            wait_until(listening, timeout, f"{name} to listen", interval=0.002)
         except BaseException:
             child.stop()
             raise

@@ -14,7 +14,6 @@ from typing import Any
 
 import trustme
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 

@@ -13,7 +13,7 @@ import textwrap
 
 from twisted.logger import Logger, LogLevel
 
-from gateway.journal import PRIORITIES, JournalObserver, format_event, observer
+from gateway.journal import PRIORITIES, JournalObserver, format_event
 
 
 def logger(out: io.BytesIO) -> Logger:

@@ -9,7 +9,6 @@ integration or the admin page would.
 
 from __future__ import annotations
 
-import http.client
 import json
 import random
 import time

@@ -36,7 +36,6 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
-from zope.interface import implementer
 
 __all__ = [
     "CameraHttpClient",
