@@ -21,3 +21,16 @@ def _scratch_working_directory(tmp_path_factory: pytest.TempPathFactory) -> Iter
     os.chdir(tmp_path_factory.mktemp("cwd"))
     yield
     os.chdir(previous)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        help="run the long soak versions (20 kill -9 cycles instead of 5)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--long"):
+        os.environ.setdefault("ANPR_CRASH_CYCLES", "20")

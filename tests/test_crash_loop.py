@@ -27,7 +27,7 @@ from gateway.simulator.fleet import CameraFleet
 from test_upstream_cloud import StubCloud
 
 REPO = Path(__file__).resolve().parents[1]
-# A CI-sized run; ANPR_CRASH_CYCLES=20 for the long one.
+# A CI-sized run; `pytest --long` (or ANPR_CRASH_CYCLES=20) for the long one.
 CYCLES = int(os.environ.get("ANPR_CRASH_CYCLES", "5"))
 CLOUD_KEY = b"crash loop upstream key, 32 byte"
 
