@@ -141,6 +141,21 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+def _delete_where_in(
+    connection: sqlite3.Connection, table: str, column: str, values: Sequence[Any]
+) -> int:
+    """Delete the rows whose ``column`` is one of ``values`` (in chunks under
+    SQLite's parameter limit); how many went. ``table`` and ``column`` are
+    this module's own names, never caller text."""
+    removed = 0
+    for chunk in _chunks(values):
+        marks = ", ".join("?" * len(chunk))
+        removed += connection.execute(
+            f"DELETE FROM {table} WHERE {column} IN ({marks})", tuple(chunk)
+        ).rowcount
+    return removed
+
+
 def _like_pattern(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
@@ -793,12 +808,7 @@ class Database:
 
     def delete_whitelist(self, plates: Sequence[str]) -> WhitelistChange:
         def work(connection: sqlite3.Connection) -> WhitelistChange:
-            deleted = 0
-            for chunk in _chunks(sorted(set(plates))):
-                marks = ", ".join("?" * len(chunk))
-                deleted += connection.execute(
-                    f"DELETE FROM whitelist WHERE plate IN ({marks})", tuple(chunk)
-                ).rowcount
+            deleted = _delete_where_in(connection, "whitelist", "plate", sorted(set(plates)))
             return WhitelistChange(deleted=deleted)
 
         return self.write(work)
@@ -878,13 +888,7 @@ class Database:
 
     def outbox_ack(self, event_ids: Sequence[str]) -> int:
         def work(connection: sqlite3.Connection) -> int:
-            removed = 0
-            for chunk in _chunks(list(event_ids)):
-                marks = ", ".join("?" * len(chunk))
-                removed += connection.execute(
-                    f"DELETE FROM outbox WHERE event_id IN ({marks})", tuple(chunk)
-                ).rowcount
-            return removed
+            return _delete_where_in(connection, "outbox", "event_id", list(event_ids))
 
         return self.write(work)
 
@@ -1008,13 +1012,7 @@ class Database:
 
     def image_uploads_done(self, seqs: Sequence[int]) -> int:
         def work(connection: sqlite3.Connection) -> int:
-            removed = 0
-            for chunk in _chunks(list(seqs)):
-                marks = ", ".join("?" * len(chunk))
-                removed += connection.execute(
-                    f"DELETE FROM upstream_images WHERE seq IN ({marks})", tuple(chunk)
-                ).rowcount
-            return removed
+            return _delete_where_in(connection, "upstream_images", "seq", list(seqs))
 
         return self.write(work)
 
