@@ -233,3 +233,53 @@ class SyncTests(TestCase):
         camera = self.registry.get("ffffffff-00000001")
         assert camera is not None
         self.assertEqual(len(camera.commands), 0)
+
+
+class ExpiryPassTests(TestCase):
+    async def test_expired_entries_leave_the_camera_on_the_hourly_pass(self) -> None:
+        from twisted.internet.task import Clock
+
+        from gateway.camera.whitelist_sync import EXPIRY_PASS_SECONDS, TICK_SECONDS
+
+        store = await Store.open(reactor, self.mktemp())
+        self.addCleanup(store.close)
+        clock = Clock()
+        clock.advance(1_800_000_000)
+        registry = CameraRegistry(clock)
+        entries = FakeList()
+        until = datetime.fromtimestamp(clock.seconds() + 100, tz=UTC)
+        entries.add("京A00001", valid_until=until)
+        entries.add("京A00002")
+        sync = CameraWhitelistSync(
+            clock=clock, registry=registry, entries=entries, store=lambda: store, tz=UTC,
+            cameras=[VZENITH],
+        )
+        sync.startService()
+        self.addCleanup(sync.stopService)
+        registry.configure(VZENITH, lane="Entrance", heartbeat="auto")
+        camera = registry.seen(VZENITH, address="127.0.0.1", dialect=Dialect.VZENITH)
+        sync.list_changed()
+        for _ in range(200):  # the saved state is read on the store thread
+            if sync.state(VZENITH) is not None:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+
+        def delivered() -> list[dict[str, Any]]:
+            reply = PlateReply()
+            registry.fill_reply(camera, reply)
+            return [reply.to_dict()["Response_AlarmInfoPlate"].get("white_list_operate")]
+
+        operations = delivered() + delivered()  # clear, then both rows
+        self.assertEqual([len(o["white_list_data"]) for o in operations if o], [1, 2])
+        state = sync.state(VZENITH)
+        assert state is not None
+        self.assertEqual(set(state.has), {"京A00001", "京A00002"})
+        # Past its end, but before the hourly pass: the tick only retries.
+        clock.advance(TICK_SECONDS * 10)
+        self.assertEqual(camera.commands, type(camera.commands)())
+        clock.advance(EXPIRY_PASS_SECONDS)
+        (operation,) = delivered()
+        assert operation is not None
+        self.assertEqual(
+            (operation["operate_type"], operation["white_list_data"]), (1, [{"plate": "京A00001"}])
+        )

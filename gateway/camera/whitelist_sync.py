@@ -62,8 +62,10 @@ COMMAND_EXPIRY_SECONDS = 120.0
 CONFIRM_SECONDS = 60.0
 # Checkpoints of what a camera holds are written at most this often.
 CHECKPOINT_SECONDS = 5.0
-# Validity ends are re-checked this often (an expired entry leaves the camera).
+# Stalled cameras are retried this often.
 TICK_SECONDS = 30.0
+# Entries whose validity ended are taken out of the cameras this often.
+EXPIRY_PASS_SECONDS = 3600.0
 KV_PREFIX = "camera_whitelist:"
 
 
@@ -190,6 +192,7 @@ class CameraWhitelistSync(Service):
         self._generation = 0
         self._tick: LoopingCall | None = None
         self._retry: dict[str, IDelayedCall] = {}
+        self._last_expiry_pass = clock.seconds()
         self._confirm_timers: set[IDelayedCall] = set()
         # Only cameras of lanes that ask for it: a camera's first sync
         # replaces whatever its own list held.
@@ -270,8 +273,14 @@ class CameraWhitelistSync(Service):
             self.kick(camera.serialno)
 
     def _periodic(self) -> None:
-        # Entries whose validity ended leave the cameras; stalled cameras retry.
-        self._generation += 1
+        # Stalled cameras retry every tick. Recomputing every camera's list
+        # walks the whole site list, so entries whose validity ended leave
+        # the cameras only hourly: the camera itself already refuses them
+        # after their overdue time.
+        now = self._clock.seconds()
+        if now - self._last_expiry_pass >= EXPIRY_PASS_SECONDS:
+            self._last_expiry_pass = now
+            self._generation += 1
         for camera in self._registry:
             self.kick(camera.serialno)
 
