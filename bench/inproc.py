@@ -22,6 +22,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater, react
 
+from gateway.policy.codec import EntryCodec
 from gateway.store import EventRecord, EventType, StoreService, plate_event_id
 
 
@@ -92,7 +93,12 @@ async def run_outbox(reactor: Any, args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
     )
     upstream = UpstreamService(
-        reactor, store_service, config, whitelist=NoWhitelist(), commands=NoCommands()
+        reactor,
+        store_service,
+        config,
+        whitelist=NoWhitelist(),
+        commands=NoCommands(),
+        codec=EntryCodec(tz=timezone.utc),
     )
     cpu, began = _cpu(), time.monotonic()
     upstream.startService()

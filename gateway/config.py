@@ -45,6 +45,7 @@ from gateway.admin.settings import (
     tokens_from_toml,
     users_from_toml,
 )
+from gateway.policy.lanes import Lanes
 from gateway.display.templates import MESSAGE_KEYS, validate_template
 from gateway.upstream.settings import UpstreamConfig, UpstreamSettingsError
 
@@ -548,6 +549,10 @@ class LaneConfig:
     ask_cloud: bool = False
     display: DisplayConfig | None = None
     serial_bridge: SerialBridgeConfig | None = None
+    # The local blacklist wins over the cloud unless this is set.
+    cloud_overrides_blacklist: bool = False
+    # The most rows synced into the lane's camera (its model's capacity).
+    camera_list_max: int = 10_000
 
 
 @attrs.frozen
@@ -577,6 +582,11 @@ class GatewayConfig:
             if lane.camera.casefold() == wanted:
                 return lane
         return None
+
+    @property
+    def lane_names(self) -> Lanes:
+        """The lanes as the plate list knows them (names only)."""
+        return Lanes(lane.name for lane in self.lanes)
 
     def lane_named(self, name: str) -> LaneConfig | None:
         """The lane with this name (case-insensitive, as names are unique that way)."""
@@ -877,6 +887,8 @@ _LANE = Section(
         Key("ask_cloud", boolean, default=False),
         Key("display", _display, default=None),
         Key("serial_bridge", _serial_bridge, default=None),
+        Key("cloud_overrides_blacklist", boolean, default=False),
+        Key("camera_list_max", integer(1, 200_000), default=10_000),
     ),
 )
 

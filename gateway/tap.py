@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Mapping, NoReturn
+from typing import Any, Callable, Mapping, NoReturn
 from zoneinfo import ZoneInfo
 
 import attrs
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IProtocolFactory, IReactorTime
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
@@ -36,7 +38,7 @@ from gateway.serial.ports import SerialPorts, SerialPortSettings
 from gateway.camera.control import CameraControl, CloudCommands
 from gateway.camera.recorder import StoreRecorder
 from gateway.camera.server import CameraServer
-from gateway.camera.whitelist_sync import CameraWhitelistSync
+from gateway.camera.whitelist_sync import CameraWhitelistSync, LaneListSettings
 from gateway.config import (
     ConfigError,
     GatewayConfig,
@@ -45,12 +47,14 @@ from gateway.config import (
     SerialPortConfig,
     load_config,
 )
-from gateway.store import EventRecord, StoreConfig, StoreService
-from gateway.upstream.events import event_json
+from gateway.gate import Gate
+from gateway.policy.codec import EntryCodec
+from gateway.store import StoreConfig, StoreService
+from gateway.upstream.decisions import CloudGate
 from gateway.upstream.service import UpstreamService
 from gateway.upstream.settings import UpstreamSettingsError
 from gateway.systemd import SystemdNotifier, listening_status
-from gateway.whitelist import SiteWhitelist
+from gateway.platelist import PlateList
 
 log = Logger()
 
@@ -107,13 +111,13 @@ class GatewayService(MultiService):
         config: GatewayConfig,
         registry: CameraRegistry,
         store: StoreService,
-        whitelist: SiteWhitelist,
+        plate_list: PlateList,
     ) -> None:
         super().__init__()
         self.config = config
         self.registry = registry
         self.store = store
-        self.whitelist = whitelist
+        self.plate_list = plate_list
         self.control: CameraControl | None = None
         self.bus: EventBus | None = None
         self.displays: LaneDisplays | None = None
@@ -224,10 +228,17 @@ def build_service(
             image_max_bytes=config.store.image_max_bytes,
         ),
     )
-    whitelist = SiteWhitelist(
+    codec = EntryCodec(tz=tz, lanes=config.lane_names)
+    pool = reactor.getThreadPool()
+
+    def in_thread(work: Callable[[], Any]) -> Deferred[Any]:
+        return deferToThreadPool(reactor, pool, work)
+
+    plate_list = PlateList(
         reactor,
         store,
-        tz=tz,
+        codec=codec,
+        in_thread=in_thread,
         unknown_plate=config.policy.unknown_plate,
         lane_overrides={lane.name: lane.unknown_plate for lane in config.lanes if lane.unknown_plate},
         max_plate_distance=config.policy.max_plate_distance,
@@ -297,7 +308,7 @@ def build_service(
     # (connection closed without an answer) and cameras send them again: the
     # listeners need not wait, and bind (or fail) at once.
     recorder = StoreRecorder(
-        lambda: store.store if whitelist.loaded else None,
+        lambda: store.store if plate_list.loaded else None,
         bus=bus,
         clock=clock,
         outbox=config.upstream is not None,
@@ -319,23 +330,30 @@ def build_service(
         bus=bus,
         display_say=say_on_display,
     )
+    gate = Gate(
+        clock=clock,
+        local=plate_list,
+        duplicate_window=config.policy.duplicate_window_seconds,
+        budget=config.upstream.decision_timeout_seconds if config.upstream else 1.5,
+    )
+    plate_list.on_change(gate.plate_list_changed)
     camera_server = CameraServer(
         clock=clock,
         config=config,
         registry=registry,
-        policy=whitelist,
+        gate=gate,
         recorder=recorder,
         control=control,
         displays=displays,
         bridge=bridge,
         metrics=metrics,
     )
-    root = GatewayService(config, registry, store, whitelist)
+    root = GatewayService(config, registry, store, plate_list)
     root.camera_server = camera_server
     root.control = control
     root.bus = bus
     store.setServiceParent(root)
-    whitelist.setServiceParent(root)
+    plate_list.setServiceParent(root)
     # Ports before the displays and the bridge that write to them (services
     # stop in reverse order).
     for name, part in (("serial-ports", ports), ("displays", displays), ("serial-bridge", bridge)):
@@ -347,15 +365,19 @@ def build_service(
     camera_sync = CameraWhitelistSync(
         clock=clock,
         registry=registry,
-        entries=whitelist.entries,
-        store=lambda: store.store if whitelist.loaded else None,
+        snapshot=plate_list.snapshot,
+        store=lambda: store.store if plate_list.loaded else None,
         tz=tz,
-        cameras=[lane.camera for lane in config.lanes if lane.sync_whitelist],
+        cameras={
+            lane.camera: LaneListSettings(lane=lane.name, capacity=lane.camera_list_max)
+            for lane in config.lanes
+            if lane.sync_whitelist
+        },
+        in_thread=in_thread,
     )
     camera_sync.setServiceParent(root)
     root.camera_sync = camera_sync
-    whitelist.on_change(camera_sync.list_changed)
-    whitelist.when_loaded().addCallback(lambda _: camera_sync.list_changed())
+    plate_list.on_change(camera_sync.list_changed)
     camera_server.whitelist_result_listeners.append(camera_sync.whitelist_result)
 
     upstream: UpstreamService | None = None
@@ -365,20 +387,17 @@ def build_service(
                 reactor,
                 store,
                 config.upstream,
-                whitelist=whitelist,
+                whitelist=plate_list,
                 commands=CloudCommands(control, clock),
+                codec=codec,
+                in_thread=in_thread,
             )
         except UpstreamSettingsError as error:
             raise ConfigError(f"upstream.{error.key}", error.reason, config.source) from None
         # After the store and the plate list: it stops before them.
         upstream.setServiceParent(root)
         recorder.on_commit = upstream.notify_new_event
-        decider = upstream.decider
-
-        async def ask_cloud(record: EventRecord, deadline: float) -> Any:
-            return await decider.decide(event_json(record), deadline=deadline)
-
-        camera_server.cloud = ask_cloud
+        gate.cloud = CloudGate(upstream.decider)
         upstream.link.on_change(
             lambda status: bus.publish(
                 "status", {"upstream": status.state.value, "last_error": status.last_error}
@@ -423,8 +442,9 @@ def build_service(
             users=accounts,
             registry=registry,
             control=control,
-            store=lambda: store.store if whitelist.loaded else None,
-            whitelist=whitelist,
+            store=lambda: store.store if plate_list.loaded else None,
+            plate_list=plate_list,
+            codec=codec,
             camera_sync=camera_sync,
             bus=bus,
             metrics=metrics,
@@ -449,7 +469,7 @@ def build_service(
     async def serving() -> str:
         # READY=1 means events are kept: the store is open and the plate list
         # loaded (before that, plates are refused), and every listener listens.
-        await whitelist.when_loaded()
+        await plate_list.when_loaded()
         return await listening_status(listeners)
 
     # Last in the tree: started after the listeners, stopped first, so that

@@ -154,7 +154,7 @@ async def _start(data: dict[str, Any], state_dir: str) -> RunningGateway:
     service = build_service(config, reactor)
     service.startService()
     await service.store.when_open()
-    await service.whitelist.when_loaded()
+    await service.plate_list.when_loaded()
     camera_ports, admin_ports = [], []
     for child in service:
         waiting = getattr(child, "_waitingForPort", None)

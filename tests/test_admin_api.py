@@ -23,6 +23,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
@@ -37,11 +38,13 @@ from gateway.camera.control import CameraControl
 from gateway.camera.recorder import StoreRecorder
 from gateway.camera.registry import CameraRegistry
 from gateway.camera.server import CameraServer
-from gateway.camera.whitelist_sync import CameraWhitelistSync
+from gateway.camera.whitelist_sync import CameraWhitelistSync, LaneListSettings
 from gateway.config import GatewayConfig, parse_config
 from gateway.policy.whitelist import WhitelistEntry, parse_hours
 from gateway.store import EventRecord, EventType, StoreService
-from gateway.whitelist import SiteWhitelist
+from gateway.gate import Gate
+from gateway.platelist import PlateList
+from gateway.policy.codec import EntryCodec
 from support import CapturedLog, multipart_registration, sample_bytes
 from test_camera_server import plate_body
 
@@ -230,10 +233,11 @@ class AdminTestCase(TestCase):
         self.clock.advance(time.time())
         self.registry = registry = CameraRegistry(self.clock, comet_hold=20, missed_intervals=3)
         self.store_service = store_service = StoreService(reactor, str(state_dir))
-        self.whitelist = whitelist = SiteWhitelist(
+        self.codec = codec = EntryCodec(tz=self.tz, lanes=self.config.lane_names)
+        self.whitelist = whitelist = PlateList(
             reactor,
             store_service,
-            tz=self.tz,
+            codec=codec,
             unknown_plate="deny",
             lane_overrides={},
             max_plate_distance=0,
@@ -249,21 +253,29 @@ class AdminTestCase(TestCase):
         self.control = control = CameraControl(
             clock=self.clock, registry=registry, config=self.config, recorder=recorder, bus=bus
         )
+        self.gate = gate = Gate(
+            clock=self.clock, local=whitelist, duplicate_window=self.config.policy.duplicate_window_seconds
+        )
         self.camera_server = CameraServer(
             clock=self.clock,
             config=self.config,
             registry=registry,
-            policy=whitelist,
+            gate=gate,
             recorder=recorder,
             control=control,
         )
         self.camera_sync = camera_sync = CameraWhitelistSync(
             clock=self.clock,
             registry=registry,
-            entries=whitelist.entries,
+            snapshot=whitelist.snapshot,
             store=open_store,
             tz=self.tz,
-            cameras=[lane.camera for lane in self.config.lanes if lane.sync_whitelist],
+            cameras={
+                lane.camera: LaneListSettings(lane=lane.name, capacity=lane.camera_list_max)
+                for lane in self.config.lanes
+                if lane.sync_whitelist
+            },
+            in_thread=lambda work: deferToThreadPool(reactor, reactor.getThreadPool(), work),
         )
         whitelist.on_change(camera_sync.list_changed)
         self.terminal = io.StringIO()
@@ -302,7 +314,8 @@ class AdminTestCase(TestCase):
             registry=registry,
             control=control,
             store=open_store,
-            whitelist=whitelist,
+            plate_list=whitelist,
+            codec=codec,
             camera_sync=camera_sync,
             bus=bus,
             metrics=self.metrics,
@@ -367,7 +380,7 @@ class CameraTests(AdminTestCase):
         self.assertIsNotNone(entrance["whitelist_sync"])
         self.assertEqual(
             set(entrance["whitelist_sync"]),
-            {"plates", "pending_adds", "pending_deletes", "in_sync"},
+            {"plates", "pending_adds", "pending_deletes", "in_sync", "lane_plates", "capacity", "partial"},
         )
         self.assertFalse(entrance["display"])
         # Configured, never heard from.

@@ -460,7 +460,7 @@ class AccessTests(AdminBrowserTestCase):
             "enabled": True,
             "blacklist": True,
         }
-        await gateway.service.whitelist.when_loaded()
+        await gateway.service.plate_list.when_loaded()
         await self.in_browser(lambda browser: self.access(browser, password, entry))
         self.no_page_errors()
 

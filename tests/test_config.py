@@ -284,6 +284,8 @@ def test_error_message_format() -> None:
         # duplicates across lanes, case-insensitive
         ({"lane": [lane(), lane(name="Exit", camera="D85B1269-8F942256")]}, "lane[2].camera", 'camera "D85B1269-8F942256" is already in lane "Entrance"'),
         ({"lane": [lane(), lane(name="entrance", camera="QFX2182310150262")]}, "lane[2].name", 'lane name "entrance" is already used by another lane'),
+        ({"lane": [lane(camera_list_max=0)]}, "lane[1].camera_list_max", "must be between 1 and 200000, got 0"),
+        ({"lane": [lane(cloud_overrides_blacklist="yes")]}, "lane[1].cloud_overrides_blacklist", 'must be true or false, got "yes"'),
     ],
 )
 def test_invalid_values_name_the_key_and_the_reason(data: dict[str, Any], path: str, reason: str) -> None:
@@ -296,7 +298,7 @@ def test_invalid_values_name_the_key_and_the_reason(data: dict[str, Any], path: 
     [
         ({"lanes": []}, "lanes", "admin, camera_server, gateway, lane, policy, serial, store, upstream"),
         ({"camera_server": {"comet_hold": 20}}, "camera_server.comet_hold", "allowed_cameras, allowed_networks, comet_hold_seconds, header_timeout_seconds, idle_timeout_seconds, listen, max_body_bytes, max_connections, max_connections_per_address, offline_missed_intervals"),
-        ({"lane": [lane(), lane(name="Exit", camera="Q", barrier=1)]}, "lane[2].barrier", "ask_cloud, barrier_channel, camera, direction, display, heartbeat, name, serial_bridge, sync_whitelist, unknown_plate"),
+        ({"lane": [lane(), lane(name="Exit", camera="Q", barrier=1)]}, "lane[2].barrier", "ask_cloud, barrier_channel, camera, camera_list_max, cloud_overrides_blacklist, direction, display, heartbeat, name, serial_bridge, sync_whitelist, unknown_plate"),
     ],
 )
 def test_unknown_keys_are_errors_listing_the_known_ones(data: dict[str, Any], path: str, known: str) -> None:

@@ -266,7 +266,7 @@ class WhitelistSyncTests(SimulatorTestCase):
         camera = self.camera(
             serialno=self.serialno, dialect=self.dialect, timeout=1.0, **heartbeat
         )
-        whitelist = gateway.service.whitelist
+        whitelist = gateway.service.plate_list
         until = datetime(2031, 3, 31, 23, 0, tzinfo=timezone.utc)
         await whitelist.upsert(
             [WhitelistEntry(plate=f"京A{n:05d}", source="admin") for n in range(23)]
@@ -284,7 +284,7 @@ class WhitelistSyncTests(SimulatorTestCase):
         )
         expected = {f"京A{n:05d}" for n in range(4, 23)}
         sync = gateway.service.camera_sync
-        local = until.astimezone(whitelist._tz).replace(tzinfo=None)
+        local = until.astimezone(whitelist.codec.tz).replace(tzinfo=None)
 
         def synced() -> bool:
             state = sync.state(self.serialno)

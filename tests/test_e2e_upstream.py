@@ -104,7 +104,7 @@ class CloudTests(SimulatorTestCase):
         )
         await self.until(lambda: camera.relay_pulses, 15, "the cloud's open at the camera")
         self.assertEqual([(p.channel, p.source) for p in camera.relay_pulses], [(1, "comet")])
-        self.assertIn("京A88888", self.gateway.service.whitelist.policy.index)
+        self.assertIn("京A88888", self.gateway.service.plate_list.index)
         await self.until(
             lambda: any(
                 e["type"] == "command_result" and e["raw"]["command"]["id"] == "cloud-open-1"

@@ -22,7 +22,7 @@ from gateway.protocol import (
     TriggerImageRequest,
     VoiceRequest,
     WhitelistOperate,
-    WhitelistRow,
+    CameraWhitelistRow,
     ack_reply,
     idle_comet_reply,
     parkingcam_add_whitelist,
@@ -210,8 +210,8 @@ def test_plate_reply_with_everything() -> None:
         whitelist=WhitelistOperate(
             operate="add",
             rows=(
-                WhitelistRow(plate="粤B12345"),
-                WhitelistRow(
+                CameraWhitelistRow(plate="粤B12345"),
+                CameraWhitelistRow(
                     plate="京A00001",
                     blacklist=True,
                     enable_time=datetime(2018, 1, 1, 11, 11, 11),
@@ -269,7 +269,7 @@ def test_relative_snapshot_url() -> None:
 
 
 def test_whitelist_rows_half_open_window_and_delete() -> None:
-    row = WhitelistRow(plate="粤B12345", enable=False, overdue_time=datetime(2030, 6, 1))
+    row = CameraWhitelistRow(plate="粤B12345", enable=False, overdue_time=datetime(2030, 6, 1))
     assert row.to_add_dict() == {
         "plate": "粤B12345",
         "enable": 0,
@@ -277,13 +277,13 @@ def test_whitelist_rows_half_open_window_and_delete() -> None:
         "enable_time": "2000-01-01 00:00:00",
         "overdue_time": "2030-06-01 00:00:00",
     }
-    operate = WhitelistOperate(operate="delete", rows=(row, WhitelistRow(plate="京A00001")))
+    operate = WhitelistOperate(operate="delete", rows=(row, CameraWhitelistRow(plate="京A00001")))
     assert operate.to_dict() == {
         "operate_type": 1,
         "white_list_data": [{"plate": "粤B12345"}, {"plate": "京A00001"}],
     }
     # the manual's "delete all": one delete row with an empty plate
-    clear = WhitelistOperate(operate="delete", rows=(WhitelistRow(plate=""),))
+    clear = WhitelistOperate(operate="delete", rows=(CameraWhitelistRow(plate=""),))
     assert clear.to_dict() == {"operate_type": 1, "white_list_data": [{"plate": ""}]}
 
 
@@ -304,7 +304,7 @@ def test_builder_validation() -> None:
         TriggerImageRequest(port=0, url="http://x/")
     with pytest.raises(ValueError):
         TriggerImageRequest(port=80, url="")
-    rows = tuple(WhitelistRow(plate=f"粤B1234{i}") for i in range(6))
+    rows = tuple(CameraWhitelistRow(plate=f"粤B1234{i}") for i in range(6))
     WhitelistOperate(operate="add", rows=rows[:5])
     with pytest.raises(ValueError):
         WhitelistOperate(operate="add", rows=rows)
@@ -313,11 +313,11 @@ def test_builder_validation() -> None:
     with pytest.raises(ValueError):
         WhitelistOperate(operate="replace", rows=rows[:1])
     with pytest.raises(ValueError):
-        WhitelistOperate(operate="add", rows=(WhitelistRow(plate=""),))
+        WhitelistOperate(operate="add", rows=(CameraWhitelistRow(plate=""),))
     with pytest.raises(ValueError):
-        WhitelistRow(plate=" 粤B12345")
+        CameraWhitelistRow(plate=" 粤B12345")
     with pytest.raises(ValueError):
-        WhitelistRow(plate="X" * 16)
+        CameraWhitelistRow(plate="X" * 16)
     with pytest.raises(ValueError):
         PlateReply(open_channel=4)
     with pytest.raises(TypeError):
@@ -403,7 +403,7 @@ def test_parkingcam_delete_and_query() -> None:
 serial_lists = st.lists(st.tuples(st.integers(0, 3), st.binary(max_size=1500)), max_size=4)
 plates = st.text(min_size=1, max_size=15).filter(lambda p: p == p.strip() and bool(p))
 datetimes = st.none() | st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2100, 1, 1))
-rows = st.builds(WhitelistRow, plate=plates, enable=st.booleans(), blacklist=st.booleans(),
+rows = st.builds(CameraWhitelistRow, plate=plates, enable=st.booleans(), blacklist=st.booleans(),
                  enable_time=datetimes, overdue_time=datetimes)
 whitelist_ops = st.builds(
     WhitelistOperate,
@@ -488,7 +488,7 @@ def test_serial_data_reply_properties(serial: list[tuple[int, bytes]]) -> None:
 
 
 @given(st.lists(rows, min_size=6, max_size=12))
-def test_more_than_five_whitelist_rows_are_refused(many: list[WhitelistRow]) -> None:
+def test_more_than_five_whitelist_rows_are_refused(many: list[CameraWhitelistRow]) -> None:
     with pytest.raises(ValueError):
         WhitelistOperate(operate="delete", rows=tuple(many))
 

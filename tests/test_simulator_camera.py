@@ -13,7 +13,7 @@ from twisted.trial import unittest
 
 from gateway.simulator.camera import SimulatedCamera
 from gateway.simulator.config import CameraConfig, fleet_configs
-from gateway.simulator.firmware import WhitelistRow
+from gateway.simulator.firmware import HeldPlate
 from gateway.simulator.fleet import CameraFleet
 from test_simulator_helpers import (
     ABORT,
@@ -273,7 +273,7 @@ class LocalWhitelistTests(CameraTestCase):
         self.assertEqual(camera.local_opens, 2)
 
     async def test_no_local_opening_while_the_server_answers(self) -> None:
-        camera = self.camera(whitelist=(WhitelistRow("京A00001"),))
+        camera = self.camera(whitelist=(HeldPlate("京A00001"),))
         camera.read_plate("京A00001")
         await wait_for(reactor, lambda: camera.drained and len(self.plates()) == 1)
         self.assertEqual(camera.relay_pulses, [])

@@ -10,7 +10,7 @@ from typing import Any
 from gateway.simulator.firmware import (
     ContinueOffline,
     ParkingCamCommand,
-    WhitelistRow,
+    HeldPlate,
     apply_parkingcam_command,
     apply_whitelist_edit,
     heartbeat_reply_effects,
@@ -253,7 +253,7 @@ def test_whitelist_rows_with_wrong_types_are_refused() -> None:
 
 
 def test_whitelist_delete_and_delete_all() -> None:
-    table = {p: WhitelistRow(p) for p in ("京A11111", "京A22222")}
+    table = {p: HeldPlate(p) for p in ("京A11111", "京A22222")}
     delete = plate(
         white_list_operate={"operate_type": 1, "white_list_data": [{"plate": "京A11111"}]}
     )
@@ -267,12 +267,12 @@ def test_whitelist_delete_and_delete_all() -> None:
 def test_local_opening_rules() -> None:
     now = datetime(2025, 6, 1, 12, 0, 0)
     table = {
-        "京A00001": WhitelistRow("京A00001"),
-        "京A00002": WhitelistRow("京A00002", enable=0),
-        "京A00003": WhitelistRow("京A00003", need_alarm=1),
-        "京A00004": WhitelistRow("京A00004", overdue_time=datetime(2025, 5, 31)),
-        "京A00005": WhitelistRow("京A00005", enable_time=datetime(2025, 6, 2)),
-        "京A00006": WhitelistRow(
+        "京A00001": HeldPlate("京A00001"),
+        "京A00002": HeldPlate("京A00002", enable=0),
+        "京A00003": HeldPlate("京A00003", need_alarm=1),
+        "京A00004": HeldPlate("京A00004", overdue_time=datetime(2025, 5, 31)),
+        "京A00005": HeldPlate("京A00005", enable_time=datetime(2025, 6, 2)),
+        "京A00006": HeldPlate(
             "京A00006", enable_time=datetime(2025, 1, 1), overdue_time=datetime(2026, 1, 1)
         ),
     }

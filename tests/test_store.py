@@ -27,10 +27,11 @@ from gateway.store import (
     StoreOpenError,
     StoreService,
     StoreWriteError,
-    WhitelistRow,
+    PlateRow,
     new_event_id,
     plate_event_id,
 )
+from gateway.policy.cameralist import CameraRow
 from gateway.store.schema import SCHEMA_VERSION
 
 UTC = timezone.utc
@@ -475,7 +476,7 @@ class RetentionTests(StoreTestCase):
 class WhitelistTests(StoreTestCase):
     async def test_rows_round_trip(self) -> None:
         store = await self.open_store()
-        row = WhitelistRow(
+        row = PlateRow(
             plate="京A12345",
             enabled=False,
             blacklist=True,
@@ -487,49 +488,68 @@ class WhitelistTests(StoreTestCase):
             source="cloud",
             updated_at=NOW,
         )
-        change = await store.upsert_whitelist([row, WhitelistRow(plate="B1")])
+        change = await store.write_plates([row, PlateRow(plate="B1")])
         self.assertEqual((change.inserted, change.updated), (2, 0))
-        rows = await store.whitelist_entries()
+        rows = sorted(await store.whitelist_entries(), key=lambda r: r.plate)
         self.assertEqual(rows[1], row)
         self.assertEqual(rows[0].plate, "B1")
         self.assertIsNotNone(rows[0].updated_at)
-        change = await store.upsert_whitelist([WhitelistRow(plate="B1", note="changed")])
+        change = await store.write_plates([PlateRow(plate="B1", note="changed")])
         self.assertEqual((change.inserted, change.updated), (0, 1))
-        self.assertEqual((await store.delete_whitelist(["B1", "nope"])).deleted, 1)
+        self.assertEqual((await store.write_plates(deletes=["B1", "nope"])).deleted, 1)
         self.assertEqual([r.plate for r in await store.whitelist_entries()], ["京A12345"])
 
-    async def test_replacing_one_source_leaves_other_sources_alone(self) -> None:
-        store = await self.open_store()
-        await store.upsert_whitelist(
-            [
-                WhitelistRow(plate="LOCAL1", source="local"),
-                WhitelistRow(plate="CLOUD1", source="cloud"),
-                WhitelistRow(plate="CSV1", source="csv"),
-                WhitelistRow(plate="CSV2", source="csv", note="old"),
-            ]
-        )
-        change = await store.replace_whitelist_source(
-            "csv",
-            [
-                WhitelistRow(plate="CSV2", note="new"),
-                WhitelistRow(plate="CSV3"),
-                WhitelistRow(plate="LOCAL1", note="from csv"),
-            ],
-        )
-        self.assertEqual((change.inserted, change.updated, change.deleted), (1, 1, 1))
-        self.assertEqual(change.conflicts, ("LOCAL1",))
-        rows = {row.plate: row for row in await store.whitelist_entries()}
-        self.assertEqual(sorted(rows), ["CLOUD1", "CSV2", "CSV3", "LOCAL1"])
-        self.assertEqual(rows["CSV2"].note, "new")
-        self.assertEqual(rows["CSV3"].source, "csv")
-        self.assertEqual((rows["LOCAL1"].source, rows["LOCAL1"].note), ("local", ""))
-        self.assertEqual(rows["CLOUD1"].source, "cloud")
+    async def test_a_large_write_goes_in_chunks_and_events_commit_between_them(self) -> None:
+        from gateway.store.store import PLATE_WRITE_CHUNK
 
-        emptied = await store.replace_whitelist_source("csv", [])
-        self.assertEqual(emptied.deleted, 2)
-        self.assertEqual(
-            sorted(r.plate for r in await store.whitelist_entries()), ["CLOUD1", "LOCAL1"]
+        store = await self.open_store()
+        rows = [PlateRow(plate=f"京A{n:05d}") for n in range(PLATE_WRITE_CHUNK * 3 + 1)]
+        before = store.commit_transactions
+        writing = Deferred.fromCoroutine(store.write_plates(rows))
+        # An event committed while the list is written is not held behind
+        # the whole list: it is committed before the last chunk.
+        committed = Deferred.fromCoroutine(store.commit_event(plate_record(1)))
+        order: list[str] = []
+        committed.addCallback(lambda result: (order.append("event"), result)[1])
+        writing.addCallback(lambda result: (order.append("plates"), result)[1])
+        written = await writing
+        await committed
+        self.assertEqual(order, ["event", "plates"])
+        self.assertEqual(written.inserted, len(rows))
+        self.assertEqual(store.commit_transactions, before + 1)
+        self.assertEqual(len(await store.whitelist_entries()), len(rows))
+
+
+class CameraListTests(StoreTestCase):
+    async def test_saves_are_incremental_and_a_clear_drops_the_rows(self) -> None:
+        store = await self.open_store()
+        self.assertIsNone(await store.camera_list("cam-1"))
+        until = datetime(2030, 1, 1, tzinfo=timezone.utc)
+        await store.save_camera_list(
+            "cam-1",
+            dialect="vzenith",
+            known=True,
+            cleared=True,
+            changes={f"京A{n:05d}": CameraRow(f"京A{n:05d}") for n in range(1000)},
         )
+        await store.save_camera_list(
+            "cam-1",
+            dialect="vzenith",
+            known=True,
+            cleared=False,
+            changes={"京A00001": None, "京A00002": CameraRow("京A00002", True, None, until)},
+        )
+        saved = await store.camera_list("cam-1")
+        assert saved is not None
+        self.assertEqual((saved.dialect, saved.known, len(saved.rows)), ("vzenith", True, 999))
+        self.assertNotIn("京A00001", saved.rows)
+        self.assertEqual(saved.rows["京A00002"], CameraRow("京A00002", True, None, until))
+        await store.save_camera_list(
+            "cam-1", dialect="parkingcam", known=False, cleared=True, changes={}
+        )
+        saved = await store.camera_list("cam-1")
+        assert saved is not None
+        self.assertEqual((saved.dialect, saved.known, saved.rows), ("parkingcam", False, {}))
 
 
 class OutboxTests(StoreTestCase):

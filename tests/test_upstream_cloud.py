@@ -5,6 +5,8 @@ Webhooks example (so the other tests can trust it)."""
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 import base64
 import hashlib
 import hmac
@@ -26,6 +28,8 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import Site
 from zope.interface import implementer
 
+from gateway.policy.codec import EntryCodec
+from gateway.policy.lanes import Lanes
 from gateway.policy.whitelist import WhitelistEntry
 from gateway.store import EventRecord, EventType, Store, StoreService, new_event_id, plate_event_id
 from gateway.upstream import UpstreamConfig, UpstreamService
@@ -407,6 +411,7 @@ class UpstreamTestCase(TestCase):
             self.config(**settings),
             whitelist=self.whitelist,
             commands=self.commands,
+            codec=EntryCodec(tz=ZoneInfo("Asia/Shanghai"), lanes=Lanes(("Entry", "Exit"))),
             clock=self.clock,
             random=random,
         )

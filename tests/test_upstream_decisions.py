@@ -19,6 +19,10 @@ async def no_cached_rows(store: Store) -> bool:
     return await store.cloud_decisions(datetime(1970, 1, 2, tzinfo=timezone.utc)) == []
 
 
+async def cached_rows(store: Store, count: int) -> bool:
+    return len(await store.cloud_decisions(datetime(1970, 1, 2, tzinfo=timezone.utc))) == count
+
+
 def iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat()
 
@@ -122,6 +126,23 @@ class DecisionTests(UpstreamTestCase):
         store = await self.open_store()
         self.clock.advance(60)  # housekeeping removes it from the store too
         await self.settle(lambda: no_cached_rows(store), "the expired row to go")
+
+    async def test_a_local_change_of_the_plate_ends_its_cached_decisions(self) -> None:
+        service = await self.start_upstream()
+        self.cloud.decide_answer = {"open": True, "cache_until": iso(self.clock.seconds() + 600)}
+        for lane in ("Entry", "Exit"):
+            await service.decider.decide({"plate": "京E12345", "lane": lane})
+        await service.decider.decide({"plate": "京E99999", "lane": "Exit"})
+        store = await self.open_store()
+        await self.settle(lambda: cached_rows(store, 3), "the three cached rows")
+        service.decider.forget(["京e·12345"])
+        # On every lane, at once in memory; the other plate's stays.
+        self.assertIsNone(service.decider.cached("京E12345", "Entry"))
+        self.assertIsNone(service.decider.cached("京E12345", "Exit"))
+        self.assertIsNotNone(service.decider.cached("京E99999", "Exit"))
+        await self.settle(lambda: cached_rows(store, 1), "the forgotten rows to leave the store")
+        await self.cloud.go_down()
+        self.assertIsNone(await service.decider.decide({"plate": "京E12345", "lane": "Exit"}))
 
     async def test_a_new_answer_without_cache_until_ends_the_cached_one(self) -> None:
         service = await self.start_upstream()

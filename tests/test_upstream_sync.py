@@ -9,9 +9,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.policy.decision import PlateQuery
-from gateway.store import WhitelistRow
+from gateway.policy.whitelist import WhitelistEntry
 from gateway.upstream import LinkState
-from gateway.whitelist import SiteWhitelist
+from gateway.platelist import PlateList
+from gateway.policy.codec import EntryCodec
 from test_upstream_cloud import UpstreamTestCase, reactor
 
 PAGES: dict[str | None, dict[str, Any]] = {
@@ -33,7 +34,7 @@ PAGES: dict[str | None, dict[str, Any]] = {
                     "note": "tenant",
                 },
                 {"note": "no plate at all"},
-                {"plate": "京A33333", "valid_until": "2025-12-31 23:59"},
+                {"plate": "京A33333", "valid_until": "31/12/2025"},
             ],
             "delete": [],
         },
@@ -140,10 +141,10 @@ class SitePlateListTests(UpstreamTestCase):
     async def test_upsert_delete_and_replace_reach_the_site_plate_list(self) -> None:
         await self.open_store()
         assert self.store_service is not None
-        site = SiteWhitelist(
+        site = PlateList(
             reactor,
             self.store_service,
-            tz=ZoneInfo("Asia/Shanghai"),
+            codec=EntryCodec(tz=ZoneInfo("Asia/Shanghai")),
             unknown_plate="deny",
             lane_overrides={},
             max_plate_distance=0,
@@ -153,9 +154,7 @@ class SitePlateListTests(UpstreamTestCase):
         site.startService()
         self.addCleanup(site.stopService)
         await site.when_loaded()
-        store = await self.open_store()
-        await store.upsert_whitelist([WhitelistRow(plate="京L00001", source="admin")])
-        await site.reload(store)
+        await site.upsert([WhitelistEntry(plate="京L00001", source="admin")])
         self.whitelist = site  # type: ignore[assignment]
 
         pages: dict[str | None, dict[str, Any]] = {
@@ -177,11 +176,13 @@ class SitePlateListTests(UpstreamTestCase):
         service = await self.start_upstream()
         await self.until(lambda: service.sync.cursor == "p3", "the pages")
 
+        store = await self.open_store()
         rows = {row.plate: row.source for row in await store.whitelist_entries()}
         # K00002 was a cloud row not in the full list: gone. The admin's
         # L00001 is kept and the conflict logged.
         self.assertEqual(rows, {"京K00003": "cloud", "京L00001": "admin"})
-        self.assertEqual(self.log.count("京L00001 from the cloud is also set locally"), 1)
+        self.assertEqual(self.log.count("1 plates from the cloud are also set locally"), 1)
+        self.assertEqual(self.log.count("the local entry is kept: 京L00001"), 1)
 
         def decide(plate: str) -> str:
             at = datetime.fromtimestamp(self.clock.seconds(), tz=timezone.utc)

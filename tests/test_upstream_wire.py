@@ -11,6 +11,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from unittest import TestCase
+from zoneinfo import ZoneInfo
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -35,7 +36,11 @@ from gateway.upstream import (
     sign,
     signature_headers,
 )
-from gateway.upstream.feed import command_from_json, entry_from_json
+from gateway.policy.codec import EntryCodec, EntryError
+from gateway.policy.lanes import Lanes
+from gateway.upstream.feed import command_from_json
+
+CODEC = EntryCodec(tz=ZoneInfo("Asia/Shanghai"), lanes=Lanes(("Entry", "Exit")))
 from gateway.upstream.http import Verdict, classify, parse_retry_after
 from gateway.upstream.link import Backoff
 
@@ -268,7 +273,7 @@ class DecisionParsingTests(TestCase):
 
 class FeedParsingTests(TestCase):
     def test_entry(self) -> None:
-        entry = entry_from_json(
+        entry = CODEC.from_json(
             {
                 "plate": "粤b 12345",
                 "enabled": False,
@@ -278,7 +283,8 @@ class FeedParsingTests(TestCase):
                 "lanes": ["Entry", "Exit"],
                 "hours": "Mon-Fri 07:00-19:00; Sat 08:00-12:00",
                 "note": "banned",
-            }
+            },
+            "cloud",
         )
         self.assertEqual(entry.plate, "粤B12345")
         self.assertEqual((entry.enabled, entry.blacklist, entry.source), (False, True, "cloud"))
@@ -290,14 +296,15 @@ class FeedParsingTests(TestCase):
             {"plate": "京A1", "enabled": "yes"},
             {"plate": "京A1", "lanes": "Entry"},
             {"plate": "京A1", "hours": "whenever"},
+            {"plate": "京A1", "lanes": ["Parking"]},
             {
                 "plate": "京A1",
                 "valid_from": "2025-02-01T00:00Z",
                 "valid_until": "2025-01-01T00:00Z",
             },
         ):
-            with self.assertRaises(ValueError, msg=str(bad)):
-                entry_from_json(bad)
+            with self.assertRaises(EntryError, msg=str(bad)):
+                CODEC.from_json(bad, "cloud")
 
     def test_commands(self) -> None:
         serial = command_from_json(
@@ -345,7 +352,8 @@ class FeedParsingTests(TestCase):
                     },
                     "commands": [{"id": "k", "camera": "c", "type": "open"}, {"id": "j"}],
                 }
-            ).encode()
+            ).encode(),
+            CODEC,
         )
         self.assertEqual((page.cursor, page.more), ("42", True))
         self.assertEqual([e.plate for e in page.whitelist.upsert], ["京A1"])
@@ -353,12 +361,12 @@ class FeedParsingTests(TestCase):
         self.assertEqual(len(page.whitelist.rejected), 2)
         self.assertEqual([c.id for c in page.commands], ["k"])
         self.assertEqual(page.rejected_commands[0].id, "j")
-        minimal = parse_sync_page(b'{"cursor": ""}')
+        minimal = parse_sync_page(b'{"cursor": ""}', CODEC)
         self.assertTrue(minimal.whitelist.empty)
         self.assertEqual((minimal.more, minimal.commands), (False, ()))
         for bad in (b"nope", b"[]", b"{}", b'{"cursor": 1}', b'{"cursor": "", "more": "no"}'):
             with self.assertRaises(ValueError, msg=bad):
-                parse_sync_page(bad)
+                parse_sync_page(bad, CODEC)
 
 
 class HttpSemanticsTests(TestCase):

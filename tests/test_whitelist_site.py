@@ -91,7 +91,7 @@ class WhitelistSiteTests(GatewayTestCase):
         state_dir = self.mktemp()
         gateway = await start_gateway(config, state_dir)
         self.gateway = gateway
-        whitelist = gateway.service.whitelist
+        whitelist = gateway.service.plate_list
         # Denied, then listed by staff: the car waiting at the barrier is let in
         # at its next read even within the repeat window.
         self.assertEqual((await self.decide(ENTRANCE, "京G44444", 1))["info"], "no")
@@ -101,16 +101,16 @@ class WhitelistSiteTests(GatewayTestCase):
         events = await store.recent_events(limit=5, type=EventType.PLATE)
         self.assertTrue(events[0].repeat)
         # A CSV re-import (the staff entry is not in the file) leaves it alone.
-        await whitelist.import_csv(store)
-        await whitelist.reload(store)
-        self.assertIn("京G44444", whitelist.policy.index)
+        await whitelist.import_csv()
+        self.assertIn("京G44444", whitelist.index)
         await whitelist.delete(["京B99999"])
         await gateway.stop()
 
         gateway = await start_gateway(config, state_dir)
         self.gateway = gateway
         self.addCleanup(gateway.stop)
-        index = gateway.service.whitelist.policy.index
+        await gateway.service.plate_list.when_settled()
+        index = gateway.service.plate_list.index
         self.assertIn("京G44444", index)
         self.assertIn("京A0B8S5", index)
         # The CSV row is back after the start-up import: the file is the truth
@@ -119,12 +119,11 @@ class WhitelistSiteTests(GatewayTestCase):
 
     async def test_bad_header_keeps_the_previous_import(self) -> None:
         await self.start(self.site_config())
-        whitelist = self.gateway.service.whitelist
+        whitelist = self.gateway.service.plate_list
         store = self.gateway.service.store.store
         self.csv_path.write_text("plate,enabld\n京A0B8S5,1\n", encoding="utf-8")
         with CapturedLog() as captured:
-            await whitelist.import_csv(store)
-            await whitelist.reload(store)
+            await whitelist.import_csv()
         self.assertIn("京A0B8S5", whitelist.policy.index)
         self.assertTrue(any("enabld" in text for text in captured.texts()))
         os.utime(self.csv_path)

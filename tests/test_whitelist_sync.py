@@ -1,92 +1,149 @@
-"""Camera whitelist sync against a real store: the rows replies carry, applied
-the way each dialect's camera applies them, leave the camera holding the
-site's list for its lane."""
+"""Camera whitelist sync, in memory (a Clock, no sockets, no threads): the rows
+replies carry, applied the way each dialect's camera applies them, leave the
+camera holding the site's list for its lane; a change of the list costs what
+it changes, on a site of 100 000 plates too."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
-from twisted.internet import reactor
-from twisted.internet.task import deferLater
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from gateway.camera.registry import CameraRegistry
-from gateway.camera.whitelist_sync import CameraWhitelistSync, camera_can_hold
-from gateway.policy.whitelist import WhitelistEntry, parse_hours
+from gateway.camera.registry import Camera, CameraRegistry
+from gateway.camera.whitelist_sync import (
+    EXPIRY_PASS_SECONDS,
+    TICK_SECONDS,
+    CameraWhitelistSync,
+    LaneListSettings,
+)
+from gateway.policy.cameralist import CameraRow
+from gateway.policy.whitelist import PlateListChange, WhitelistEntry, parse_hours
 from gateway.protocol.messages import Dialect, WhitelistOperation, WhitelistResult
 from gateway.protocol.replies import HeartbeatReply, PlateReply
-from gateway.store import Store
+from gateway.store import CameraListState
 
 UTC = timezone.utc
 VZENITH = "d85b1269-8f942256"
 PARKINGCAM = "QFX2182310150262"
+NOW = 1_800_000_000.0
 
 
-class FakeList:
+class MemoryLists:
+    """What cameras hold, checkpointed in memory (the store's two calls)."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, CameraListState] = {}
+        self.writes: list[int] = []  # rows written per save
+
+    async def camera_list(self, camera: str) -> CameraListState | None:
+        return self.saved.get(camera)
+
+    async def save_camera_list(
+        self,
+        camera: str,
+        *,
+        dialect: str | None,
+        known: bool,
+        cleared: bool,
+        changes: Mapping[str, CameraRow | None],
+    ) -> None:
+        previous = self.saved.get(camera)
+        rows = {} if cleared or previous is None else dict(previous.rows)
+        for plate, row in changes.items():
+            if row is None:
+                rows.pop(plate, None)
+            else:
+                rows[plate] = row
+        self.saved[camera] = CameraListState(camera=camera, dialect=dialect, known=known, rows=rows)
+        self.writes.append(len(changes))
+
+
+class SiteList:
+    """The site's list, as the plate list service gives it to the sync."""
+
     def __init__(self) -> None:
         self.entries: dict[str, WhitelistEntry] = {}
 
-    def __call__(self) -> list[WhitelistEntry]:
-        return sorted(self.entries.values(), key=lambda e: e.plate)
+    def snapshot(self) -> tuple[WhitelistEntry, ...]:
+        return tuple(self.entries.values())
 
-    def add(self, plate: str, **fields: Any) -> None:
+    def add(self, plate: str, **fields: Any) -> WhitelistEntry:
         entry = WhitelistEntry(plate=plate, source="admin", **fields)
         self.entries[entry.plate] = entry
+        return entry
+
+    def change(
+        self, upserts: Iterable[WhitelistEntry] = (), deletes: Iterable[str] = ()
+    ) -> PlateListChange:
+        gone = tuple(deletes)
+        for plate in gone:
+            del self.entries[plate]
+        added = tuple(upserts)
+        for entry in added:
+            self.entries[entry.plate] = entry
+        return PlateListChange(upserts=added, deletes=gone)
 
 
-class SyncTests(TestCase):
-    async def setUp(self) -> None:  # type: ignore[override]
-        self.store = await Store.open(reactor, self.mktemp())
-        self.addCleanup(self.store.close)
-        self.registry = CameraRegistry(reactor)
-        self.list = FakeList()
+class SyncTestCase(TestCase):
+    capacity: int | None = None  # of every camera's list
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.registry = CameraRegistry(self.clock)
+        self.site = SiteList()
+        self.lists = MemoryLists()
+        self.off_reactor = 0  # full recomputes handed to the thread
+        self.held_back: list[tuple[Callable[[], Any], Deferred[Any]]] | None = None
         self.sync = self.make_sync()
 
+    def in_thread(self, work: Callable[[], Any]) -> Deferred[Any]:
+        self.off_reactor += 1
+        if self.held_back is not None:
+            waiting: Deferred[Any] = Deferred()
+            self.held_back.append((work, waiting))
+            return waiting
+        return succeed(work())
+
     def make_sync(self) -> CameraWhitelistSync:
+        capacity = self.capacity
         sync = CameraWhitelistSync(
-            clock=reactor,
+            clock=self.clock,
             registry=self.registry,
-            entries=self.list,
-            store=lambda: self.store,
+            snapshot=self.site.snapshot,
+            store=lambda: self.lists,
             tz=UTC,
-            cameras=[VZENITH, PARKINGCAM],
+            cameras={
+                VZENITH: LaneListSettings(lane="Entrance", capacity=capacity),
+                PARKINGCAM: LaneListSettings(lane="Entrance", capacity=capacity),
+            },
+            in_thread=self.in_thread,
         )
         sync.startService()
         self.addCleanup(sync.stopService)
         return sync
 
-    async def loaded(self, serialno: str) -> None:
-        """Until the sync has read the camera's saved state (bounded)."""
-        for _ in range(200):
-            if self.sync.state(serialno) is not None:
-                return
-            await deferLater(reactor, 0.01, lambda: None)
-        self.fail(f"sync state of {serialno} never loaded")
+    def camera(self, serialno: str, dialect: Dialect) -> Camera:
+        self.registry.configure(serialno, lane="Entrance", heartbeat="auto")
+        return self.registry.seen(serialno, address="127.0.0.1", dialect=dialect)
 
-    def camera(self, serialno: str, dialect: Dialect, lane: str = "Entrance") -> None:
-        self.registry.configure(serialno, lane=lane, heartbeat="auto")
-        self.registry.seen(serialno, address="127.0.0.1", dialect=dialect)
-
-    async def vzenith_polls(self, held: dict[str, dict[str, Any]], rounds: int = 200) -> list[int]:
-        """Answer polls like the camera: apply each reply's rows; return the
+    def vzenith_polls(self, held: dict[str, dict[str, Any]], rounds: int = 100_000) -> list[int]:
+        """Answer replies like the camera: apply each reply's rows; return the
         row count of every reply that carried rows."""
         camera = self.registry.get(VZENITH)
         assert camera is not None
         sizes = []
         for _ in range(rounds):
-            await deferLater(reactor, 0, lambda: None)
             reply = PlateReply()
             self.registry.fill_reply(camera, reply)
-            body = reply.to_dict()["Response_AlarmInfoPlate"]
-            operate = body.get("white_list_operate")
+            operate = reply.to_dict()["Response_AlarmInfoPlate"].get("white_list_operate")
             if operate is None:
-                if not camera.commands:
-                    await deferLater(reactor, 0.01, lambda: None)
-                    if not camera.commands:
-                        break
-                continue
+                break
             rows = operate["white_list_data"]
             sizes.append(len(rows))
             for row in rows[:5]:  # the firmware applies at most 5
@@ -98,33 +155,59 @@ class SyncTests(TestCase):
                     held[row["plate"]] = row
         return sizes
 
-    async def test_vzenith_camera_ends_with_the_lane_list_five_rows_a_reply(self) -> None:
+    def seed_in_sync(self, serialno: str, dialect: Dialect) -> None:
+        """The camera already holds the site's list (saved by a previous run)."""
+        self.lists.saved[serialno.casefold()] = CameraListState(
+            camera=serialno.casefold(),
+            dialect=dialect.value,
+            known=True,
+            rows={
+                entry.plate: CameraRow(
+                    plate=entry.plate,
+                    blacklist=entry.blacklist,
+                    valid_from=entry.valid_from,
+                    valid_until=entry.valid_until,
+                )
+                for entry in self.site.entries.values()
+            },
+        )
+
+
+class VzenithTests(SyncTestCase):
+    def test_camera_ends_with_the_lane_list_five_rows_a_reply(self) -> None:
         for number in range(23):
-            self.list.add(f"京A{number:05d}")
-        self.list.add("京B99999", blacklist=True)
-        self.list.add("京C00001", lanes=frozenset({"Exit"}))  # another lane
-        self.list.add("京D00001", enabled=False)
-        self.list.add("京E00001", hours=parse_hours("Mon-Fri 07:00-19:00"))
-        self.list.add("京F00001", valid_until=datetime(2000, 1, 1, tzinfo=UTC))  # expired
+            self.site.add(f"京A{number:05d}")
+        self.site.add("京B99999", blacklist=True)
+        self.site.add("京C00001", lanes=frozenset({"Exit"}))  # another lane
+        self.site.add("京D00001", enabled=False)
+        self.site.add("京E00001", hours=parse_hours("Mon-Fri 07:00-19:00"))
+        self.site.add("京F00001", valid_until=datetime(2000, 1, 1, tzinfo=UTC))  # expired
         held: dict[str, dict[str, Any]] = {"OLD1234": {"plate": "OLD1234"}}
         self.camera(VZENITH, Dialect.VZENITH)
-        self.sync.list_changed()
-        sizes = await self.vzenith_polls(held)
+        sizes = self.vzenith_polls(held)
         self.assertLessEqual(max(sizes), 5)
         expected = {f"京A{n:05d}" for n in range(23)} | {"京B99999"}
         self.assertEqual(set(held), expected)
         self.assertEqual(held["京B99999"]["need_alarm"], 1)
         self.assertEqual(held["京A00000"]["need_alarm"], 0)
+        recomputes = self.off_reactor
 
-        # Delete 4, change the validity of 2: only the difference goes out.
-        for number in range(4):
-            del self.list.entries[f"京A{number:05d}"]
+        # Delete 4, change the validity of 2: only the difference goes out,
+        # worked out on the reactor from the change alone.
         until = datetime(2030, 6, 30, 18, 0, tzinfo=UTC)
-        self.list.add("京A00010", valid_until=until)
-        self.list.add("京A00011", valid_from=datetime(2025, 1, 1, tzinfo=UTC), valid_until=until)
-        self.sync.list_changed()
-        sizes = await self.vzenith_polls(held)
+        change = self.site.change(
+            upserts=[
+                WhitelistEntry("京A00010", valid_until=until),
+                WhitelistEntry(
+                    "京A00011", valid_from=datetime(2025, 1, 1, tzinfo=UTC), valid_until=until
+                ),
+            ],
+            deletes=[f"京A{n:05d}" for n in range(4)],
+        )
+        self.sync.list_changed(change)
+        sizes = self.vzenith_polls(held)
         self.assertEqual(sum(sizes), 4 + 2)
+        self.assertEqual(self.off_reactor, recomputes)
         self.assertEqual(set(held), expected - {f"京A{n:05d}" for n in range(4)})
         self.assertEqual(held["京A00010"]["overdue_time"], "2030-06-30 18:00:00")
         self.assertEqual(held["京A00011"]["enable_time"], "2025-01-01 00:00:00")
@@ -132,83 +215,203 @@ class SyncTests(TestCase):
         assert state is not None
         self.assertTrue(state.in_sync)
 
-    async def test_state_survives_a_restart_no_full_resend(self) -> None:
-        for number in range(12):
-            self.list.add(f"京A{number:05d}")
+    def test_one_row_of_a_100000_plate_list_sends_one_row_and_saves_one_row(self) -> None:
+        for number in range(100_000):
+            self.site.add(f"粤B{number:05d}")
+        self.seed_in_sync(VZENITH, Dialect.VZENITH)
         held: dict[str, dict[str, Any]] = {}
         self.camera(VZENITH, Dialect.VZENITH)
-        self.sync.list_changed()
-        await self.vzenith_polls(held)
-        await self.sync.stopService()
-        # A new gateway process: the sync state comes back from the store.
-        self.registry = CameraRegistry(reactor)
-        self.sync = self.make_sync()
-        self.list.add("京Z00001")
+        self.assertEqual(self.vzenith_polls(held), [])  # it holds them all already
+        state = self.sync.state(VZENITH)
+        assert state is not None and state.in_sync
+        recomputes, writes = self.off_reactor, len(self.lists.writes)
+
+        change = self.site.change(upserts=[WhitelistEntry("粤B00007", note="changed note")])
+        self.sync.list_changed(change)
+        # A note is not something the camera holds: nothing to send.
+        self.assertEqual(self.vzenith_polls(held), [])
+        change = self.site.change(
+            upserts=[WhitelistEntry("粤B00008", valid_until=datetime(2031, 1, 1, tzinfo=UTC))]
+        )
+        self.sync.list_changed(change)
+        self.assertEqual(self.vzenith_polls(held), [1])
+        self.assertEqual(held["粤B00008"]["overdue_time"], "2031-01-01 00:00:00")
+        self.assertEqual(self.off_reactor, recomputes)
+        self.assertEqual(self.lists.writes[writes:], [1])
+        saved = self.lists.saved[VZENITH.casefold()]
+        self.assertEqual(len(saved.rows), 100_000)
+        self.assertEqual(saved.rows["粤B00008"].valid_until, datetime(2031, 1, 1, tzinfo=UTC))
+
+    def test_state_survives_a_restart_no_full_resend(self) -> None:
+        for number in range(12):
+            self.site.add(f"京A{number:05d}")
+        held: dict[str, dict[str, Any]] = {}
         self.camera(VZENITH, Dialect.VZENITH)
-        self.sync.list_changed()
-        for _ in range(100):
-            if self.sync.state(VZENITH) is not None:
-                break
-            await deferLater(reactor, 0.01, lambda: None)
-        sizes = await self.vzenith_polls(held)
-        self.assertEqual(sizes, [1])
+        self.vzenith_polls(held)
+        self.successResultOf(self.sync.stopService())
+        # A new gateway process: the sync state comes back from the store.
+        self.registry = CameraRegistry(self.clock)
+        self.sync = self.make_sync()
+        self.site.add("京Z00001")
+        self.camera(VZENITH, Dialect.VZENITH)
+        self.assertEqual(self.vzenith_polls(held), [1])
         self.assertIn("京Z00001", held)
 
-    async def test_resync_clears_and_sends_everything(self) -> None:
+    def test_resync_clears_and_sends_everything(self) -> None:
         for number in range(7):
-            self.list.add(f"京A{number:05d}")
+            self.site.add(f"京A{number:05d}")
         held: dict[str, dict[str, Any]] = {}
         self.camera(VZENITH, Dialect.VZENITH)
-        self.sync.list_changed()
-        await self.vzenith_polls(held)
+        self.vzenith_polls(held)
         held["STRAY99"] = {"plate": "STRAY99"}  # someone edited the camera by hand
         self.sync.resync(VZENITH)
-        sizes = await self.vzenith_polls(held)
-        self.assertEqual(sizes, [1, 5, 2])  # clear, then 7 rows
+        self.assertEqual(self.vzenith_polls(held), [1, 5, 2])  # clear, then 7 rows
         self.assertNotIn("STRAY99", held)
 
-    async def test_parkingcam_delete_all_then_batches_confirmed(self) -> None:
-        for number in range(1203):
-            self.list.add(f"粤B{number:05d}")
-        self.list.add("粤X00000", blacklist=True)  # a ParkingCam list only opens
-        self.camera(PARKINGCAM, Dialect.PARKINGCAM)
-        camera = self.registry.get(PARKINGCAM)
-        assert camera is not None
-        held: set[str] = {"OLD"}
+    def test_a_change_during_a_recompute_is_applied_after_it(self) -> None:
+        for number in range(10):
+            self.site.add(f"京A{number:05d}")
+        self.held_back = []
+        self.camera(VZENITH, Dialect.VZENITH)
+        (work, waiting), = self.held_back
+        # While the recompute runs off the reactor, a plate goes and one comes.
+        change = self.site.change(upserts=[WhitelistEntry("京N00001")], deletes=["京A00003"])
+        self.sync.list_changed(change)
+        self.held_back = None
+        waiting.callback(work())
+        held: dict[str, dict[str, Any]] = {}
+        self.vzenith_polls(held)
+        self.assertEqual(set(held), set(self.site.entries))
+
+    def test_a_large_change_is_recomputed_off_the_reactor(self) -> None:
+        for number in range(10):
+            self.site.add(f"京A{number:05d}")
+        held: dict[str, dict[str, Any]] = {}
+        self.camera(VZENITH, Dialect.VZENITH)
+        self.vzenith_polls(held)
+        recomputes = self.off_reactor
+        change = self.site.change(upserts=[WhitelistEntry(f"京B{n:05d}") for n in range(3000)])
+        self.sync.list_changed(change)
+        self.assertEqual(self.off_reactor, recomputes + 1)
+        self.vzenith_polls(held)
+        self.assertEqual(set(held), set(self.site.entries))
+
+    def test_unlisted_camera_is_never_synced(self) -> None:
+        self.site.add("京A00001")
+        camera = self.registry.seen("ffffffff-00000001", address="127.0.0.1", dialect=Dialect.VZENITH)
+        self.sync.list_changed(self.site.change(upserts=[WhitelistEntry("京A00002")]))
+        self.assertEqual(len(camera.commands), 0)
+        self.assertIsNone(self.sync.state("ffffffff-00000001"))
+
+    def test_expired_entries_leave_the_camera_on_the_hourly_pass(self) -> None:
+        until = datetime.fromtimestamp(self.clock.seconds() + 100, tz=UTC)
+        self.site.add("京A00001", valid_until=until)
+        self.site.add("京A00002")
+        held: dict[str, dict[str, Any]] = {}
+        self.camera(VZENITH, Dialect.VZENITH)
+        self.assertEqual(self.vzenith_polls(held), [1, 2])  # clear, then both rows
+        # Past its end, but before the hourly pass: the tick only retries.
+        self.clock.advance(TICK_SECONDS * 10)
+        self.assertEqual(self.vzenith_polls(held), [])
+        self.clock.advance(EXPIRY_PASS_SECONDS)
+        self.assertEqual(self.vzenith_polls(held), [1])
+        self.assertEqual(set(held), {"京A00002"})
+
+
+class CapacityTests(SyncTestCase):
+    capacity = 10
+
+    def test_a_camera_that_holds_ten_gets_the_ten_that_go_first(self) -> None:
+        for number in range(12):
+            self.site.add(f"京A{number:05d}", valid_until=datetime(2030, 1, 1 + number, tzinfo=UTC))
+        self.site.add("京L00001", lanes=frozenset({"Entrance"}),
+                      valid_until=datetime(2028, 1, 1, tzinfo=UTC))
+        self.site.add("京P00001")  # valid for ever
+        self.site.add("京X00001", blacklist=True)
+        held: dict[str, dict[str, Any]] = {}
+        self.camera(VZENITH, Dialect.VZENITH)
+        self.vzenith_polls(held)
+        # The lane's own entry, then no end, then the latest ends; the
+        # blacklist entry last.
+        self.assertEqual(
+            set(held), {"京L00001", "京P00001"} | {f"京A{n:05d}" for n in range(4, 12)}
+        )
+        state = self.sync.state(VZENITH)
+        assert state is not None
+        self.assertEqual(
+            {key: state.describe()[key] for key in ("lane_plates", "capacity", "partial")},
+            {"lane_plates": 15, "capacity": 10, "partial": True},
+        )
+        # An entry that goes before the others takes the place of the last.
+        self.sync.list_changed(self.site.change(upserts=[WhitelistEntry("京P00002")]))
+        self.vzenith_polls(held)
+        self.assertIn("京P00002", held)
+        self.assertNotIn("京A00004", held)
+        self.assertEqual(len(held), 10)
+
+    def test_a_list_that_fits_is_not_partial(self) -> None:
+        for number in range(10):
+            self.site.add(f"京A{number:05d}")
+        held: dict[str, dict[str, Any]] = {}
+        self.camera(VZENITH, Dialect.VZENITH)
+        self.vzenith_polls(held)
+        state = self.sync.state(VZENITH)
+        assert state is not None
+        self.assertFalse(state.partial)
+        # One more than fits: now it is.
+        self.sync.list_changed(self.site.change(upserts=[WhitelistEntry("京Z00001")]))
+        self.vzenith_polls(held)
+        self.assertTrue(state.partial)
+        self.assertEqual(len(held), 10)
+
+
+class ParkingCamTests(SyncTestCase):
+    def heartbeats(self, camera: Camera, held: set[str], confirm: bool = True) -> list[str]:
         operations = []
-        self.sync.list_changed()
-        await self.loaded(PARKINGCAM)
-        for _ in range(50):
-            await deferLater(reactor, 0, lambda: None)
+        for _ in range(100):
             command = self.registry.take_whole_reply(camera)
             if command is None:
                 reply = HeartbeatReply()
                 self.registry.fill_reply(camera, reply)
-                if not camera.commands:
-                    break
-                continue
+                break
             body = json.loads(command.whole_reply() or b"{}")
             key = next(iter(body))
             operations.append(key)
             if key == "deleteWhiteListAll":
                 held.clear()
-                result = WhitelistResult(operation=WhitelistOperation.DELETE_ALL, ok=True)
+                operation = WhitelistOperation.DELETE_ALL
             elif key == "addWhiteList":
                 held.update(row["carnum"] for row in body[key]["add_data"])
-                result = WhitelistResult(operation=WhitelistOperation.ADD, ok=True)
+                operation = WhitelistOperation.ADD
+            elif key == "deleteWhiteList":
+                held.difference_update(row["carnum"] for row in body[key]["del_data"])
+                operation = WhitelistOperation.DELETE
             else:
                 raise AssertionError(key)
-            self.sync.whitelist_result(camera, result)
+            if confirm:
+                self.sync.whitelist_result(camera, WhitelistResult(operation=operation, ok=True))
+        return operations
+
+    def test_delete_all_then_batches_confirmed(self) -> None:
+        for number in range(1203):
+            self.site.add(f"粤B{number:05d}")
+        self.site.add("粤X00000", blacklist=True)  # a ParkingCam list only opens
+        camera = self.camera(PARKINGCAM, Dialect.PARKINGCAM)
+        held: set[str] = {"OLD"}
+        operations = self.heartbeats(camera, held)
         self.assertEqual(operations, ["deleteWhiteListAll", "addWhiteList", "addWhiteList"])
         self.assertEqual(held, {f"粤B{n:05d}" for n in range(1203)})
+        # A changed row is deleted, then added again (an add does not replace).
+        change = self.site.change(
+            upserts=[WhitelistEntry("粤B00001", valid_until=datetime(2031, 1, 1, tzinfo=UTC))]
+        )
+        self.sync.list_changed(change)
+        self.assertEqual(self.heartbeats(camera, held), ["deleteWhiteList", "addWhiteList"])
+        self.assertIn("粤B00001", held)
 
-    async def test_parkingcam_refusal_is_sent_again(self) -> None:
-        self.list.add("粤B00001")
-        self.camera(PARKINGCAM, Dialect.PARKINGCAM)
-        camera = self.registry.get(PARKINGCAM)
-        assert camera is not None
-        self.sync.list_changed()
-        await self.loaded(PARKINGCAM)
+    def test_refusal_is_sent_again(self) -> None:
+        self.site.add("粤B00001")
+        camera = self.camera(PARKINGCAM, Dialect.PARKINGCAM)
         first = self.registry.take_whole_reply(camera)
         assert first is not None
         self.sync.whitelist_result(
@@ -216,70 +419,9 @@ class SyncTests(TestCase):
         )
         state = self.sync.state(PARKINGCAM)
         assert state is not None
-        self.assertFalse(state.known)
+        self.assertFalse(state.work.known)
         self.assertIsNone(state.pending)
-        self.assertIn(PARKINGCAM, self.sync._retry)
-
-    def test_plates_a_camera_cannot_hold(self) -> None:
-        self.assertIsNone(camera_can_hold("京A12345"))
-        self.assertIsNotNone(camera_can_hold("京A1234567890123456"))
-        self.assertIsNotNone(camera_can_hold("京A😀123"))
-
-    async def test_unlisted_camera_is_never_synced(self) -> None:
-        self.list.add("京A00001")
-        self.registry.seen("ffffffff-00000001", address="127.0.0.1", dialect=Dialect.VZENITH)
-        self.sync.list_changed()
-        await deferLater(reactor, 0.05, lambda: None)
-        camera = self.registry.get("ffffffff-00000001")
-        assert camera is not None
-        self.assertEqual(len(camera.commands), 0)
-
-
-class ExpiryPassTests(TestCase):
-    async def test_expired_entries_leave_the_camera_on_the_hourly_pass(self) -> None:
-        from twisted.internet.task import Clock
-
-        from gateway.camera.whitelist_sync import EXPIRY_PASS_SECONDS, TICK_SECONDS
-
-        store = await Store.open(reactor, self.mktemp())
-        self.addCleanup(store.close)
-        clock = Clock()
-        clock.advance(1_800_000_000)
-        registry = CameraRegistry(clock)
-        entries = FakeList()
-        until = datetime.fromtimestamp(clock.seconds() + 100, tz=UTC)
-        entries.add("京A00001", valid_until=until)
-        entries.add("京A00002")
-        sync = CameraWhitelistSync(
-            clock=clock, registry=registry, entries=entries, store=lambda: store, tz=UTC,
-            cameras=[VZENITH],
-        )
-        sync.startService()
-        self.addCleanup(sync.stopService)
-        registry.configure(VZENITH, lane="Entrance", heartbeat="auto")
-        camera = registry.seen(VZENITH, address="127.0.0.1", dialect=Dialect.VZENITH)
-        sync.list_changed()
-        for _ in range(200):  # the saved state is read on the store thread
-            if sync.state(VZENITH) is not None:
-                break
-            await deferLater(reactor, 0.01, lambda: None)
-
-        def delivered() -> list[dict[str, Any]]:
-            reply = PlateReply()
-            registry.fill_reply(camera, reply)
-            return [reply.to_dict()["Response_AlarmInfoPlate"].get("white_list_operate")]
-
-        operations = delivered() + delivered()  # clear, then both rows
-        self.assertEqual([len(o["white_list_data"]) for o in operations if o], [1, 2])
-        state = sync.state(VZENITH)
-        assert state is not None
-        self.assertEqual(set(state.has), {"京A00001", "京A00002"})
-        # Past its end, but before the hourly pass: the tick only retries.
-        clock.advance(TICK_SECONDS * 10)
-        self.assertEqual(camera.commands, type(camera.commands)())
-        clock.advance(EXPIRY_PASS_SECONDS)
-        (operation,) = delivered()
-        assert operation is not None
-        self.assertEqual(
-            (operation["operate_type"], operation["white_list_data"]), (1, [{"plate": "京A00001"}])
-        )
+        self.clock.advance(60)
+        again = self.registry.take_whole_reply(camera)
+        assert again is not None
+        self.assertIn(b"deleteWhiteListAll", again.whole_reply() or b"")

@@ -54,16 +54,12 @@ from gateway.camera.recorder import event_summary
 from gateway.camera.registry import Camera, CameraRegistry
 from gateway.camera.whitelist_sync import CameraWhitelistSync
 from gateway.config import GatewayConfig, LaneConfig
-from gateway.policy.csvformat import (
-    CsvImport,
-    format_whitelist_csv,
-    parse_local_datetime,
-    parse_whitelist_csv,
-)
+from gateway.policy.codec import EntryCodec, EntryError
+from gateway.policy.csvformat import CsvImport, format_whitelist_csv, parse_whitelist_csv
 from gateway.policy.plates import is_no_plate, normalise_plate
-from gateway.policy.whitelist import WeeklyWindow, WhitelistEntry, format_hours, parse_hours
+from gateway.policy.whitelist import WhitelistEntry
 from gateway.store import IMAGE_KINDS, EventType, Store, StoreError, is_valid_event_id
-from gateway.whitelist import SiteWhitelist
+from gateway.platelist import PlateList
 
 __all__ = ["AdminApi", "ApiError", "STATIC_DIR"]
 
@@ -78,8 +74,6 @@ MAX_JSON_BYTES = 64 * 1024
 MAX_CSV_BYTES = 32 * 1024 * 1024
 MAX_SERIAL_BYTES = 1024
 MAX_DISPLAY_TEXT = 200
-MAX_NOTE_CHARS = 1000
-MAX_PLATE_CHARS = 32
 DEFAULT_EVENT_LIMIT = 50
 MAX_EVENT_LIMIT = 500
 DEFAULT_WHITELIST_LIMIT = 100
@@ -87,12 +81,16 @@ MAX_WHITELIST_LIMIT = 1000
 KEEPALIVE_SECONDS = 15.0
 MAX_STREAMS = 32
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
-_SYNC_FIELDS = ("plates", "pending_adds", "pending_deletes", "in_sync")
-_WRITE_METHODS = frozenset({b"POST", b"PUT", b"DELETE", b"PATCH"})
-_ENTRY_FIELDS = frozenset(
-    {"plate", "enabled", "blacklist", "valid_from", "valid_until", "lanes", "hours", "note"}
-    | {"source"}  # sent back as read; every edit here is source "admin"
+_SYNC_FIELDS = (
+    "plates",
+    "pending_adds",
+    "pending_deletes",
+    "in_sync",
+    "lane_plates",
+    "capacity",
+    "partial",
 )
+_WRITE_METHODS = frozenset({b"POST", b"PUT", b"DELETE", b"PATCH"})
 # A page file's name: a few path segments, none hidden (no leading dot).
 _STATIC_SEGMENT = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}"
 _STATIC_NAME_RE = re.compile(rf"{_STATIC_SEGMENT}(/{_STATIC_SEGMENT}){{0,4}}")
@@ -263,14 +261,6 @@ def _iso(value: datetime | None, tz: tzinfo | None = None) -> str | None:
     return (value.astimezone(tz) if tz is not None else value).isoformat()
 
 
-@attrs.frozen
-class _EntryInput:
-    """A whitelist entry read from JSON, or why not."""
-
-    entry: WhitelistEntry | None
-    errors: dict[str, str]
-
-
 class AdminApi:
     """The admin API and the page.
 
@@ -298,7 +288,8 @@ class AdminApi:
         registry: CameraRegistry,
         control: CameraControl,
         store: Callable[[], Store | None],
-        whitelist: SiteWhitelist,
+        plate_list: PlateList,
+        codec: EntryCodec,
         camera_sync: CameraWhitelistSync | None,
         bus: EventBus,
         metrics: GatewayMetrics | None = None,
@@ -319,7 +310,8 @@ class AdminApi:
         self._registry = registry
         self._control = control
         self._store = store
-        self._whitelist = whitelist
+        self._plate_list = plate_list
+        self._codec = codec
         self._camera_sync = camera_sync
         self._bus = bus
         self._metrics = metrics
@@ -834,123 +826,18 @@ class AdminApi:
 
     # -- whitelist -------------------------------------------------------------------
 
-    def _entry_json(self, entry: WhitelistEntry) -> dict[str, Any]:
-        return {
-            "plate": entry.plate,
-            "enabled": entry.enabled,
-            "blacklist": entry.blacklist,
-            "valid_from": _iso(entry.valid_from, self._tz),
-            "valid_until": _iso(entry.valid_until, self._tz),
-            "lanes": sorted(entry.lanes),
-            "hours": format_hours(entry.hours),
-            "note": entry.note,
-            "source": entry.source,
-        }
-
-    def _entry_from_json(self, body: Mapping[str, Any], plate: str | None = None) -> _EntryInput:
-        errors: dict[str, str] = {}
-        for key in body:
-            if key not in _ENTRY_FIELDS:
-                errors[str(key)] = "unknown field"
-        raw_plate = body.get("plate", plate)
-        normalised = ""
-        if not isinstance(raw_plate, str):
-            errors["plate"] = "required"
-        else:
-            normalised = normalise_plate(raw_plate)
-            if is_no_plate(normalised):
-                errors["plate"] = "not a plate"
-            elif len(normalised) > MAX_PLATE_CHARS:
-                errors["plate"] = f"at most {MAX_PLATE_CHARS} letters and digits"
-            elif plate is not None and normalised != plate:
-                errors["plate"] = f"differs from the plate in the address ({plate})"
-        flags = {"enabled": True, "blacklist": False}
-        for name in flags:
-            value = body.get(name, flags[name])
-            if not isinstance(value, bool):
-                errors[name] = "must be true or false"
-            else:
-                flags[name] = value
-        times: dict[str, datetime | None] = {"valid_from": None, "valid_until": None}
-        for name in times:
-            value = body.get(name)
-            if value is None or value == "":
-                continue
-            if not isinstance(value, str):
-                errors[name] = "must be a date or time, or null"
-                continue
-            try:
-                times[name] = parse_local_datetime(
-                    value, self._tz, end_of_day=name == "valid_until"
-                )
-            except ValueError as error:
-                errors[name] = str(error)
-        start, end = times["valid_from"], times["valid_until"]
-        if start is not None and end is not None and end < start:
-            errors["valid_until"] = "before valid_from"
-        lanes: list[str] = []
-        raw_lanes = body.get("lanes", [])
-        if raw_lanes is None:
-            raw_lanes = []
-        if not isinstance(raw_lanes, list) or not all(isinstance(x, str) for x in raw_lanes):
-            errors["lanes"] = "must be a list of lane names"
-        else:
-            for name in raw_lanes:
-                lane = self._config.lane_named(name.strip())
-                if lane is None:
-                    known = ", ".join(c.name for c in self._config.lanes) or "none configured"
-                    errors["lanes"] = f"no lane {name!r} (lanes: {known})"
-                    break
-                if lane.name not in lanes:
-                    lanes.append(lane.name)
-        hours_text = body.get("hours", "")
-        hours: tuple[WeeklyWindow, ...] = ()
-        if hours_text is None:
-            hours_text = ""
-        if not isinstance(hours_text, str):
-            errors["hours"] = 'must be text such as "Mon-Fri 07:00-19:00"'
-        else:
-            try:
-                hours = parse_hours(hours_text)
-            except ValueError as error:
-                errors["hours"] = str(error)
-        note = body.get("note", "")
-        if note is None:
-            note = ""
-        if not isinstance(note, str):
-            errors["note"] = "must be text"
-        elif len(note) > MAX_NOTE_CHARS:
-            errors["note"] = f"at most {MAX_NOTE_CHARS} characters"
-        if errors:
-            return _EntryInput(None, errors)
-        try:
-            entry = WhitelistEntry(
-                plate=normalised,
-                enabled=flags["enabled"],
-                blacklist=flags["blacklist"],
-                valid_from=start,
-                valid_until=end,
-                hours=hours,
-                lanes=frozenset(lanes),
-                note=note,
-                source="admin",
-            )
-        except (ValueError, OverflowError) as error:
-            return _EntryInput(None, {"plate": str(error)})
-        return _EntryInput(entry, {})
-
     def _valid_entry(self, request: IRequest, plate: str | None = None) -> WhitelistEntry:
-        result = self._entry_from_json(_json_body(request), plate)
-        if result.entry is None:
-            summary = "; ".join(f"{field}: {reason}" for field, reason in result.errors.items())
-            raise ApiError(400, f"the entry is not valid ({summary})", errors=result.errors)
-        return result.entry
+        try:
+            return self._codec.from_json(_json_body(request), "admin", plate=plate)
+        except EntryError as error:
+            errors = {field or "entry": reason for field, reason in error.errors.items()}
+            raise ApiError(400, f"the entry is not valid ({error})", errors=errors) from None
 
-    def _ready_whitelist(self) -> SiteWhitelist:
+    def _ready_whitelist(self) -> PlateList:
         self._open_store()
-        if not self._whitelist.loaded:
+        if not self._plate_list.loaded:
             raise ApiError(503, "the plate list is still loading")
-        return self._whitelist
+        return self._plate_list
 
     @app.route("/api/whitelist", methods=["GET"])
     def whitelist_entries(self, request: IRequest) -> bytes:
@@ -965,7 +852,7 @@ class AdminApi:
         return _json(
             request,
             {
-                "entries": [self._entry_json(e) for e in entries[offset : offset + limit]],
+                "entries": [self._codec.to_json(e) for e in entries[offset : offset + limit]],
                 "total": len(entries),
             },
         )
@@ -975,7 +862,7 @@ class AdminApi:
         who = self._authorize(request, OPERATOR)
         whitelist = self._ready_whitelist()
         entry = self._valid_entry(request)
-        if whitelist.policy.index.get(entry.plate) is not None:
+        if whitelist.get(entry.plate) is not None:
             raise ApiError(409, f"{entry.plate} is already listed; change it with PUT")
         await self._upsert(whitelist, [entry])
         log.info(
@@ -985,7 +872,7 @@ class AdminApi:
             count=1,
             plate=entry.plate,
         )
-        return _json(request, self._entry_json(entry), 201)
+        return _json(request, self._codec.to_json(entry), 201)
 
     @app.route("/api/whitelist/<plate>", methods=["PUT"])
     async def change_whitelist_entry(self, request: IRequest, plate: str) -> bytes:
@@ -1000,14 +887,14 @@ class AdminApi:
             count=1,
             plate=entry.plate,
         )
-        return _json(request, self._entry_json(entry))
+        return _json(request, self._codec.to_json(entry))
 
     @app.route("/api/whitelist/<plate>", methods=["DELETE"])
     async def delete_whitelist_entry(self, request: IRequest, plate: str) -> bytes:
         who = self._authorize(request, OPERATOR)
         whitelist = self._ready_whitelist()
         normalised = normalise_plate(plate)
-        if is_no_plate(normalised) or whitelist.policy.index.get(normalised) is None:
+        if is_no_plate(normalised) or whitelist.get(normalised) is None:
             raise ApiError(404, f"{plate} is not on the list")
         try:
             await whitelist.delete([normalised])
@@ -1022,7 +909,7 @@ class AdminApi:
         )
         return _no_content(request)
 
-    async def _upsert(self, whitelist: SiteWhitelist, entries: list[WhitelistEntry]) -> None:
+    async def _upsert(self, whitelist: PlateList, entries: list[WhitelistEntry]) -> None:
         try:
             await whitelist.upsert(entries)
         except StoreError as error:
@@ -1038,7 +925,7 @@ class AdminApi:
         data = _read_body(request, MAX_CSV_BYTES)
         if not data.strip():
             raise ApiError(400, "the body is empty: send the CSV file")
-        parsed: CsvImport = await self._in_thread(parse_whitelist_csv, data, "admin", tz=self._tz)
+        parsed: CsvImport = await self._in_thread(parse_whitelist_csv, data, self._codec, "admin")
         if parsed.entries:
             await self._upsert(whitelist, list(parsed.entries))
         log.info(
@@ -1063,7 +950,7 @@ class AdminApi:
     async def export_whitelist(self, request: IRequest) -> bytes:
         self._authorize(request)
         entries = self._ready_whitelist().entries()
-        text: str = await self._in_thread(format_whitelist_csv, entries, self._tz)
+        text: str = await self._in_thread(format_whitelist_csv, entries, self._codec)
         _common_headers(request)
         request.setHeader(b"Content-Type", b"text/csv; charset=utf-8")
         request.setHeader(b"Content-Disposition", b"attachment; filename=whitelist.csv")

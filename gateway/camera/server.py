@@ -31,14 +31,8 @@ from gateway.config import GatewayConfig, LaneConfig
 from gateway.camera.recorder import to_record
 from gateway.display.lanes import DisplayOverride, LaneDisplays
 from gateway.store import EventRecord
-from gateway.policy.decision import (
-    CAMERA_NOT_ALLOWED,
-    DUPLICATE,
-    Decision,
-    GatePolicy,
-    PlateQuery,
-)
-from gateway.policy.repeats import RepeatFilter
+from gateway.gate import Gate, GateLane, PlateRead
+from gateway.policy.decision import CAMERA_NOT_ALLOWED, Decision
 from gateway.protocol import replies
 from gateway.protocol.messages import (
     Dialect,
@@ -98,16 +92,10 @@ class Origin:
         )
 
 
-# ``cloud(record, deadline)``: the cloud's answer for a plate event (an object
-# with ``to_decision(plate)``, ``display`` and ``voice``), or None in time.
-CloudAsk = Callable[[EventRecord, float], Awaitable[Any]]
-
-
 class CameraServer:
     """Receives every push of every camera and answers it.
 
-    ``lane_for_camera`` maps a serial number to its configured lane;
-    ``policy`` decides plates; ``recorder`` keeps events before a reply is
+    ``gate`` decides plates; ``recorder`` keeps events before a reply is
     sent.
     """
 
@@ -119,25 +107,22 @@ class CameraServer:
         clock: IReactorTime,
         config: GatewayConfig,
         registry: CameraRegistry,
-        policy: GatePolicy,
+        gate: Gate,
         recorder: EventRecorder,
         control: CameraControl | None = None,
         displays: LaneDisplays | None = None,
         bridge: SerialBridge | None = None,
-        cloud: CloudAsk | None = None,
         metrics: Any = None,
         now: Callable[[], datetime] | None = None,
     ) -> None:
         self._clock = clock
         self._config = config
         self.registry = registry
-        self.policy = policy
+        self.gate = gate
         self.recorder = recorder
         self.control = control
         self.displays = displays
         self.bridge = bridge
-        # Asks the cloud to decide a live plate, for lanes with ask_cloud.
-        self.cloud = cloud
         self.metrics = metrics
         # Told of each ParkingCam whitelist command result (camera whitelist sync).
         self.whitelist_result_listeners: list[Callable[[Camera, WhitelistResult], None]] = []
@@ -147,7 +132,14 @@ class CameraServer:
         server = config.camera_server
         self._allowed_cameras = {serialno.casefold() for serialno in server.allowed_cameras}
         self._allowed_networks = [ipaddress.ip_network(n) for n in server.allowed_networks]
-        self.repeats = RepeatFilter(config.policy.duplicate_window_seconds)
+        self._gate_lanes = {
+            lane.name: GateLane(
+                name=lane.name,
+                ask_cloud=lane.ask_cloud,
+                cloud_overrides_blacklist=lane.cloud_overrides_blacklist,
+            )
+            for lane in config.lanes
+        }
         for lane in config.lanes:
             registry.configure(lane.camera, lane=lane.name, heartbeat=lane.heartbeat)
         registry.on_state_change(self._camera_state_changed)
@@ -344,44 +336,35 @@ class CameraServer:
                 camera=camera.serialno,
                 errors="; ".join(plate.image_errors),
             )
-        decision = self.policy.decide(
-            PlateQuery(
+        event_id = _plate_event_id(camera.serialno, plate)
+
+        def cloud_record(normalised: str) -> EventRecord:
+            record = to_record(
+                CameraEvent(
+                    id=event_id,
+                    kind="plate",
+                    camera=camera.serialno,
+                    lane=lane_name,
+                    received_at=received_at,
+                    message=plate,
+                )
+            )
+            return attrs.evolve(record, plate=normalised)
+
+        verdict = await self.gate.decide(
+            PlateRead(
                 license=plate.license,
                 has_plate=plate.has_plate,
-                at=received_at,
-                lane=lane_name,
                 offline=plate.offline,
+                camera=camera.serialno,
+                lane=self._gate_lanes.get(lane_name) if lane_name else None,
+                received_at=received_at,
+                record=cloud_record,
             )
         )
-        event_id = _plate_event_id(camera.serialno, plate)
-        override = None
-        if (
-            self.cloud is not None
-            and lane is not None
-            and lane.ask_cloud
-            and plate.has_plate
-            and not plate.offline
-        ):
-            decision, override = await self._ask_cloud(
-                event_id, camera, lane_name, plate, received_at, decision
-            )
+        decision = verdict.decision
         if self.metrics is not None:
             self.metrics.decision(decision.reason, decision.source)
-        repeat = False
-        act = not plate.offline
-        verdict = None
-        repeat_lane = lane_name or camera.serialno
-        read_at = self._clock.seconds()
-        opened = decision.open
-        if act and plate.has_plate:
-            verdict = self.repeats.judge(repeat_lane, decision.plate, opened, read_at)
-            repeat, act = verdict.repeat, verdict.act
-            if not act:
-                # The car is still at the barrier from a moment ago: record
-                # the read, do not pulse the barrier or the display again.
-                decision = attrs.evolve(
-                    decision, open=False, reason=DUPLICATE, note=f"repeat of a {decision.reason} read"
-                )
         event = await self.recorder.record(
             CameraEvent(
                 id=event_id,
@@ -391,15 +374,19 @@ class CameraServer:
                 received_at=received_at,
                 message=plate,
                 decision=decision,
-                repeat=repeat,
+                repeat=verdict.repeat,
                 open_channel=(lane.barrier_channel if lane else 0)
-                if act and decision.open
+                if verdict.act and decision.open
                 else None,
             )
         )
-        if verdict is not None and not event.resent:
-            # Only now that the read is kept does it count for repeats.
-            self.repeats.remember(repeat_lane, decision.plate, opened, read_at, verdict)
+        if not event.resent:
+            self.gate.kept(verdict)
+        override = (
+            DisplayOverride(lines=verdict.display or None, voice=verdict.voice or None)
+            if verdict.display or verdict.voice
+            else None
+        )
         reply = replies.PlateReply(plateid=plate.plateid, retransfer_stop=True)
         if self.displays is not None and lane_name is not None and event.decision is not None:
             # Shown only now that the event is kept (a board must not greet a
@@ -418,43 +405,6 @@ class CameraServer:
             reply.open_channel = event.open_channel
         self.registry.fill_reply(camera, reply)
         return reply.to_bytes()
-
-    async def _ask_cloud(
-        self,
-        event_id: str,
-        camera: Camera,
-        lane_name: str | None,
-        plate: PlateResult,
-        received_at: datetime,
-        local: Decision,
-    ) -> tuple[Decision, DisplayOverride | None]:
-        """The cloud's decision if it comes in time, else the local one."""
-        assert self.cloud is not None
-        record = to_record(
-            CameraEvent(
-                id=event_id,
-                kind="plate",
-                camera=camera.serialno,
-                lane=lane_name,
-                received_at=received_at,
-                message=plate,
-            )
-        )
-        record = attrs.evolve(record, plate=local.plate)
-        try:
-            # The reply must leave within the camera's own timeout (5 s by
-            # default, as low as 1.1 s): [upstream] decision_timeout_seconds.
-            budget = upstream.decision_timeout_seconds if (upstream := self._config.upstream) else 1.5
-            answer = await self.cloud(record, self._clock.seconds() + budget)
-        except Exception:
-            log.failure("Asking the cloud for a decision failed; deciding locally")
-            return local, None
-        if answer is None:
-            return local, None
-        display = tuple(answer.display or ()) or None
-        voice = answer.voice or None
-        override = DisplayOverride(lines=display, voice=voice) if display or voice else None
-        return answer.to_decision(local.plate), override
 
     async def _registration(self, registration: Registration, peer: Origin) -> bytes:
         # Multipart registrations are the Vzenith dialect's.

@@ -1,9 +1,9 @@
 """The site's plate list copied into each camera's own whitelist, so a lane
 keeps opening for known cars while the gateway or its link is down.
 
-For each camera the gateway remembers what it has sent (plate, blacklist
-flag, validity) and sends the difference against the list for the camera's
-lane, in the camera's own dialect (PROTOCOL.md sections 4 and 7):
+For each camera the gateway keeps what it holds and the work still to send
+(:class:`~gateway.policy.cameralist.CameraListWork`), and sends that work in
+the camera's own dialect (PROTOCOL.md sections 4 and 7):
 
 * Vzenith: ``white_list_operate`` in replies, at most 5 rows a reply, adds and
   deletes in separate replies. A reply carrying rows counts as delivered.
@@ -11,23 +11,23 @@ lane, in the camera's own dialect (PROTOCOL.md sections 4 and 7):
   in batches of up to 1000, deletions 10 at a time); each is confirmed by the
   camera's ``Response_*`` push and sent again when no confirmation comes.
 
+A change of the site's list reaches each camera's work in time proportional
+to the change. Full recomputes (a camera seen for the first time, a large
+change, the hourly pass that takes expired entries out, a requested resync,
+a list cut to the camera's capacity) run off the reactor on a snapshot, one
+camera at a time. What each camera holds is checkpointed in the store row by
+row, so a restart resumes where it was.
+
 While rows are pending, a comet-polling camera's polls are answered at once
 (the registry does not hold a camera with queued commands), so a list of
-20 000 plates reaches it in minutes. What each camera holds is checkpointed in
-the store, so a restart resumes where it was; sending a row a camera already
-holds is harmless.
-
-The camera enforces nothing but validity: entries limited to weekly hours are
-not copied (the camera would let the car in at any hour), nor, for ParkingCam
-cameras, blacklist entries (its list can only open). Plates a camera cannot
-hold (over 15 characters, outside GB2312) are skipped with a warning.
+20 000 plates reaches it in minutes.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone, tzinfo
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Protocol
 
 import attrs
 from twisted.application.service import Service
@@ -43,18 +43,25 @@ from gateway.camera.commands import (
     ParkingCamWhitelistCommand,
 )
 from gateway.camera.registry import Camera, CameraRegistry
-from gateway.policy.whitelist import WhitelistEntry
+from gateway.policy.cameralist import (
+    CameraListRules,
+    CameraListWork,
+    CameraRow,
+    DesiredList,
+    camera_row,
+    desired_rows,
+)
+from gateway.policy.whitelist import PlateListChange, WhitelistEntry
 from gateway.protocol import replies
 from gateway.protocol.messages import Dialect, WhitelistOperation, WhitelistResult
-from gateway.protocol.replies import WhitelistOperate, WhitelistRow
-from gateway.store import Store, StoreError
+from gateway.protocol.replies import CameraWhitelistRow, WhitelistOperate
+from gateway.store import CameraListState, StoreError
 
 log = Logger()
 
 VZENITH_ROWS_PER_REPLY = replies.MAX_WHITELIST_ROWS_PER_REPLY
 PARKINGCAM_ADD_BATCH = replies.MAX_PARKINGCAM_WHITELIST_ROWS
 PARKINGCAM_DELETE_BATCH = replies.MAX_PARKINGCAM_DELETE_ROWS
-MAX_CAMERA_PLATE_CHARS = 15
 # A sync command not delivered within this long is dropped and sent again at
 # the camera's next contact.
 COMMAND_EXPIRY_SECONDS = 120.0
@@ -66,137 +73,119 @@ CHECKPOINT_SECONDS = 5.0
 TICK_SECONDS = 30.0
 # Entries whose validity ended are taken out of the cameras this often.
 EXPIRY_PASS_SECONDS = 3600.0
-KV_PREFIX = "camera_whitelist:"
+# A change larger than this is not applied row by row on the reactor: each
+# camera's work is recomputed off it instead.
+INCREMENTAL_LIMIT = 2000
+
+InThread = Callable[[Callable[[], Any]], "Deferred[Any]"]
+
+
+class CameraLists(Protocol):
+    """Where what each camera holds is checkpointed (the store)."""
+
+    async def camera_list(self, camera: str) -> CameraListState | None: ...
+
+    async def save_camera_list(
+        self,
+        camera: str,
+        *,
+        dialect: str | None,
+        known: bool,
+        cleared: bool,
+        changes: Mapping[str, CameraRow | None],
+    ) -> None: ...
 
 
 @attrs.frozen
-class CameraRow:
-    """One plate as a camera holds it."""
+class LaneListSettings:
+    """How one synced camera's list is kept: its lane and the most rows its
+    list takes (None: no limit)."""
 
-    plate: str
-    blacklist: bool = False
-    valid_from: datetime | None = None  # aware
-    valid_until: datetime | None = None
-
-    def to_json(self) -> list[Any]:
-        return [
-            self.blacklist,
-            self.valid_from.isoformat() if self.valid_from else None,
-            self.valid_until.isoformat() if self.valid_until else None,
-        ]
-
-    @classmethod
-    def from_json(cls, plate: str, value: list[Any]) -> CameraRow:
-        blacklist, start, end = value
-        return cls(
-            plate=plate,
-            blacklist=bool(blacklist),
-            valid_from=datetime.fromisoformat(start) if start else None,
-            valid_until=datetime.fromisoformat(end) if end else None,
-        )
+    lane: str
+    capacity: int | None = None
 
 
-def camera_can_hold(plate: str) -> str | None:
-    """Why a camera cannot hold ``plate`` (None when it can)."""
-    if len(plate) > MAX_CAMERA_PLATE_CHARS:
-        return f"longer than {MAX_CAMERA_PLATE_CHARS} characters"
-    try:
-        plate.encode("gb2312")
-    except UnicodeEncodeError:
-        return "has characters outside GB2312"
-    return None
-
-
-def desired_rows(
-    entries: Iterable[WhitelistEntry], lane: str | None, dialect: Dialect | None, now: datetime
-) -> tuple[dict[str, CameraRow], list[tuple[str, str]]]:
-    """The rows a camera on ``lane`` should hold, and (plate, why) of the
-    entries left out for a reason worth telling."""
-    rows: dict[str, CameraRow] = {}
-    skipped: list[tuple[str, str]] = []
-    for entry in entries:
-        if not entry.enabled or not entry.covers_lane(lane):
-            continue
-        if entry.valid_until is not None and entry.valid_until < now:
-            continue
-        if entry.hours:
-            skipped.append((entry.plate, "limited to weekly hours the camera cannot enforce"))
-            continue
-        if entry.blacklist and dialect is Dialect.PARKINGCAM:
-            continue
-        why = camera_can_hold(entry.plate)
-        if why is not None:
-            skipped.append((entry.plate, why))
-            continue
-        rows[entry.plate] = CameraRow(
-            plate=entry.plate,
-            blacklist=entry.blacklist,
-            valid_from=entry.valid_from,
-            valid_until=entry.valid_until,
-        )
-    return rows, skipped
-
-
-@attrs.define
+@attrs.define(eq=False)
 class CameraSync:
     """What one camera holds, and what is on its way to it."""
 
     serialno: str
-    has: dict[str, CameraRow] = attrs.field(factory=dict)
-    known: bool = False  # False: the camera's list is unknown, start with a full clear
+    dialect: Dialect
+    work: CameraListWork
+    capacity: int | None = None
     pending: CameraCommand | None = None
-    to_delete: list[str] = attrs.field(factory=list)
-    to_add: list[CameraRow] = attrs.field(factory=list)
-    generation: int = -1  # of the list the work lists were computed from
-    dirty: bool = False  # has changed since the last checkpoint
+    sent: tuple[Any, ...] = ()  # the rows (adds) or plates (deletes) of ``pending``
+    # What changed since the last checkpoint: plate -> row held (None: gone).
+    unsaved: dict[str, CameraRow | None] = attrs.field(factory=dict)
+    unsaved_clear: bool = False
     last_checkpoint: float = 0.0
+    # A full recompute is on its way (no command goes out meanwhile), or due.
+    recomputing: bool = False
+    stale: bool = True
+    # Rows the camera confirmed while a recompute ran, and changes that came
+    # meanwhile: applied when it lands.
+    touched: set[str] = attrs.field(factory=set)
+    queued: list[PlateListChange] = attrs.field(factory=list)
     rows_sent: int = 0
     largest_reply: int = 0
     warned: set[str] = attrs.field(factory=set)
 
     @property
     def in_sync(self) -> bool:
-        return self.known and not self.to_delete and not self.to_add and self.pending is None
+        return self.work.done and self.pending is None and not self.stale
+
+    @property
+    def partial(self) -> bool:
+        """The camera holds only part of its lane's list (its capacity)."""
+        return self.work.wanted > self.work.size
 
     def describe(self) -> dict[str, Any]:
         return {
             "camera": self.serialno,
-            "plates": len(self.has),
-            "pending_adds": len(self.to_add),
-            "pending_deletes": len(self.to_delete),
+            "plates": len(self.work.has) if self.work.known else 0,
+            "pending_adds": len(self.work.to_add),
+            "pending_deletes": len(self.work.to_delete),
             "in_sync": self.in_sync,
+            "lane_plates": self.work.wanted,
+            "capacity": self.capacity,
+            "partial": self.partial,
         }
 
 
 class CameraWhitelistSync(Service):
-    """Keeps every known camera's own whitelist equal to the site's list
-    for its lane."""
+    """Keeps every synced camera's own whitelist equal to the site's list
+    for its lane (or to the part of it the camera can hold)."""
 
     def __init__(
         self,
         *,
         clock: IReactorTime,
         registry: CameraRegistry,
-        entries: Callable[[], Iterable[WhitelistEntry]],
-        store: Callable[[], Store | None],
+        snapshot: Callable[[], Sequence[WhitelistEntry]],
+        store: Callable[[], CameraLists | None],
         tz: tzinfo,
-        cameras: Iterable[str],
+        cameras: Mapping[str, LaneListSettings],
+        in_thread: InThread,
     ) -> None:
         self.setName("camera-whitelist-sync")
         self._clock = clock
         self._registry = registry
-        self._entries = entries
+        self._snapshot = snapshot
         self._store = store
         self._tz = tz
+        self._in_thread = in_thread
+        # Only cameras of lanes that ask for it: a camera's first sync
+        # replaces whatever its own list held.
+        self._settings = {serialno.casefold(): lane for serialno, lane in cameras.items()}
         self._cameras: dict[str, CameraSync] = {}
-        self._generation = 0
+        self._loading: set[str] = set()
+        self._recompute_queue: list[str] = []
+        self._recompute_running = False
         self._tick: LoopingCall | None = None
         self._retry: dict[str, IDelayedCall] = {}
         self._last_expiry_pass = clock.seconds()
         self._confirm_timers: set[IDelayedCall] = set()
-        # Only cameras of lanes that ask for it: a camera's first sync
-        # replaces whatever its own list held.
-        self._synced = {serialno.casefold() for serialno in cameras}
+        self.recomputes = 0
         registry.on_state_change(self._camera_state_changed)
 
     # -- service ------------------------------------------------------------
@@ -220,9 +209,20 @@ class CameraWhitelistSync(Service):
 
     # -- triggers ---------------------------------------------------------------
 
-    def list_changed(self) -> None:
-        """The site's list changed: recompute every camera's work."""
-        self._generation += 1
+    def list_changed(self, change: PlateListChange) -> None:
+        """The site's list changed: bring each camera's work up to date, in
+        time proportional to ``change`` (a large change is a recompute)."""
+        if not change:
+            return
+        large = len(change) > INCREMENTAL_LIMIT
+        now = self._now()
+        for key, sync in self._cameras.items():
+            if sync.recomputing:
+                sync.queued.append(change)
+            elif sync.stale:
+                continue  # a recompute is due: it will see the change
+            elif large or not self._apply(sync, change, now):
+                self._schedule_recompute(key)
         for camera in self._registry:
             self.kick(camera.serialno)
 
@@ -231,14 +231,25 @@ class CameraWhitelistSync(Service):
         camera = self._registry.get(serialno)
         if camera is None or not camera.online or camera.dialect is None:
             return
-        if camera.serialno.casefold() not in self._synced or not self.running:
+        key = camera.serialno.casefold()
+        if key not in self._settings or not self.running:
             return
-        sync = self._cameras.get(camera.serialno.casefold())
+        sync = self._cameras.get(key)
         if sync is None:
-            Deferred.fromCoroutine(self._load(camera)).addErrback(
-                lambda f: log.failure("Loading camera {serialno} whitelist state failed", f, serialno=serialno)
-            )
+            if key not in self._loading:
+                self._loading.add(key)
+                Deferred.fromCoroutine(self._load(camera)).addErrback(
+                    lambda f: log.failure(
+                        "Loading camera {serialno} whitelist state failed", f, serialno=serialno
+                    )
+                )
             return
+        if sync.dialect is not camera.dialect:
+            # Another firmware or dialect behind the same serial number: its
+            # list is unknown.
+            sync.dialect = camera.dialect
+            sync.work.replace_on_change = camera.dialect is Dialect.PARKINGCAM
+            self._reset(sync)
         self._advance(camera, sync)
 
     def resync(self, serialno: str) -> None:
@@ -246,10 +257,7 @@ class CameraWhitelistSync(Service):
         (a new camera, or one that was reset)."""
         sync = self._cameras.get(serialno.casefold())
         if sync is not None:
-            sync.known = False
-            sync.has.clear()
-            sync.generation = -1
-            sync.dirty = True
+            self._reset(sync)
         self.kick(serialno)
 
     def state(self, serialno: str) -> CameraSync | None:
@@ -273,84 +281,185 @@ class CameraWhitelistSync(Service):
             self.kick(camera.serialno)
 
     def _periodic(self) -> None:
-        # Stalled cameras retry every tick. Recomputing every camera's list
-        # walks the whole site list, so entries whose validity ended leave
-        # the cameras only hourly: the camera itself already refuses them
-        # after their overdue time.
+        # Stalled cameras retry every tick. Entries whose validity ended leave
+        # the cameras hourly, by a recompute (the camera itself already
+        # refuses them after their overdue time).
         now = self._clock.seconds()
         if now - self._last_expiry_pass >= EXPIRY_PASS_SECONDS:
             self._last_expiry_pass = now
-            self._generation += 1
+            for key in self._cameras:
+                self._schedule_recompute(key)
         for camera in self._registry:
             self.kick(camera.serialno)
 
     # -- the work -----------------------------------------------------------------
 
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock.seconds(), tz=timezone.utc)
+
+    def _rules(self, sync: CameraSync) -> CameraListRules:
+        settings = self._settings[sync.serialno.casefold()]
+        return CameraListRules(
+            lane=settings.lane,
+            # A ParkingCam list can only open.
+            holds_blacklist=sync.dialect is not Dialect.PARKINGCAM,
+            capacity=settings.capacity,
+        )
+
+    def _apply(self, sync: CameraSync, change: PlateListChange, now: datetime) -> bool:
+        rules = self._rules(sync)
+        rows: dict[str, CameraRow | None] = {plate: None for plate in change.deletes}
+        for entry in change.upserts:
+            row, why = camera_row(entry, rules, now)
+            rows[entry.plate] = row
+            if why is not None:
+                self._warn_skipped(sync, ((entry.plate, why),))
+        return sync.work.apply(rows, rules.capacity)
+
+    def _warn_skipped(self, sync: CameraSync, skipped: Iterable[tuple[str, str]]) -> None:
+        fresh = [(plate, why) for plate, why in skipped if plate not in sync.warned]
+        if not fresh:
+            return
+        sync.warned.update(plate for plate, _ in fresh)
+        by_reason: dict[str, list[str]] = {}
+        for plate, why in fresh:
+            by_reason.setdefault(why, []).append(plate)
+        for why, plates in by_reason.items():
+            log.warn(
+                "{count} plates are not copied to camera {serialno} ({why}): {plates}",
+                count=len(plates),
+                serialno=sync.serialno,
+                why=why,
+                plates=", ".join(plates[:5]) + (f" and {len(plates) - 5} more" if len(plates) > 5 else ""),
+            )
+
+    def _reset(self, sync: CameraSync) -> None:
+        sync.work.reset()
+        sync.unsaved.clear()
+        sync.unsaved_clear = True
+        self._schedule_recompute(sync.serialno.casefold())
+
     async def _load(self, camera: Camera) -> None:
         key = camera.serialno.casefold()
-        if key in self._cameras:
+        try:
+            store = self._store()
+            if store is None:
+                return
+            saved: CameraListState | None = await store.camera_list(key)
+        finally:
+            self._loading.discard(key)
+        if key in self._cameras or camera.dialect is None:
             return
-        store = self._store()
-        if store is None:
-            return
-        raw = await store.kv_get(KV_PREFIX + key)
-        if key in self._cameras:
-            return
-        sync = CameraSync(serialno=camera.serialno)
-        if raw:
-            try:
-                saved = json.loads(raw)
-                sync.has = {
-                    plate: CameraRow.from_json(plate, value)
-                    for plate, value in saved["rows"].items()
-                }
-                sync.known = bool(saved.get("known")) and saved.get("dialect") == (
-                    camera.dialect.value if camera.dialect else None
-                )
-            except (ValueError, KeyError, TypeError):
-                log.warn("Camera {serialno} whitelist state unreadable; resyncing", serialno=camera.serialno)
-                sync.has = {}
-                sync.known = False
-        self._cameras[key] = sync
-        self._advance(camera, sync)
-
-    def _recompute(self, camera: Camera, sync: CameraSync) -> None:
-        now = datetime.fromtimestamp(self._clock.seconds(), tz=timezone.utc)
-        wanted, skipped = desired_rows(self._entries(), camera.lane, camera.dialect, now)
-        for plate, why in skipped:
-            if plate not in sync.warned:
-                sync.warned.add(plate)
-                log.warn(
-                    "Plate {plate} is not copied to camera {serialno}: {why}",
-                    plate=plate,
-                    serialno=camera.serialno,
-                    why=why,
-                )
-        has = sync.has if sync.known else {}
         parkingcam = camera.dialect is Dialect.PARKINGCAM
-        changed = [plate for plate, row in wanted.items() if plate in has and has[plate] != row]
-        sync.to_delete = sorted(set(has) - set(wanted))
-        if parkingcam:
-            # ParkingCam adds do not say whether they replace a row: a changed
-            # row is deleted, then added again.
-            sync.to_delete += sorted(changed)
-        sync.to_add = [row for plate, row in sorted(wanted.items()) if has.get(plate) != row]
-        sync.generation = self._generation
+        work = CameraListWork(replace_on_change=parkingcam)
+        if saved is not None and saved.known and saved.dialect == camera.dialect.value:
+            work.has = dict(saved.rows)
+            work.known = True
+        sync = CameraSync(
+            serialno=camera.serialno,
+            dialect=camera.dialect,
+            work=work,
+            capacity=self._settings[key].capacity,
+        )
+        self._cameras[key] = sync
+        self._schedule_recompute(key)
+
+    # -- full recomputes, off the reactor ------------------------------------------
+
+    def _schedule_recompute(self, key: str) -> None:
+        sync = self._cameras.get(key)
+        if sync is None:
+            return
+        sync.stale = True
+        if key not in self._recompute_queue and not sync.recomputing:
+            self._recompute_queue.append(key)
+        if not self._recompute_running:
+            self._recompute_running = True
+            Deferred.fromCoroutine(self._run_recomputes()).addErrback(
+                lambda f: log.failure("Recomputing camera whitelists failed", f)
+            )
+
+    async def _run_recomputes(self) -> None:
+        try:
+            while self._recompute_queue and self.running:
+                key = self._recompute_queue.pop(0)
+                sync = self._cameras.get(key)
+                if sync is not None:
+                    await self._recompute(sync)
+        finally:
+            self._recompute_running = False
+
+    async def _recompute(self, sync: CameraSync) -> None:
+        sync.recomputing = True
+        sync.stale = False
+        sync.touched.clear()
+        sync.queued.clear()
+        rules = self._rules(sync)
+        now = self._now()
+        entries = self._snapshot()
+        held = dict(sync.work.has)
+        fresh = CameraListWork(
+            has=held, known=sync.work.known, replace_on_change=sync.work.replace_on_change
+        )
+
+        def compute() -> tuple[CameraListWork, DesiredList]:
+            desired = desired_rows(entries, rules, now)
+            fresh.replace(desired)
+            return fresh, desired
+
+        try:
+            computed, desired = await self._in_thread(compute)
+        except Exception:
+            sync.recomputing = False
+            sync.stale = True
+            raise
+        self.recomputes += 1
+        work = sync.work
+        if sync.stale:
+            # Reset or asked again meanwhile: the result is already old.
+            sync.recomputing = False
+            self._schedule_recompute(sync.serialno.casefold())
+            return
+        work.to_delete, work.to_add = computed.to_delete, computed.to_add
+        work.size, work.wanted, work.capped = computed.size, computed.wanted, computed.capped
+        # Rows the camera confirmed while the recompute ran.
+        for plate in sync.touched:
+            work.settle(plate, desired.rows.get(plate))
+        sync.recomputing = False
+        self._warn_skipped(sync, desired.skipped)
+        queued, sync.queued = sync.queued, []
+        for change in queued:
+            if len(change) > INCREMENTAL_LIMIT or not self._apply(sync, change, now):
+                self._schedule_recompute(sync.serialno.casefold())
+                return
+        if work.capped and sync.capacity is not None:
+            log.info(
+                "Camera {serialno} holds {held} of the {wanted} plates of lane {lane} "
+                "(its list takes {capacity}; see docs/whitelist.md for which go first)",
+                serialno=sync.serialno,
+                held=work.size,
+                wanted=work.wanted,
+                lane=rules.lane,
+                capacity=sync.capacity,
+            )
+        self.kick(sync.serialno)
+
+    # -- sending --------------------------------------------------------------------
 
     def _advance(self, camera: Camera, sync: CameraSync) -> None:
-        if sync.pending is not None or not camera.online or not self.running:
+        if sync.pending is not None or sync.recomputing or sync.stale:
             return
-        if sync.generation != self._generation:
-            self._recompute(camera, sync)
+        if not camera.online or not self.running:
+            return
         if camera.dialect is Dialect.PARKINGCAM:
-            command = self._parkingcam_step(sync)
+            command, sent = self._parkingcam_step(sync)
         else:
-            command = self._vzenith_step(sync)
+            command, sent = self._vzenith_step(sync)
         if command is None:
-            if sync.dirty:
+            if sync.unsaved or sync.unsaved_clear:
                 self._checkpoint(sync)
             return
-        sync.pending = command
+        sync.pending, sync.sent = command, sent
         command.camera = camera.serialno
         command.done.addBoth(self._step_done, camera, sync)
         if command.confirmed:
@@ -372,20 +481,31 @@ class CameraWhitelistSync(Service):
         if command.state is CommandState.DELIVERED:
             command.fail(CommandState.FAILED, "no confirmation from the camera")
 
-    def _vzenith_step(self, sync: CameraSync) -> CameraCommand | None:
+    @staticmethod
+    def _first(items: Iterable[Any], count: int) -> list[Any]:
+        batch: list[Any] = []
+        for item in items:
+            if len(batch) == count:
+                break
+            batch.append(item)
+        return batch
+
+    def _vzenith_step(self, sync: CameraSync) -> tuple[CameraCommand | None, tuple[Any, ...]]:
         expires = self._clock.seconds() + COMMAND_EXPIRY_SECONDS
-        if not sync.known:
+        work = sync.work
+        if not work.known:
             # An empty plate in a delete clears the camera's whole list.
-            operation = WhitelistOperate("delete", (WhitelistRow(plate=""),))
-            return CameraWhitelistEdit(operation=operation, expires_at=expires)
-        if sync.to_delete:
-            plates = sync.to_delete[:VZENITH_ROWS_PER_REPLY]
-            rows = tuple(WhitelistRow(plate=plate) for plate in plates)
-            return CameraWhitelistEdit(operation=WhitelistOperate("delete", rows), expires_at=expires)
-        if sync.to_add:
-            batch = sync.to_add[:VZENITH_ROWS_PER_REPLY]
-            rows = tuple(
-                WhitelistRow(
+            operation = WhitelistOperate("delete", (CameraWhitelistRow(plate=""),))
+            return CameraWhitelistEdit(operation=operation, expires_at=expires), ("",)
+        if work.to_delete:
+            plates = self._first(work.to_delete, VZENITH_ROWS_PER_REPLY)
+            rows = tuple(CameraWhitelistRow(plate=plate) for plate in plates)
+            command = CameraWhitelistEdit(operation=WhitelistOperate("delete", rows), expires_at=expires)
+            return command, tuple(plates)
+        if work.to_add:
+            batch: list[CameraRow] = self._first(work.to_add.values(), VZENITH_ROWS_PER_REPLY)
+            operate = tuple(
+                CameraWhitelistRow(
                     plate=row.plate,
                     enable=True,
                     blacklist=row.blacklist,
@@ -394,27 +514,31 @@ class CameraWhitelistSync(Service):
                 )
                 for row in batch
             )
-            return CameraWhitelistEdit(operation=WhitelistOperate("add", rows), expires_at=expires)
-        return None
+            command = CameraWhitelistEdit(operation=WhitelistOperate("add", operate), expires_at=expires)
+            return command, tuple(batch)
+        return None, ()
 
-    def _parkingcam_step(self, sync: CameraSync) -> CameraCommand | None:
+    def _parkingcam_step(self, sync: CameraSync) -> tuple[CameraCommand | None, tuple[Any, ...]]:
         expires = self._clock.seconds() + COMMAND_EXPIRY_SECONDS
-        if not sync.known:
-            return ParkingCamWhitelistCommand(
+        work = sync.work
+        if not work.known:
+            command = ParkingCamWhitelistCommand(
                 body=replies.parkingcam_delete_all_whitelist(),
                 operation=WhitelistOperation.DELETE_ALL.value,
                 expires_at=expires,
             )
-        if sync.to_delete:
-            plates = sync.to_delete[:PARKINGCAM_DELETE_BATCH]
-            return ParkingCamWhitelistCommand(
+            return command, ()
+        if work.to_delete:
+            plates = self._first(work.to_delete, PARKINGCAM_DELETE_BATCH)
+            command = ParkingCamWhitelistCommand(
                 body=replies.parkingcam_delete_whitelist(plates),
                 operation=WhitelistOperation.DELETE.value,
                 expires_at=expires,
             )
-        if sync.to_add:
-            batch = sync.to_add[:PARKINGCAM_ADD_BATCH]
-            return ParkingCamWhitelistCommand(
+            return command, tuple(plates)
+        if work.to_add:
+            batch: list[CameraRow] = self._first(work.to_add.values(), PARKINGCAM_ADD_BATCH)
+            command = ParkingCamWhitelistCommand(
                 body=replies.parkingcam_add_whitelist(
                     [
                         (row.plate, self._local(row.valid_from), self._local(row.valid_until))
@@ -424,7 +548,8 @@ class CameraWhitelistSync(Service):
                 operation=WhitelistOperation.ADD.value,
                 expires_at=expires,
             )
-        return None
+            return command, tuple(batch)
+        return None, ()
 
     def _step_done(
         self, command: CameraCommand, camera: Camera, sync: CameraSync
@@ -433,12 +558,13 @@ class CameraWhitelistSync(Service):
         return command
 
     def _step_finished(self, command: CameraCommand, camera: Camera, sync: CameraSync) -> None:
+        sent = sync.sent
         if sync.pending is command:
-            sync.pending = None
+            sync.pending, sync.sent = None, ()
         # done fires at a final state: delivered (Vzenith rows ride in a
         # reply), completed (ParkingCam confirmed), expired or failed.
         if command.state in (CommandState.DELIVERED, CommandState.COMPLETED):
-            self._applied(command, sync)
+            self._applied(command, sync, sent)
             self._advance(camera, sync)
             return
         # The same rows go again: right away for a command that expired
@@ -462,41 +588,31 @@ class CameraWhitelistSync(Service):
         self._retry.pop(serialno, None)
         self.kick(serialno)
 
-    def _applied(self, command: CameraCommand, sync: CameraSync) -> None:
-        """What the camera now holds after ``command``."""
-        sync.dirty = True
+    def _applied(self, command: CameraCommand, sync: CameraSync, sent: tuple[Any, ...]) -> None:
+        """What the camera now holds after ``command``, which carried ``sent``."""
+        work = sync.work
+        clear = isinstance(command, CameraWhitelistEdit) and sent == ("",)
+        clear = clear or (
+            isinstance(command, ParkingCamWhitelistCommand)
+            and command.operation == WhitelistOperation.DELETE_ALL.value
+        )
+        if clear:
+            work.cleared()
+            sync.unsaved.clear()
+            sync.unsaved_clear = True
+        elif sent and isinstance(sent[0], CameraRow):
+            work.added(sent)
+            for row in sent:
+                sync.unsaved[row.plate] = row
+        else:
+            work.deleted(sent)
+            for plate in sent:
+                sync.unsaved[plate] = None
+        if sync.recomputing:
+            sync.touched.update(row.plate if isinstance(row, CameraRow) else row for row in sent)
         if isinstance(command, CameraWhitelistEdit) and command.operation is not None:
-            operation = command.operation
-            sync.largest_reply = max(sync.largest_reply, len(operation.rows))
-            sync.rows_sent += len(operation.rows)
-            plates = [row.plate for row in operation.rows]
-            if operation.operate == "delete" and plates == [""]:
-                sync.has.clear()
-                sync.known = True
-                sync.generation = -1
-            elif operation.operate == "delete":
-                for plate in plates:
-                    sync.has.pop(plate, None)
-                del sync.to_delete[: len(plates)]
-            else:
-                for row in sync.to_add[: len(plates)]:
-                    sync.has[row.plate] = row
-                del sync.to_add[: len(plates)]
-        elif isinstance(command, ParkingCamWhitelistCommand):
-            if command.operation == WhitelistOperation.DELETE_ALL.value:
-                sync.has.clear()
-                sync.known = True
-                sync.generation = -1
-            elif command.operation == WhitelistOperation.DELETE.value:
-                plates = sync.to_delete[:PARKINGCAM_DELETE_BATCH]
-                for plate in plates:
-                    sync.has.pop(plate, None)
-                del sync.to_delete[: len(plates)]
-            else:
-                batch = sync.to_add[:PARKINGCAM_ADD_BATCH]
-                for row in batch:
-                    sync.has[row.plate] = row
-                del sync.to_add[: len(batch)]
+            sync.largest_reply = max(sync.largest_reply, len(command.operation.rows))
+            sync.rows_sent += len(command.operation.rows)
         now = self._clock.seconds()
         if sync.in_sync or now - sync.last_checkpoint >= CHECKPOINT_SECONDS:
             self._checkpoint(sync)
@@ -505,30 +621,31 @@ class CameraWhitelistSync(Service):
 
     def _checkpoint(self, sync: CameraSync) -> None:
         sync.last_checkpoint = self._clock.seconds()
-        sync.dirty = False
         Deferred.fromCoroutine(self._save(sync)).addErrback(
-            lambda f: log.failure("Saving camera {serialno} whitelist state failed", f, serialno=sync.serialno)
+            lambda f: log.failure(
+                "Saving camera {serialno} whitelist state failed", f, serialno=sync.serialno
+            )
         )
 
     async def _save(self, sync: CameraSync) -> None:
         store = self._store()
-        if store is None:
-            sync.dirty = True
+        if store is None or not (sync.unsaved or sync.unsaved_clear):
             return
-        camera = self._registry.get(sync.serialno)
-        value = json.dumps(
-            {
-                "known": sync.known,
-                "dialect": camera.dialect.value if camera and camera.dialect else None,
-                "rows": {plate: row.to_json() for plate, row in sync.has.items()},
-            },
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        changes, cleared = sync.unsaved, sync.unsaved_clear
+        sync.unsaved, sync.unsaved_clear = {}, False
         try:
-            await store.kv_set(KV_PREFIX + sync.serialno.casefold(), value)
+            await store.save_camera_list(
+                sync.serialno.casefold(),
+                dialect=sync.dialect.value,
+                known=sync.work.known,
+                cleared=cleared,
+                changes=changes,
+            )
         except StoreError as error:
-            sync.dirty = True
+            # Put back what was not saved (newer changes win).
+            changes.update(sync.unsaved)
+            sync.unsaved = changes
+            sync.unsaved_clear = sync.unsaved_clear or cleared
             log.warn(
                 "Camera {serialno} whitelist state not saved: {reason}",
                 serialno=sync.serialno,
@@ -537,8 +654,7 @@ class CameraWhitelistSync(Service):
 
     async def _checkpoint_all(self) -> None:
         for sync in self._cameras.values():
-            if sync.dirty:
-                await self._save(sync)
+            await self._save(sync)
 
     def _local(self, value: datetime | None) -> datetime | None:
         """Camera clocks run on site local time, without a zone."""

@@ -29,7 +29,7 @@ __all__ = [
     "TriggerImageRequest",
     "VoiceRequest",
     "WhitelistOperate",
-    "WhitelistRow",
+    "CameraWhitelistRow",
     "ack_reply",
     "encode_reply",
     "idle_comet_reply",
@@ -239,7 +239,7 @@ class VoiceRequest:
 
 
 @attrs.frozen
-class WhitelistRow:
+class CameraWhitelistRow:
     """One row of the camera's own whitelist (Vzenith ``white_list_data``).
 
     ``blacklist`` is the camera's ``need_alarm``. Without ``enable_time`` and
@@ -277,13 +277,13 @@ class WhitelistRow:
         return {"plate": self.plate}
 
 
-def _rows_tuple(rows: Iterable[WhitelistRow]) -> tuple[WhitelistRow, ...]:
+def _rows_tuple(rows: Iterable[CameraWhitelistRow]) -> tuple[CameraWhitelistRow, ...]:
     return tuple(rows)
 
 
 def _validate_rows(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, tuple) or not all(isinstance(row, WhitelistRow) for row in value):
-        raise TypeError("rows must be a tuple of WhitelistRow")
+    if not isinstance(value, tuple) or not all(isinstance(row, CameraWhitelistRow) for row in value):
+        raise TypeError("rows must be a tuple of CameraWhitelistRow")
     if not 1 <= len(value) <= MAX_WHITELIST_ROWS_PER_REPLY:
         raise ValueError(
             f"a reply carries 1..{MAX_WHITELIST_ROWS_PER_REPLY} whitelist rows, not {len(value)}"
@@ -295,7 +295,7 @@ class WhitelistOperate:
     """Edit the camera's own whitelist (``white_list_operate``): at most 5 rows per reply."""
 
     operate: str = attrs.field(validator=attrs.validators.in_(("add", "delete")))
-    rows: tuple[WhitelistRow, ...] = attrs.field(
+    rows: tuple[CameraWhitelistRow, ...] = attrs.field(
         converter=_rows_tuple, validator=_validate_rows
     )
 

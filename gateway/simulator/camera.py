@@ -49,7 +49,7 @@ from gateway.simulator.firmware import (
     ReplyEffects,
     SnapshotRequest,
     VoiceRequest,
-    WhitelistRow,
+    HeldPlate,
     apply_parkingcam_command,
     apply_whitelist_edit,
     heartbeat_reply_effects,
@@ -141,7 +141,7 @@ class SimulatedCamera:
         self.serial_written: dict[int, bytearray] = {0: bytearray(), 1: bytearray()}
         self.serial_short_items = 0
         self.voices: list[VoiceRequest] = []
-        self.whitelist: dict[str, WhitelistRow] = {row.plate: row for row in config.whitelist}
+        self.whitelist: dict[str, HeldPlate] = {row.plate: row for row in config.whitelist}
         self.whitelist_ignored_rows = 0
         self.pushes: Counter[str] = Counter()
         self.replies: Counter[str] = Counter()

@@ -28,7 +28,7 @@ from gateway.simulator.config import (
     DEFAULT_PATHS,
     fleet_configs,
 )
-from gateway.simulator.firmware import WhitelistRow
+from gateway.simulator.firmware import HeldPlate
 from gateway.simulator.fleet import CameraFleet
 from gateway.simulator.plates import load_plate_file
 from gateway.simulator.report import CameraEvent, format_event, write_report
@@ -310,7 +310,7 @@ def configs_from_args(args: argparse.Namespace, now: float) -> list[CameraConfig
         tls_ca=tls_ca,
         clock_offset=args.clock_offset,
         first_plateid=first_plateid,
-        whitelist=tuple(WhitelistRow(plate) for plate in args.whitelist),
+        whitelist=tuple(HeldPlate(plate) for plate in args.whitelist),
     )
     configs = fleet_configs(
         args.cameras,

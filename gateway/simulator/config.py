@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from gateway.simulator.bodies import BOUNDARY_STYLES, DETAIL_LEVELS
-from gateway.simulator.firmware import WhitelistRow
+from gateway.simulator.firmware import HeldPlate
 from gateway.simulator.http import loopback_bind_address
 
 __all__ = [
@@ -61,7 +61,7 @@ def _byte_strings(values: Iterable[bytes]) -> tuple[bytes, ...]:
     return tuple(values)
 
 
-def _rows(values: Iterable[WhitelistRow]) -> tuple[WhitelistRow, ...]:
+def _rows(values: Iterable[HeldPlate]) -> tuple[HeldPlate, ...]:
     return tuple(values)
 
 
@@ -140,7 +140,7 @@ class CameraConfig:
     first_plateid: int = 1
     start_delay: float = attrs.field(default=0.0, validator=_non_negative)
     parkingcam_queue: int = attrs.field(default=10, validator=_positive)
-    whitelist: tuple[WhitelistRow, ...] = attrs.field(default=(), converter=_rows)
+    whitelist: tuple[HeldPlate, ...] = attrs.field(default=(), converter=_rows)
 
     @property
     def effective_device_name(self) -> str:

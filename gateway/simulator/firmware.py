@@ -40,7 +40,7 @@ __all__ = [
     "WHITELIST_ROWS_PER_REPLY",
     "Whitelist",
     "WhitelistEdit",
-    "WhitelistRow",
+    "HeldPlate",
     "apply_parkingcam_command",
     "apply_whitelist_edit",
     "heartbeat_reply_effects",
@@ -139,7 +139,7 @@ class VoiceRequest:
 
 
 @attrs.frozen
-class WhitelistRow:
+class HeldPlate:
     """One row of the camera's own whitelist.
 
     Times are camera-local; ``None`` means open-ended on that side.
@@ -166,7 +166,7 @@ class WhitelistRow:
 
 
 # The whitelist table, keyed by plate text.
-Whitelist = Mapping[str, WhitelistRow]
+Whitelist = Mapping[str, HeldPlate]
 
 
 @attrs.frozen
@@ -178,7 +178,7 @@ class WhitelistEdit:
     """
 
     operation: str
-    rows: tuple[WhitelistRow, ...] = ()
+    rows: tuple[HeldPlate, ...] = ()
     ignored_rows: int = 0
 
 
@@ -282,7 +282,7 @@ def _whitelist_edit(value: Any, rejected: list[str]) -> WhitelistEdit | None:
         rejected.append("white_list_operate.white_list_data is not an array")
         return None
     honoured, extra = data[:WHITELIST_ROWS_PER_REPLY], len(data) - WHITELIST_ROWS_PER_REPLY
-    rows: list[WhitelistRow] = []
+    rows: list[HeldPlate] = []
     for index, item in enumerate(honoured):
         where = f"white_list_data[{index}]"
         if not isinstance(item, dict) or not isinstance(item.get("plate"), str):
@@ -292,7 +292,7 @@ def _whitelist_edit(value: Any, rejected: list[str]) -> WhitelistEdit | None:
         if operate == 1:
             if plate == "":
                 return WhitelistEdit("delete_all", (), max(0, extra))
-            rows.append(WhitelistRow(plate))
+            rows.append(HeldPlate(plate))
             continue
         try:
             plate.encode("gb2312")
@@ -323,7 +323,7 @@ def _whitelist_edit(value: Any, rejected: list[str]) -> WhitelistEdit | None:
         except ValueError:
             rejected.append(f"{where} time is not YYYY-MM-DD hh:mm:ss")
             continue
-        rows.append(WhitelistRow(plate, enable, need_alarm, start, end))
+        rows.append(HeldPlate(plate, enable, need_alarm, start, end))
     return WhitelistEdit("add" if operate == 0 else "delete", tuple(rows), max(0, extra))
 
 
@@ -492,7 +492,7 @@ def heartbeat_reply_effects(reply: Mapping[str, Any] | None) -> ReplyEffects:
     )
 
 
-def apply_whitelist_edit(table: Whitelist, edit: WhitelistEdit) -> dict[str, WhitelistRow]:
+def apply_whitelist_edit(table: Whitelist, edit: WhitelistEdit) -> dict[str, HeldPlate]:
     """The camera's whitelist after a ``white_list_operate`` (a new table)."""
     result = dict(table)
     if edit.operation == "delete_all":
@@ -518,7 +518,7 @@ def local_open_allowed(table: Whitelist, plate: str, now: datetime) -> bool:
     return True
 
 
-def _parkingcam_row(item: Any) -> WhitelistRow | None:
+def _parkingcam_row(item: Any) -> HeldPlate | None:
     if not isinstance(item, dict) or not isinstance(item.get("carnum"), str) or not item["carnum"]:
         return None
     try:
@@ -528,7 +528,7 @@ def _parkingcam_row(item: Any) -> WhitelistRow | None:
         end = None if not item.get("endtime") else _parse_time(item["endtime"], _PARKINGCAM_TIME)
     except ValueError:
         return None
-    return WhitelistRow(item["carnum"], 1, 0, start, end)
+    return HeldPlate(item["carnum"], 1, 0, start, end)
 
 
 def _parkingcam_time(value: datetime | None) -> str:
@@ -537,7 +537,7 @@ def _parkingcam_time(value: datetime | None) -> str:
 
 def apply_parkingcam_command(
     table: Whitelist, command: ParkingCamCommand, serialno: str
-) -> tuple[dict[str, WhitelistRow], dict[str, Any]]:
+) -> tuple[dict[str, HeldPlate], dict[str, Any]]:
     """Apply a ParkingCam whitelist command; returns the new table and the
     confirmation the camera POSTs back (``Response_AddWhiteList`` etc.).
 

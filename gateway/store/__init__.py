@@ -22,8 +22,9 @@ from gateway.store.records import (
     StoreConfig,
     StoreHealth,
     StoreStats,
-    WhitelistChange,
-    WhitelistRow,
+    CameraListState,
+    PlateRow,
+    PlateRowsWritten,
 )
 from gateway.store.service import RETENTION_INTERVAL, StoreService
 from gateway.store.store import HealthObserver, Store
@@ -51,8 +52,9 @@ __all__ = [
     "StoreService",
     "StoreStats",
     "StoreWriteError",
-    "WhitelistChange",
-    "WhitelistRow",
+    "CameraListState",
+    "PlateRow",
+    "PlateRowsWritten",
     "is_valid_event_id",
     "new_event_id",
     "plate_event_id",

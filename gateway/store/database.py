@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import attrs
 
+from gateway.policy.cameralist import CameraRow
 from gateway.store.images import ImageFiles, fsync_directory
 from gateway.store.records import (
     IMAGE_KINDS,
@@ -34,8 +35,9 @@ from gateway.store.records import (
     StoreConfig,
     StoreHealth,
     StoreStats,
-    WhitelistChange,
-    WhitelistRow,
+    CameraListState,
+    PlateRow,
+    PlateRowsWritten,
 )
 from gateway.store.schema import SchemaTooNewError, migrate
 
@@ -221,9 +223,9 @@ _WHITELIST_COLUMNS = (
 )
 
 
-def _whitelist_from_row(row: Sequence[Any]) -> WhitelistRow:
+def _whitelist_from_row(row: Sequence[Any]) -> PlateRow:
     plate, enabled, blacklist, valid_from, valid_until, lanes, hours, note, source, updated_at = row
-    return WhitelistRow(
+    return PlateRow(
         plate=plate,
         enabled=bool(enabled),
         blacklist=bool(blacklist),
@@ -754,12 +756,12 @@ class Database:
 
     # -- whitelist -----------------------------------------------------------
 
-    def whitelist_entries(self) -> list[WhitelistRow]:
-        sql = f"SELECT {_WHITELIST_COLUMNS} FROM whitelist ORDER BY plate"
+    def whitelist_entries(self) -> list[PlateRow]:
+        sql = f"SELECT {_WHITELIST_COLUMNS} FROM whitelist"
         return self.read(lambda c: [_whitelist_from_row(row) for row in c.execute(sql)])
 
     @staticmethod
-    def _upsert_row(connection: sqlite3.Connection, row: WhitelistRow, now: datetime) -> None:
+    def _upsert_row(connection: sqlite3.Connection, row: PlateRow, now: datetime) -> None:
         connection.execute(
             f"""
             INSERT INTO whitelist ({_WHITELIST_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -784,67 +786,98 @@ class Database:
         )
 
     @staticmethod
-    def _sources(connection: sqlite3.Connection, plates: Iterable[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        plate_list = list(plates)
-        for chunk in _chunks(plate_list):
+    def _existing(connection: sqlite3.Connection, plates: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(plates):
             marks = ", ".join("?" * len(chunk))
-            for plate, source in connection.execute(
-                f"SELECT plate, source FROM whitelist WHERE plate IN ({marks})", tuple(chunk)
-            ):
-                found[plate] = source
+            found.update(
+                plate
+                for (plate,) in connection.execute(
+                    f"SELECT plate FROM whitelist WHERE plate IN ({marks})", tuple(chunk)
+                )
+            )
         return found
 
-    def upsert_whitelist(self, rows: Sequence[WhitelistRow], now: datetime) -> WhitelistChange:
-        def work(connection: sqlite3.Connection) -> WhitelistChange:
-            unique = {row.plate: row for row in rows}
-            existing = self._sources(connection, unique)
+    def write_plates(
+        self, upserts: Sequence[PlateRow], deletes: Sequence[str], now: datetime
+    ) -> PlateRowsWritten:
+        """Insert or replace ``upserts`` by plate and delete ``deletes``, in
+        one transaction (the last row wins for a plate given twice)."""
+
+        def work(connection: sqlite3.Connection) -> PlateRowsWritten:
+            unique = {row.plate: row for row in upserts}
+            existing = self._existing(connection, list(unique))
             for row in unique.values():
                 self._upsert_row(connection, row, now)
-            updated = sum(1 for plate in unique if plate in existing)
-            return WhitelistChange(inserted=len(unique) - updated, updated=updated)
+            deleted = _delete_where_in(connection, "whitelist", "plate", sorted(set(deletes)))
+            updated = len(existing)
+            return PlateRowsWritten(
+                inserted=len(unique) - updated, updated=updated, deleted=deleted
+            )
 
         return self.write(work)
 
-    def delete_whitelist(self, plates: Sequence[str]) -> WhitelistChange:
-        def work(connection: sqlite3.Connection) -> WhitelistChange:
-            deleted = _delete_where_in(connection, "whitelist", "plate", sorted(set(plates)))
-            return WhitelistChange(deleted=deleted)
+    # -- camera lists ----------------------------------------------------------
 
-        return self.write(work)
+    def camera_list(self, camera: str) -> CameraListState | None:
+        def work(connection: sqlite3.Connection) -> CameraListState | None:
+            head = connection.execute(
+                "SELECT dialect, known FROM camera_lists WHERE camera = ?", (camera,)
+            ).fetchone()
+            if head is None:
+                return None
+            rows = {
+                plate: CameraRow(
+                    plate=plate,
+                    blacklist=bool(blacklist),
+                    valid_from=_opt_from_us(valid_from),
+                    valid_until=_opt_from_us(valid_until),
+                )
+                for plate, blacklist, valid_from, valid_until in connection.execute(
+                    "SELECT plate, blacklist, valid_from, valid_until FROM camera_list_rows "
+                    "WHERE camera = ?",
+                    (camera,),
+                )
+            }
+            return CameraListState(camera=camera, dialect=head[0], known=bool(head[1]), rows=rows)
 
-    def replace_whitelist_source(
-        self, source: str, rows: Sequence[WhitelistRow], now: datetime
-    ) -> WhitelistChange:
-        def work(connection: sqlite3.Connection) -> WhitelistChange:
-            unique = {row.plate: attrs.evolve(row, source=source) for row in rows}
-            existing = self._sources(connection, unique)
-            conflicts = sorted(plate for plate, owner in existing.items() if owner != source)
-            keep = [plate for plate in unique if plate not in conflicts]
-            # Remove this source's rows that are not in the new set.
+        return self.read(work)
+
+    def save_camera_list(
+        self,
+        camera: str,
+        dialect: str | None,
+        known: bool,
+        cleared: bool,
+        changes: Mapping[str, CameraRow | None],
+    ) -> None:
+        def work(connection: sqlite3.Connection) -> None:
             connection.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS whitelist_keep (plate TEXT PRIMARY KEY)"
+                "INSERT INTO camera_lists (camera, dialect, known) VALUES (?, ?, ?) "
+                "ON CONFLICT (camera) DO UPDATE SET dialect = excluded.dialect, "
+                "known = excluded.known",
+                (camera, dialect, int(known)),
             )
-            connection.execute("DELETE FROM whitelist_keep")
+            if cleared:
+                connection.execute("DELETE FROM camera_list_rows WHERE camera = ?", (camera,))
+            gone = [plate for plate, row in changes.items() if row is None]
+            for chunk in _chunks(gone):
+                marks = ", ".join("?" * len(chunk))
+                connection.execute(
+                    f"DELETE FROM camera_list_rows WHERE camera = ? AND plate IN ({marks})",
+                    (camera, *chunk),
+                )
             connection.executemany(
-                "INSERT OR IGNORE INTO whitelist_keep VALUES (?)", [(p,) for p in keep]
-            )
-            deleted = connection.execute(
-                "DELETE FROM whitelist WHERE source = ? AND plate NOT IN (SELECT plate FROM whitelist_keep)",
-                (source,),
-            ).rowcount
-            connection.execute("DELETE FROM whitelist_keep")
-            for plate in keep:
-                self._upsert_row(connection, unique[plate], now)
-            updated = sum(1 for plate in keep if plate in existing)
-            return WhitelistChange(
-                inserted=len(keep) - updated,
-                updated=updated,
-                deleted=deleted,
-                conflicts=tuple(conflicts),
+                "INSERT OR REPLACE INTO camera_list_rows "
+                "(camera, plate, blacklist, valid_from, valid_until) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (camera, row.plate, int(row.blacklist), _opt_us(row.valid_from), _opt_us(row.valid_until))
+                    for row in changes.values()
+                    if row is not None
+                ],
             )
 
-        return self.write(work)
+        self.write(work)
 
     # -- outbox --------------------------------------------------------------
 
@@ -1126,6 +1159,11 @@ class Database:
             ]
 
         return self.read(work)
+
+    def forget_cloud_decisions(self, plates: Sequence[str]) -> int:
+        return self.write(
+            lambda c: _delete_where_in(c, "cloud_decisions", "plate", sorted(set(plates)))
+        )
 
     def expire_cloud_decisions(self, now: datetime) -> int:
         return self.write(

@@ -8,6 +8,8 @@ from typing import Any, Iterable, Mapping
 
 import attrs
 
+from gateway.policy.cameralist import CameraRow
+
 __all__ = [
     "CachedCloudDecision",
     "CommitResult",
@@ -22,8 +24,9 @@ __all__ = [
     "StoreConfig",
     "StoreHealth",
     "StoreStats",
-    "WhitelistChange",
-    "WhitelistRow",
+    "CameraListState",
+    "PlateRow",
+    "PlateRowsWritten",
     "IMAGE_KINDS",
 ]
 
@@ -125,7 +128,7 @@ def _str_tuple(values: Iterable[str]) -> tuple[str, ...]:
 
 
 @attrs.frozen
-class WhitelistRow:
+class PlateRow:
     """One row of the gateway's plate list (whitelist and blacklist alike).
 
     ``plate`` is normalised by the caller. ``lanes`` empty means every lane.
@@ -149,17 +152,30 @@ class WhitelistRow:
 
 
 @attrs.frozen
-class WhitelistChange:
-    """What a whitelist write did.
-
-    ``conflicts`` lists plates of a source replacement that are held by a row
-    of another source: those rows were left as they are.
-    """
+class PlateRowsWritten:
+    """What a plate list write did."""
 
     inserted: int = 0
     updated: int = 0
     deleted: int = 0
-    conflicts: tuple[str, ...] = ()
+
+    def __add__(self, other: PlateRowsWritten) -> PlateRowsWritten:
+        return PlateRowsWritten(
+            self.inserted + other.inserted,
+            self.updated + other.updated,
+            self.deleted + other.deleted,
+        )
+
+
+@attrs.frozen
+class CameraListState:
+    """What one camera's own whitelist holds, as last checkpointed.
+    ``known`` False: the camera's list is unknown (it is cleared first)."""
+
+    camera: str
+    dialect: str | None
+    known: bool
+    rows: dict[str, CameraRow] = attrs.field(factory=dict)
 
 
 @attrs.frozen

@@ -120,6 +120,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID
         """,
     ),
+    # 3: what each camera's own whitelist holds, a row per plate, so a
+    # checkpoint writes what changed instead of one large value. The old
+    # whole-list values are dropped: those cameras are synced again from a
+    # cleared list (sending a row a camera holds is harmless).
+    (
+        """
+        CREATE TABLE camera_lists (
+            camera TEXT PRIMARY KEY,
+            dialect TEXT,
+            known INTEGER NOT NULL DEFAULT 0
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE camera_list_rows (
+            camera TEXT NOT NULL,
+            plate TEXT NOT NULL,
+            blacklist INTEGER NOT NULL DEFAULT 0,
+            valid_from INTEGER,
+            valid_until INTEGER,
+            PRIMARY KEY (camera, plate)
+        ) WITHOUT ROWID
+        """,
+        "DELETE FROM kv WHERE key LIKE 'camera_whitelist:%'",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

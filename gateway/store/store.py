@@ -13,7 +13,7 @@ import queue
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar, cast
+from typing import Any, Callable, Mapping, Sequence, TypeVar, cast
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -21,6 +21,7 @@ from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from gateway.policy.cameralist import CameraRow
 from gateway.store.database import (
     Database,
     EventWrite,
@@ -43,8 +44,9 @@ from gateway.store.records import (
     StoreConfig,
     StoreHealth,
     StoreStats,
-    WhitelistChange,
-    WhitelistRow,
+    CameraListState,
+    PlateRow,
+    PlateRowsWritten,
 )
 from gateway.store.schema import SCHEMA_VERSION
 
@@ -57,6 +59,8 @@ T = TypeVar("T")
 # Events per group-commit transaction: bounds the latency one transaction adds
 # to the events queued behind it (images are written inside the batch).
 MAX_BATCH = 64
+# Plate list rows written per transaction (see Store.write_plates).
+PLATE_WRITE_CHUNK = 2000
 
 
 HealthObserver = Callable[[StoreHealth], None]
@@ -488,35 +492,57 @@ class Store:
 
     # -- whitelist -------------------------------------------------------------
 
-    async def whitelist_entries(self) -> list[WhitelistRow]:
-        """Every whitelist/blacklist row, by plate."""
+    async def whitelist_entries(self) -> list[PlateRow]:
+        """Every whitelist/blacklist row (in no particular order)."""
         return await self._read(self._db.whitelist_entries)
 
-    async def upsert_whitelist(self, rows: Sequence[WhitelistRow]) -> WhitelistChange:
-        """Insert or replace rows by plate, in one transaction (the last row wins
-        for a plate given twice). ``updated_at`` left None is set to now."""
-        rows = list(rows)
+    async def write_plates(
+        self, upserts: Sequence[PlateRow] = (), deletes: Sequence[str] = ()
+    ) -> PlateRowsWritten:
+        """Insert or replace ``upserts`` by plate and delete ``deletes``.
+
+        A large change is written in transactions of
+        :data:`PLATE_WRITE_CHUNK` rows, so the event commits of cameras
+        pushing meanwhile wait for one chunk at most, never for the whole
+        list. A failure part-way leaves the chunks before it written: the
+        caller (the plate list) applies a change to memory only once it is
+        stored, and its sources (the CSV file, the cloud feed's cursor) give
+        the change again. ``updated_at`` left None is set to now."""
+        upserts, deletes = list(upserts), list(deletes)
         now = _now(self._clock)
-        return await self._write(lambda: self._db.upsert_whitelist(rows, now))
+        written = PlateRowsWritten()
+        for start in range(0, max(len(upserts), 1), PLATE_WRITE_CHUNK):
+            chunk = upserts[start : start + PLATE_WRITE_CHUNK]
+            if chunk:
+                written += await self._write(lambda: self._db.write_plates(chunk, (), now))
+        for start in range(0, len(deletes), PLATE_WRITE_CHUNK):
+            gone = deletes[start : start + PLATE_WRITE_CHUNK]
+            written += await self._write(lambda: self._db.write_plates((), gone, now))
+        return written
 
-    async def delete_whitelist(self, plates: Sequence[str]) -> WhitelistChange:
-        """Delete rows by plate, whatever their source."""
-        plates = list(plates)
-        return await self._write(lambda: self._db.delete_whitelist(plates))
+    # -- camera lists ----------------------------------------------------------
 
-    async def replace_whitelist_source(
-        self, source: str, rows: Sequence[WhitelistRow]
-    ) -> WhitelistChange:
-        """Make ``rows`` the complete set of rows of ``source`` (e.g. a CSV
-        re-import), in one transaction.
+    async def camera_list(self, camera: str) -> CameraListState | None:
+        """What the camera ``camera`` (a case-folded serial number) holds, as
+        last saved, or None for a camera never synced."""
+        return await self._read(lambda: self._db.camera_list(camera))
 
-        Rows of ``source`` not in ``rows`` are deleted; every row is stored
-        with ``source``. Rows of other sources are not touched: a plate held
-        by another source is left as it is and reported in ``conflicts``.
-        """
-        rows = list(rows)
-        now = _now(self._clock)
-        return await self._write(lambda: self._db.replace_whitelist_source(source, rows, now))
+    async def save_camera_list(
+        self,
+        camera: str,
+        *,
+        dialect: str | None,
+        known: bool,
+        cleared: bool,
+        changes: Mapping[str, CameraRow | None],
+    ) -> None:
+        """Record what changed in a camera's list since the last save: with
+        ``cleared`` every saved row goes first; ``changes`` maps a plate to the
+        row the camera now holds (None: it holds none)."""
+        changes = dict(changes)
+        await self._write(
+            lambda: self._db.save_camera_list(camera, dialect, known, cleared, changes)
+        )
 
     # -- outbox ----------------------------------------------------------------
 
@@ -616,6 +642,11 @@ class Store:
     async def cloud_decisions(self, now: datetime) -> list[CachedCloudDecision]:
         """The cached cloud decisions still valid at ``now`` (``cache_until`` after it)."""
         return await self._read(lambda: self._db.cloud_decisions(now))
+
+    async def forget_cloud_decisions(self, plates: Sequence[str]) -> int:
+        """Drop every cached cloud decision (any lane) for these plates."""
+        plates = list(plates)
+        return await self._write(lambda: self._db.forget_cloud_decisions(plates))
 
     async def expire_cloud_decisions(self, now: datetime) -> int:
         """Delete cached cloud decisions no longer valid at ``now``; return how many."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import attrs
 from twisted.application.service import Service
@@ -16,12 +16,13 @@ from twisted.logger import Logger
 from gateway.policy.decision import CLOUD, Decision
 from gateway.policy.plates import normalise_plate
 from gateway.store import CachedCloudDecision, Store, StoreError, StoreService
-from gateway.upstream.events import decide_body, parse_time
+from gateway.store import EventRecord
+from gateway.upstream.events import decide_body, event_json, parse_time
 from gateway.upstream.http import UpstreamClient, Verdict
 from gateway.upstream.link import Link, LinkFailure, LinkState
 from gateway.upstream.settings import UpstreamConfig
 
-__all__ = ["CloudDecider", "CloudDecision", "parse_decision"]
+__all__ = ["CloudDecider", "CloudDecision", "CloudGate", "parse_decision"]
 
 log = Logger()
 
@@ -295,6 +296,17 @@ class CloudDecider(Service):
             self._writes.add(done)
             done.addBoth(lambda result: self._writes.discard(done))
 
+    def forget(self, plates: Iterable[str]) -> None:
+        """The local list changed for ``plates``: their cached decisions (on
+        every lane) end now, in memory at once and in the store soon after."""
+        gone = {normalise_plate(plate) for plate in plates}
+        if not gone:
+            return
+        for key in [key for key in self._cache if key[0] in gone]:
+            del self._cache[key]
+        plates_list = sorted(gone)
+        self._store_later(lambda store: store.forget_cloud_decisions(plates_list))
+
     async def expire(self) -> int:
         """Forget cached decisions that are no longer valid (memory and store)."""
         now = self._now()
@@ -308,3 +320,16 @@ class CloudDecider(Service):
 
     def __len__(self) -> int:
         return len(self._cache)
+
+
+@attrs.frozen
+class CloudGate:
+    """The cloud as the gate asks it (:class:`gateway.gate.CloudSeam`)."""
+
+    decider: CloudDecider
+
+    async def decide(self, record: EventRecord, deadline: float) -> CloudDecision | None:
+        return await self.decider.decide(event_json(record), deadline=deadline)
+
+    def forget(self, plates: Iterable[str]) -> None:
+        self.decider.forget(plates)

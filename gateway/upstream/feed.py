@@ -15,8 +15,9 @@ from typing import Any, Mapping
 
 import attrs
 
+from gateway.policy.codec import EntryCodec, EntryError
 from gateway.policy.plates import is_no_plate, normalise_plate
-from gateway.policy.whitelist import WhitelistEntry, parse_hours
+from gateway.policy.whitelist import WhitelistEntry
 from gateway.upstream.events import parse_time
 
 __all__ = [
@@ -26,7 +27,6 @@ __all__ = [
     "SyncPage",
     "WhitelistUpdate",
     "command_from_json",
-    "entry_from_json",
     "parse_sync_page",
 ]
 
@@ -108,15 +108,6 @@ class SyncPage:
     rejected_commands: tuple[RejectedCommand, ...] = ()
 
 
-def _bool(entry: Mapping[str, Any], name: str, default: bool) -> bool:
-    value = entry.get(name, default)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise ValueError(f'"{name}" must be true or false, not {value!r}')
-    return value
-
-
 def _text(entry: Mapping[str, Any], name: str) -> str:
     value = entry.get(name)
     if value is None:
@@ -124,33 +115,6 @@ def _text(entry: Mapping[str, Any], name: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f'"{name}" must be a string, not {value!r}')
     return value
-
-
-def entry_from_json(entry: Any) -> WhitelistEntry:
-    """One plate list entry of the feed (source ``cloud``). Raises
-    ``ValueError`` with the reason."""
-    if not isinstance(entry, dict):
-        raise ValueError(f"an entry must be a JSON object, not {entry!r}")
-    plate = entry.get("plate")
-    if not isinstance(plate, str) or is_no_plate(plate):
-        raise ValueError(f'"plate" must be a plate, not {plate!r}')
-    lanes = entry.get("lanes")
-    if lanes is None:
-        lanes = []
-    if not isinstance(lanes, list) or not all(isinstance(lane, str) for lane in lanes):
-        raise ValueError(f'"lanes" must be a list of lane names, not {lanes!r}')
-    hours = _text(entry, "hours")
-    return WhitelistEntry(
-        plate=plate,
-        enabled=_bool(entry, "enabled", True),
-        blacklist=_bool(entry, "blacklist", False),
-        valid_from=parse_time(entry.get("valid_from"), '"valid_from"'),
-        valid_until=parse_time(entry.get("valid_until"), '"valid_until"'),
-        hours=parse_hours(hours) if hours else (),
-        lanes=frozenset(lanes),
-        note=_text(entry, "note"),
-        source="cloud",
-    )
 
 
 def _channel(command: Mapping[str, Any]) -> int | None:
@@ -211,7 +175,7 @@ def _describe_entry(index: int, entry: Any) -> str:
     return f"entry {index}" + (f" ({plate})" if isinstance(plate, str) else "")
 
 
-def _whitelist(part: Any) -> WhitelistUpdate:
+def _whitelist(part: Any, codec: EntryCodec) -> WhitelistUpdate:
     if part is None:
         return WhitelistUpdate()
     if not isinstance(part, dict):
@@ -227,8 +191,8 @@ def _whitelist(part: Any) -> WhitelistUpdate:
     rejected: list[str] = []
     for index, item in enumerate(upserts):
         try:
-            entries.append(entry_from_json(item))
-        except ValueError as error:
+            entries.append(codec.from_json(item, "cloud"))
+        except EntryError as error:
             rejected.append(f"upsert {_describe_entry(index, item)}: {error}")
     plates: list[str] = []
     for index, plate in enumerate(deletes):
@@ -246,9 +210,12 @@ def _read_or_none(command: Any, name: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def parse_sync_page(body: bytes) -> SyncPage:
+def parse_sync_page(body: bytes, codec: EntryCodec) -> SyncPage:
     """A ``GET /sync`` answer. Raises ``ValueError`` when the page as a whole
-    is unusable; bad entries and commands are listed in the page instead."""
+    is unusable; bad entries and commands are listed in the page instead.
+    Entries are read by ``codec``, with the same checks as the admin API and
+    the CSV file (lanes must be configured ones). A page of thousands of
+    entries costs tens of milliseconds: call this off the reactor."""
     try:
         page = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -261,7 +228,7 @@ def parse_sync_page(body: bytes) -> SyncPage:
     more = page.get("more", False)
     if not isinstance(more, bool):
         raise ValueError('"more" must be true or false')
-    whitelist = _whitelist(page.get("whitelist"))
+    whitelist = _whitelist(page.get("whitelist"), codec)
     raw_commands = page.get("commands") or []
     if not isinstance(raw_commands, list):
         raise ValueError('"commands" must be a list')

@@ -11,9 +11,11 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.web.iweb import IPolicyForHTTPS
 
+from gateway.policy.codec import EntryCodec
 from gateway.store import OutboxTrim, StoreError, StoreService, StoreWriteError
 from gateway.upstream.decisions import CloudDecider
 from gateway.upstream.events import command_result_record
@@ -21,7 +23,7 @@ from gateway.upstream.http import UpstreamClient
 from gateway.upstream.link import Link, LinkStatus
 from gateway.upstream.outbox import OutboxDrainer
 from gateway.upstream.settings import UpstreamConfig
-from gateway.upstream.sync import CommandSink, SyncFeed, WhitelistSink
+from gateway.upstream.sync import CommandSink, InThread, SyncFeed, WhitelistSink
 
 __all__ = ["HOUSEKEEPING_SECONDS", "UpstreamService", "UpstreamStatus"]
 
@@ -76,7 +78,9 @@ class UpstreamService(MultiService):
         *,
         whitelist: WhitelistSink,
         commands: CommandSink,
+        codec: EntryCodec,
         clock: IReactorTime | None = None,
+        in_thread: InThread | None = None,
         random: Callable[[], float] | None = None,
         tls: IPolicyForHTTPS | None = None,
     ) -> None:
@@ -93,9 +97,17 @@ class UpstreamService(MultiService):
         )
         self.decider = CloudDecider(**shared)
         self.drainer = OutboxDrainer(random=draw, **shared)
+        if in_thread is None:
+            pool = reactor.getThreadPool()
+
+            def in_thread(work: Callable[[], Any]) -> Deferred[Any]:
+                return deferToThreadPool(reactor, pool, work)
+
         self.sync = SyncFeed(
             random=draw,
             whitelist=whitelist,
+            codec=codec,
+            in_thread=in_thread,
             commands=commands,
             on_event=self.notify_new_event,
             **shared,

@@ -14,9 +14,11 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from gateway.policy.codec import EntryCodec
 from gateway.policy.whitelist import WhitelistEntry
 from gateway.store import Store, StoreService, StoreWriteError
 from gateway.upstream.channel import LinkChannel
@@ -43,13 +45,17 @@ MAX_PAGES_PER_PASS = 50  # "more" pages fetched back to back before yielding
 REMEMBERED_COMMANDS = 4096
 
 
+#: Runs a function off the reactor thread and gives its result.
+InThread = Callable[[Callable[[], Any]], "Deferred[Any]"]
+
+
 class WhitelistSink(Protocol):
     """Where the feed's plate list changes go (the site plate list)."""
 
-    async def upsert(self, entries: Sequence[WhitelistEntry]) -> None:
+    async def upsert(self, entries: Sequence[WhitelistEntry]) -> object:
         """Add or change entries (source ``cloud``)."""
 
-    async def delete(self, plates: Sequence[str]) -> None:
+    async def delete(self, plates: Sequence[str]) -> object:
         """Remove these (normalised) plates."""
 
     async def replace_cloud(self, entries: Sequence[WhitelistEntry]) -> object:
@@ -108,6 +114,8 @@ class SyncFeed(LinkChannel):
         random: Callable[[], float],
         whitelist: WhitelistSink,
         commands: CommandSink,
+        codec: EntryCodec,
+        in_thread: InThread,
         on_event: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(
@@ -115,6 +123,8 @@ class SyncFeed(LinkChannel):
         )
         self._whitelist = whitelist
         self._commands = commands
+        self._codec = codec
+        self._in_thread = in_thread
         self._on_event = on_event
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.cursor: str | None = None
@@ -158,8 +168,11 @@ class SyncFeed(LinkChannel):
         )
         if response.verdict is not Verdict.ACCEPTED:
             raise response.failure(self._now(), "GET /sync")
+        body, codec = response.body, self._codec
         try:
-            return parse_sync_page(response.body)
+            # A page may hold the whole list: decoded off the reactor.
+            page: SyncPage = await self._in_thread(lambda: parse_sync_page(body, codec))
+            return page
         except ValueError as error:
             raise LinkFailure(FailureKind.SERVER, f"GET /sync: unusable answer: {error}") from None
 

@@ -780,6 +780,14 @@
           ? t("lane.sync_in_sync", { plates: sync.plates })
           : t("lane.sync_pending", { plates: sync.plates, adds: sync.pending_adds, deletes: sync.pending_deletes }),
       }));
+      if (sync.partial) {
+        // The camera's own list is smaller than the lane's part of the site list.
+        foot.push(h("span", {
+          class: "sync-partial",
+          "data-role": "sync-partial",
+          text: t("lane.sync_partial", { capacity: sync.capacity, lane_plates: sync.lane_plates }),
+        }));
+      }
     }
 
     return h("article", { class: classes.join(" "), dataset: { key, camera: camera.serialno } },
