@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, Mapping, NoReturn
+from typing import Any, Mapping, NoReturn
 from zoneinfo import ZoneInfo
 
 import attrs
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IProtocolFactory, IReactorTime
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
@@ -47,7 +45,9 @@ from gateway.config import (
     SerialPortConfig,
     load_config,
 )
+from gateway.background import BackgroundWork
 from gateway.gate import Gate
+from gateway.heap import HeapSweep, share_the_lock
 from gateway.policy.codec import EntryCodec
 from gateway.store import StoreConfig, StoreService
 from gateway.upstream.decisions import CloudGate
@@ -134,6 +134,7 @@ class GatewayService(MultiService):
             version=__version__,
             summary=self.config.summary(),
         )
+        share_the_lock()
         super().startService()
 
     def stopService(self) -> Any:
@@ -229,11 +230,9 @@ def build_service(
         ),
     )
     codec = EntryCodec(tz=tz, lanes=config.lane_names)
-    pool = reactor.getThreadPool()
-
-    def in_thread(work: Callable[[], Any]) -> Deferred[Any]:
-        return deferToThreadPool(reactor, pool, work)
-
+    # The plate list's bulk work (files, index builds, camera recomputes,
+    # sync pages) runs in a low-priority thread of its own.
+    in_thread = BackgroundWork(reactor)
     plate_list = PlateList(
         reactor,
         store,
@@ -353,6 +352,7 @@ def build_service(
     root.control = control
     root.bus = bus
     store.setServiceParent(root)
+    in_thread.setServiceParent(root)
     plate_list.setServiceParent(root)
     # Ports before the displays and the bridge that write to them (services
     # stop in reverse order).
@@ -377,6 +377,7 @@ def build_service(
     )
     camera_sync.setServiceParent(root)
     root.camera_sync = camera_sync
+    HeapSweep(clock, tz).setServiceParent(root)
     plate_list.on_change(camera_sync.list_changed)
     camera_server.whitelist_result_listeners.append(camera_sync.whitelist_result)
 

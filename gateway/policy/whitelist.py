@@ -273,8 +273,20 @@ def _to_windows(windows: Iterable[WeeklyWindow]) -> tuple[WeeklyWindow, ...]:
     return tuple(windows)
 
 
+# Entries share their lane sets: a site has a handful of distinct ones, and
+# each set is one more object the garbage collector walks per entry.
+_LANE_SETS: dict[frozenset[str], frozenset[str]] = {}
+_MAX_LANE_SETS = 4096
+
+
 def _to_lanes(lanes: Iterable[str]) -> frozenset[str]:
-    return frozenset(lanes)
+    value = frozenset(lanes)
+    shared = _LANE_SETS.get(value)
+    if shared is not None:
+        return shared
+    if len(_LANE_SETS) < _MAX_LANE_SETS:
+        _LANE_SETS[value] = value
+    return value
 
 
 def _to_utc(value: datetime | None) -> datetime | None:
@@ -381,6 +393,8 @@ class PlateListChange:
 
     upserts: tuple[WhitelistEntry, ...] = ()
     deletes: tuple[str, ...] = ()
+    #: The entries the change replaced or removed, by plate.
+    previous: Mapping[str, WhitelistEntry] = attrs.field(factory=dict, eq=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.upserts) + len(self.deletes)
