@@ -27,6 +27,7 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from gateway.heap import bulk
 from gateway.policy.codec import EntryCodec
 from gateway.policy.csvformat import CsvImport, parse_whitelist_csv
 from gateway.policy.decision import Decision, PlateQuery
@@ -158,8 +159,12 @@ def _diff_source(
         for plate, held in current.items()
         if held.source == source and plate not in wanted
     ]
+    previous = {plate: current[plate] for plate in deletes}
+    previous.update(
+        (entry.plate, current[entry.plate]) for entry in upserts if entry.plate in current
+    )
     return _Diff(
-        change=PlateListChange(upserts=tuple(upserts), deletes=tuple(deletes)),
+        change=PlateListChange(upserts=tuple(upserts), deletes=tuple(deletes), previous=previous),
         rows=tuple(entry_to_row(entry) for entry in upserts),
         conflicts=tuple(sorted(conflicts)),
     )
@@ -178,8 +183,13 @@ def _diff_edit(
     gone = sorted(
         {plate for plate in deletes if listed(plate) is not None and plate not in changed}
     )
+    previous = {
+        plate: held
+        for plate in [*gone, *(entry.plate for entry in kept)]
+        if (held := listed(plate)) is not None
+    }
     return _Diff(
-        change=PlateListChange(upserts=tuple(kept), deletes=tuple(gone)),
+        change=PlateListChange(upserts=tuple(kept), deletes=tuple(gone), previous=previous),
         rows=tuple(entry_to_row(entry) for entry in kept),
     )
 
@@ -350,7 +360,8 @@ class PlateList(Service):
                 unknown |= missing
             return WhitelistIndex.from_entries(entries, max_distance=distance), broken, unknown
 
-        index, broken, unknown = await self._in_thread(build)
+        with bulk("the plate list loaded"):
+            index, broken, unknown = await self._in_thread(build)
         for problem in broken:
             log.warn("Stored plate list row skipped: {problem}", problem=problem)
         if unknown:
@@ -381,29 +392,33 @@ class PlateList(Service):
         change = diff.change
         if not change:
             return PlateRowsWritten()
-        written = await self._store(diff)
         if len(change) <= IN_PLACE_LIMIT:
+            written = await self._store(diff)
             index = self.policy.index
             for entry in change.upserts:
                 index.upsert(entry)
             for plate in change.deletes:
                 index.remove(plate)
-        else:
-            current, distance = self.policy.index, self._max_distance
+            self._changed(change)
+            return written
+        current, distance = self.policy.index, self._max_distance
 
+        def rebuild(listed: Sequence[WhitelistEntry]) -> WhitelistIndex:
+            entries = {entry.plate: entry for entry in listed}
+            for plate in change.deletes:
+                entries.pop(plate, None)
+            for entry in change.upserts:
+                entries[entry.plate] = entry
+            return WhitelistIndex.from_entries(entries.values(), max_distance=distance)
+
+        # Storing, rebuilding and the followers' recomputes make hundreds of
+        # thousands of long-lived objects: full collections wait for them.
+        with bulk("a large plate list change"):
+            written = await self._store(diff)
             listed = current.snapshot()
-
-            def rebuild() -> WhitelistIndex:
-                entries = {entry.plate: entry for entry in listed}
-                for plate in change.deletes:
-                    entries.pop(plate, None)
-                for entry in change.upserts:
-                    entries[entry.plate] = entry
-                return WhitelistIndex.from_entries(entries.values(), max_distance=distance)
-
-            index = await self._in_thread(rebuild)
+            index = await self._in_thread(lambda: rebuild(listed))
             self.policy = WhitelistPolicy(index, **self._policy_args)
-        self._changed(change)
+            self._changed(change)
         return written
 
     async def upsert(self, entries: Iterable[WhitelistEntry]) -> PlateListChange:
@@ -442,7 +457,10 @@ class PlateList(Service):
 
         async def work() -> PlateListChange:
             listed = self.policy.index.snapshot()
-            diff: _Diff = await self._in_thread(lambda: _diff_source(listed, CLOUD_SOURCE, batch))
+            with bulk("a cloud list compared"):
+                diff: _Diff = await self._in_thread(
+                    lambda: _diff_source(listed, CLOUD_SOURCE, batch)
+                )
             if diff.conflicts:
                 log.warn(
                     "{count} plates from the cloud are also set locally (CSV or admin page); "
@@ -493,7 +511,8 @@ class PlateList(Service):
             )
 
         try:
-            stamp, result, diff = await self._in_thread(read)
+            with bulk("the CSV file read"):
+                stamp, result, diff = await self._in_thread(read)
         except OSError as error:
             log.error(
                 "Cannot read the plate list {path}: {reason}", path=path, reason=error.strerror

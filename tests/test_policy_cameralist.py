@@ -5,18 +5,23 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from unittest import mock
+
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.policy import cameralist
 from gateway.policy.cameralist import (
     HOURS_SKIP,
     CameraListRules,
     CameraListWork,
     CameraRow,
     DesiredList,
+    RowChange,
     camera_can_hold,
     camera_row,
     desired_rows,
+    row_change,
 )
 from gateway.policy.whitelist import WhitelistEntry, parse_hours
 
@@ -63,26 +68,81 @@ def test_the_order_plates_go_in_when_the_list_is_cut() -> None:
     assert order == ["京L00001", "京A00000", "京A00003", "京A00002", "京A00001", "京X00001"]
 
 
+def moved_to(row: CameraRow | None, was: bool = True) -> RowChange:
+    return RowChange(None if row is None else ((False, True, True, 0.0, row.plate), row), was)
+
+
 def test_a_changed_row_is_deleted_first_where_adds_do_not_replace() -> None:
     held = {"京A00001": CameraRow("京A00001")}
     changed = CameraRow("京A00001", valid_until=datetime(2030, 1, 1, tzinfo=UTC))
     for replace_on_change, deletes in ((False, []), (True, ["京A00001"])):
         work = CameraListWork(has=dict(held), known=True, replace_on_change=replace_on_change)
-        assert work.apply({"京A00001": changed}, capacity=None)
+        assert work.apply({"京A00001": moved_to(changed)})
         assert (list(work.to_delete), list(work.to_add.values())) == (deletes, [changed])
         work.deleted(list(work.to_delete))
         work.added([changed])
         assert work.done and work.has == {"京A00001": changed}
 
 
-def test_a_change_that_would_overflow_the_capacity_asks_for_a_recompute() -> None:
+@given(
+    listed=st.dictionaries(
+        st.integers(0, 40).map(lambda n: f"京A{n:05d}"),
+        st.tuples(st.booleans(), st.integers(0, 5)),
+        max_size=30,
+    ),
+    edits=st.lists(
+        st.tuples(
+            st.integers(0, 40).map(lambda n: f"京A{n:05d}"),
+            st.one_of(st.none(), st.tuples(st.booleans(), st.integers(0, 5))),
+        ),
+        max_size=25,
+    ),
+    capacity=st.integers(1, 12),
+    reserve=st.integers(1, 4),
+)
+def test_a_cut_kept_by_edits_equals_the_cut_recomputed(
+    listed: dict[str, tuple[bool, int]],
+    edits: list[tuple[str, tuple[bool, int] | None]],
+    capacity: int,
+    reserve: int,
+) -> None:
+    """Edits moving plates across a camera's capacity choose what a full
+    recompute chooses, or ask for one (a small reserve runs dry often)."""
+    with mock.patch.object(cameralist, "RESERVE", reserve):
+        _edit_a_cut(listed, edits, capacity)
+
+
+def _edit_a_cut(
+    listed: dict[str, tuple[bool, int]],
+    edits: list[tuple[str, tuple[bool, int] | None]],
+    capacity: int,
+) -> None:
+
+    def entry(plate: str, lane_only: bool, years: int) -> WhitelistEntry:
+        return WhitelistEntry(
+            plate,
+            lanes=frozenset({"Entrance"}) if lane_only else frozenset(),
+            valid_until=datetime(2027 + years, 1, 1, tzinfo=UTC) if years else None,
+        )
+
+    rules = CameraListRules(lane="Entrance", capacity=capacity)
+    entries = {plate: entry(plate, *spec) for plate, spec in listed.items()}
     work = CameraListWork(known=True)
-    work.replace(desired_rows([WhitelistEntry("京A00001")], CameraListRules(lane=None, capacity=1), NOW))
-    assert not work.apply({"京A00002": CameraRow("京A00002")}, capacity=1)
-    assert list(work.to_add) == ["京A00001"]  # unchanged
-    # Replacing a held plate by another keeps the size: fine.
-    assert work.apply({"京A00001": None, "京A00002": CameraRow("京A00002")}, capacity=1)
-    assert list(work.to_add) == ["京A00002"]
+    work.replace(desired_rows(entries.values(), rules, NOW))
+    work.added(list(work.to_add.values()))
+    for plate, spec in edits:
+        previous = entries.pop(plate, None)
+        new = entry(plate, *spec) if spec is not None else None
+        if new is not None:
+            entries[plate] = new
+        step, _ = row_change(new, previous, rules, NOW)
+        if not work.apply({plate: step}):
+            work.replace(desired_rows(entries.values(), rules, NOW))
+        work.deleted(list(work.to_delete))
+        work.added(list(work.to_add.values()))
+        expected = desired_rows(entries.values(), rules, NOW)
+        assert work.has == expected.rows
+        assert (work.size, work.wanted) == (len(expected.rows), expected.wanted)
 
 
 plates = st.sampled_from([f"京A{n:05d}" for n in range(8)])
@@ -111,7 +171,7 @@ def test_changes_applied_one_by_one_equal_a_recompute(
             plate: None if row is None else CameraRow(plate, row.blacklist)
             for plate, row in change.items()
         }
-        assert work.apply(fixed, capacity=None)
+        assert work.apply({plate: moved_to(row) for plate, row in fixed.items()})
         for plate, row in fixed.items():
             if row is None:
                 wanted.pop(plate, None)

@@ -324,3 +324,24 @@ def test_round_trip(listed: list[WhitelistEntry], tz: ZoneInfo) -> None:
     assert result.errors == ()
     assert list(result.entries) == listed
     assert parse_whitelist_csv(text.encode("utf-8-sig"), codec(tz)).entries == result.entries
+
+
+@pytest.mark.parametrize("piece", [1, 2, 3, 7, 64 * 1024])
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-8", "gb18030"])
+def test_a_file_is_decoded_piece_by_piece_whatever_the_piece_size(
+    piece: int, encoding: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large files are decoded a piece at a time (so the reading thread lets
+    the event loop in); a character or a line end cut between two pieces
+    reads as if whole."""
+    import gateway.policy.csvformat as csvformat
+
+    monkeypatch.setattr(csvformat, "_PIECE", piece)
+    text = 'plate,note\r\n京A12345,"粤 a\r\nb"\r\n京A22222,x\r京A33333,\n'
+    result = parse_whitelist_csv(text.encode(encoding), codec(SITE))
+    assert result.errors == ()
+    assert [(e.plate, e.note) for e in result.entries] == [
+        ("京A12345", "粤 a\r\nb"),
+        ("京A22222", "x"),
+        ("京A33333", ""),
+    ]

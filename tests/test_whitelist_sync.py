@@ -17,6 +17,7 @@ from twisted.trial.unittest import TestCase
 from gateway.camera.registry import Camera, CameraRegistry
 from gateway.camera.whitelist_sync import (
     EXPIRY_PASS_SECONDS,
+    ROWS_PER_TURN,
     TICK_SECONDS,
     CameraWhitelistSync,
     LaneListSettings,
@@ -283,6 +284,29 @@ class VzenithTests(SyncTestCase):
         self.vzenith_polls(held)
         self.assertEqual(set(held), set(self.site.entries))
 
+    def test_a_change_goes_into_the_cameras_a_few_hundred_rows_a_turn(self) -> None:
+        held: dict[str, dict[str, Any]] = {}
+        self.camera(VZENITH, Dialect.VZENITH)
+        self.vzenith_polls(held)
+        recomputes = self.off_reactor
+        count = ROWS_PER_TURN * 3
+        change = self.site.change(upserts=[WhitelistEntry(f"京B{n:05d}") for n in range(count)])
+        self.sync.list_changed(change)
+        state = self.sync.state(VZENITH)
+        assert state is not None
+        # This turn of the event loop took one slice; the rest waits for the
+        # next turns (cameras are served in between).
+        self.assertEqual(len(state.work.to_add), ROWS_PER_TURN)
+        self.assertEqual(
+            [call.getTime() for call in self.clock.getDelayedCalls()].count(self.clock.seconds()),
+            1,
+        )
+        self.clock.advance(0)
+        self.assertEqual(len(state.work.to_add), count)
+        self.assertEqual(self.off_reactor, recomputes)
+        self.vzenith_polls(held)
+        self.assertEqual(set(held), set(self.site.entries))
+
     def test_a_large_change_is_recomputed_off_the_reactor(self) -> None:
         for number in range(10):
             self.site.add(f"京A{number:05d}")
@@ -425,3 +449,4 @@ class ParkingCamTests(SyncTestCase):
         again = self.registry.take_whole_reply(camera)
         assert again is not None
         self.assertIn(b"deleteWhiteListAll", again.whole_reply() or b"")
+

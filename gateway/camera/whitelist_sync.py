@@ -25,15 +25,16 @@ While rows are pending, a comet-polling camera's polls are answered at once
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone, tzinfo
 from typing import Any, Callable, Protocol
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
 from gateway.camera.commands import (
@@ -43,13 +44,15 @@ from gateway.camera.commands import (
     ParkingCamWhitelistCommand,
 )
 from gateway.camera.registry import Camera, CameraRegistry
+from gateway.heap import bulk
 from gateway.policy.cameralist import (
     CameraListRules,
     CameraListWork,
     CameraRow,
     DesiredList,
-    camera_row,
-    desired_rows,
+    RowChange,
+    desired_lists,
+    row_change,
 )
 from gateway.policy.whitelist import PlateListChange, WhitelistEntry
 from gateway.protocol import replies
@@ -76,6 +79,9 @@ EXPIRY_PASS_SECONDS = 3600.0
 # A change larger than this is not applied row by row on the reactor: each
 # camera's work is recomputed off it instead.
 INCREMENTAL_LIMIT = 2000
+# Rows of changes applied to cameras' work in one turn of the event loop
+# (a few milliseconds); more wait for the next turn, after the cameras.
+ROWS_PER_TURN = 500
 
 InThread = Callable[[Callable[[], Any]], "Deferred[Any]"]
 
@@ -106,6 +112,15 @@ class LaneListSettings:
 
 
 @attrs.define(eq=False)
+class _Incoming:
+    """A change of the list on its way into one camera's work."""
+
+    items: list[tuple[str, WhitelistEntry | None]]  # plate -> its entry now (None: gone)
+    previous: Mapping[str, WhitelistEntry]
+    done: int = 0
+
+
+@attrs.define(eq=False)
 class CameraSync:
     """What one camera holds, and what is on its way to it."""
 
@@ -122,17 +137,20 @@ class CameraSync:
     # A full recompute is on its way (no command goes out meanwhile), or due.
     recomputing: bool = False
     stale: bool = True
-    # Rows the camera confirmed while a recompute ran, and changes that came
-    # meanwhile: applied when it lands.
-    touched: set[str] = attrs.field(factory=set)
-    queued: list[PlateListChange] = attrs.field(factory=list)
+    # Commands the camera confirmed while a recompute ran (whether a clear,
+    # what they carried): taken in when it lands.
+    confirmed: list[tuple[bool, tuple[Any, ...]]] = attrs.field(factory=list)
+    # Changes still to apply, in order, with how far the first one got.
+    incoming: deque[_Incoming] = attrs.field(factory=deque)
     rows_sent: int = 0
     largest_reply: int = 0
     warned: set[str] = attrs.field(factory=set)
 
     @property
     def in_sync(self) -> bool:
-        return self.work.done and self.pending is None and not self.stale
+        return (
+            self.work.done and self.pending is None and not self.stale and not self.recomputing
+        )
 
     @property
     def partial(self) -> bool:
@@ -181,6 +199,8 @@ class CameraWhitelistSync(Service):
         self._loading: set[str] = set()
         self._recompute_queue: list[str] = []
         self._recompute_running = False
+        self._draining = False
+        self._saving = DeferredLock()
         self._tick: LoopingCall | None = None
         self._retry: dict[str, IDelayedCall] = {}
         self._last_expiry_pass = clock.seconds()
@@ -215,16 +235,19 @@ class CameraWhitelistSync(Service):
         if not change:
             return
         large = len(change) > INCREMENTAL_LIMIT
-        now = self._now()
+        items: list[tuple[str, WhitelistEntry | None]] | None = None
         for key, sync in self._cameras.items():
-            if sync.recomputing:
-                sync.queued.append(change)
-            elif sync.stale:
+            if sync.stale:
                 continue  # a recompute is due: it will see the change
-            elif large or not self._apply(sync, change, now):
+            if large:
                 self._schedule_recompute(key)
-        for camera in self._registry:
-            self.kick(camera.serialno)
+                continue
+            if items is None:
+                items = [(plate, None) for plate in change.deletes]
+                items += [(entry.plate, entry) for entry in change.upserts]
+            # A camera whose recompute runs takes it once that lands.
+            sync.incoming.append(_Incoming(items=items, previous=change.previous))
+        self._drain_soon()
 
     def kick(self, serialno: str) -> None:
         """Send what a camera is missing, if it can take it now."""
@@ -306,15 +329,57 @@ class CameraWhitelistSync(Service):
             capacity=settings.capacity,
         )
 
-    def _apply(self, sync: CameraSync, change: PlateListChange, now: datetime) -> bool:
+    def _drain_soon(self) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        Deferred.fromCoroutine(self._drain()).addErrback(
+            lambda f: log.failure("Applying a plate list change to the cameras failed", f)
+        )
+
+    async def _drain(self) -> None:
+        """Apply incoming changes to every camera's work, at most
+        ``ROWS_PER_TURN`` rows a turn of the event loop, in order."""
+        try:
+            budget = ROWS_PER_TURN
+            while self.running:
+                ready = [
+                    sync
+                    for sync in self._cameras.values()
+                    if sync.incoming and not sync.recomputing and not sync.stale
+                ]
+                if not ready:
+                    return
+                for sync in ready:
+                    if budget <= 0:
+                        break
+                    budget -= self._apply_some(sync, budget)
+                if budget <= 0:
+                    await deferLater(self._clock, 0, lambda: None)
+                    budget = ROWS_PER_TURN
+        finally:
+            self._draining = False
+
+    def _apply_some(self, sync: CameraSync, budget: int) -> int:
+        """Apply up to ``budget`` rows of the camera's first incoming change;
+        returns how many."""
+        incoming = sync.incoming[0]
         rules = self._rules(sync)
-        rows: dict[str, CameraRow | None] = {plate: None for plate in change.deletes}
-        for entry in change.upserts:
-            row, why = camera_row(entry, rules, now)
-            rows[entry.plate] = row
+        now = self._now()
+        batch = incoming.items[incoming.done : incoming.done + budget]
+        changes: dict[str, RowChange] = {}
+        for plate, entry in batch:
+            changes[plate], why = row_change(entry, incoming.previous.get(plate), rules, now)
             if why is not None:
-                self._warn_skipped(sync, ((entry.plate, why),))
-        return sync.work.apply(rows, rules.capacity)
+                self._warn_skipped(sync, ((plate, why),))
+        incoming.done += len(batch)
+        if incoming.done >= len(incoming.items):
+            sync.incoming.popleft()
+        if not sync.work.apply(changes):
+            self._schedule_recompute(sync.serialno.casefold())
+        else:
+            self.kick(sync.serialno)
+        return len(batch)
 
     def _warn_skipped(self, sync: CameraSync, skipped: Iterable[tuple[str, str]]) -> None:
         fresh = [(plate, why) for plate, why in skipped if plate not in sync.warned]
@@ -380,58 +445,87 @@ class CameraWhitelistSync(Service):
             )
 
     async def _run_recomputes(self) -> None:
+        # Full collections wait until every camera is recomputed; what the
+        # cameras hold then lives for hours: out of the collector's full
+        # passes (gateway/heap.py).
         try:
-            while self._recompute_queue and self.running:
-                key = self._recompute_queue.pop(0)
-                sync = self._cameras.get(key)
-                if sync is not None:
-                    await self._recompute(sync)
+            with bulk("camera whitelists recomputed"):
+                while self._recompute_queue and self.running:
+                    keys, self._recompute_queue = self._recompute_queue, []
+                    syncs = [self._cameras[key] for key in keys if key in self._cameras]
+                    if syncs:
+                        await self._recompute(syncs)
         finally:
             self._recompute_running = False
 
-    async def _recompute(self, sync: CameraSync) -> None:
-        sync.recomputing = True
-        sync.stale = False
-        sync.touched.clear()
-        sync.queued.clear()
-        rules = self._rules(sync)
+    async def _recompute(self, syncs: list[CameraSync]) -> None:
+        """Recompute these cameras' work in one pass over a snapshot of the
+        list, off the reactor."""
+        for sync in syncs:
+            sync.recomputing = True
+            sync.stale = False
+            sync.confirmed.clear()
+            # The snapshot below holds every change that came so far.
+            sync.incoming.clear()
+        rules = [self._rules(sync) for sync in syncs]
         now = self._now()
         entries = self._snapshot()
-        held = dict(sync.work.has)
-        fresh = CameraListWork(
-            has=held, known=sync.work.known, replace_on_change=sync.work.replace_on_change
-        )
+        # What each camera holds is read by the thread as it is: nothing
+        # changes it until the recompute lands (confirmations wait).
+        fresh = [
+            CameraListWork(
+                has=sync.work.has,
+                known=sync.work.known,
+                replace_on_change=sync.work.replace_on_change,
+            )
+            for sync in syncs
+        ]
 
-        def compute() -> tuple[CameraListWork, DesiredList]:
-            desired = desired_rows(entries, rules, now)
-            fresh.replace(desired)
-            return fresh, desired
+        def compute() -> list[tuple[CameraListWork, DesiredList]]:
+            lists = desired_lists(entries, rules, now)
+            for work, desired in zip(fresh, lists):
+                work.replace(desired)
+            return list(zip(fresh, lists))
 
         try:
-            computed, desired = await self._in_thread(compute)
+            results = await self._in_thread(compute)
         except Exception:
-            sync.recomputing = False
-            sync.stale = True
+            for sync in syncs:
+                sync.recomputing = False
+                sync.stale = True
+                self._take_confirmed(sync)
             raise
-        self.recomputes += 1
+        for sync, rule, (computed, desired) in zip(syncs, rules, results):
+            self.recomputes += 1
+            self._landed(sync, rule, computed, desired)
+
+    def _take_confirmed(self, sync: CameraSync) -> set[str]:
+        """Take in the confirmations that waited for a recompute; returns
+        the plates they touched."""
+        touched: set[str] = set()
+        confirmed, sync.confirmed = sync.confirmed, []
+        for clear, sent in confirmed:
+            self._holds(sync, clear, sent)
+            touched.update(row.plate if isinstance(row, CameraRow) else row for row in sent)
+        return touched
+
+    def _landed(
+        self, sync: CameraSync, rules: CameraListRules, computed: CameraListWork, desired: DesiredList
+    ) -> None:
         work = sync.work
+        sync.recomputing = False
         if sync.stale:
             # Reset or asked again meanwhile: the result is already old.
-            sync.recomputing = False
+            self._take_confirmed(sync)
             self._schedule_recompute(sync.serialno.casefold())
             return
         work.to_delete, work.to_add = computed.to_delete, computed.to_add
         work.size, work.wanted, work.capped = computed.size, computed.wanted, computed.capped
-        # Rows the camera confirmed while the recompute ran.
-        for plate in sync.touched:
+        work.cut = computed.cut
+        # What the camera confirmed while the recompute ran.
+        for plate in self._take_confirmed(sync):
             work.settle(plate, desired.rows.get(plate))
-        sync.recomputing = False
         self._warn_skipped(sync, desired.skipped)
-        queued, sync.queued = sync.queued, []
-        for change in queued:
-            if len(change) > INCREMENTAL_LIMIT or not self._apply(sync, change, now):
-                self._schedule_recompute(sync.serialno.casefold())
-                return
         if work.capped and sync.capacity is not None:
             log.info(
                 "Camera {serialno} holds {held} of the {wanted} plates of lane {lane} "
@@ -443,6 +537,8 @@ class CameraWhitelistSync(Service):
                 capacity=sync.capacity,
             )
         self.kick(sync.serialno)
+        # Changes that came while it ran.
+        self._drain_soon()
 
     # -- sending --------------------------------------------------------------------
 
@@ -590,12 +686,28 @@ class CameraWhitelistSync(Service):
 
     def _applied(self, command: CameraCommand, sync: CameraSync, sent: tuple[Any, ...]) -> None:
         """What the camera now holds after ``command``, which carried ``sent``."""
-        work = sync.work
         clear = isinstance(command, CameraWhitelistEdit) and sent == ("",)
         clear = clear or (
             isinstance(command, ParkingCamWhitelistCommand)
             and command.operation == WhitelistOperation.DELETE_ALL.value
         )
+        if sync.recomputing:
+            # The recompute's thread reads what the camera holds: the
+            # confirmation is taken in when it lands.
+            sync.confirmed.append((clear, sent))
+        else:
+            self._holds(sync, clear, sent)
+        if isinstance(command, CameraWhitelistEdit) and command.operation is not None:
+            sync.largest_reply = max(sync.largest_reply, len(command.operation.rows))
+            sync.rows_sent += len(command.operation.rows)
+        now = self._clock.seconds()
+        if sync.in_sync or now - sync.last_checkpoint >= CHECKPOINT_SECONDS:
+            self._checkpoint(sync)
+
+    @staticmethod
+    def _holds(sync: CameraSync, clear: bool, sent: tuple[Any, ...]) -> None:
+        """The camera confirmed a command that carried ``sent``."""
+        work = sync.work
         if clear:
             work.cleared()
             sync.unsaved.clear()
@@ -608,14 +720,6 @@ class CameraWhitelistSync(Service):
             work.deleted(sent)
             for plate in sent:
                 sync.unsaved[plate] = None
-        if sync.recomputing:
-            sync.touched.update(row.plate if isinstance(row, CameraRow) else row for row in sent)
-        if isinstance(command, CameraWhitelistEdit) and command.operation is not None:
-            sync.largest_reply = max(sync.largest_reply, len(command.operation.rows))
-            sync.rows_sent += len(command.operation.rows)
-        now = self._clock.seconds()
-        if sync.in_sync or now - sync.last_checkpoint >= CHECKPOINT_SECONDS:
-            self._checkpoint(sync)
 
     # -- checkpoints --------------------------------------------------------------
 
@@ -631,6 +735,9 @@ class CameraWhitelistSync(Service):
         store = self._store()
         if store is None or not (sync.unsaved or sync.unsaved_clear):
             return
+        # One camera's checkpoint at a time: twenty cameras saving at once
+        # would queue twenty transactions ahead of the next plate's commit.
+        await self._saving.acquire()
         changes, cleared = sync.unsaved, sync.unsaved_clear
         sync.unsaved, sync.unsaved_clear = {}, False
         try:
@@ -651,6 +758,8 @@ class CameraWhitelistSync(Service):
                 serialno=sync.serialno,
                 reason=str(error),
             )
+        finally:
+            self._saving.release()
 
     async def _checkpoint_all(self) -> None:
         for sync in self._cameras.values():

@@ -18,9 +18,10 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import attrs
 
@@ -60,15 +61,46 @@ class CsvImport:
     errors: tuple[CsvRowError, ...]
 
 
-def _decode(data: str | bytes) -> str:
-    if isinstance(data, bytes):
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            text = data.decode("gb18030", errors="replace")
-    else:
-        text = data
-    return text.removeprefix("\ufeff")
+# Files are decoded a piece at a time: decoding 20 MB in one call would hold
+# the interpreter lock (and so the event loop, although this runs in a
+# thread) for as long as it takes.
+_PIECE = 64 * 1024
+
+
+def _encoding(data: bytes) -> str:
+    """UTF-8 (with or without a BOM) if the whole file is, else GB18030."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        for start in range(0, len(data), _PIECE):
+            decoder.decode(data[start : start + _PIECE])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return "gb18030"
+    return "utf-8-sig"
+
+
+def _lines(data: str | bytes) -> Iterator[str]:
+    """The file's lines, each with its line end, split as ``csv`` wants
+    (on ``\r``, ``\n`` and ``\r\n`` only)."""
+    if isinstance(data, str):
+        yield from io.StringIO(data.removeprefix("\ufeff"), newline="")
+        return
+    encoding = _encoding(data)
+    decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    pending = ""
+    for start in range(0, len(data), _PIECE):
+        text = pending + decoder.decode(data[start : start + _PIECE])
+        pending = ""
+        if text.endswith("\r"):
+            text, pending = text[:-1], "\r"  # its "\n" may open the next piece
+        for line in io.StringIO(text, newline=""):
+            if line.endswith(("\n", "\r")):
+                yield line
+            else:
+                pending = line + pending
+    tail = pending + decoder.decode(b"", final=True)
+    if tail:
+        yield tail
 
 
 def _read_header(cells: Sequence[str], line: int) -> tuple[list[str], list[CsvRowError]]:
@@ -108,7 +140,7 @@ def parse_whitelist_csv(
         raise ValueError(f"unknown entry source {source!r}")
     # strict: an unterminated quote is an error, not a note that swallows
     # the rest of the file.
-    reader = csv.reader(io.StringIO(_decode(data), newline=""), strict=True)
+    reader = csv.reader(_lines(data), strict=True)
     entries: list[WhitelistEntry] = []
     errors: list[CsvRowError] = []
     first_lines: dict[str, int] = {}

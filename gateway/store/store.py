@@ -59,8 +59,9 @@ T = TypeVar("T")
 # Events per group-commit transaction: bounds the latency one transaction adds
 # to the events queued behind it (images are written inside the batch).
 MAX_BATCH = 64
-# Plate list rows written per transaction (see Store.write_plates).
-PLATE_WRITE_CHUNK = 2000
+# Plate list rows written per transaction (see Store.write_plates): a plate
+# event committed meanwhile waits for one such transaction at most.
+PLATE_WRITE_CHUNK = 500
 
 
 HealthObserver = Callable[[StoreHealth], None]
@@ -539,10 +540,17 @@ class Store:
         """Record what changed in a camera's list since the last save: with
         ``cleared`` every saved row goes first; ``changes`` maps a plate to the
         row the camera now holds (None: it holds none)."""
-        changes = dict(changes)
-        await self._write(
-            lambda: self._db.save_camera_list(camera, dialect, known, cleared, changes)
-        )
+        # In transactions of PLATE_WRITE_CHUNK rows, like the plate list, so
+        # that a plate's commit never waits behind a whole camera's list.
+        items = list(changes.items())
+        for start in range(0, max(len(items), 1), PLATE_WRITE_CHUNK):
+            chunk = dict(items[start : start + PLATE_WRITE_CHUNK])
+            first = start == 0
+            await self._write(
+                lambda: self._db.save_camera_list(
+                    camera, dialect, known, cleared and first, chunk
+                )
+            )
 
     # -- outbox ----------------------------------------------------------------
 

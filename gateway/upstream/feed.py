@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from json import decoder as json_decoder
+from json import scanner as json_scanner
 from datetime import datetime
 from typing import Any, Mapping
 
@@ -210,6 +212,29 @@ def _read_or_none(command: Any, name: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+# Above this size a page is decoded by the json module's pure-Python decoder:
+# the C decoder holds the interpreter lock for the whole body (a page of
+# 100 000 entries: a tenth of a second on this machine, longer on a Pi), and
+# with it the event loop, although it runs in another thread.
+C_DECODER_LIMIT = 256 * 1024
+
+
+class _YieldingDecoder(json.JSONDecoder):
+    """The standard decoder with the pure-Python scanner: slower, but it
+    runs as Python code, so other threads get the interpreter lock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parse_string = json_decoder.py_scanstring  # type: ignore[attr-defined]
+        self.scan_once = json_scanner.py_make_scanner(self)  # type: ignore[attr-defined]
+
+
+def _loads(body: bytes) -> Any:
+    if len(body) <= C_DECODER_LIMIT:
+        return json.loads(body)
+    return _YieldingDecoder().decode(body.decode("utf-8"))
+
+
 def parse_sync_page(body: bytes, codec: EntryCodec) -> SyncPage:
     """A ``GET /sync`` answer. Raises ``ValueError`` when the page as a whole
     is unusable; bad entries and commands are listed in the page instead.
@@ -217,8 +242,8 @@ def parse_sync_page(body: bytes, codec: EntryCodec) -> SyncPage:
     the CSV file (lanes must be configured ones). A page of thousands of
     entries costs tens of milliseconds: call this off the reactor."""
     try:
-        page = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        page = _loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ValueError("the answer is not JSON") from None
     if not isinstance(page, dict):
         raise ValueError("the answer is not a JSON object")

@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from gateway.heap import bulk
 from gateway.policy.codec import EntryCodec
 from gateway.policy.whitelist import WhitelistEntry
 from gateway.store import Store, StoreService, StoreWriteError
@@ -47,6 +48,14 @@ REMEMBERED_COMMANDS = 4096
 
 #: Runs a function off the reactor thread and gives its result.
 InThread = Callable[[Callable[[], Any]], "Deferred[Any]"]
+
+
+async def decode_page(body: bytes, codec: EntryCodec, in_thread: InThread) -> SyncPage:
+    """A ``GET /sync`` answer decoded off the reactor (a page may hold the
+    cloud's whole list). Raises ``ValueError`` as :func:`parse_sync_page`."""
+    with bulk("a sync page decoded"):
+        page: SyncPage = await in_thread(lambda: parse_sync_page(body, codec))
+    return page
 
 
 class WhitelistSink(Protocol):
@@ -168,11 +177,8 @@ class SyncFeed(LinkChannel):
         )
         if response.verdict is not Verdict.ACCEPTED:
             raise response.failure(self._now(), "GET /sync")
-        body, codec = response.body, self._codec
         try:
-            # A page may hold the whole list: decoded off the reactor.
-            page: SyncPage = await self._in_thread(lambda: parse_sync_page(body, codec))
-            return page
+            return await decode_page(response.body, self._codec, self._in_thread)
         except ValueError as error:
             raise LinkFailure(FailureKind.SERVER, f"GET /sync: unusable answer: {error}") from None
 
