@@ -11,6 +11,10 @@ at the end (after SIGTERM for the modes that run until told to stop):
   ``wrk`` is not installed);
 * ``comet``: cameras that only comet-poll, until SIGTERM; the result lists
   when each camera's barrier relay pulsed (command delivery);
+* ``site``: the cameras of a site's lanes, comet-polling (Vzenith) or on
+  their JSON heartbeat (ParkingCam), each reading ``--rate`` plates a second
+  (0: none), until SIGTERM; the result lists every plate push with when it
+  was sent and how long its reply took;
 * ``offline``: one camera with offline records on, reading ``--plates``
   plates while the server is down; prints ``STORED <n>`` once they are all
   stored, then uploads them through the ContinuePushOffline handshake as
@@ -140,6 +144,43 @@ async def comet(reactor: Any, args: argparse.Namespace) -> None:
     reported.callback(None)
 
 
+async def site(reactor: Any, args: argparse.Namespace) -> None:
+    heartbeat: dict[str, Any] = (
+        {"heartbeat": "comet", "comet_timeout": 30.0}
+        if args.dialect == "vzenith"
+        else {"heartbeat": "common", "heartbeat_interval": args.heartbeat_interval}
+    )
+    plates = int(args.rate * 24 * 3600) if args.rate > 0 else 0
+    template = _template(
+        args, dialect=args.dialect, plates=plates, rate=max(args.rate, 0.001), **heartbeat
+    )
+    configs = fleet_configs(args.cameras, template)
+    fleet = CameraFleet(reactor, _spread(configs, max(args.rate, 1.0)))
+    stopped: Deferred[None] = Deferred()
+    reported: Deferred[None] = Deferred()
+
+    def shutting_down() -> Deferred[None]:
+        stopped.callback(None)
+        return reported
+
+    reactor.addSystemEventTrigger("before", "shutdown", shutting_down)
+    began = time.time()
+    fleet.start()
+    print("STARTED " + " ".join(camera.config.serialno for camera in fleet.cameras), flush=True)
+    await stopped
+    ended = time.time()
+    await fleet.stop()
+    summary = _summary(fleet, began, ended)
+    summary["plates"] = sorted(
+        (sent, seconds * 1000) for camera in fleet.cameras for sent, seconds in camera.plate_timings
+    )
+    summary["plate_failures"] = sorted(
+        sent for camera in fleet.cameras for sent in camera.plate_failures
+    )
+    _print_result(summary)
+    reported.callback(None)
+
+
 async def offline(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     answered: list[float] = []
 
@@ -183,7 +224,13 @@ async def offline(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 Mode = Callable[[Any, argparse.Namespace], Awaitable[dict[str, Any] | None]]
-MODES: dict[str, Mode] = {"paced": paced, "flood": flood, "comet": comet, "offline": offline}
+MODES: dict[str, Mode] = {
+    "paced": paced,
+    "flood": flood,
+    "comet": comet,
+    "offline": offline,
+    "site": site,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--spread", type=float, default=0.0, help="seconds over which comet cameras start"
+    )
+    parser.add_argument("--dialect", choices=("vzenith", "parkingcam"), default="vzenith")
+    parser.add_argument(
+        "--heartbeat-interval", type=float, default=10.0, help="ParkingCam heartbeats (site)"
     )
     return parser
 

@@ -27,7 +27,15 @@ if __package__ in (None, ""):
 
 from bench import report  # noqa: E402
 from bench.report import Row, ScenarioResult  # noqa: E402
-from bench.scenarios import comet, footprint, offline, outbox, pushes, whitelist  # noqa: E402
+from bench.scenarios import (  # noqa: E402
+    comet,
+    footprint,
+    offline,
+    outbox,
+    platelist,
+    pushes,
+    whitelist,
+)
 from bench.settings import Context, Settings, progress  # noqa: E402
 from bench.system import (  # noqa: E402
     REPO,
@@ -45,6 +53,7 @@ SCENARIOS: dict[str, Scenario] = {
     "offline": offline.run,
     "outbox": outbox.run,
     "whitelist": whitelist.run,
+    "platelist": platelist.run,
     "footprint": footprint.run,
 }
 DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"

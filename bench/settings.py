@@ -31,6 +31,10 @@ class Settings:
     whitelist_reads: int  # per kind of read
     footprint_cameras: int
     startups: int  # start-up time: the median of this many starts
+    site_plates: int  # the plate list of the site scenario
+    site_lanes: int
+    site_big_csv: int  # rows of the large CSV import
+    site_new_camera_plates: int  # the list a new Vzenith camera receives
 
     @classmethod
     def full(cls) -> Settings:
@@ -51,6 +55,10 @@ class Settings:
             whitelist_reads=5000,
             footprint_cameras=100,
             startups=3,
+            site_plates=100_000,
+            site_lanes=20,
+            site_big_csv=500_000,
+            site_new_camera_plates=100_000,
         )
 
     @classmethod
@@ -72,6 +80,10 @@ class Settings:
             whitelist_reads=1000,
             footprint_cameras=100,
             startups=1,
+            site_plates=10_000,
+            site_lanes=4,
+            site_big_csv=50_000,
+            site_new_camera_plates=5_000,
         )
 
 

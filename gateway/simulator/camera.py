@@ -151,6 +151,10 @@ class SimulatedCamera:
         self.rejected_examples: list[str] = []
         self.plateid_echo_missing = 0
         self.latencies: list[float] = []
+        # (sent at, seconds to the complete reply) of every plate push, and
+        # when each failed plate push was sent: for benchmarks over time.
+        self.plate_timings: list[tuple[float, float]] = []
+        self.plate_failures: list[float] = []
         self.plates_read = 0
         # Plate results some server answered: (plateid, license), live or offline.
         self.answered_plates: list[tuple[int, str]] = []
@@ -371,14 +375,19 @@ class SimulatedCamera:
         self, kind: str, url: str, body: bytes, content_type: str, timeout: float | None = None
     ) -> HttpReply | TransportFailure:
         self.pushes[kind] += 1
+        sent = self._reactor.seconds()
         try:
             reply = await self._http.post(url, body, content_type, timeout or self.config.timeout)
         except TransportFailure as failure:
             self.failures[kind] += 1
             self.last_failure = f"{kind}: {failure}"
+            if kind == "plate":
+                self.plate_failures.append(sent)
             return failure
         self.replies[kind] += 1
         self.latencies.append(reply.elapsed)
+        if kind == "plate":
+            self.plate_timings.append((sent, reply.elapsed))
         return reply
 
     async def _round(
