@@ -9,14 +9,13 @@ full collection stalls the event loop for hundreds of milliseconds, far past
 a camera's patience. Those objects hold no reference cycles: reference
 counting frees them when they are replaced.
 
-So once such a structure is built (the list loaded, a large change applied,
-cameras' lists recomputed), :func:`settle` moves everything alive into the
-collector's permanent generation (:func:`gc.freeze`), which full collections
-skip. Objects made afterwards are collected as usual. The cost is that a
-reference cycle that was alive when frozen and becomes garbage later is
-never reclaimed by the collector; the gateway builds no such cycles in what
-it keeps, and :func:`settle` first collects the young generations so that
-the short-lived garbage of the moment is not frozen with it.
+So such structures are built as bulk work (:data:`bulk`: the list loaded, a
+large change applied, cameras' lists recomputed), and what lives at its end
+is moved into the collector's permanent generation (:func:`gc.freeze`),
+which collections skip. Objects made afterwards are collected as usual. The
+cost is that a reference cycle that was alive when frozen and becomes
+garbage later is not reclaimed until the daily :class:`HeapSweep`; the
+gateway builds no such cycles in what it keeps.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-__all__ = ["SWITCH_INTERVAL", "HeapSweep", "bulk", "settle", "share_the_lock"]
+__all__ = ["SWITCH_INTERVAL", "HeapSweep", "bulk", "share_the_lock"]
 
 #: When the daily full collection runs, in the site's local time.
 SWEEP_AT = dt_time(3, 30)
@@ -110,21 +109,10 @@ class _BulkWork:
 bulk = _Bulk()
 
 
-def settle(what: str) -> float:
-    """Freeze the heap after ``what`` was built; returns the seconds it took
-    (a young collection: milliseconds)."""
-    began = time.monotonic()
-    gc.collect(1)
-    gc.freeze()
-    took = time.monotonic() - began
-    log.debug("Heap settled after {what} ({ms:.1f} ms)", what=what, ms=took * 1000)
-    return took
-
-
 class HeapSweep(Service):
     """Once a day, at a quiet hour of the site, the frozen heap is thawed and
-    collected in full (reclaiming cycles frozen by :func:`settle` that have
-    become garbage since), then frozen again. That one collection stalls the
+    collected in full (reclaiming cycles frozen by bulk work that have become
+    garbage since), then frozen again. That one collection stalls the
     event loop for as long as a full collection takes (docs/benchmarks.md);
     at night it meets few cars, and it bounds what freezing can keep."""
 
