@@ -336,20 +336,18 @@ class CameraServer:
                 camera=camera.serialno,
                 errors="; ".join(plate.image_errors),
             )
-        event_id = _plate_event_id(camera.serialno, plate)
+        read = CameraEvent(
+            id=_plate_event_id(camera.serialno, plate),
+            kind="plate",
+            camera=camera.serialno,
+            lane=lane_name,
+            received_at=received_at,
+            message=plate,
+        )
 
         def cloud_record(normalised: str) -> EventRecord:
-            record = to_record(
-                CameraEvent(
-                    id=event_id,
-                    kind="plate",
-                    camera=camera.serialno,
-                    lane=lane_name,
-                    received_at=received_at,
-                    message=plate,
-                )
-            )
-            return attrs.evolve(record, plate=normalised)
+            # The event as the cloud is asked about it: not decided yet.
+            return attrs.evolve(to_record(read), plate=normalised)
 
         verdict = await self.gate.decide(
             PlateRead(
@@ -366,13 +364,8 @@ class CameraServer:
         if self.metrics is not None:
             self.metrics.decision(decision.reason, decision.source)
         event = await self.recorder.record(
-            CameraEvent(
-                id=event_id,
-                kind="plate",
-                camera=camera.serialno,
-                lane=lane_name,
-                received_at=received_at,
-                message=plate,
+            attrs.evolve(
+                read,
                 decision=decision,
                 repeat=verdict.repeat,
                 open_channel=(lane.barrier_channel if lane else 0)
