@@ -110,18 +110,24 @@ def _print_result(result: dict[str, Any]) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-async def comet(reactor: Any, args: argparse.Namespace) -> None:
-    template = _template(args, heartbeat="comet", comet_timeout=30.0)
-    fleet = CameraFleet(reactor, fleet_configs(args.cameras, template))
+def _until_terminated(reactor: Any) -> tuple[Deferred[None], Deferred[None]]:
+    """(stopped, reported): ``stopped`` fires at SIGTERM; the reactor then
+    waits for ``reported`` (fire it once the result is written)."""
     stopped: Deferred[None] = Deferred()
     reported: Deferred[None] = Deferred()
 
     def shutting_down() -> Deferred[None]:
-        # SIGTERM: the reactor waits for the result to be written.
         stopped.callback(None)
         return reported
 
     reactor.addSystemEventTrigger("before", "shutdown", shutting_down)
+    return stopped, reported
+
+
+async def comet(reactor: Any, args: argparse.Namespace) -> None:
+    template = _template(args, heartbeat="comet", comet_timeout=30.0)
+    fleet = CameraFleet(reactor, fleet_configs(args.cameras, template))
+    stopped, reported = _until_terminated(reactor)
     began = time.time()
     # Cameras on a site boot at different times: their polls are spread
     # over the hold time, not all answered in one burst.
@@ -156,14 +162,7 @@ async def site(reactor: Any, args: argparse.Namespace) -> None:
     )
     configs = fleet_configs(args.cameras, template)
     fleet = CameraFleet(reactor, _spread(configs, max(args.rate, 1.0)))
-    stopped: Deferred[None] = Deferred()
-    reported: Deferred[None] = Deferred()
-
-    def shutting_down() -> Deferred[None]:
-        stopped.callback(None)
-        return reported
-
-    reactor.addSystemEventTrigger("before", "shutdown", shutting_down)
+    stopped, reported = _until_terminated(reactor)
     began = time.time()
     fleet.start()
     print("STARTED " + " ".join(camera.config.serialno for camera in fleet.cameras), flush=True)

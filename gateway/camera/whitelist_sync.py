@@ -25,6 +25,7 @@ While rows are pending, a comet-polling camera's polls are answered at once
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone, tzinfo
@@ -577,15 +578,6 @@ class CameraWhitelistSync(Service):
         if command.state is CommandState.DELIVERED:
             command.fail(CommandState.FAILED, "no confirmation from the camera")
 
-    @staticmethod
-    def _first(items: Iterable[Any], count: int) -> list[Any]:
-        batch: list[Any] = []
-        for item in items:
-            if len(batch) == count:
-                break
-            batch.append(item)
-        return batch
-
     def _vzenith_step(self, sync: CameraSync) -> tuple[CameraCommand | None, tuple[Any, ...]]:
         expires = self._clock.seconds() + COMMAND_EXPIRY_SECONDS
         work = sync.work
@@ -594,12 +586,12 @@ class CameraWhitelistSync(Service):
             operation = WhitelistOperate("delete", (CameraWhitelistRow(plate=""),))
             return CameraWhitelistEdit(operation=operation, expires_at=expires), ("",)
         if work.to_delete:
-            plates = self._first(work.to_delete, VZENITH_ROWS_PER_REPLY)
+            plates = list(itertools.islice(work.to_delete, VZENITH_ROWS_PER_REPLY))
             rows = tuple(CameraWhitelistRow(plate=plate) for plate in plates)
             command = CameraWhitelistEdit(operation=WhitelistOperate("delete", rows), expires_at=expires)
             return command, tuple(plates)
         if work.to_add:
-            batch: list[CameraRow] = self._first(work.to_add.values(), VZENITH_ROWS_PER_REPLY)
+            batch: list[CameraRow] = list(itertools.islice(work.to_add.values(), VZENITH_ROWS_PER_REPLY))
             operate = tuple(
                 CameraWhitelistRow(
                     plate=row.plate,
@@ -625,7 +617,7 @@ class CameraWhitelistSync(Service):
             )
             return command, ()
         if work.to_delete:
-            plates = self._first(work.to_delete, PARKINGCAM_DELETE_BATCH)
+            plates = list(itertools.islice(work.to_delete, PARKINGCAM_DELETE_BATCH))
             command = ParkingCamWhitelistCommand(
                 body=replies.parkingcam_delete_whitelist(plates),
                 operation=WhitelistOperation.DELETE.value,
@@ -633,7 +625,7 @@ class CameraWhitelistSync(Service):
             )
             return command, tuple(plates)
         if work.to_add:
-            batch: list[CameraRow] = self._first(work.to_add.values(), PARKINGCAM_ADD_BATCH)
+            batch: list[CameraRow] = list(itertools.islice(work.to_add.values(), PARKINGCAM_ADD_BATCH))
             command = ParkingCamWhitelistCommand(
                 body=replies.parkingcam_add_whitelist(
                     [
