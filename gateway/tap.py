@@ -16,10 +16,9 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.server import Site
 
 from gateway import __version__
-from gateway.admin.api import AdminApi
+from gateway.admin.root import AdminRoot, build_admin
 from gateway.admin.auth import AdminAccounts
 from gateway.admin.metrics import GatewayMetrics
 from gateway.admin.settings import AdminSettings
@@ -124,7 +123,7 @@ class GatewayService(MultiService):
         self.ports: SerialPorts | None = None
         self.bridge: SerialBridge | None = None
         self.upstream: UpstreamService | None = None
-        self.admin: AdminApi | None = None
+        self.admin: AdminRoot | None = None
         self.camera_server: CameraServer | None = None
         self.camera_sync: CameraWhitelistSync | None = None
 
@@ -435,10 +434,14 @@ def build_service(
             status = upstream.link.status
             return {"state": status.state.value, "last_error": status.last_error}
 
-        admin = AdminApi(
+        admin = build_admin(
             reactor=reactor,
             clock=clock,
-            config=config,
+            site_id=config.gateway.id,
+            state_dir=config.gateway.state_dir,
+            lanes=config.lanes,
+            image_retention_days=config.store.image_retention_days,
+            image_max_bytes=config.store.image_max_bytes,
             settings=admin_settings,
             users=accounts,
             registry=registry,
@@ -456,9 +459,7 @@ def build_service(
             on_replay=upstream.notify_new_event if upstream is not None else None,
         )
         root.admin = admin
-        admin_site = Site(admin.resource())
-        admin_site.displayTracebacks = False
-        admin_site.noisy = False
+        admin_site = admin.site()
         for index, description in enumerate(config.admin.listen, start=1):
             service = _listener(
                 reactor, description, admin_site, f"admin.listen[{index}]", config.source

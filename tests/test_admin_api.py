@@ -26,9 +26,8 @@ from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
-from twisted.web.server import Site
 
-from gateway.admin.api import AdminApi
+from gateway.admin.root import AdminRoot, build_admin
 from gateway.admin.auth import AdminAccounts
 from gateway.admin.metrics import GatewayMetrics
 from gateway.admin.settings import AdminSettings, AdminToken, AdminUser, hash_password, token_digest
@@ -128,7 +127,7 @@ async def settle(stub: StubTreq, waiting: Deferred[Any], what: str = "response")
 class Client:
     """One browser (its own cookie jar) or machine talking to the API."""
 
-    def __init__(self, api: AdminApi, *, base: str = BASE, token: str | None = None) -> None:
+    def __init__(self, api: AdminRoot, *, base: str = BASE, token: str | None = None) -> None:
         self.stub = StubTreq(api.resource())
         self.base = base
         self.token = token
@@ -215,7 +214,7 @@ class AdminTestCase(TestCase):
         upstream_status: Callable[[], Any] | None = None,
         on_replay: Callable[[], object] | None = None,
         static_dir: Path | None = None,
-    ) -> AdminApi:
+    ) -> AdminRoot:
         state_dir = Path(self.mktemp())
         state_dir.mkdir(parents=True)
         self.state_dir = state_dir
@@ -308,7 +307,11 @@ class AdminTestCase(TestCase):
         self.api_arguments: dict[str, Any] = dict(
             reactor=reactor,
             clock=self.clock,
-            config=self.config,
+            site_id=self.config.gateway.id,
+            state_dir=self.config.gateway.state_dir,
+            lanes=self.config.lanes,
+            image_retention_days=self.config.store.image_retention_days,
+            image_max_bytes=self.config.store.image_max_bytes,
             settings=settings,
             users=users,
             registry=registry,
@@ -326,13 +329,12 @@ class AdminTestCase(TestCase):
             on_replay=on_replay,
             static_dir=static_dir,
         )
-        self.api = AdminApi(**self.api_arguments)
+        self.api = build_admin(**self.api_arguments)
         return self.api
 
     async def listen(self) -> int:
         """The API on a real loopback port; its port number."""
-        site = Site(self.api.resource())
-        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        port = reactor.listenTCP(0, self.api.site(), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         return int(port.getHost().port)
 
@@ -793,7 +795,7 @@ class EventTests(AdminTestCase):
     async def test_store_not_open_is_503(self) -> None:
         await self.build()
         # As while the store opens at start.
-        self.api = AdminApi(**{**self.api_arguments, "store": lambda: None})
+        self.api = build_admin(**{**self.api_arguments, "store": lambda: None})
         client = await self.operator()
         reply = await client.get("/api/events")
         self.assertEqual(reply.status, 503)
@@ -1144,7 +1146,7 @@ class PageTests(AdminTestCase):
         self.assertIn("not installed", reply.json()["error"])
 
     async def test_shipped_page_is_served(self) -> None:
-        from gateway.admin.api import STATIC_DIR
+        from gateway.admin.page import STATIC_DIR
 
         await self.build()
         reply = await Client(self.api).get("/")
@@ -1226,7 +1228,7 @@ class StreamTests(AdminTestCase):
         self.assertEqual(len(self.keepalive_timers()), 1)
         reader.transport.loseConnection()
         await self.until(
-            lambda: len(self.bus) == before and not self.api.streams, "the unsubscription"
+            lambda: len(self.bus) == before and not self.api.stream.streams, "the unsubscription"
         )
         self.assertEqual(self.keepalive_timers(), [])
 
@@ -1244,10 +1246,10 @@ class StreamTests(AdminTestCase):
         cookie = (await client.login("olga")).header("set-cookie") or ""
         session = cookie.split(";")[0]
         reader = await self.open_stream(port, f"Cookie: {session}")
-        self.assertEqual(len(self.api.streams), 1)
+        self.assertEqual(len(self.api.stream.streams), 1)
         await client.post("/api/logout")
         self.clock.advance(15)
-        await self.until(lambda: not self.api.streams, "the stream to end")
+        await self.until(lambda: not self.api.stream.streams, "the stream to end")
         # The chunked response ends properly.
         await self.until(lambda: reader.data.endswith(b"\r\n0\r\n\r\n"), "the end of the response")
         self.assertEqual(self.keepalive_timers(), [])
@@ -1259,14 +1261,14 @@ class StreamTests(AdminTestCase):
         readers = [
             await self.open_stream(port, f"Authorization: Bearer {SCRAPER_TOKEN}") for _ in range(2)
         ]
-        self.assertEqual(len(self.api.streams), 2)
+        self.assertEqual(len(self.api.stream.streams), 2)
         self.api.end_streams()
         for reader in readers:
             await self.until(
                 lambda: reader.data.endswith(b"\r\n0\r\n\r\n"), "the end of the response"
             )
         self.assertEqual(
-            (self.api.streams, len(self.bus), self.keepalive_timers()), (set(), before, [])
+            (self.api.stream.streams, len(self.bus), self.keepalive_timers()), (set(), before, [])
         )
 
     async def test_a_client_that_stops_reading_is_dropped(self) -> None:
@@ -1277,12 +1279,12 @@ class StreamTests(AdminTestCase):
         reader.transport.pauseProducing()  # reads nothing more from the socket
         payload = {"id": "x" * 32768}
         for _ in range(2000):  # bounded: at most 2000 * 4 * 32 KiB
-            if not self.api.streams:
+            if not self.api.stream.streams:
                 break
             for _ in range(4):
                 self.bus.publish("event", payload)
             await deferLater(reactor, 0.001, lambda: None)
-        self.assertEqual(self.api.streams, set())
+        self.assertEqual(self.api.stream.streams, set())
         self.assertEqual(len(self.bus), before)
         reader.transport.resumeProducing()
         await reader.lost
@@ -1297,7 +1299,7 @@ class StreamTests(AdminTestCase):
                 self.bus.publish("event", {"n": batch * 10 + number, "filler": filler})
             await deferLater(reactor, 0.001, lambda: None)
         await self.until(lambda: b'"n":199,' in reader.data, "the last message")
-        self.assertEqual(len(self.api.streams), 1)
+        self.assertEqual(len(self.api.stream.streams), 1)
         numbers = [
             json.loads(line[len(b"data: ") :])["n"]
             for line in reader.data.split(b"\n")
@@ -1309,4 +1311,4 @@ class StreamTests(AdminTestCase):
         await self.build()
         reply = await Client(self.api).get("/api/stream")
         self.assertEqual(reply.status, 401)
-        self.assertEqual(len(self.api.streams), 0)
+        self.assertEqual(len(self.api.stream.streams), 0)

@@ -17,7 +17,7 @@ import pytest
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
-from gateway.admin.api import AdminApi
+from gateway.admin.root import build_admin
 from gateway.admin.auth import INITIAL_PASSWORD_FILE, USERS_KEY, AdminAccounts
 from gateway.admin.settings import (
     AdminSettings,
@@ -495,7 +495,7 @@ class RuleTests(AdminTestCase):
             terminal=io.StringIO(),
         )
         loading.startService()
-        api = AdminApi(**{**self.api_arguments, "users": loading})
+        api = build_admin(**{**self.api_arguments, "users": loading})
         reply = await Client(api).login("olga")
         self.assertEqual(reply.status, 503)
         self.assertIn("starting", reply.json()["error"])

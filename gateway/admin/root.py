@@ -1,0 +1,214 @@
+"""The admin listener: every admin resource under one root, and the site
+that serves it.
+
+Each resource (:mod:`~gateway.admin.session`, :mod:`~gateway.admin.cameras`,
+:mod:`~gateway.admin.events`, :mod:`~gateway.admin.platelist`,
+:mod:`~gateway.admin.status`, :mod:`~gateway.admin.stream`,
+:mod:`~gateway.admin.page`) is a small class with its own Klein app, its
+routes under the full paths of the API. :class:`AdminRoot` hands each
+request to the resource whose routes match its path, so the URLs are those
+of one API; it mounts only resources whose every route declares who may use
+it (:mod:`gateway.admin.access`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Protocol, cast
+
+from klein import Klein
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Site
+from werkzeug.exceptions import NotFound
+from werkzeug.routing import MapAdapter
+
+from gateway.admin.access import Access, RouteAccess, declared_routes
+from gateway.admin.auth import AdminAccounts, LoginThrottle, SessionStore
+from gateway.admin.cameras import CameraLane, CamerasResource
+from gateway.admin.events import EventsResource
+from gateway.admin.page import PageResource
+from gateway.admin.platelist import PlateListResource
+from gateway.admin.session import SessionResource
+from gateway.admin.settings import AdminSettings
+from gateway.admin.status import Metrics, MetricsResource, SerialStatus, StatusResource, StatusSource
+from gateway.admin.stream import KEEPALIVE_SECONDS, MAX_STREAMS, StreamResource
+from gateway.bus import EventBus
+from gateway.camera.control import CameraControl
+from gateway.camera.registry import CameraRegistry
+from gateway.camera.whitelist_sync import CameraWhitelistSync
+from gateway.platelist import PlateList
+from gateway.policy.codec import EntryCodec
+from gateway.store import Store
+
+__all__ = ["AdminResource", "AdminRoot", "build_admin"]
+
+class AdminResource(Protocol):
+    """A part of the admin API: a class with its own (bound) Klein app."""
+
+    @property
+    def app(self) -> Klein: ...
+
+
+class _Mounted:
+    def __init__(self, part: AdminResource) -> None:
+        app = part.app
+        routes = declared_routes(app)
+        for rule in app.url_map.iter_rules():
+            if rule.endpoint not in routes:
+                raise TypeError(
+                    f"{type(part).__name__} routes {rule.rule} without declaring who may use it"
+                )
+        self.name = type(part).__name__
+        self.app = app
+        self.routes = routes
+        self.resource = app.resource()
+
+    def match(self, method: str, path: str) -> RouteAccess | None:
+        """The route for ``method`` and ``path``; None when another method
+        is routed there. NotFound when this resource routes nothing there."""
+        adapter: MapAdapter = self.app.url_map.bind("gateway", path_info=path, default_method=method)
+        try:
+            endpoint, _ = adapter.match()
+        except NotFound:
+            raise
+        except Exception:
+            # Another method, or a redirect: this resource answers it.
+            return None
+        return self.routes[str(endpoint)]
+
+
+class AdminRoot(Resource):
+    """The admin API and page: each request goes to the resource whose
+    routes match its path (in the order given; no two may route one path).
+    A path none of them routes is a JSON 404."""
+
+    isLeaf = True
+
+    def __init__(self, parts: Sequence[AdminResource], *, stream: StreamResource) -> None:
+        super().__init__()
+        if not parts:
+            raise ValueError("an admin root needs at least one resource")
+        self._mounted = [_Mounted(part) for part in parts]
+        #: The live streams, ended when the gateway stops (:meth:`end_streams`).
+        self.stream = stream
+
+    def resource(self) -> IResource:
+        return self
+
+    def site(self) -> Site:
+        """The site to listen with."""
+        site = Site(self)
+        site.displayTracebacks = False
+        site.noisy = False
+        return site
+
+    def end_streams(self) -> None:
+        """End every live stream (the gateway is stopping)."""
+        self.stream.end_streams()
+
+    def _route(self, method: str, path: str) -> tuple[_Mounted, RouteAccess | None]:
+        for mounted in self._mounted:
+            try:
+                return mounted, mounted.match(method, path)
+            except NotFound:
+                continue
+        # Any resource answers "not found" as every other would.
+        return self._mounted[0], None
+
+    def render(self, request: IRequest) -> bytes | int:
+        # The site gives a leaf its whole path, one segment each, unquoted.
+        postpath: list[bytes] = list(getattr(request, "postpath", None) or [])
+        try:
+            path = "/" + b"/".join(postpath).decode("utf-8")
+            method = request.method.decode("ascii")
+        except UnicodeDecodeError:
+            # Klein answers a path that is not UTF-8 (400).
+            mounted = self._mounted[0]
+        else:
+            mounted, _ = self._route(method, path)
+        # Klein renders as twisted.web does: bytes, or NOT_DONE_YET.
+        return cast("bytes | int", mounted.resource.render(request))
+
+
+def build_admin(
+    *,
+    reactor: IReactorThreads,
+    clock: IReactorTime,
+    site_id: str,
+    state_dir: str,
+    lanes: Iterable[CameraLane],
+    image_retention_days: int,
+    image_max_bytes: int,
+    settings: AdminSettings,
+    users: AdminAccounts,
+    registry: CameraRegistry,
+    control: CameraControl,
+    store: Callable[[], Store | None],
+    plate_list: PlateList,
+    codec: EntryCodec,
+    camera_sync: CameraWhitelistSync | None,
+    bus: EventBus,
+    metrics: Metrics | None = None,
+    display_test: Callable[[str, str], object] | None = None,
+    has_display: Callable[[str], bool] | None = None,
+    serial_status: SerialStatus | None = None,
+    upstream_status: StatusSource | None = None,
+    on_replay: Callable[[], object] | None = None,
+    static_dir: Path | str | None = None,
+    keepalive_seconds: float = KEEPALIVE_SECONDS,
+    max_streams: int = MAX_STREAMS,
+) -> AdminRoot:
+    """The admin API and page for the gateway's parts: each resource gets
+    only what it uses.
+
+    ``store()`` is the open store or None while it opens (answered 503).
+    """
+    sessions = SessionStore(clock, settings.session_hours * 3600.0)
+    access = Access(users, sessions)
+    stream = StreamResource(
+        access=access,
+        clock=clock,
+        bus=bus,
+        sessions=sessions,
+        keepalive_seconds=keepalive_seconds,
+        max_streams=max_streams,
+    )
+    parts: list[AdminResource] = [
+        SessionResource(
+            access=access, accounts=users, sessions=sessions, throttle=LoginThrottle(clock)
+        ),
+        CamerasResource(
+            access=access,
+            lanes=lanes,
+            registry=registry,
+            control=control,
+            store=store,
+            camera_sync=camera_sync,
+            display_test=display_test,
+            has_display=has_display,
+        ),
+        EventsResource(access=access, store=store),
+        PlateListResource(
+            access=access, reactor=reactor, plate_list=plate_list, codec=codec, store=store
+        ),
+        StatusResource(
+            access=access,
+            clock=clock,
+            site_id=site_id,
+            state_dir=state_dir,
+            image_retention_days=image_retention_days,
+            image_max_bytes=image_max_bytes,
+            store=store,
+            registry=registry,
+            upstream_status=upstream_status,
+            serial_status=serial_status,
+            on_replay=on_replay,
+        ),
+        MetricsResource(access=access, metrics=metrics, public=settings.metrics_public),
+        stream,
+        PageResource(reactor=reactor, static_dir=static_dir),
+    ]
+    return AdminRoot(parts, stream=stream)
