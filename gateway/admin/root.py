@@ -9,6 +9,11 @@ routes under the full paths of the API. :class:`AdminRoot` hands each
 request to the resource whose routes match its path, so the URLs are those
 of one API; it mounts only resources whose every route declares who may use
 it (:mod:`gateway.admin.access`).
+
+:class:`AdminSite` refuses a body larger than its route reads before reading
+it, and so before any credential is checked: the camera port's bounded
+request (:class:`gateway.camera.http.BoundedRequest`), asked for the limit of
+each request's route.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol, cast
+from urllib.parse import unquote_to_bytes
 
+import attrs
 from klein import Klein
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.web.iweb import IRequest
@@ -29,6 +36,7 @@ from gateway.admin.access import Access, RouteAccess, declared_routes
 from gateway.admin.auth import AdminAccounts, LoginThrottle, SessionStore
 from gateway.admin.cameras import CameraLane, CamerasResource
 from gateway.admin.events import EventsResource
+from gateway.admin.http import MAX_JSON_BYTES
 from gateway.admin.page import PageResource
 from gateway.admin.platelist import PlateListResource
 from gateway.admin.session import SessionResource
@@ -37,19 +45,42 @@ from gateway.admin.status import Metrics, MetricsResource, SerialStatus, StatusR
 from gateway.admin.stream import KEEPALIVE_SECONDS, MAX_STREAMS, StreamResource
 from gateway.bus import EventBus
 from gateway.camera.control import CameraControl
+from gateway.camera.http import BoundedRequest
 from gateway.camera.registry import CameraRegistry
 from gateway.camera.whitelist_sync import CameraWhitelistSync
 from gateway.platelist import PlateList
 from gateway.policy.codec import EntryCodec
 from gateway.store import Store
 
-__all__ = ["AdminResource", "AdminRoot", "build_admin"]
+__all__ = [
+    "HEADER_TIMEOUT_SECONDS",
+    "AdminResource",
+    "AdminRoot",
+    "AdminSite",
+    "MountedRoute",
+    "build_admin",
+]
+
+#: How long a client may take to send its request headers.
+HEADER_TIMEOUT_SECONDS = 30.0
+
 
 class AdminResource(Protocol):
     """A part of the admin API: a class with its own (bound) Klein app."""
 
     @property
     def app(self) -> Klein: ...
+
+
+@attrs.frozen
+class MountedRoute:
+    """A route of the admin root: its URL pattern, methods, declaration and
+    the resource serving it."""
+
+    url: str
+    methods: frozenset[str]
+    access: RouteAccess
+    resource: str
 
 
 class _Mounted:
@@ -98,12 +129,23 @@ class AdminRoot(Resource):
     def resource(self) -> IResource:
         return self
 
-    def site(self) -> Site:
+    def routes(self) -> list[MountedRoute]:
+        """Every route mounted, with what it declared (for the docs and the
+        tests: which are open, which need which role)."""
+        return [
+            MountedRoute(
+                url=rule.rule,
+                methods=frozenset(rule.methods or ()),
+                access=mounted.routes[str(rule.endpoint)],
+                resource=mounted.name,
+            )
+            for mounted in self._mounted
+            for rule in mounted.app.url_map.iter_rules()
+        ]
+
+    def site(self, *, header_timeout: float | None = HEADER_TIMEOUT_SECONDS) -> AdminSite:
         """The site to listen with."""
-        site = Site(self)
-        site.displayTracebacks = False
-        site.noisy = False
-        return site
+        return AdminSite(self, header_timeout=header_timeout)
 
     def end_streams(self) -> None:
         """End every live stream (the gateway is stopping)."""
@@ -131,6 +173,38 @@ class AdminRoot(Resource):
             mounted, _ = self._route(method, path)
         # Klein renders as twisted.web does: bytes, or NOT_DONE_YET.
         return cast("bytes | int", mounted.resource.render(request))
+
+    def body_limit(self, method: bytes, target: bytes) -> int:
+        """The largest body the route of ``method`` and ``target`` (the
+        request line's, query and all) reads: asked by the site before the
+        body is read. A path no route takes gets the smallest limit."""
+        path_bytes = target.split(b"?", 1)[0]
+        segments = [unquote_to_bytes(segment) for segment in path_bytes[1:].split(b"/")]
+        try:
+            path = "/" + b"/".join(segments).decode("utf-8")
+            _, declared = self._route(method.decode("ascii"), path)
+        except UnicodeDecodeError:
+            return MAX_JSON_BYTES
+        return declared.max_body if declared is not None else MAX_JSON_BYTES
+
+
+class AdminSite(Site):
+    """The admin listener's site: bodies bounded by their route before they
+    are read (413, connection closed), kept in memory; headers within
+    ``header_timeout``. A POST body is never parsed into ``request.args``:
+    the API reads its bodies itself."""
+
+    requestFactory = BoundedRequest
+    noisy = False
+
+    def __init__(self, root: AdminRoot, *, header_timeout: float | None) -> None:
+        super().__init__(root, parsePOSTFormSubmission=False)
+        self._root = root
+        self.header_timeout = header_timeout
+        self.displayTracebacks = False
+
+    def body_limit(self, method: bytes, target: bytes) -> int:
+        return self._root.body_limit(method, target)
 
 
 def build_admin(
