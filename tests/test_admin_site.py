@@ -249,6 +249,22 @@ def test_a_route_without_a_declaration_is_not_mounted() -> None:
         AdminRoot([fixture.uploads, Forgetful()], stream=fixture.root.stream)
 
 
+class Copycat:
+    """A resource routing a URL another resource routes."""
+
+    app = admin_app()
+
+    @open_route(app, "/api/open", methods=["GET"], reason="a test of two routes of one URL")
+    def open_too(self, request: IRequest) -> bytes:
+        return b""
+
+
+def test_one_url_pattern_routed_by_two_resources_is_refused() -> None:
+    fixture = Fixture()
+    with pytest.raises(ValueError, match="/api/open is routed by both Uploads and Copycat"):
+        AdminRoot([fixture.uploads, Copycat()], stream=fixture.root.stream)
+
+
 def test_two_routes_of_one_name_are_refused() -> None:
     app = Klein()
 

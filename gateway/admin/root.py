@@ -29,7 +29,7 @@ from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
-from werkzeug.exceptions import NotFound
+from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import MapAdapter
 
 from gateway.admin.access import Access, RouteAccess, declared_routes
@@ -105,16 +105,16 @@ class _Mounted:
             endpoint, _ = adapter.match()
         except NotFound:
             raise
-        except Exception:
-            # Another method, or a redirect: this resource answers it.
+        except HTTPException:
+            # Another method (405), or a redirect: this resource answers it.
             return None
         return self.routes[str(endpoint)]
 
 
 class AdminRoot(Resource):
-    """The admin API and page: each request goes to the resource whose
-    routes match its path (in the order given; no two may route one path).
-    A path none of them routes is a JSON 404."""
+    """The admin API and page: each request goes to the first resource
+    (in the order given) whose routes match its path; no two resources may
+    route the same URL pattern. A path none of them routes is a JSON 404."""
 
     isLeaf = True
 
@@ -123,6 +123,12 @@ class AdminRoot(Resource):
         if not parts:
             raise ValueError("an admin root needs at least one resource")
         self._mounted = [_Mounted(part) for part in parts]
+        routed_by: dict[str, str] = {}
+        for mounted in self._mounted:
+            for rule in mounted.app.url_map.iter_rules():
+                other = routed_by.setdefault(rule.rule, mounted.name)
+                if other != mounted.name:
+                    raise ValueError(f"{rule.rule} is routed by both {other} and {mounted.name}")
         #: The live streams, ended when the gateway stops (:meth:`end_streams`).
         self.stream = stream
 
@@ -177,7 +183,7 @@ class AdminRoot(Resource):
     def body_limit(self, method: bytes, target: bytes) -> int:
         """The largest body the route of ``method`` and ``target`` (the
         request line's, query and all) reads: asked by the site before the
-        body is read. A path no route takes gets the smallest limit."""
+        body is read. A path no route takes gets the default limit."""
         path_bytes = target.split(b"?", 1)[0]
         segments = [unquote_to_bytes(segment) for segment in path_bytes[1:].split(b"/")]
         try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -51,7 +50,7 @@ KEEPALIVE_SECONDS = 15.0
 MAX_STREAMS = 32
 
 
-def format_message(topic: str, payload: Mapping[str, Any]) -> bytes:
+def format_message(topic: str, payload: Mapping[str, object]) -> bytes:
     """One server-sent event. JSON escapes newlines, so ``data`` is one line."""
     data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str)
     return f"event: {topic}\ndata: {data}\n\n".encode("utf-8")
@@ -117,7 +116,7 @@ class EventStream:
 
     # -- messages ----------------------------------------------------------------------
 
-    def _published(self, topic: str, payload: Mapping[str, Any]) -> None:
+    def _published(self, topic: str, payload: Mapping[str, object]) -> None:
         if topic in STREAM_TOPICS:
             self._write(format_message(topic, payload))
             self.sent += 1
