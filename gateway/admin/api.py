@@ -53,7 +53,8 @@ from gateway.camera.control import (
 from gateway.camera.recorder import event_summary
 from gateway.camera.registry import Camera, CameraRegistry
 from gateway.camera.whitelist_sync import CameraWhitelistSync
-from gateway.config import GatewayConfig, LaneConfig
+from gateway.site import Lanes, LaneSettings, SiteSettings
+from gateway.store.settings import StoreSettings
 from gateway.policy.codec import EntryCodec, EntryError
 from gateway.policy.csvformat import CsvImport, format_whitelist_csv, parse_whitelist_csv
 from gateway.policy.plates import is_no_plate, normalise_plate
@@ -282,7 +283,9 @@ class AdminApi:
         *,
         reactor: IReactorThreads,
         clock: IReactorTime,
-        config: GatewayConfig,
+        site: SiteSettings,
+        lanes: Lanes,
+        store_settings: StoreSettings,
         settings: AdminSettings,
         users: AdminAccounts,
         registry: CameraRegistry,
@@ -304,7 +307,9 @@ class AdminApi:
     ) -> None:
         self._reactor = reactor
         self._clock = clock
-        self._config = config
+        self._site = site
+        self._lanes = lanes
+        self._store_settings = store_settings
         self._settings = settings
         self._users = users
         self._registry = registry
@@ -321,7 +326,7 @@ class AdminApi:
         self._upstream_status = upstream_status
         self._on_replay = on_replay
         self._static_dir = Path(static_dir) if static_dir is not None else STATIC_DIR
-        self._tz = ZoneInfo(config.gateway.timezone)
+        self._tz = site.tz
         self._started = clock.seconds()
         self.sessions = SessionStore(clock, settings.session_hours * 3600.0)
         self.throttle = LoginThrottle(clock)
@@ -440,18 +445,18 @@ class AdminApi:
         store = self._store()
         rows: list[dict[str, Any]] = []
         listed: set[str] = set()
-        for lane in self._config.lanes:
+        for lane in self._lanes:
             camera = self._registry.get(lane.camera)
             rows.append(await self._camera_json(camera, lane.camera, lane, store))
             listed.add(lane.camera.casefold())
         for camera in self._registry:
             if camera.serialno.casefold() not in listed:
-                lane_config = self._config.lane_for_camera(camera.serialno)
+                lane_config = self._lanes.for_camera(camera.serialno)
                 rows.append(await self._camera_json(camera, camera.serialno, lane_config, store))
         return _json(request, {"cameras": rows})
 
     async def _camera_json(
-        self, camera: Camera | None, serialno: str, lane: LaneConfig | None, store: Store | None
+        self, camera: Camera | None, serialno: str, lane: LaneSettings | None, store: Store | None
     ) -> dict[str, Any]:
         if camera is not None:
             row: dict[str, Any] = dict(camera.describe())
@@ -499,8 +504,8 @@ class AdminApi:
         )
         return row
 
-    def _lane_of(self, serialno: str) -> LaneConfig | None:
-        return self._config.lane_for_camera(serialno)
+    def _lane_of(self, serialno: str) -> LaneSettings | None:
+        return self._lanes.for_camera(serialno)
 
     def _known_camera(self, serialno: str) -> str:
         """The camera's serial number as the gateway spells it; 404 if unknown."""
@@ -976,11 +981,11 @@ class AdminApi:
             "image_bytes": None,
             "image_files": None,
             "events": None,
-            "free_disk_bytes": _free_disk(self._config.gateway.state_dir),
+            "free_disk_bytes": _free_disk(self._site.state_dir),
             "degraded": False,
             "reason": None if store is not None else "the event store is not open yet",
-            "image_retention_days": self._config.store.image_retention_days,
-            "image_max_bytes": self._config.store.image_max_bytes,
+            "image_retention_days": self._store_settings.image_retention_days,
+            "image_max_bytes": self._store_settings.image_max_bytes,
         }
         outbox_depth = dead_count = dropped = None
         dead_letters: list[dict[str, Any]] = []
@@ -1016,7 +1021,7 @@ class AdminApi:
             request,
             {
                 "version": __version__,
-                "gateway": self._config.gateway.id,
+                "gateway": self._site.id,
                 "uptime_seconds": round(self._clock.seconds() - self._started, 1),
                 "store": store_json,
                 "upstream": {
