@@ -52,7 +52,7 @@ def _cpu() -> float:
 
 async def run_outbox(reactor: Any, args: argparse.Namespace) -> None:
     from gateway.upstream.service import UpstreamService
-    from gateway.upstream.settings import UpstreamConfig
+    from gateway.upstream.settings import UpstreamSettings
 
     class NoWhitelist:
         """The sync feed's plate-list sink (the stub cloud sends no changes)."""
@@ -85,7 +85,7 @@ async def run_outbox(reactor: Any, args: argparse.Namespace) -> None:
         )
     depth = await store.outbox_depth()
     print(f"FILLED {depth} in {time.monotonic() - filled:.1f} s", flush=True)
-    config = UpstreamConfig(
+    config = UpstreamSettings(
         url=args.cloud,
         secret=args.secret,
         gateway_id="bench-site",

@@ -31,7 +31,7 @@ from gateway.heap import bulk
 from gateway.policy.codec import EntryCodec
 from gateway.policy.csvformat import CsvImport, parse_whitelist_csv
 from gateway.policy.decision import Decision, PlateQuery
-from gateway.policy.lanes import Lanes
+from gateway.site import Lanes
 from gateway.policy.plates import normalise_plate
 from gateway.policy.whitelist import (
     PlateListChange,

@@ -233,7 +233,7 @@ class AdminTestCase(TestCase):
         self.clock.advance(time.time())
         self.registry = registry = CameraRegistry(self.clock, comet_hold=20, missed_intervals=3)
         self.store_service = store_service = StoreService(reactor, str(state_dir))
-        self.codec = codec = EntryCodec(tz=self.tz, lanes=self.config.lane_names)
+        self.codec = codec = EntryCodec(tz=self.tz, lanes=self.config.lanes)
         self.whitelist = whitelist = PlateList(
             reactor,
             store_service,
@@ -251,14 +251,15 @@ class AdminTestCase(TestCase):
 
         recorder = StoreRecorder(open_store, bus=bus)
         self.control = control = CameraControl(
-            clock=self.clock, registry=registry, config=self.config, recorder=recorder, bus=bus
+            clock=self.clock, registry=registry, lanes=self.config.lanes, recorder=recorder, bus=bus
         )
         self.gate = gate = Gate(
             clock=self.clock, local=whitelist, duplicate_window=self.config.policy.duplicate_window_seconds
         )
         self.camera_server = CameraServer(
             clock=self.clock,
-            config=self.config,
+            settings=self.config.camera_server,
+            lanes=self.config.lanes,
             registry=registry,
             gate=gate,
             recorder=recorder,
@@ -308,11 +309,9 @@ class AdminTestCase(TestCase):
         self.api_arguments: dict[str, Any] = dict(
             reactor=reactor,
             clock=self.clock,
-            site_id=self.config.gateway.id,
-            state_dir=self.config.gateway.state_dir,
+            site=self.config.gateway,
             lanes=self.config.lanes,
-            image_retention_days=self.config.store.image_retention_days,
-            image_max_bytes=self.config.store.image_max_bytes,
+            store_settings=self.config.store,
             settings=settings,
             users=users,
             registry=registry,

@@ -29,10 +29,11 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from gateway.policy.codec import EntryCodec
-from gateway.policy.lanes import Lanes
+from gateway.site import Lanes
 from gateway.policy.whitelist import WhitelistEntry
 from gateway.store import EventRecord, EventType, Store, StoreService, new_event_id, plate_event_id
-from gateway.upstream import UpstreamConfig, UpstreamService
+from gateway.upstream.service import UpstreamService
+from gateway.upstream.settings import UpstreamSettings
 
 reactor: Any = global_reactor
 
@@ -318,7 +319,7 @@ class RecordingCommands:
         self.submitted: list[Mapping[str, Any]] = []
 
     async def submit(self, command: Mapping[str, Any]) -> None:
-        from gateway.upstream import CommandRejected
+        from gateway.upstream.sync import CommandRejected
 
         if command["camera"] not in self.cameras:
             raise CommandRejected(f"no camera {command['camera']} on this site")
@@ -376,7 +377,7 @@ class UpstreamTestCase(TestCase):
         globalLogPublisher.addObserver(self.log)
         self.addCleanup(globalLogPublisher.removeObserver, self.log)
 
-    def config(self, **settings: Any) -> UpstreamConfig:
+    def config(self, **settings: Any) -> UpstreamSettings:
         values: dict[str, Any] = dict(
             url=self.cloud.url,
             secret=SECRET,
@@ -385,7 +386,7 @@ class UpstreamTestCase(TestCase):
             images="none",
         )
         values.update(settings)
-        return UpstreamConfig(**values)
+        return UpstreamSettings(**values)
 
     async def open_store(self) -> Store:
         if self.store_service is None:
@@ -411,7 +412,7 @@ class UpstreamTestCase(TestCase):
             self.config(**settings),
             whitelist=self.whitelist,
             commands=self.commands,
-            codec=EntryCodec(tz=ZoneInfo("Asia/Shanghai"), lanes=Lanes(("Entry", "Exit"))),
+            codec=EntryCodec(tz=ZoneInfo("Asia/Shanghai"), lanes=Lanes.of_names("Entry", "Exit")),
             clock=self.clock,
             random=random,
         )

@@ -10,7 +10,8 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
 from gateway.store import EventType, OutboxTrim
-from gateway.upstream import LinkState, UpstreamService
+from gateway.upstream.link import LinkState
+from gateway.upstream.service import UpstreamService
 from test_upstream_cloud import (
     Scripted,
     UpstreamTestCase,

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.policy.decision import PlateQuery
 from gateway.policy.whitelist import WhitelistEntry
-from gateway.upstream import LinkState
+from gateway.upstream.link import LinkState
 from gateway.platelist import PlateList
 from gateway.policy.codec import EntryCodec
 from test_upstream_cloud import UpstreamTestCase, reactor

@@ -20,7 +20,7 @@ def _upstream_available() -> str | None:
     """None when the upstream link can be run, else why not."""
     try:
         from gateway.upstream.service import UpstreamService  # noqa: F401
-        from gateway.upstream.settings import UpstreamConfig  # noqa: F401
+        from gateway.upstream.settings import UpstreamSettings  # noqa: F401
     except ImportError as error:
         return f"upstream link not available ({error})"
     return None

@@ -9,8 +9,7 @@ in its next reply.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Protocol
+from collections.abc import Callable, Mapping
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -32,9 +31,10 @@ from gateway.camera.control import (
 from gateway.camera.recorder import event_summary
 from gateway.camera.registry import Camera, CameraRegistry
 from gateway.camera.whitelist_sync import CameraWhitelistSync
+from gateway.site import Lanes, LaneSettings
 from gateway.store import EventType, Store, StoreError
 
-__all__ = ["CameraLane", "CamerasResource"]
+__all__ = ["CamerasResource"]
 
 log = Logger()
 
@@ -49,25 +49,6 @@ _SYNC_FIELDS = (
     "capacity",
     "partial",
 )
-
-
-class CameraLane(Protocol):
-    """What the camera view needs of a configured lane."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def camera(self) -> str: ...
-
-    @property
-    def direction(self) -> str: ...
-
-    @property
-    def barrier_channel(self) -> int: ...
-
-    @property
-    def sync_whitelist(self) -> bool: ...
 
 
 def _sync_json(described: Mapping[str, object] | None) -> dict[str, object] | None:
@@ -89,7 +70,7 @@ class CamerasResource:
         self,
         *,
         access: Access,
-        lanes: Iterable[CameraLane],
+        lanes: Lanes,
         registry: CameraRegistry,
         control: CameraControl,
         store: Callable[[], Store | None],
@@ -98,21 +79,13 @@ class CamerasResource:
         has_display: Callable[[str], bool] | None = None,
     ) -> None:
         self.access = access
-        self._lanes = tuple(lanes)
+        self._lanes = lanes
         self._registry = registry
         self._control = control
         self._store = store
         self._camera_sync = camera_sync
         self._display_test = display_test
         self._has_display = has_display
-
-    def _lane_of(self, serialno: str) -> CameraLane | None:
-        """The lane whose camera has this serial number (case-insensitive)."""
-        wanted = serialno.casefold()
-        for lane in self._lanes:
-            if lane.camera.casefold() == wanted:
-                return lane
-        return None
 
     @authorized(app, "/api/cameras", methods=["GET"], role=VIEWER)
     async def cameras(self, request: IRequest, who: Principal) -> bytes:
@@ -125,12 +98,12 @@ class CamerasResource:
             listed.add(lane.camera.casefold())
         for camera in self._registry:
             if camera.serialno.casefold() not in listed:
-                lane_of = self._lane_of(camera.serialno)
+                lane_of = self._lanes.for_camera(camera.serialno)
                 rows.append(await self._camera_json(camera, camera.serialno, lane_of, store))
         return json_response(request, {"cameras": rows})
 
     async def _camera_json(
-        self, camera: Camera | None, serialno: str, lane: CameraLane | None, store: Store | None
+        self, camera: Camera | None, serialno: str, lane: LaneSettings | None, store: Store | None
     ) -> dict[str, object]:
         if camera is not None:
             row: dict[str, object] = dict(camera.describe())
@@ -179,7 +152,7 @@ class CamerasResource:
         camera = self._registry.get(serialno)
         if camera is not None:
             return camera.serialno
-        lane = self._lane_of(serialno)
+        lane = self._lanes.for_camera(serialno)
         if lane is not None:
             return lane.camera
         raise ApiError(404, f"no camera {serialno} is known to this gateway")
@@ -321,7 +294,7 @@ class CamerasResource:
             raise ApiError(400, f"text: {reason}", errors={"text": reason})
         name = self._known_camera(serialno)
         camera = self._registry.get(name)
-        lane = self._lane_of(name)
+        lane = self._lanes.for_camera(name)
         lane_name = lane.name if lane else (camera.lane if camera else None)
         if lane_name is not None and self._display_test is not None:
             try:
@@ -369,7 +342,7 @@ class CamerasResource:
     @authorized(app, "/api/cameras/<serialno>/resync-whitelist", methods=["POST"], role=OPERATOR)
     def resync_whitelist(self, request: IRequest, who: Principal, serialno: str) -> bytes:
         name = self._known_camera(serialno)
-        lane = self._lane_of(name)
+        lane = self._lanes.for_camera(name)
         if self._camera_sync is None or lane is None or not lane.sync_whitelist:
             raise ApiError(409, f"camera {name} does not keep a copy of the plate list")
         self._camera_sync.resync(name)

@@ -18,7 +18,7 @@ each request's route.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, cast
 from urllib.parse import unquote_to_bytes
@@ -34,7 +34,7 @@ from werkzeug.routing import MapAdapter
 
 from gateway.admin.access import Access, RouteAccess, declared_routes
 from gateway.admin.auth import AdminAccounts, LoginThrottle, SessionStore
-from gateway.admin.cameras import CameraLane, CamerasResource
+from gateway.admin.cameras import CamerasResource
 from gateway.admin.events import EventsResource
 from gateway.admin.http import MAX_JSON_BYTES
 from gateway.admin.page import PageResource
@@ -50,7 +50,9 @@ from gateway.camera.registry import CameraRegistry
 from gateway.camera.whitelist_sync import CameraWhitelistSync
 from gateway.platelist import PlateList
 from gateway.policy.codec import EntryCodec
+from gateway.site import Lanes, SiteSettings
 from gateway.store import Store
+from gateway.store.settings import StoreSettings
 
 __all__ = [
     "HEADER_TIMEOUT_SECONDS",
@@ -217,11 +219,9 @@ def build_admin(
     *,
     reactor: IReactorThreads,
     clock: IReactorTime,
-    site_id: str,
-    state_dir: str,
-    lanes: Iterable[CameraLane],
-    image_retention_days: int,
-    image_max_bytes: int,
+    site: SiteSettings,
+    lanes: Lanes,
+    store_settings: StoreSettings,
     settings: AdminSettings,
     users: AdminAccounts,
     registry: CameraRegistry,
@@ -277,10 +277,8 @@ def build_admin(
         StatusResource(
             access=access,
             clock=clock,
-            site_id=site_id,
-            state_dir=state_dir,
-            image_retention_days=image_retention_days,
-            image_max_bytes=image_max_bytes,
+            site=site,
+            store_settings=store_settings,
             store=store,
             registry=registry,
             upstream_status=upstream_status,

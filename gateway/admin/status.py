@@ -22,7 +22,9 @@ from gateway.admin.http import ApiError, admin_app, iso, json_response
 from gateway.admin.metrics import CONTENT_TYPE_LATEST
 from gateway.admin.settings import ADMIN, VIEWER
 from gateway.camera.registry import CameraRegistry
+from gateway.site import SiteSettings
 from gateway.store import Store, StoreError
+from gateway.store.settings import StoreSettings
 
 __all__ = ["MetricsResource", "Metrics", "StatusResource", "StatusSource"]
 
@@ -64,10 +66,8 @@ class StatusResource:
         *,
         access: Access,
         clock: IReactorTime,
-        site_id: str,
-        state_dir: str,
-        image_retention_days: int,
-        image_max_bytes: int,
+        site: SiteSettings,
+        store_settings: StoreSettings,
         store: Callable[[], Store | None],
         registry: CameraRegistry,
         upstream_status: StatusSource | None = None,
@@ -76,10 +76,8 @@ class StatusResource:
     ) -> None:
         self.access = access
         self._clock = clock
-        self._site_id = site_id
-        self._state_dir = state_dir
-        self._image_retention_days = image_retention_days
-        self._image_max_bytes = image_max_bytes
+        self._site = site
+        self._store_settings = store_settings
         self._store = store
         self._registry = registry
         self._upstream_status = upstream_status
@@ -97,11 +95,11 @@ class StatusResource:
             "image_bytes": None,
             "image_files": None,
             "events": None,
-            "free_disk_bytes": _free_disk(self._state_dir),
+            "free_disk_bytes": _free_disk(self._site.state_dir),
             "degraded": False,
             "reason": None if store is not None else "the event store is not open yet",
-            "image_retention_days": self._image_retention_days,
-            "image_max_bytes": self._image_max_bytes,
+            "image_retention_days": self._store_settings.image_retention_days,
+            "image_max_bytes": self._store_settings.image_max_bytes,
         }
         outbox_depth = dead_count = dropped = None
         dead_letters: list[dict[str, object]] = []
@@ -137,7 +135,7 @@ class StatusResource:
             request,
             {
                 "version": __version__,
-                "gateway": self._site_id,
+                "gateway": self._site.id,
                 "uptime_seconds": round(self._clock.seconds() - self._started, 1),
                 "store": store_json,
                 "upstream": {

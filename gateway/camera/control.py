@@ -31,7 +31,7 @@ from gateway.camera.commands import (
 )
 from gateway.camera.events import CameraEvent, EventNotKept, EventRecorder
 from gateway.camera.registry import Camera, CameraRegistry
-from gateway.config import GatewayConfig
+from gateway.site import Lanes
 from gateway.protocol.messages import Dialect
 from gateway.store.ids import new_event_id
 
@@ -76,7 +76,7 @@ class CameraControl:
         *,
         clock: IReactorTime,
         registry: CameraRegistry,
-        config: GatewayConfig,
+        lanes: Lanes,
         recorder: EventRecorder | None = None,
         expiry: float = DEFAULT_EXPIRY_SECONDS,
         snapshot_timeout: float = DEFAULT_SNAPSHOT_TIMEOUT_SECONDS,
@@ -85,7 +85,7 @@ class CameraControl:
     ) -> None:
         self._clock = clock
         self._registry = registry
-        self._config = config
+        self._lanes = lanes
         self.recorder = recorder
         self.expiry = expiry
         self.snapshot_timeout = snapshot_timeout
@@ -294,7 +294,7 @@ class CameraControl:
 
     def _channel(self, camera: Camera, channel: int | None) -> int:
         if channel is None:
-            lane = self._config.lane_for_camera(camera.serialno)
+            lane = self._lanes.for_camera(camera.serialno)
             return lane.barrier_channel if lane else 0
         if not 0 <= channel <= 3:
             raise CommandRefused(f"barrier channel must be 0-3, got {channel}")

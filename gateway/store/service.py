@@ -14,7 +14,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gateway.store.database import StoreClosedError, StoreError
-from gateway.store.records import RetentionResult, StoreConfig
+from gateway.store.records import RetentionResult
+from gateway.store.settings import StoreSettings
 from gateway.store.store import Store
 
 __all__ = ["StoreService", "RETENTION_INTERVAL"]
@@ -38,7 +39,7 @@ class StoreService(Service):
         self,
         reactor: IReactorFromThreads,
         state_dir: str | Path,
-        config: StoreConfig | None = None,
+        config: StoreSettings | None = None,
         *,
         clock: IReactorTime | None = None,
         retention_interval: float = RETENTION_INTERVAL,
@@ -46,7 +47,7 @@ class StoreService(Service):
         self.setName("store")
         self._reactor = reactor
         self._state_dir = Path(state_dir)
-        self._config = config or StoreConfig()
+        self._config = config or StoreSettings()
         self._clock = clock if clock is not None else cast(IReactorTime, reactor)
         self._interval = retention_interval
         self.store: Store | None = None

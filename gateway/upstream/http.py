@@ -36,7 +36,8 @@ from zope.interface import implementer
 
 from gateway import __version__
 from gateway.upstream.link import FailureKind, LinkFailure
-from gateway.upstream.settings import UpstreamConfig, UpstreamSettingsError
+from gateway.schema import ConfigError
+from gateway.upstream.settings import UpstreamSettings
 from gateway.upstream.signing import new_message_id, signature_headers
 
 __all__ = [
@@ -204,11 +205,11 @@ _PEM_CERTIFICATE = re.compile(
 def _pem_certificates(data: bytes, key: str) -> list[Certificate]:
     blocks = _PEM_CERTIFICATE.findall(data)
     if not blocks:
-        raise UpstreamSettingsError(key, "holds no PEM certificate")
+        raise ConfigError(key, "holds no PEM certificate")
     try:
         return [Certificate.loadPEM(block) for block in blocks]
     except SSL.Error as error:
-        raise UpstreamSettingsError(key, f"holds an unreadable certificate ({error})") from None
+        raise ConfigError(key, f"holds an unreadable certificate ({error})") from None
 
 
 def _read_file(path: str, key: str) -> bytes:
@@ -216,7 +217,7 @@ def _read_file(path: str, key: str) -> bytes:
         with open(path, "rb") as handle:
             return handle.read()
     except OSError as error:
-        raise UpstreamSettingsError(key, f"cannot read {path}: {error.strerror}") from None
+        raise ConfigError(key, f"cannot read {path}: {error.strerror}") from None
 
 
 @implementer(IPolicyForHTTPS)
@@ -248,9 +249,9 @@ class UpstreamTLSPolicy:
         )
 
 
-def load_tls_policy(config: UpstreamConfig) -> UpstreamTLSPolicy:
+def load_tls_policy(config: UpstreamSettings) -> UpstreamTLSPolicy:
     """Read ``ca_file`` and the client certificate of ``config`` (at start,
-    before the reactor runs). Raises :class:`UpstreamSettingsError`."""
+    before the reactor runs). Raises :class:`ConfigError`."""
     roots = None
     if config.ca_file is not None:
         roots = _pem_certificates(_read_file(config.ca_file, "ca_file"), "ca_file")
@@ -266,7 +267,7 @@ def load_tls_policy(config: UpstreamConfig) -> UpstreamTLSPolicy:
             # the text, and refuses a key that does not match the certificate.
             client = PrivateCertificate.loadPEM(certificates[0].dumpPEM() + b"\n" + key_pem)
         except Exception as error:  # pyOpenSSL raises several kinds here
-            raise UpstreamSettingsError(
+            raise ConfigError(
                 key_name, f"holds no private key matching client_cert ({describe_error(error)})"
             ) from None
         chain = certificates[1:]
@@ -283,7 +284,7 @@ class UpstreamClient:
     def __init__(
         self,
         reactor: Any,
-        config: UpstreamConfig,
+        config: UpstreamSettings,
         *,
         clock: IReactorTime | None = None,
         tls: IPolicyForHTTPS | None = None,

@@ -22,7 +22,7 @@ from gateway.upstream.events import command_result_record
 from gateway.upstream.http import UpstreamClient
 from gateway.upstream.link import Link, LinkStatus
 from gateway.upstream.outbox import OutboxDrainer
-from gateway.upstream.settings import UpstreamConfig
+from gateway.upstream.settings import UpstreamSettings
 from gateway.upstream.sync import CommandSink, InThread, SyncFeed, WhitelistSink
 
 __all__ = ["HOUSEKEEPING_SECONDS", "UpstreamService", "UpstreamStatus"]
@@ -74,7 +74,7 @@ class UpstreamService(MultiService):
         self,
         reactor: Any,
         store: StoreService,
-        config: UpstreamConfig,
+        config: UpstreamSettings,
         *,
         whitelist: WhitelistSink,
         commands: CommandSink,

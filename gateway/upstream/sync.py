@@ -27,7 +27,7 @@ from gateway.upstream.events import command_result_record
 from gateway.upstream.feed import CloudCommand, SyncPage, parse_sync_page
 from gateway.upstream.http import UpstreamClient, Verdict
 from gateway.upstream.link import FailureKind, Link, LinkFailure
-from gateway.upstream.settings import UpstreamConfig
+from gateway.upstream.settings import UpstreamSettings
 
 __all__ = [
     "CURSOR_KEY",
@@ -118,7 +118,7 @@ class SyncFeed(LinkChannel):
         store: StoreService,
         client: UpstreamClient,
         clock: IReactorTime,
-        config: UpstreamConfig,
+        config: UpstreamSettings,
         link: Link,
         random: Callable[[], float],
         whitelist: WhitelistSink,
