@@ -420,6 +420,7 @@ def build_upstream(
     upstream.setServiceParent(root)
     core.recorder.on_commit = upstream.notify_new_event
     cameras.gate.cloud = CloudGate(upstream.decider)
+    upstream.link.on_failure(lambda failure: core.metrics.upstream_error(failure.kind.value))
     upstream.link.on_change(
         lambda status: core.bus.publish(
             "status", {"upstream": status.state.value, "last_error": status.last_error}

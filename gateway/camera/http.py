@@ -118,7 +118,7 @@ class BoundedRequest(Request):
         if length is not None and length > self._limit():
             self._refuse(announced=length)
             return
-        self.content = BytesIO()  # type: ignore[assignment]
+        self.content = BytesIO()
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.refused:
@@ -136,7 +136,7 @@ class BoundedRequest(Request):
 
     def _refuse(self, announced: int | None) -> None:
         self.refused = True
-        self.content = _Discard()  # type: ignore[assignment]
+        self.content = _Discard()
         limit = self._limit()
         transport = self._transport()
         peer = transport.getPeer()

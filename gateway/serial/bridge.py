@@ -114,9 +114,6 @@ class SerialBridge(Service):
         (``settle_seconds`` after the first of them arrived, once until drained)."""
         self._pending_callbacks.append(callback)
 
-    def bridges_camera(self, camera: str) -> bool:
-        return camera.casefold() in self._by_camera
-
     def from_camera(self, message: SerialData, camera: str | None = None) -> bool:
         """Relay a camera's ``SerialData`` push to its bridged port.
 

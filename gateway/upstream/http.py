@@ -409,7 +409,8 @@ class UpstreamClient:
         """Cancel what is in flight and close the pooled connections."""
         self._closed = True
         self.cancel_all()
-        return self.pool.closeCachedConnections()
+        closing: Deferred[None] = self.pool.closeCachedConnections()
+        return closing
 
 
 def describe_error(error: BaseException) -> str:
@@ -417,7 +418,8 @@ def describe_error(error: BaseException) -> str:
     reasons = getattr(error, "reasons", None)
     if reasons:
         inner = reasons[0].value if isinstance(reasons[0], Failure) else reasons[0]
-        return describe_error(inner)
+        if isinstance(inner, BaseException):
+            return describe_error(inner)
     if isinstance(error, SSL.Error):
         return f"TLS failed: {_ssl_reason(error)}"
     if isinstance(error, VerificationError):

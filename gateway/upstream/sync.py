@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from gateway.background import InThread
 from gateway.heap import bulk
 from gateway.policy.codec import EntryCodec
 from gateway.policy.whitelist import WhitelistEntry
@@ -47,7 +48,6 @@ REMEMBERED_COMMANDS = 4096
 
 
 #: Runs a function off the reactor thread and gives its result.
-InThread = Callable[[Callable[[], Any]], "Deferred[Any]"]
 
 
 async def decode_page(body: bytes, codec: EntryCodec, in_thread: InThread) -> SyncPage:
@@ -89,8 +89,9 @@ class CommandSink(Protocol):
         and by type: ``channel`` (int or None for the lane's default; open,
         serial), ``data`` (bytes; serial), ``lines`` (tuple of str) and
         ``voice`` (str; display). Raise :class:`CommandRejected` (or
-        ``ValueError``) with a reason to refuse it. The outcome is reported
-        later with :meth:`gateway.upstream.service.UpstreamService.report_command`.
+        ``ValueError``) with a reason to refuse it. How the command then ends
+        is reported by the camera control, as a ``command_result`` event
+        naming the cloud's command id.
         """
 
 
