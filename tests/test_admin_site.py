@@ -133,6 +133,20 @@ def test_an_announced_body_over_the_limit_is_refused_before_it_is_read() -> None
     assert fixture.uploads.bodies == []
 
 
+def test_a_client_waiting_for_100_continue_is_not_told_to_send_a_refused_body() -> None:
+    fixture = Fixture()
+    protocol, transport = fixture.connect()
+    # curl asks first for bodies over 1 MB.
+    protocol.dataReceived(
+        head("/api/large/a", "Content-Length: 52428800", "Expect: 100-continue")
+    )
+    assert status_of(transport) == 413
+    assert b"100 Continue" not in transport.value()
+    protocol, transport = fixture.connect()
+    protocol.dataReceived(head("/api/large/a", "Content-Length: 5", "Expect: 100-continue"))
+    assert transport.value().startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
 def test_the_default_limit_holds_for_every_route_that_declares_none() -> None:
     fixture = Fixture()
     for path in ("/api/small", "/api/open", "/api/stream", "/api/nothing-here"):

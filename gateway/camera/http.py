@@ -137,6 +137,9 @@ class BoundedRequest(Request):
     def _refuse(self, announced: int | None) -> None:
         self.refused = True
         self.content = _Discard()
+        # The channel answers "Expect: 100-continue" once the headers are in,
+        # after this: the client must not be told to send the body after all.
+        self.requestHeaders.removeHeader(b"expect")
         limit = self._limit()
         transport = self._transport()
         peer = transport.getPeer()
