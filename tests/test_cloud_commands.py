@@ -70,7 +70,7 @@ class CloudCommandTests(SynchronousTestCase):
         """The command as the cloud writes it in a sync page, checked by the
         feed's parser, then handed to the cameras."""
         wire = {"id": f"cloud-{command['type']}-1", "camera": ENTRANCE, **command}
-        return Deferred.fromCoroutine(self.commands.submit(command_from_json(wire).as_mapping()))
+        return Deferred.fromCoroutine(self.commands.submit(command_from_json(wire)))
 
     def next_reply(self, camera: Camera) -> PlateReply:
         reply = PlateReply()
