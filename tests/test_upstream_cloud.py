@@ -32,6 +32,7 @@ from gateway.policy.codec import EntryCodec
 from gateway.site import Lanes
 from gateway.policy.whitelist import WhitelistEntry
 from gateway.store import EventRecord, EventType, Store, StoreService, new_event_id, plate_event_id
+from gateway.upstream.feed import CloudCommand
 from gateway.upstream.service import UpstreamService
 from gateway.upstream.settings import UpstreamSettings
 
@@ -316,13 +317,13 @@ class RecordingCommands:
 
     def __init__(self, cameras: Sequence[str] = ("cam-1", "cam-2")) -> None:
         self.cameras = set(cameras)
-        self.submitted: list[Mapping[str, Any]] = []
+        self.submitted: list[CloudCommand] = []
 
-    async def submit(self, command: Mapping[str, Any]) -> None:
+    async def submit(self, command: CloudCommand) -> None:
         from gateway.upstream.sync import CommandRejected
 
-        if command["camera"] not in self.cameras:
-            raise CommandRejected(f"no camera {command['camera']} on this site")
+        if command.camera not in self.cameras:
+            raise CommandRejected(f"no camera {command.camera} on this site")
         self.submitted.append(command)
 
 

@@ -32,6 +32,7 @@ from gateway.camera.commands import (
 from gateway.camera.events import CameraEvent, EventNotKept, EventRecorder
 from gateway.camera.registry import Camera, CameraRegistry
 from gateway.site import Lanes
+from gateway.upstream.feed import CloudCommand
 from gateway.protocol.messages import Dialect
 from gateway.store.ids import new_event_id
 
@@ -326,26 +327,28 @@ class CloudCommands:
         self._control = control
         self._clock = clock
 
-    async def submit(self, command: Any) -> None:
-        kind = command.get("type")
-        serialno = command.get("camera") or ""
-        origin: dict[str, Any] = {"command_id": command.get("id")}
-        expires = command.get("expires_at")
-        if expires is not None:
-            expires_at = expires.timestamp()
+    async def submit(self, command: CloudCommand) -> None:
+        kind = command.type
+        serialno = command.camera
+        fields = command.fields
+        origin: dict[str, Any] = {"command_id": command.id}
+        if command.expires_at is not None:
+            expires_at = command.expires_at.timestamp()
             if expires_at <= self._clock.seconds():
                 raise ValueError("it expired before it arrived")
             origin["expires_at"] = expires_at
         control = self._control
         try:
             if kind == "open":
-                control.open(serialno, command.get("channel"), **origin)
+                control.open(serialno, fields.get("channel"), **origin)
             elif kind == "trigger":
                 control.trigger(serialno, **origin)
             elif kind == "serial":
-                control.send_serial(serialno, command.get("channel") or 0, command.get("data") or b"", **origin)
+                control.send_serial(
+                    serialno, fields.get("channel") or 0, fields.get("data") or b"", **origin
+                )
             elif kind == "display":
-                text = "\n".join(command.get("lines") or ()) or command.get("voice") or ""
+                text = "\n".join(fields.get("lines") or ()) or fields.get("voice") or ""
                 control.say(serialno, text, **origin)
             elif kind == "snapshot":
                 control._online(serialno)  # refused at once, not later

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 import attrs
 from klein import Klein
@@ -52,6 +52,16 @@ from gateway.serial.bridge import SerialBridge
 from gateway.store.ids import new_event_id, plate_event_id
 
 log = Logger()
+
+
+class PushMetrics(Protocol):
+    """What the camera server counts (``gateway.admin.metrics.GatewayMetrics``)."""
+
+    def push(self, kind: str) -> None: ...
+
+    def decision(self, reason: str, source: str) -> None: ...
+
+    def reply_latency(self, seconds: float) -> None: ...
 
 
 def _json_error(request: IRequest, code: int, reason: str) -> bytes:
@@ -114,7 +124,7 @@ class CameraServer:
         control: CameraControl | None = None,
         displays: LaneDisplays | None = None,
         bridge: SerialBridge | None = None,
-        metrics: Any = None,
+        metrics: PushMetrics | None = None,
         now: Callable[[], datetime] | None = None,
     ) -> None:
         self._clock = clock

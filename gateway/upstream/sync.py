@@ -80,7 +80,7 @@ class CommandRejected(ValueError):
 class CommandSink(Protocol):
     """Where the feed's commands go (the camera registry)."""
 
-    async def submit(self, command: Mapping[str, Any]) -> None:
+    async def submit(self, command: CloudCommand) -> None:
         """Queue ``command`` for its camera and return.
 
         ``command`` has ``id``, ``camera`` (serial number), ``type``
@@ -237,7 +237,7 @@ class SyncFeed(LinkChannel):
             )
             return
         try:
-            await self._commands.submit(command.as_mapping())
+            await self._commands.submit(command)
         except ValueError as error:
             log.warn(
                 "Command {id} ({type}) for camera {camera} refused: {reason}",
