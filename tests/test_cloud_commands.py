@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from gateway.protocol.capabilities import ReplyKind
 from gateway.bus import EventBus
 from gateway.camera.control import CameraControl, CloudCommands
 from gateway.camera.registry import Camera, CameraRegistry
@@ -74,7 +75,7 @@ class CloudCommandTests(SynchronousTestCase):
 
     def next_reply(self, camera: Camera) -> PlateReply:
         reply = PlateReply()
-        self.registry.fill_reply(camera, reply)
+        self.registry.fill_reply(camera, reply, ReplyKind.PLATE)
         return reply
 
     def test_every_documented_type_is_covered_here(self) -> None:

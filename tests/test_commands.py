@@ -14,6 +14,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
+from gateway.protocol.capabilities import ReplyKind
 from gateway.camera.commands import CommandState
 from gateway.camera.control import CameraControl, CameraOffline, CommandFailed, UnknownCamera
 from gateway.camera.registry import CameraRegistry
@@ -153,7 +154,7 @@ class ExpiryTests(SynchronousTestCase):
         from gateway.protocol.replies import PlateReply
 
         reply = PlateReply()
-        self.registry.fill_reply(self.camera, reply)
+        self.registry.fill_reply(self.camera, reply, ReplyKind.PLATE)
         self.assertIsNone(reply.open_channel)
 
     def test_snapshot_without_upload_fails_after_timeout(self) -> None:
@@ -161,7 +162,7 @@ class ExpiryTests(SynchronousTestCase):
         from gateway.protocol.replies import PlateReply
 
         reply = PlateReply()
-        self.registry.fill_reply(self.camera, reply)
+        self.registry.fill_reply(self.camera, reply, ReplyKind.PLATE)
         self.assertIsNotNone(reply.trigger_image)
         self.clock.advance(9.9)
         self.assertNoResult(waiting)
@@ -173,6 +174,6 @@ class ExpiryTests(SynchronousTestCase):
         from gateway.protocol.replies import PlateReply
 
         command = self.control.open(CAMERA)
-        self.registry.fill_reply(self.camera, PlateReply())
+        self.registry.fill_reply(self.camera, PlateReply(), ReplyKind.PLATE)
         self.assertEqual(command.state, CommandState.DELIVERED)
         self.assertEqual(self.clock.getDelayedCalls(), [])

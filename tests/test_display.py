@@ -16,6 +16,7 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from gateway.protocol.capabilities import ReplyKind
 from gateway.camera.commands import SendSerial
 from gateway.camera.registry import CameraRegistry
 from gateway.display.lanes import (
@@ -114,7 +115,7 @@ class CameraLaneTests(SynchronousTestCase):
         reply.serial.extend(serial or [])
         cam = self.registry.get(camera)
         if cam is not None:
-            self.registry.fill_reply(cam, reply)
+            self.registry.fill_reply(cam, reply, ReplyKind.PLATE)
         items = reply.to_dict()["Response_AlarmInfoPlate"].get("serialData", [])
         out = []
         for item in items:

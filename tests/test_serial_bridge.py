@@ -7,6 +7,7 @@ import base64
 import json
 from typing import Any
 
+from gateway.protocol.capabilities import ReplyKind
 from gateway.camera.commands import SendSerial, SerialReply
 from gateway.camera.registry import CameraRegistry
 from gateway.protocol.messages import SerialData
@@ -126,7 +127,7 @@ class BridgeTests(PortTestCase):
         camera = registry.get(CAMERA)
         assert camera is not None
         reply = SerialReply()
-        registry.fill_reply(camera, reply)
+        registry.fill_reply(camera, reply, ReplyKind.SERIAL)
         body = json.loads(serial_data_reply(reply.serial))
         (item,) = body["Response_SerialData"]["serialData"]
         self.assertEqual(base64.b64decode(item["data"]), b"\x02TICKET 0001\x03")

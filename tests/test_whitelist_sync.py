@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
+from gateway.protocol.capabilities import ReplyKind
 from gateway.camera.registry import Camera, CameraRegistry
 from gateway.camera.whitelist_sync import (
     EXPIRY_PASS_SECONDS,
@@ -130,7 +131,9 @@ class SyncTestCase(TestCase):
         return sync
 
     def camera(self, serialno: str, dialect: Dialect) -> Camera:
-        self.registry.configure(serialno, lane="Entrance", heartbeat="auto")
+        # A Vzenith camera that comet-polls: it reads the rows in its polls' replies.
+        heartbeat = "comet" if dialect is Dialect.VZENITH else "auto"
+        self.registry.configure(serialno, lane="Entrance", heartbeat=heartbeat)
         return self.registry.seen(serialno, address="127.0.0.1", dialect=dialect)
 
     def vzenith_polls(self, held: dict[str, dict[str, Any]], rounds: int = 100_000) -> list[int]:
@@ -140,8 +143,10 @@ class SyncTestCase(TestCase):
         assert camera is not None
         sizes = []
         for _ in range(rounds):
+            # Each poll is a contact: the camera stays online.
+            self.registry.seen(VZENITH, address="127.0.0.1", dialect=Dialect.VZENITH)
             reply = PlateReply()
-            self.registry.fill_reply(camera, reply)
+            self.registry.fill_reply(camera, reply, ReplyKind.POLL)
             operate = reply.to_dict()["Response_AlarmInfoPlate"].get("white_list_operate")
             if operate is None:
                 break
@@ -396,7 +401,7 @@ class ParkingCamTests(SyncTestCase):
             command = self.registry.take_whole_reply(camera)
             if command is None:
                 reply = HeartbeatReply()
-                self.registry.fill_reply(camera, reply)
+                self.registry.fill_reply(camera, reply, ReplyKind.HEARTBEAT)
                 break
             body = json.loads(command.whole_reply() or b"{}")
             key = next(iter(body))

@@ -35,6 +35,7 @@ from gateway.site import Lanes, LaneSettings
 from gateway.gate import Gate, GateLane, PlateRead
 from gateway.policy.decision import CAMERA_NOT_ALLOWED, Decision
 from gateway.protocol import replies
+from gateway.protocol.capabilities import ReplyKind, generation_of
 from gateway.protocol.messages import (
     Dialect,
     Heartbeat,
@@ -64,10 +65,19 @@ class PushMetrics(Protocol):
     def reply_latency(self, seconds: float) -> None: ...
 
 
+def _sized(request: IRequest, body: bytes) -> bytes:
+    """``body`` with its Content-Length: cameras' embedded HTTP clients are not
+    all known to decode chunked replies (PROTOCOL.md section 9)."""
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    return body
+
+
 def _json_error(request: IRequest, code: int, reason: str) -> bytes:
     request.setResponseCode(code)
     request.setHeader(b"Content-Type", b"application/json")
-    return json.dumps({"error": reason}, ensure_ascii=False, separators=(",", ":")).encode()
+    return _sized(
+        request, json.dumps({"error": reason}, ensure_ascii=False, separators=(",", ":")).encode()
+    )
 
 
 def _plate_event_id(camera: str, plate: PlateResult) -> str:
@@ -201,7 +211,7 @@ class CameraServer:
             self.metrics.push(type(message).__name__)
         try:
             if not self._admitted(message, origin):
-                return await self._rejected(message, origin)
+                return _sized(request, await self._rejected(message, origin))
             reply = await self._dispatch(request, message, origin)
             if self.metrics is not None and isinstance(message, PlateResult):
                 self.metrics.reply_latency(self._clock.seconds() - started)
@@ -219,7 +229,7 @@ class CameraServer:
             if transport is not None:
                 transport.abortConnection()
             return None
-        return reply
+        return _sized(request, reply)
 
     @app.route("/", branch=True, methods=["GET", "HEAD", "PUT", "DELETE", "PATCH"])
     def other_method(self, request: IRequest) -> bytes:
@@ -249,7 +259,7 @@ class CameraServer:
             if self.bridge is not None:
                 self.bridge.from_camera(message, camera.serialno)
             serial = SerialReply()
-            self.registry.fill_reply(camera, serial)
+            self.registry.fill_reply(camera, serial, ReplyKind.SERIAL)
             return replies.serial_data_reply(serial.serial)
         if isinstance(message, SnapshotUpload):
             camera = self._snapshot_camera(message, peer)
@@ -338,6 +348,8 @@ class CameraServer:
         camera = self._camera(
             plate.serialno, peer, plate.device_name, plate.ipaddr, dialect=plate.dialect
         )
+        if plate.dialect is Dialect.VZENITH:
+            self.registry.firmware(camera, generation_of(plate))
         lane = self._lane(camera)
         lane_name = lane.name if lane else None
         received_at = self._now()
@@ -408,7 +420,7 @@ class CameraServer:
                 reply.continue_offline = plate.plateid
         else:
             reply.open_channel = event.open_channel
-        self.registry.fill_reply(camera, reply)
+        self.registry.fill_reply(camera, reply, ReplyKind.PLATE)
         return reply.to_bytes()
 
     async def _registration(self, registration: Registration, peer: Origin) -> bytes:
@@ -431,7 +443,9 @@ class CameraServer:
             body = replies.idle_comet_reply()
         else:
             reply = replies.PlateReply()
-            delivered = self.registry.fill_reply(camera, reply)
+            # Nothing is put in the reply to a common heartbeat: the camera
+            # does not read it (PROTOCOL.md section 9).
+            delivered = self.registry.fill_reply(camera, reply, ReplyKind.POLL)
             body = reply.to_bytes() if delivered else replies.idle_comet_reply()
         self.registry.answered(camera)
         return body
@@ -439,14 +453,15 @@ class CameraServer:
     def _parkingcam_heartbeat(self, heartbeat: Heartbeat, peer: Origin) -> bytes:
         camera = self._camera(heartbeat.serialno, peer, None, None, dialect=Dialect.PARKINGCAM)
         self.registry.heartbeat(camera)
-        whole = self.registry.take_whole_reply(camera)
+        # Barrier commands and serial bytes first; a whitelist command is the
+        # entire heartbeat reply, so it takes a heartbeat with nothing else.
+        reply = replies.HeartbeatReply()
+        delivered = self.registry.fill_reply(camera, reply, ReplyKind.HEARTBEAT)
+        whole = None if delivered else self.registry.take_whole_reply(camera)
         if whole is not None:
-            # A whitelist command is the entire heartbeat reply.
             body = whole.whole_reply()
             assert body is not None
         else:
-            reply = replies.HeartbeatReply()
-            self.registry.fill_reply(camera, reply)
             body = reply.to_bytes()
         self.registry.answered(camera)
         return body

@@ -58,6 +58,7 @@ from gateway.policy.cameralist import (
 )
 from gateway.policy.whitelist import PlateListChange, WhitelistEntry
 from gateway.protocol import replies
+from gateway.protocol.capabilities import Capability
 from gateway.protocol.messages import Dialect, WhitelistOperation, WhitelistResult
 from gateway.protocol.replies import CameraWhitelistRow, WhitelistOperate
 from gateway.store import CameraListState, StoreError
@@ -255,6 +256,10 @@ class CameraWhitelistSync(MultiService):
             return
         key = camera.serialno.casefold()
         if key not in self._settings or not self.running:
+            return
+        if camera.mode.refusal(Capability.WHITELIST) is not None:
+            # Older firmware keeps no list of its own: nothing to send (its
+            # lane's status says so).
             return
         sync = self._cameras.get(key)
         if sync is None:
