@@ -382,8 +382,21 @@ class CameraTests(AdminTestCase):
         self.assertIsNotNone(entrance["whitelist_sync"])
         self.assertEqual(
             set(entrance["whitelist_sync"]),
-            {"plates", "pending_adds", "pending_deletes", "in_sync", "lane_plates", "capacity", "partial"},
+            {
+                "plates",
+                "pending_adds",
+                "pending_deletes",
+                "in_sync",
+                "lane_plates",
+                "capacity",
+                "partial",
+                "syncable",
+                "kept_over",
+            },
         )
+        # Heard only through plate pushes so far: its list rides in plate replies.
+        self.assertEqual(entrance["whitelist_sync"]["kept_over"], ["plate"])
+        self.assertEqual(entrance["commands_in"], ["plate"])
         self.assertFalse(entrance["display"])
         # Configured, never heard from.
         self.assertFalse(exit_["online"])
