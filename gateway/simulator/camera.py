@@ -33,6 +33,7 @@ from gateway.simulator import jpeg
 from gateway.simulator.bodies import (
     JSON_CONTENT_TYPE,
     CameraIdentity,
+    camera_time_text,
     PlateEvent,
     PlateImages,
     encode_json,
@@ -545,16 +546,29 @@ class SimulatedCamera:
 
     def _plate_bytes(self, event: PlateEvent, offline: bool) -> bytes:
         extra = None
+        beside: dict[str, Any] = {}
         if self.config.dialect == "parkingcam":
             listed = local_open_allowed(self.whitelist, event.read.license, self._camera_datetime())
+            # PROTOCOL.md sections 7 and 9: realplate is a JSON boolean; openflag
+            # and the site fields sit beside serialno, not in PlateResult.
             extra = {
-                "openflag": 0,
                 "Whitelist": 2 if listed else 0,
-                "realplate": event.read.license,
+                "realplate": event.read.has_plate,
                 "retryflag": 0,
                 "speed": 0,
                 "vehicleId": event.sequence,
             }
+            if self.config.extra_fields:
+                beside = {
+                    "openflag": 0,
+                    "entityName": "",
+                    "TaxID": "",
+                    "latitude": 0.0,
+                    "longitude": 0.0,
+                }
+        elif self.config.newer_firmware and self.config.extra_fields:
+            # Newer Vzenith firmware adds these beside PlateResult (section 9).
+            beside = {"rule_id": 0, "user_data": ""}
         body = plate_body(
             self.identity,
             event,
@@ -565,6 +579,7 @@ class SimulatedCamera:
             image_len=self.config.image_len,
             gioouts=[self.io_outputs[number] for number in range(4)],
             parkingcam_extra=extra,
+            beside=beside,
         )
         return encode_json(body, self.config.charset)
 
@@ -716,7 +731,9 @@ class SimulatedCamera:
     # ------------------------------------------------------------ other pushes
 
     def _queue_io(self, source: int, value: int) -> None:
-        body = encode_json(io_body(self.identity, source, value), self.config.charset)
+        body = encode_json(
+            io_body(self.identity, source, value, self.config.serial_key), self.config.charset
+        )
 
         async def run() -> None:
             await self._push(
@@ -727,7 +744,9 @@ class SimulatedCamera:
 
     def _queue_serial(self, data: bytes) -> None:
         channel = self.config.serial_in_channel
-        body = encode_json(serial_body(self.identity, channel, data), self.config.charset)
+        body = encode_json(
+            serial_body(self.identity, channel, data, self.config.serial_key), self.config.charset
+        )
 
         def on_reply(reply: HttpReply) -> None:
             self._apply(serial_reply_effects(read_reply(reply.body)), "serial", None)
@@ -877,17 +896,18 @@ class SimulatedCamera:
         while True:
             countid += 1
             now = self._camera_time()
+            outage = self._outage_started
             body = heartbeat_body(
                 self.identity,
                 countid,
                 int(now),
                 int((now % 1) * 1_000_000),
-                start_ts=int(self._started_at),
-                outage_ts=None if self._outage_started is None else int(self._outage_started),
+                start_ts=camera_time_text(self._started_at),
+                outage_ts=None if outage is None else camera_time_text(outage),
             )
-            outcome = await self._post(
-                "heartbeat", url, encode_json(body, self.config.charset), JSON_CONTENT_TYPE
-            )
+            # One compact line, as real ParkingCam cameras send it (section 9).
+            data = encode_json(body, self.config.charset, compact=True)
+            outcome = await self._post("heartbeat", url, data, JSON_CONTENT_TYPE)
             if isinstance(outcome, HttpReply):
                 self._server_up()
                 self._apply(heartbeat_reply_effects(read_reply(outcome.body)), "heartbeat", None)

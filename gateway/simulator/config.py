@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from gateway.simulator.bodies import BOUNDARY_STYLES, DETAIL_LEVELS
+from gateway.simulator.bodies import BOUNDARY_STYLES, DETAIL_LEVELS, SERIAL_KEYS
 from gateway.simulator.firmware import HeldPlate
 from gateway.simulator.http import loopback_bind_address
 
@@ -90,6 +90,11 @@ class CameraConfig:
     ``common`` or ``comet`` (ParkingCam: any value but ``off`` sends its JSON
     heartbeat every ``heartbeat_interval``). ``heartbeat_interval`` ``None``
     means the firmware default: 30 s, 5 s with ``offline_check``; ParkingCam 10 s.
+
+    ``serial_key`` ``"serialNo"`` spells the key of IO and serial pushes as
+    the manual does. ``extra_fields`` puts the fields the firmware sends
+    beside ``PlateResult`` (Vzenith ``rule_id``, ``user_data``; ParkingCam
+    ``openflag``, ``entityName``, ``TaxID``, ``latitude``, ``longitude``).
     """
 
     serialno: str
@@ -141,6 +146,8 @@ class CameraConfig:
     start_delay: float = attrs.field(default=0.0, validator=_non_negative)
     parkingcam_queue: int = attrs.field(default=10, validator=_positive)
     whitelist: tuple[HeldPlate, ...] = attrs.field(default=(), converter=_rows)
+    serial_key: str = attrs.field(default="serialno", validator=_one_of(*SERIAL_KEYS))
+    extra_fields: bool = True
 
     @property
     def effective_device_name(self) -> str:
