@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.simulator.firmware import (
+    PARKINGCAM_PLATE_FIELDS,
     ContinueOffline,
     ParkingCamCommand,
     HeldPlate,
@@ -182,8 +183,15 @@ def test_continue_push_offline_with_string_numbers_is_ignored() -> None:
 
 
 def test_retransfer_stop() -> None:
-    assert plate(content="retransfer_stop").retransfer_stop
-    assert not plate(content="retransfer").retransfer_stop
+    # Only ParkingCam cameras read content; Vzenith ignores it (PROTOCOL.md section 4).
+    def parkingcam(**fields: Any) -> Any:
+        body = json.dumps({"Response_AlarmInfoPlate": fields}).encode()
+        return plate_reply_effects(read_reply(body), PARKINGCAM_PLATE_FIELDS)
+
+    assert parkingcam(content="retransfer_stop").retransfer_stop
+    assert not parkingcam(content="retransfer").retransfer_stop
+    vzenith = plate(content="retransfer_stop")
+    assert not vzenith.retransfer_stop and vzenith.ignored == ("content",)
 
 
 # -------------------------------------------------------------- other commands

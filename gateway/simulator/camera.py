@@ -9,9 +9,12 @@ The camera is the HTTP client. It runs three loops on the reactor it is given:
 * the **heartbeat** loop registers (common heartbeat or comet polling;
   ParkingCam: JSON heartbeats).
 
-Replies are read with the firmware's own rules (:mod:`gateway.simulator.firmware`)
-and their effects kept as observable state: relay pulses, bytes written to
-each serial port, IO outputs, voice texts and the camera's own whitelist.
+Replies are read with the firmware's own rules (:mod:`gateway.simulator.firmware`):
+only the replies and the fields this camera's dialect, firmware generation and
+heartbeat mode read (PROTOCOL.md sections 3, 4, 7 and 9). Their effects are
+kept as observable state: relay pulses, bytes written to each serial port, IO
+outputs, voice texts and the camera's own whitelist; and every reply field is
+recorded as executed or ignored, with the kind of reply it came in.
 """
 
 from __future__ import annotations
@@ -53,13 +56,9 @@ from gateway.simulator.firmware import (
     HeldPlate,
     apply_parkingcam_command,
     apply_whitelist_edit,
-    heartbeat_reply_effects,
     local_open_allowed,
-    plate_reply_effects,
-    read_reply,
-    serial_reply_effects,
 )
-from gateway.simulator.http import CameraHttpClient, HttpReply, TransportFailure
+from gateway.simulator.http import ChunkedReply, CameraHttpClient, HttpReply, TransportFailure
 from gateway.simulator.plates import PlateRead, PlateSource, read_for_license
 from gateway.simulator.report import CameraEvent, RelayPulse, percentile
 
@@ -74,6 +73,9 @@ _SOFTWARE_TRIGGER = 4
 _PLATE_BOXES = ((14, 20), (17, 21), (12, 19), (16, 22))
 # Kept reasons for refused reply fields, for the report.
 _REJECTED_EXAMPLES = 20
+# (reply kind, field) entries kept in ``executed`` / ``ignored``; the counters
+# go on counting past it.
+_FIELD_LOG_LIMIT = 10_000
 
 
 @attrs.define
@@ -103,7 +105,11 @@ class SimulatedCamera:
     Observable state (read-only for callers): ``relay_pulses``,
     ``barrier_closes``, ``serial_written`` (bytes per serial channel),
     ``io_outputs``, ``voices``, ``whitelist``, ``pushes`` / ``replies`` /
-    ``failures`` (counters by request kind), ``offline_pending``.
+    ``failures`` (counters by request kind), ``offline_pending``;
+    ``executed`` and ``ignored``: ``(reply kind, field)`` for every reply
+    field the camera acted on / did not read (reply kinds:
+    :data:`gateway.simulator.firmware.REPLY_KINDS`), counted in
+    ``executed_counts`` / ``ignored_counts``; ``chunked_failures``.
     """
 
     log = Logger()
@@ -125,13 +131,19 @@ class SimulatedCamera:
         )
         self._on_event = on_event
         self._rng = random.Random(f"{config.seed}:{config.serialno}")
+        self.firmware = config.firmware
         self._plates = PlateSource(
             self._rng,
             config.plate_list,
             offset=config.index * 7,
             no_plate_rate=config.no_plate_rate,
+            three_region_rate=config.three_region_rate,
+            no_plate_texts=config.no_plate_texts,
+            control_char_rate=config.control_char_rate,
         )
-        self._http = http or CameraHttpClient(reactor, config.bind_address, config.tls_ca)
+        self._http = http or CameraHttpClient(
+            reactor, config.bind_address, config.tls_ca, decodes_chunked=config.decodes_chunked
+        )
         self._owns_http = http is None
 
         # What the camera did (observable).
@@ -151,6 +163,11 @@ class SimulatedCamera:
         self.rejected_fields = 0
         self.rejected_examples: list[str] = []
         self.plateid_echo_missing = 0
+        self.executed: list[tuple[str, str]] = []
+        self.ignored: list[tuple[str, str]] = []
+        self.executed_counts: Counter[tuple[str, str]] = Counter()
+        self.ignored_counts: Counter[tuple[str, str]] = Counter()
+        self.chunked_failures = 0
         self.latencies: list[float] = []
         # (sent at, seconds to the complete reply) of every plate push, and
         # when each failed plate push was sent: for benchmarks over time.
@@ -382,6 +399,8 @@ class SimulatedCamera:
         except TransportFailure as failure:
             self.failures[kind] += 1
             self.last_failure = f"{kind}: {failure}"
+            if isinstance(failure, ChunkedReply):
+                self.chunked_failures += 1
             if kind == "plate":
                 self.plate_failures.append(sent)
             return failure
@@ -595,7 +614,7 @@ class SimulatedCamera:
         body = self._plate_bytes(event, offline=False)
 
         def on_reply(reply: HttpReply) -> None:
-            effects = plate_reply_effects(read_reply(reply.body))
+            effects = self.firmware.effects("plate", reply.body)
             if (
                 self.config.newer_firmware
                 and effects.readable
@@ -654,7 +673,7 @@ class SimulatedCamera:
                 "push",
                 f"offline {self._label(event)}-> {reply.code} in {reply.elapsed * 1000:.0f} ms",
             )
-            effects = plate_reply_effects(read_reply(reply.body))
+            effects = self.firmware.effects("offline", reply.body)
             self._apply(effects, "offline", event.read.license)
             if continuation is None and effects.continue_offline is not None:
                 continuation = effects.continue_offline
@@ -699,7 +718,7 @@ class SimulatedCamera:
 
         def on_reply(reply: HttpReply) -> None:
             nonlocal stop
-            effects = plate_reply_effects(read_reply(reply.body))
+            effects = self.firmware.effects("plate", reply.body)
             self._apply(effects, "plate", pending.event.read.license)
             stop = stop or effects.retransfer_stop or effects.info_ok
 
@@ -735,9 +754,13 @@ class SimulatedCamera:
             io_body(self.identity, source, value, self.config.serial_key), self.config.charset
         )
 
+        def on_reply(reply: HttpReply) -> None:
+            # The camera does nothing with the reply to an IO push (section 2.2).
+            self._apply(self.firmware.effects("io", reply.body), "io", None)
+
         async def run() -> None:
             await self._push(
-                "io", self.config.gio_path, body, lambda reply: None, label=f"in{source}={value} "
+                "io", self.config.gio_path, body, on_reply, label=f"in{source}={value} "
             )
 
         self._enqueue(_Job("io", run))
@@ -749,7 +772,7 @@ class SimulatedCamera:
         )
 
         def on_reply(reply: HttpReply) -> None:
-            self._apply(serial_reply_effects(read_reply(reply.body)), "serial", None)
+            self._apply(self.firmware.effects("serial", reply.body), "serial", None)
 
         async def run() -> None:
             await self._push(
@@ -787,6 +810,7 @@ class SimulatedCamera:
             outcome = await self._post("snapshot", url, body, JSON_CONTENT_TYPE)
             if isinstance(outcome, HttpReply):
                 self._emit("snapshot", f"{len(image)} bytes to {url} -> {outcome.code}")
+                self._apply(self.firmware.effects("snapshot", outcome.body), "snapshot", None)
             else:
                 self._emit("fail", f"snapshot to {url}: {outcome}")
 
@@ -797,7 +821,10 @@ class SimulatedCamera:
         key = next(iter(response))
 
         def on_reply(reply: HttpReply) -> None:
-            self._apply(heartbeat_reply_effects(read_reply(reply.body)), "heartbeat", None)
+            # Posted to the heartbeat URL; its reply is read like a heartbeat
+            # reply, so the next step of a whitelist sync can ride in it.
+            effects = self.firmware.effects("whitelist_response", reply.body)
+            self._apply(effects, "whitelist_response", None)
 
         async def run() -> None:
             await self._push(
@@ -863,8 +890,10 @@ class SimulatedCamera:
         while True:
             body, content_type = self._registration()
             outcome = await self._post("heartbeat", url, body, content_type)
-            # The reply to a common heartbeat is not read.
             if isinstance(outcome, HttpReply):
+                # The reply to a common heartbeat is not read (PROTOCOL.md
+                # sections 3 and 9): whatever it carries is recorded as ignored.
+                self._apply(self.firmware.effects("heartbeat", outcome.body), "heartbeat", None)
                 self._server_up()
                 delay = self.config.effective_heartbeat_interval
             else:
@@ -881,7 +910,7 @@ class SimulatedCamera:
             )
             if isinstance(outcome, HttpReply):
                 self._server_up()
-                effects = plate_reply_effects(read_reply(outcome.body))
+                effects = self.firmware.effects("comet", outcome.body)
                 if _has_effects(effects):
                     self._emit("comet", f"reply {outcome.code} after {outcome.elapsed:.1f} s")
                 self._apply(effects, "comet", None)
@@ -910,7 +939,7 @@ class SimulatedCamera:
             outcome = await self._post("heartbeat", url, data, JSON_CONTENT_TYPE)
             if isinstance(outcome, HttpReply):
                 self._server_up()
-                self._apply(heartbeat_reply_effects(read_reply(outcome.body)), "heartbeat", None)
+                self._apply(self.firmware.effects("heartbeat", outcome.body), "heartbeat", None)
             else:
                 self._server_down()
             await self._sleep(self.config.effective_heartbeat_interval)
@@ -921,8 +950,24 @@ class SimulatedCamera:
         self.relay_pulses.append(RelayPulse(channel, self._reactor.seconds(), source, plate))
         self._emit("relay", f"ch{channel} pulse ({source}{' ' + plate if plate else ''})")
 
+    def _record_fields(self, effects: ReplyEffects, source: str) -> None:
+        """Keep which reply fields were acted on and which were not read."""
+        for field in effects.executed:
+            self.executed_counts[(source, field)] += 1
+            if len(self.executed) < _FIELD_LOG_LIMIT:
+                self.executed.append((source, field))
+        for field in effects.ignored:
+            key = (source, field)
+            if not self.ignored_counts[key]:
+                # Said once per field and kind of reply: the report counts the rest.
+                self._emit("ignored", f"{source} reply: {field} is not read by this camera")
+            self.ignored_counts[key] += 1
+            if len(self.ignored) < _FIELD_LOG_LIMIT:
+                self.ignored.append(key)
+
     def _apply(self, effects: ReplyEffects, source: str, plate: str | None) -> None:
         """Do what a reply asks, as the firmware would."""
+        self._record_fields(effects, source)
         if not effects.readable:
             self.unreadable_replies += 1
             self._emit("ignored", f"{source} reply is not one JSON object")
@@ -1026,11 +1071,14 @@ class SimulatedCamera:
                 "rejected_fields": self.rejected_fields,
                 "rejected_examples": list(self.rejected_examples),
                 "plateid_echo_missing": self.plateid_echo_missing,
+                "executed": _field_counts(self.executed_counts),
+                "ignored": _field_counts(self.ignored_counts),
             },
             "failures": {
                 "total": sum(self.failures.values()),
                 "by_kind": dict(sorted(self.failures.items())),
                 "last": self.last_failure,
+                "chunked_replies": self.chunked_failures,
             },
             "relay_pulses": [pulse.as_json() for pulse in self.relay_pulses],
             "local_opens": self.local_opens,
@@ -1069,6 +1117,11 @@ class SimulatedCamera:
 def _has_effects(effects: ReplyEffects) -> bool:
     """Anything to do or to report (an idle comet reply has nothing)."""
     return effects != ReplyEffects()
+
+
+def _field_counts(counts: Counter[tuple[str, str]]) -> dict[str, int]:
+    """``{"plate.ivs_ioctrl": 3, ...}`` for the JSON report."""
+    return {f"{kind}.{field}": count for (kind, field), count in sorted(counts.items())}
 
 
 _T = TypeVar("_T")
