@@ -1,8 +1,8 @@
 """A simulated camera is as faithful as PROTOCOL.md: it reads only the replies,
 and the fields of them, that its dialect, firmware generation and heartbeat
 mode read (sections 3, 4, 7 and 9), records what it ignored, sends bodies as
-the field sends them, and can be unable to decode a chunked reply
-(``decodes_chunked=False``).
+the field sends them, and can be slow (``link_delay``) or unable to decode a
+chunked reply (``decodes_chunked=False``).
 
 Most tests are pure (the firmware's decision, bodies, plates) or run the
 camera on a ``Clock`` with an in-memory link; the loopback tests at the end
@@ -400,19 +400,19 @@ def parse(*argv: str) -> argparse.Namespace:
 def test_cli_options_reach_the_cameras() -> None:
     (config,) = configs_from_args(
         parse(
-            "--no-chunked", "--firmware", "legacy",
+            "--link-delay", "1.5", "--no-chunked", "--firmware", "legacy",
             "--field-mix", "--serial-key", "serialNo", "--extra-fields", "off", "--no-bind",
         ),
         0.0,
     )
-    assert not config.decodes_chunked
+    assert config.link_delay == 1.5 and not config.decodes_chunked
     assert config.firmware == LEGACY
     assert config.no_plate_texts == NO_PLATE_TEXTS
     assert config.three_region_rate > 0 and config.control_char_rate > 0
     assert config.serial_key == "serialNo" and not config.extra_fields
 
     (plain,) = configs_from_args(parse("--no-bind"), 0.0)
-    assert plain.decodes_chunked
+    assert (plain.link_delay, plain.decodes_chunked) == (0.0, True)
     assert plain.no_plate_texts == (NO_PLATE,)
     assert (plain.three_region_rate, plain.control_char_rate) == (0.0, 0.0)
     assert plain.serial_key == "serialno" and plain.extra_fields
@@ -592,6 +592,33 @@ class ClockCameraTests(unittest.TestCase):
         outage = [json.loads(data)["heartbeat"].get("outageTs") for data in beats]
         self.assertTrue(any(isinstance(value, str) for value in outage))
 
+    def test_link_delay_spaces_comet_polls_and_pushes(self) -> None:
+        camera, link = self.run_camera(
+            lambda kind, data: plate_reply(info="no"),
+            heartbeat="comet",
+            link_delay=1.5,
+            plates=3,
+            rate=100,
+            seconds=6.0,
+        )
+        polls = [at for at, kind, _ in link.requests if kind == "registration"]
+        self.assertGreaterEqual(len(polls), 3)
+        for earlier, later in zip(polls, polls[1:]):
+            # Each poll leaves link_delay after the answer to the one before.
+            self.assertGreaterEqual(later - earlier, 1.5)
+        plates = [at for at, kind, _ in link.requests if kind == "AlarmInfoPlate"]
+        self.assertEqual(len(plates), 3)
+        for earlier, later in zip(plates, plates[1:]):
+            self.assertGreaterEqual(later - earlier, 1.5)
+        self.assertTrue(camera.drained)
+
+    def test_no_link_delay_means_the_next_poll_at_once(self) -> None:
+        _, link = self.run_camera(
+            lambda kind, data: plate_reply(info="no"), heartbeat="comet", seconds=0.2
+        )
+        polls = [at for at, kind, _ in link.requests if kind == "registration"]
+        self.assertGreaterEqual(len(polls), 10)
+
     def test_serial_no_and_extra_fields_settings(self) -> None:
         _, link = self.run_camera(
             lambda kind, data: {"ok": 1},
@@ -696,3 +723,12 @@ class LoopbackTests(unittest.TestCase):
         camera.read_plate("京A12345")
         await _until(lambda: bool(camera.relay_pulses))
         self.assertEqual((camera.chunked_failures, camera.failures["plate"]), (0, 0))
+
+    async def test_comet_polls_on_a_slow_link_come_late(self) -> None:
+        answer, url = self.serve({"Response_AlarmInfoPlate": {"info": "no"}}, length=True)
+        camera = self.camera(url, heartbeat="comet", link_delay=0.3)
+        await _until(lambda: len(answer.arrivals) >= 4)
+        await camera.stop()
+        gaps = [later - earlier for earlier, later in zip(answer.arrivals, answer.arrivals[1:])]
+        self.assertTrue(all(gap >= 0.3 for gap in gaps), gaps)
+

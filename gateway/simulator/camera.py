@@ -76,6 +76,9 @@ _REJECTED_EXAMPLES = 20
 # (reply kind, field) entries kept in ``executed`` / ``ignored``; the counters
 # go on counting past it.
 _FIELD_LOG_LIMIT = 10_000
+# Request kinds of the registration / heartbeat loops; every other kind is the
+# sender's (plate pushes and everything queued with them).
+_HEARTBEAT_KINDS = frozenset({"heartbeat", "comet"})
 
 
 @attrs.define
@@ -212,6 +215,8 @@ class SimulatedCamera:
         self._sequence = 0
         self._started_at = 0.0
         self._outage_started: float | None = None
+        # Answers to the sender's requests, to pause the link after each one.
+        self._push_answers = 0
         self._image_cache: dict[tuple[str, int, int], bytes] = {}
 
     # ------------------------------------------------------------------ control
@@ -333,6 +338,7 @@ class SimulatedCamera:
 
     async def _sender(self) -> None:
         while True:
+            answers = self._push_answers
             if self._jobs:
                 job = self._current = self._jobs.popleft()
                 try:
@@ -348,6 +354,7 @@ class SimulatedCamera:
                     )
                 finally:
                     self._current = None
+                await self._link_pause(answers)
                 continue
             if self._offline_upload_due():
                 upload = Deferred.fromCoroutine(self._upload_next_offline())
@@ -363,6 +370,7 @@ class SimulatedCamera:
                     )
                 finally:
                     self._offline_inflight = None
+                await self._link_pause(answers)
                 continue
             if self.drained:
                 self._fire_done()
@@ -370,6 +378,11 @@ class SimulatedCamera:
             if self._offline and not self._upload_paused:
                 delay = self._offline_next_try - self._reactor.seconds()
             await self._idle(delay)
+
+    async def _link_pause(self, answers_before: int) -> None:
+        """On a slow link the next push leaves ``link_delay`` after an answer."""
+        if self.config.link_delay and self._push_answers != answers_before:
+            await self._sleep(self.config.link_delay)
 
     def _fire_done(self) -> None:
         waiters, self._done_waiters = self._done_waiters, []
@@ -404,6 +417,8 @@ class SimulatedCamera:
             if kind == "plate":
                 self.plate_failures.append(sent)
             return failure
+        if kind not in _HEARTBEAT_KINDS:
+            self._push_answers += 1
         self.replies[kind] += 1
         self.latencies.append(reply.elapsed)
         if kind == "plate":
@@ -914,7 +929,9 @@ class SimulatedCamera:
                 if _has_effects(effects):
                     self._emit("comet", f"reply {outcome.code} after {outcome.elapsed:.1f} s")
                 self._apply(effects, "comet", None)
-                # Comet polling: the next poll goes out as soon as a reply arrives.
+                # Comet polling: the next poll goes out as soon as a reply
+                # arrives; on a slow link ``link_delay`` later (section 9).
+                await self._sleep(self.config.link_delay)
                 continue
             self._server_down()
             await self._sleep(self.config.comet_retry)

@@ -6,7 +6,7 @@ Examples::
     anpr-camera-sim --server http://127.0.0.1:8080 --cameras 50 --heartbeat comet \\
         --plates 100 --rate 5 --images full --image-bytes 200000 --json-report out.json
     anpr-camera-sim --server http://127.0.0.1:8080 --dialect parkingcam --duration 60
-    anpr-camera-sim --server http://127.0.0.1:8080 --heartbeat comet \\
+    anpr-camera-sim --server http://127.0.0.1:8080 --heartbeat comet --link-delay 1.5 \\
         --no-chunked --firmware legacy --field-mix --plates 50
 
 Each camera reads only the replies, and the fields of them, that its dialect,
@@ -64,6 +64,13 @@ def _positive_float(value: str) -> float:
     number = float(value)
     if number <= 0:
         raise argparse.ArgumentTypeError("must be positive")
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
     return number
 
 
@@ -305,6 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="disconnect retransmission: keep undelivered results, upload later",
     )
     push.add_argument(
+        "--link-delay",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="a slow link: seconds between an answer and the next comet poll or push "
+        "(over 1 s, comet polls look like common heartbeats to a server)",
+    )
+    push.add_argument(
         "--no-chunked",
         action="store_true",
         help="the camera's HTTP client cannot decode Transfer-Encoding: chunked: such a "
@@ -405,6 +420,7 @@ def configs_from_args(args: argparse.Namespace, now: float) -> list[CameraConfig
         clock_offset=args.clock_offset,
         first_plateid=first_plateid,
         whitelist=tuple(HeldPlate(plate) for plate in args.whitelist),
+        link_delay=args.link_delay,
         decodes_chunked=not args.no_chunked,
         three_region_rate=three_region_rate,
         no_plate_texts=no_plate_texts or (NO_PLATE,),

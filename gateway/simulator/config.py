@@ -118,7 +118,8 @@ class CameraConfig:
     only ``info``, ``channelNum``, ``TriggerImage``, ``serialData`` and
     ``manualTrigger`` read in replies (:attr:`firmware`).
 
-    ``decodes_chunked`` False:
+    ``link_delay``: seconds between an answer and the next poll or push (a
+    slow 4G link, a new TLS connection each time). ``decodes_chunked`` False:
     the camera's HTTP client cannot decode a ``Transfer-Encoding: chunked``
     reply, and such an exchange fails.
 
@@ -180,6 +181,7 @@ class CameraConfig:
     start_delay: float = attrs.field(default=0.0, validator=_non_negative)
     parkingcam_queue: int = attrs.field(default=10, validator=_positive)
     whitelist: tuple[HeldPlate, ...] = attrs.field(default=(), converter=_rows)
+    link_delay: float = attrs.field(default=0.0, validator=_non_negative)
     decodes_chunked: bool = True
     three_region_rate: float = attrs.field(default=0.0, validator=_fraction)
     no_plate_texts: tuple[str, ...] = attrs.field(
