@@ -41,8 +41,9 @@ class RelayPulse:
     """The barrier relay pulsed on IO output ``channel``.
 
     ``source`` says why: ``plate`` / ``offline`` / ``comet`` / ``heartbeat`` /
-    ``serial`` (a reply to that kind of request), ``ivs_ioctrl``, or ``local``
-    (the camera's own whitelist while the server was unreachable).
+    ``whitelist_response`` / ``serial`` (a reply to that kind of request),
+    ``ivs_ioctrl``, or ``local`` (the camera's own whitelist while the server
+    was unreachable).
     """
 
     channel: int
