@@ -549,7 +549,9 @@ class SimulatedCamera:
             self._enqueue(_Job("plate", lambda: self._run_plate(event), live_plate=True))
 
     def _label(self, event: PlateEvent) -> str:
-        plateid = f" plateid={event.plateid}" if self.config.dialect == "vzenith" else ""
+        # Only newer Vzenith firmware sends a plateid.
+        sends_plateid = self.config.dialect == "vzenith" and self.config.newer_firmware
+        plateid = f" plateid={event.plateid}" if sends_plateid else ""
         return f"{event.read.license}{plateid} trigger={event.trigger_type} "
 
     def _images(self, event: PlateEvent) -> PlateImages:
