@@ -16,8 +16,9 @@ import base64
 import json
 import random
 import re
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable, cast
+from typing import Any, cast
 
 import attrs
 import pytest
@@ -85,7 +86,7 @@ EVERY_PLATE_FIELD: dict[str, Any] = {
     "ivs_ioctrl": {"io": 1, "value": 1, "delay": 500},
     "playserver_json_request": {
         "type": "ps_voice_play",
-        "voice": b64("欢迎光临".encode("utf-8")),
+        "voice": b64("欢迎光临".encode()),
         "voice_volume": 80,
         "voice_male": 0,
     },
@@ -603,12 +604,12 @@ class ClockCameraTests(unittest.TestCase):
         )
         polls = [at for at, kind, _ in link.requests if kind == "registration"]
         self.assertGreaterEqual(len(polls), 3)
-        for earlier, later in zip(polls, polls[1:]):
+        for earlier, later in zip(polls, polls[1:], strict=False):
             # Each poll leaves link_delay after the answer to the one before.
             self.assertGreaterEqual(later - earlier, 1.5)
         plates = [at for at, kind, _ in link.requests if kind == "AlarmInfoPlate"]
         self.assertEqual(len(plates), 3)
-        for earlier, later in zip(plates, plates[1:]):
+        for earlier, later in zip(plates, plates[1:], strict=False):
             self.assertGreaterEqual(later - earlier, 1.5)
         self.assertTrue(camera.drained)
 
@@ -729,7 +730,8 @@ class LoopbackTests(unittest.TestCase):
         camera = self.camera(url, heartbeat="comet", link_delay=0.3)
         await _until(lambda: len(answer.arrivals) >= 4)
         await camera.stop()
-        gaps = [later - earlier for earlier, later in zip(answer.arrivals, answer.arrivals[1:])]
+        arrivals = answer.arrivals
+        gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
         self.assertTrue(all(gap >= 0.3 for gap in gaps), gaps)
 
 
@@ -861,7 +863,7 @@ class GatewayWithFaithfulCamerasTests(unittest.TestCase):
         camera.read_plate("京A12345")  # the gateway sees a push without plateid
         await _until(lambda: bool(camera.answered_plates))
         try:
-            command = self.gateway.service.control.hold_open(LEGACY_VZENITH)
+            self.gateway.service.control.hold_open(LEGACY_VZENITH)
         except NotSupported:
             return
         await self.assert_read(camera, "ivs_ioctrl")

@@ -10,8 +10,8 @@ from typing import Any
 from gateway.simulator.firmware import (
     PARKINGCAM_PLATE_FIELDS,
     ContinueOffline,
-    ParkingCamCommand,
     HeldPlate,
+    ParkingCamCommand,
     apply_parkingcam_command,
     apply_whitelist_edit,
     heartbeat_reply_effects,
@@ -210,7 +210,7 @@ def test_io_control_and_voice() -> None:
         ivs_ioctrl={"io": 1, "value": 2, "delay": 500},
         playserver_json_request={
             "type": "ps_voice_play",
-            "voice": b64("欢迎光临".encode("utf-8")),
+            "voice": b64("欢迎光临".encode()),
             "voice_volume": 80,
             "voice_male": 0,
         },

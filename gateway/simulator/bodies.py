@@ -16,8 +16,9 @@ from __future__ import annotations
 import base64
 import json
 import random
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import attrs
 

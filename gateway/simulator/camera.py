@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import random
 from collections import Counter, OrderedDict, deque
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime
-from typing import Any, Awaitable, Callable, Coroutine, Sequence, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -36,9 +37,9 @@ from gateway.simulator import jpeg
 from gateway.simulator.bodies import (
     JSON_CONTENT_TYPE,
     CameraIdentity,
-    camera_time_text,
     PlateEvent,
     PlateImages,
+    camera_time_text,
     encode_json,
     heartbeat_body,
     io_body,
@@ -50,15 +51,15 @@ from gateway.simulator.bodies import (
 )
 from gateway.simulator.config import CameraConfig
 from gateway.simulator.firmware import (
+    HeldPlate,
     ReplyEffects,
     SnapshotRequest,
     VoiceRequest,
-    HeldPlate,
     apply_parkingcam_command,
     apply_whitelist_edit,
     local_open_allowed,
 )
-from gateway.simulator.http import ChunkedReply, CameraHttpClient, HttpReply, TransportFailure
+from gateway.simulator.http import CameraHttpClient, ChunkedReply, HttpReply, TransportFailure
 from gateway.simulator.plates import PlateRead, PlateSource, read_for_license
 from gateway.simulator.report import CameraEvent, RelayPulse, percentile
 
@@ -446,7 +447,7 @@ class SimulatedCamera:
         outcomes = await _gather(
             [self._post(kind, self._url(server, path), body, content_type) for server in servers]
         )
-        return list(zip(servers, outcomes))
+        return list(zip(servers, outcomes, strict=True))
 
     async def _push(
         self,
@@ -471,7 +472,7 @@ class SimulatedCamera:
             results = await self._round(attempt_kind, path, body, servers)
             replies = [(server, r) for server, r in results if isinstance(r, HttpReply)]
             failed = [(server, r) for server, r in results if isinstance(r, TransportFailure)]
-            for server, reply in replies:
+            for _, reply in replies:
                 self._emit(
                     "push",
                     f"{attempt_kind} {label}-> {reply.code} in {reply.elapsed * 1000:.0f} ms",
@@ -560,7 +561,7 @@ class SimulatedCamera:
             return PlateImages()
         comment = (
             f"{self.config.serialno} {event.plateid} {event.read.license} {event.sec}.{event.usec:06d}"
-        ).encode("utf-8")
+        ).encode()
         color = event.read.color_type
         full = crop = None
         if mode in ("full", "both"):
@@ -821,7 +822,7 @@ class SimulatedCamera:
 
         async def run() -> None:
             scene = jpeg.scene_image(1, _PLATE_BOXES[sequence % len(_PLATE_BOXES)])
-            comment = f"{self.config.serialno} snapshot {self._camera_time():.3f}".encode("utf-8")
+            comment = f"{self.config.serialno} snapshot {self._camera_time():.3f}".encode()
             image = jpeg.pad_jpeg(jpeg.add_comment(scene, comment), self.config.image_bytes)
             body = encode_json(snapshot_body(self.identity, image), self.config.charset)
             outcome = await self._post("snapshot", url, body, JSON_CONTENT_TYPE)

@@ -19,8 +19,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -28,11 +29,11 @@ from twisted.internet.task import react
 
 from gateway.simulator.bodies import BOUNDARY_STYLES, DETAIL_LEVELS, SERIAL_KEYS
 from gateway.simulator.config import (
+    DEFAULT_PATHS,
     MAX_ALTERNATES,
     MAX_RESEND,
     PARKINGCAM_SERIAL_STYLES,
     CameraConfig,
-    DEFAULT_PATHS,
     fleet_configs,
 )
 from gateway.simulator.firmware import HeldPlate

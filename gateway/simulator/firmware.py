@@ -46,8 +46,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping, TypeGuard
+from typing import Any, TypeGuard
 
 import attrs
 

@@ -10,9 +10,9 @@ and KOI8-R), and licenses carrying control characters such as a NUL.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator, Sequence
 from urllib.parse import quote
 
 import attrs
