@@ -534,6 +534,19 @@ class ClockCameraTests(unittest.TestCase):
         self.assertIn(("comet", "white_list_operate"), comet.executed)
         self.assertIn("京A12345", comet.whitelist)
 
+    def test_offline_check_beats_every_five_seconds_and_still_reads_no_reply(self) -> None:
+        camera, link = self.run_camera(
+            lambda kind, data: plate_reply(info="ok"),
+            heartbeat="common",
+            offline_check=True,
+            seconds=21.0,
+            step=0.05,
+        )
+        beats = [at for at, kind, _ in link.requests if kind == "registration"]
+        self.assertEqual(len(beats), 5)  # at 0, 5, 10, 15, 20 s (PROTOCOL.md section 3)
+        self.assertEqual(camera.relay_pulses, [])
+        self.assertEqual(camera.ignored_counts[("heartbeat", "info")], 5)
+
     def test_parkingcam_ignores_vzenith_commands_and_uses_output_zero(self) -> None:
         def respond(kind: str, data: bytes) -> Any:
             if kind == "AlarmInfoPlate":
