@@ -16,9 +16,7 @@ from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 import attrs
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
@@ -40,6 +38,7 @@ from gateway.display.lanes import LaneDisplays, Withdraw
 from gateway.display.settings import LaneDisplay
 from gateway.gate import Gate
 from gateway.heap import HeapSweep, share_the_lock
+from gateway.listeners import LISTEN_ERROR_EXIT, CannotListen, Listener, parse_endpoint
 from gateway.platelist import PlateList
 from gateway.policy.codec import EntryCodec
 from gateway.serial.bridge import SerialBridge
@@ -86,19 +85,6 @@ def refuse_to_start(error: ConfigError) -> NoReturn:
     raise SystemExit(CONFIG_ERROR_EXIT)
 
 
-def _listener(
-    reactor: Any, description: str, factory: IProtocolFactory, path: str, source: str
-) -> StreamServerEndpointService:
-    try:
-        endpoint = serverFromString(reactor, description)
-    except Exception as error:  # endpoint parsers raise many kinds
-        raise ConfigError(path, f"not a usable endpoint ({error})", source) from None
-    service = StreamServerEndpointService(endpoint, factory)
-    # Fail the start-up if the port cannot be bound, rather than logging it.
-    service._raiseSynchronously = True
-    return service
-
-
 class GatewayService(MultiService):
     """The root of the service tree, with its parts by name for tests and the bench."""
 
@@ -110,7 +96,7 @@ class GatewayService(MultiService):
         self.cameras: Cameras | None = None
         self.upstream: UpstreamService | None = None
         self.admin: admin.AdminRoot | None = None
-        self.listeners: list[StreamServerEndpointService] = []
+        self.listeners: list[Listener] = []
 
     def startService(self) -> None:
         log.info(
@@ -119,7 +105,28 @@ class GatewayService(MultiService):
             summary=self.config.summary(),
         )
         share_the_lock()
+        # The ports first: one that cannot be bound stops the start before
+        # anything else runs (no store thread to wind down), in one line.
+        self._bind()
         super().startService()
+
+    def privilegedStartService(self) -> None:
+        # twistd binds the ports here, before it drops privileges.
+        self._bind()
+        for service in self:
+            if not isinstance(service, Listener):
+                service.privilegedStartService()
+
+    def _bind(self) -> None:
+        try:
+            for listener in self.listeners:
+                listener.bind()
+        except CannotListen as error:
+            for listener in self.listeners:
+                if listener.bound:
+                    listener.stopService()
+            print(f"anpr-gateway: cannot listen: {error}", file=sys.stderr)
+            raise SystemExit(LISTEN_ERROR_EXIT) from None
 
     def stopService(self) -> Any:
         if self.admin is not None:
@@ -436,13 +443,18 @@ def build_listeners(
     endpoints: Sequence[str],
     key: str,
     source: str,
-) -> list[StreamServerEndpointService]:
+) -> list[Listener]:
     """One listener per endpoint of ``key`` (``camera_server.listen``), bound
     at start: a port that cannot be bound fails the start-up."""
     listeners = []
     name = key.split(".", 1)[0].replace("_server", "")
     for index, description in enumerate(endpoints, start=1):
-        service = _listener(reactor, description, factory, f"{key}[{index}]", source)
+        item = f"{key}[{index}]"
+        try:
+            endpoint = parse_endpoint(reactor, description, item)
+        except ConfigError as error:
+            raise ConfigError(error.path, error.reason, source) from None
+        service = Listener(endpoint, factory, item, description)
         service.setName(f"{name}-listener-{index}")
         service.setServiceParent(root)
         listeners.append(service)
@@ -500,7 +512,7 @@ def build_admin(
 def build_systemd(
     root: MultiService,
     core: Core,
-    listeners: Sequence[StreamServerEndpointService],
+    listeners: Sequence[Listener],
     environ: Mapping[str, str],
 ) -> SystemdNotifier:
     """Tell systemd when the gateway serves (READY=1 means events are kept:
