@@ -34,15 +34,15 @@ from gateway.admin.settings import (
 )
 from gateway.store import StoreService
 from support import CapturedLog
-from test_admin_api import (
+from support.admin import (
+    AdminTestCase,
     BASE,
+    Client,
     ENTRANCE,
     HASHES,
     MACHINE_TOKEN,
     PASSWORDS,
     SCRAPER_TOKEN,
-    AdminTestCase,
-    Client,
     default_settings,
     settle,
 )

@@ -50,7 +50,7 @@ from gateway.admin.settings import hash_password
 from gateway.simulator.camera import SimulatedCamera
 from gateway.simulator.config import CameraConfig
 from support import REPO, RunningGateway, loopback_config
-from test_camera_server import GatewayTestCase
+from support.gateway import GatewayTestCase
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -6,7 +6,7 @@ from typing import Any
 
 from gateway.bus import EventBus
 from support import in_thread, loopback_config
-from test_camera_server import GatewayTestCase, plate_body
+from support.gateway import GatewayTestCase, plate_body
 
 
 def test_listeners_get_everything_until_unsubscribed_and_failures_stay_theirs() -> None:

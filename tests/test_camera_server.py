@@ -6,103 +6,27 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
-import ssl
 import time
 from typing import Any
 
-import trustme
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
 
 from gateway.camera.commands import OpenBarrier, SendSerial
 from support import (
     CameraClient,
     CapturedLog,
-    RunningGateway,
     in_thread,
     loopback_config,
     multipart_registration,
     sample_bytes,
     sample_json,
-    start_gateway,
 )
+from support.gateway import GatewayTestCase, plate_body, raw_exchange, tls_context, tls_listener
 
 VZENITH_CAMERA = "eff50e18-e3d3862b"
 PARKINGCAM_CAMERA = "e10b2d6c8c07b422361457935b518642"
-
-
-def plate_body(serialno: str, license: str, **fields: Any) -> bytes:
-    result = {"license": license, "triggerType": 1, **fields}
-    body = {
-        "AlarmInfoPlate": {
-            "serialno": serialno,
-            "deviceName": "IVS",
-            "ipaddr": "192.168.1.100",
-            "channel": 0,
-            "result": {"PlateResult": result},
-        }
-    }
-    return json.dumps(body, indent=4, ensure_ascii=False).encode()
-
-
-_CA = trustme.CA()
-_CERT = _CA.issue_cert("127.0.0.1", "gateway.local")
-
-
-def tls_listener(directory: str) -> str:
-    """An ``ssl:`` endpoint string with a certificate made for the test."""
-    os.makedirs(directory, exist_ok=True)
-    key_path = os.path.join(directory, "site.key")
-    cert_path = os.path.join(directory, "site.crt")
-    _CERT.private_key_pem.write_to_path(key_path)
-    _CERT.cert_chain_pems[0].write_to_path(cert_path)
-    return f"ssl:0:interface=127.0.0.1:privateKey={key_path}:certKey={cert_path}"
-
-
-def tls_context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    _CA.configure_trust(context)
-    return context
-
-
-class GatewayTestCase(TestCase):
-    """Starts a gateway with ``config`` before each test; with ``tls``, the
-    camera clients speak HTTPS to an ``ssl:`` listener."""
-
-    config: dict[str, Any] = loopback_config()
-    tls = False
-
-    async def start(self, config: dict[str, Any] | None = None) -> RunningGateway:
-        config = config or self.config
-        if self.tls:
-            server = dict(config.get("camera_server", {}))
-            server["listen"] = [tls_listener(self.mktemp())]
-            config = {**config, "camera_server": server}
-        gateway = await start_gateway(config, self.mktemp())
-        self.addCleanup(gateway.stop)
-        self.gateway = gateway
-        return gateway
-
-    def client(self, **kwargs: Any) -> CameraClient:
-        if self.tls:
-            kwargs.setdefault("tls", tls_context())
-        client = CameraClient(self.gateway.camera_port, **kwargs)
-        self.addCleanup(client.close)
-        return client
-
-    def assert_strict_reply(self, body: bytes) -> dict[str, Any]:
-        """What the firmware accepts: one compact UTF-8 JSON object."""
-        self.assertFalse(body.startswith(b"\xef\xbb\xbf"))
-        decoder = json.JSONDecoder()
-        value, end = decoder.raw_decode(body.decode("utf-8"))
-        self.assertEqual(end, len(body.decode("utf-8")), "one JSON value and nothing after it")
-        self.assertIsInstance(value, dict)
-        self.assertNotIn(b"\n", body)
-        self.assertNotIn(b", ", body)
-        return value
 
 
 class SampleTests(GatewayTestCase):
@@ -382,31 +306,6 @@ class CometTests(GatewayTestCase):
         # The camera gave up early: its polls are no longer held as long.
         camera = registry.get(serialno)
         self.assertEqual(camera.hold_limit, 0.0)
-
-
-def raw_exchange(port: int, request: bytes, *, read_timeout: float = 5.0) -> bytes:
-    """Send raw bytes, return whatever comes back until close or timeout."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=read_timeout)
-    try:
-        sock.sendall(request)
-        chunks = []
-        while True:
-            try:
-                data = sock.recv(65536)
-            except socket.timeout:
-                break
-            if not data:
-                break
-            chunks.append(data)
-            if b"\r\n\r\n" in b"".join(chunks) and b"Connection: close" not in b"".join(chunks):
-                head, _, rest = b"".join(chunks).partition(b"\r\n\r\n")
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        if len(rest) >= int(line.split(b":")[1]):
-                            return b"".join(chunks)
-        return b"".join(chunks)
-    finally:
-        sock.close()
 
 
 class BadInputTests(GatewayTestCase):

@@ -20,7 +20,7 @@ from gateway.camera.registry import CameraRegistry
 from gateway.config import parse_config
 from gateway.store import EventType
 from support import CameraClient, in_thread, loopback_config, multipart_registration
-from test_camera_server import GatewayTestCase, plate_body
+from support.gateway import GatewayTestCase, plate_body
 
 CAMERA = "d85b1269-8f942256"
 

@@ -24,7 +24,7 @@ from twisted.trial.unittest import TestCase
 
 from gateway.simulator.config import CameraConfig, fleet_configs
 from gateway.simulator.fleet import CameraFleet
-from test_upstream_cloud import StubCloud
+from support.cloud import StubCloud
 
 REPO = Path(__file__).resolve().parents[1]
 # A CI-sized run; `pytest --long` (or ANPR_CRASH_CYCLES=20) for the long one.

@@ -15,8 +15,8 @@ from twisted.internet.task import deferLater
 from gateway.simulator.config import CameraConfig, fleet_configs
 from gateway.simulator.fleet import CameraFleet
 from support import loopback_config
-from test_e2e_simulator import SimulatorTestCase
-from test_upstream_cloud import StubCloud
+from support.cloud import StubCloud
+from support.simulator import SimulatorTestCase
 
 KEY = b"disk storm upstream key 32 bytes"
 

@@ -24,7 +24,7 @@ from support import (
     multipart_registration,
     sample_bytes,
 )
-from test_camera_server import GatewayTestCase, plate_body
+from support.gateway import GatewayTestCase, plate_body
 
 CAMERA = "d85b1269-8f942256"
 SAMPLES = [

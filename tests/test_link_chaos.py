@@ -17,8 +17,8 @@ from gateway.simulator.config import CameraConfig, fleet_configs
 from gateway.simulator.fleet import CameraFleet
 from gateway.store import EventType
 from support import loopback_config
-from test_e2e_simulator import SimulatorTestCase
-from test_upstream_cloud import Scripted, StubCloud
+from support.cloud import Scripted, StubCloud
+from support.simulator import SimulatorTestCase
 
 KEY = b"link chaos upstream key 32 bytes"
 

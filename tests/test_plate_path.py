@@ -16,7 +16,7 @@ from twisted.internet.task import deferLater
 
 from gateway.store import EventType, Store, plate_event_id
 from support import CameraClient, in_thread, loopback_config, multipart_registration
-from test_camera_server import GatewayTestCase, plate_body
+from support.gateway import GatewayTestCase, plate_body
 
 ENTRANCE = "d85b1269-8f942256"
 

@@ -14,8 +14,8 @@ from gateway.protocol.board import ShowLines, decode_frame, split_frames
 from gateway.simulator.camera import SimulatedCamera
 from gateway.simulator.config import CameraConfig
 from support import loopback_config
-from test_e2e_simulator import SimulatorTestCase
-from test_serial_ports import PtyBoard
+from support.serial import PtyBoard
+from support.simulator import SimulatorTestCase
 
 CAMERA = "d85b1269-8f942256"
 

@@ -15,7 +15,7 @@ from gateway.simulator.camera import SimulatedCamera
 from gateway.simulator.config import CameraConfig, fleet_configs
 from gateway.simulator.firmware import HeldPlate
 from gateway.simulator.fleet import CameraFleet
-from test_simulator_helpers import (
+from support.recording_server import (
     ABORT,
     RawRequest,
     RecordingServer,

@@ -12,7 +12,7 @@ from twisted.internet import reactor as global_reactor
 from twisted.trial import unittest
 
 from gateway.simulator.cli import parse_serial_input, run
-from test_simulator_helpers import ABORT, RecordingServer, echo_reply, plate_result
+from support.recording_server import ABORT, RecordingServer, echo_reply, plate_result
 
 reactor: Any = global_reactor
 

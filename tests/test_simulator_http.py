@@ -14,7 +14,7 @@ from twisted.trial import unittest
 from gateway.simulator.camera import SimulatedCamera
 from gateway.simulator.config import CameraConfig, fleet_configs
 from gateway.simulator.http import CameraHttpClient, TransportFailure
-from test_simulator_helpers import RecordingServer, echo_reply, wait_for
+from support.recording_server import RecordingServer, echo_reply, wait_for
 
 reactor: Any = global_reactor
 

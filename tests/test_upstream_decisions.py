@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 from gateway.policy.decision import CLOUD
 from gateway.store import Store
 from gateway.upstream import CloudDecision, event_json
-from test_upstream_cloud import UpstreamTestCase, plate_event
+from support.upstream import UpstreamTestCase, plate_event
 
 
 async def no_cached_rows(store: Store) -> bool:

@@ -11,12 +11,8 @@ from email.utils import format_datetime
 
 from gateway.store import EventType, OutboxTrim
 from gateway.upstream import LinkState, UpstreamService
-from test_upstream_cloud import (
-    Scripted,
-    UpstreamTestCase,
-    other_event,
-    plate_event,
-)
+from support.cloud import Scripted
+from support.upstream import UpstreamTestCase, other_event, plate_event
 
 CAMERAS = ("cam-1", "cam-2", "cam-3", "cam-4", "cam-5")
 

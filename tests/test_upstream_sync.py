@@ -8,12 +8,16 @@ from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from twisted.internet import reactor as global_reactor
+
 from gateway.policy.decision import PlateQuery
 from gateway.policy.whitelist import WhitelistEntry
 from gateway.upstream import LinkState
 from gateway.platelist import PlateList
 from gateway.policy.codec import EntryCodec
-from test_upstream_cloud import UpstreamTestCase, reactor
+from support.upstream import UpstreamTestCase
+
+reactor: Any = global_reactor
 
 PAGES: dict[str | None, dict[str, Any]] = {
     None: {

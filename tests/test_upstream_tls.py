@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import trustme
+from twisted.internet import reactor as global_reactor
 from twisted.internet.ssl import Certificate, PrivateCertificate
 
 from gateway.upstream import (
@@ -18,7 +19,9 @@ from gateway.upstream import (
     UpstreamSettingsError,
 )
 from gateway.upstream.http import load_tls_policy
-from test_upstream_cloud import UpstreamTestCase, plate_event, reactor
+from support.upstream import UpstreamTestCase, plate_event
+
+reactor: Any = global_reactor
 
 
 class TlsTests(UpstreamTestCase):

@@ -14,7 +14,7 @@ from twisted.internet.task import deferLater
 from gateway.policy.whitelist import WhitelistEntry
 from gateway.store import EventType
 from support import CapturedLog, in_thread, loopback_config, start_gateway
-from test_camera_server import GatewayTestCase, plate_body
+from support.gateway import GatewayTestCase, plate_body
 
 ENTRANCE = "d85b1269-8f942256"
 EXIT = "QFX2182310150262"

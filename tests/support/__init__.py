@@ -21,8 +21,8 @@ from twisted.logger import LogEvent, globalLogPublisher
 from gateway.config import parse_config
 from gateway.tap import GatewayService, build_service
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLES = Path(__file__).resolve().parent / "samples"
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 def sample_bytes(name: str) -> bytes:
