@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
 
+import pytest
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
@@ -259,6 +260,7 @@ class CameraTests(AdminTestCase):
         self.assertEqual(response.headers.getRawHeaders("content-type"), ["image/jpeg"])
         self.assertEqual(await settle(client.stub, client.stub.content(response)), jpeg)
 
+    @pytest.mark.e2e
     async def test_page_leaving_during_a_snapshot_leaves_the_command_to_end(self) -> None:
         from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
@@ -858,6 +860,7 @@ class _StreamReader(Protocol):
         self.lost.callback(None)
 
 
+@pytest.mark.e2e
 class StreamTests(AdminTestCase):
     """``/api/stream`` over real loopback HTTP."""
 

@@ -151,6 +151,7 @@ def _password_tool(stdin: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.system
 def test_password_tool_reads_stdin_and_prints_a_hash() -> None:
     result = _password_tool("correct horse battery staple\nignored second line\n")
     assert result.returncode == 0, result.stderr

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from gateway.bus import EventBus
 from support import in_thread, loopback_config
 from support.gateway import GatewayTestCase, plate_body
@@ -24,6 +26,7 @@ def test_listeners_get_everything_until_unsubscribed_and_failures_stay_theirs() 
     assert seen == [("camera", {"serialno": "x"})]
 
 
+@pytest.mark.e2e
 class PublishedTests(GatewayTestCase):
     config = loopback_config(
         lane=[{"name": "Entrance", "camera": "d85b1269-8f942256", "unknown_plate": "allow",

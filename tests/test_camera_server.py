@@ -10,6 +10,7 @@ import socket
 import time
 from typing import Any
 
+import pytest
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
@@ -24,6 +25,8 @@ from support import (
     sample_json,
 )
 from support.gateway import GatewayTestCase, plate_body, raw_exchange, tls_context, tls_listener
+
+pytestmark = pytest.mark.e2e
 
 VZENITH_CAMERA = "eff50e18-e3d3862b"
 PARKINGCAM_CAMERA = "e10b2d6c8c07b422361457935b518642"

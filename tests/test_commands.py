@@ -9,6 +9,7 @@ import json
 from typing import Any
 from urllib.parse import urlparse
 
+import pytest
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
@@ -25,6 +26,7 @@ from support.gateway import GatewayTestCase, plate_body
 CAMERA = "d85b1269-8f942256"
 
 
+@pytest.mark.e2e
 class CommandTests(GatewayTestCase):
     config = loopback_config(
         lane=[{"name": "Entrance", "camera": CAMERA, "barrier_channel": 2, "sync_whitelist": False}],

@@ -9,6 +9,7 @@ import base64
 import sqlite3
 from typing import Any
 
+import pytest
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
@@ -17,6 +18,8 @@ from gateway.simulator.fleet import CameraFleet
 from support import loopback_config
 from support.cloud import StubCloud
 from support.simulator import SimulatorTestCase
+
+pytestmark = pytest.mark.system
 
 KEY = b"disk storm upstream key 32 bytes"
 

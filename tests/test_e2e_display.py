@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pytest
 from twisted.internet import reactor
 
 from gateway.protocol.board import ShowLines, Speak, decode_frame, split_frames
@@ -17,6 +18,8 @@ from gateway.simulator.config import CameraConfig
 from support import loopback_config
 from support.serial import PtyBoard
 from support.simulator import SimulatorTestCase
+
+pytestmark = pytest.mark.e2e
 
 ENTRANCE = "d85b1269-8f942256"
 EXIT = "a1b2c3d4-e5f60718"

@@ -9,6 +9,7 @@ import socket
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 
@@ -21,6 +22,8 @@ from gateway.simulator.fleet import CameraFleet
 from gateway.store import EventType
 from support import loopback_config, start_gateway
 from support.simulator import PARKINGCAM, SimulatorTestCase, VZENITH
+
+pytestmark = pytest.mark.e2e
 
 
 def free_port() -> int:

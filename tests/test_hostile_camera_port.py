@@ -13,6 +13,7 @@ import socket
 import time
 from typing import Any
 
+import pytest
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
@@ -25,6 +26,8 @@ from support import (
     sample_bytes,
 )
 from support.gateway import GatewayTestCase, plate_body
+
+pytestmark = pytest.mark.e2e
 
 CAMERA = "d85b1269-8f942256"
 SAMPLES = [

@@ -9,6 +9,7 @@ letters."""
 from __future__ import annotations
 
 import base64
+import pytest
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
@@ -19,6 +20,8 @@ from gateway.store import EventType
 from support import loopback_config
 from support.cloud import Scripted, StubCloud
 from support.simulator import SimulatorTestCase
+
+pytestmark = pytest.mark.system
 
 KEY = b"link chaos upstream key 32 bytes"
 

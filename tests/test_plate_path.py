@@ -11,12 +11,15 @@ import socket
 import sqlite3
 from typing import Any
 
+import pytest
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from gateway.store import EventType, Store, plate_event_id
 from support import CameraClient, in_thread, loopback_config, multipart_registration
 from support.gateway import GatewayTestCase, plate_body
+
+pytestmark = pytest.mark.e2e
 
 ENTRANCE = "d85b1269-8f942256"
 

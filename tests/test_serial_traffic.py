@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from twisted.internet import reactor
 
 from gateway.protocol.board import ShowLines, decode_frame, split_frames
@@ -16,6 +17,8 @@ from gateway.simulator.config import CameraConfig
 from support import loopback_config
 from support.serial import PtyBoard
 from support.simulator import SimulatorTestCase
+
+pytestmark = pytest.mark.e2e
 
 CAMERA = "d85b1269-8f942256"
 

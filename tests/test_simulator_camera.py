@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import pytest
 from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
@@ -23,6 +24,8 @@ from support.recording_server import (
     plate_result,
     wait_for,
 )
+
+pytestmark = pytest.mark.e2e
 
 reactor: Any = global_reactor
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trustme
 from twisted.internet import reactor as global_reactor
 from twisted.internet.ssl import Certificate, PrivateCertificate
@@ -20,6 +21,8 @@ from gateway.upstream import (
 )
 from gateway.upstream.http import load_tls_policy
 from support.upstream import UpstreamTestCase, plate_event
+
+pytestmark = pytest.mark.e2e
 
 reactor: Any = global_reactor
 

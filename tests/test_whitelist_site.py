@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
@@ -15,6 +16,8 @@ from gateway.policy.whitelist import WhitelistEntry
 from gateway.store import EventType
 from support import CapturedLog, in_thread, loopback_config, start_gateway
 from support.gateway import GatewayTestCase, plate_body
+
+pytestmark = pytest.mark.e2e
 
 ENTRANCE = "d85b1269-8f942256"
 EXIT = "QFX2182310150262"
