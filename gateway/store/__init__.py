@@ -27,7 +27,7 @@ from gateway.store.records import (
     PlateRowsWritten,
 )
 from gateway.store.service import RETENTION_INTERVAL, StoreService
-from gateway.store.store import HealthObserver, Store
+from gateway.store.store import HealthObserver, Store, StoreExecutor
 
 __all__ = [
     "IMAGE_KINDS",
@@ -47,6 +47,7 @@ __all__ = [
     "StoreClosedError",
     "StoreConfig",
     "StoreError",
+    "StoreExecutor",
     "StoreHealth",
     "StoreOpenError",
     "StoreService",

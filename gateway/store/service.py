@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import cast
+from typing import Callable, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 
 from gateway.store.database import StoreClosedError, StoreError
 from gateway.store.records import RetentionResult, StoreConfig
-from gateway.store.store import Store
+from gateway.store.store import Store, StoreExecutor
 
 __all__ = ["StoreService", "RETENTION_INTERVAL"]
 
@@ -29,7 +29,8 @@ class StoreService(Service):
     """Opens the :class:`Store` when started, closes it when stopped, and
     enforces image retention at start and then every ``retention_interval``
     seconds of ``clock`` (default: the reactor; the store's own timestamps
-    use it too).
+    use it too). ``executor``, when given, makes the :class:`StoreExecutor`
+    for each opening (default: a dedicated thread).
 
     Parts that need the store wait for :meth:`when_open`.
     """
@@ -42,6 +43,7 @@ class StoreService(Service):
         *,
         clock: IReactorTime | None = None,
         retention_interval: float = RETENTION_INTERVAL,
+        executor: Callable[[], StoreExecutor] | None = None,
     ) -> None:
         self.setName("store")
         self._reactor = reactor
@@ -49,6 +51,7 @@ class StoreService(Service):
         self._config = config or StoreConfig()
         self._clock = clock if clock is not None else cast(IReactorTime, reactor)
         self._interval = retention_interval
+        self._executor = executor
         self.store: Store | None = None
         """The open store (None until open, and after a failed open)."""
         self.last_retention: RetentionResult | None = None
@@ -79,7 +82,11 @@ class StoreService(Service):
     async def _open(self) -> None:
         try:
             store = await Store.open(
-                self._reactor, self._state_dir, self._config, clock=self._clock
+                self._reactor,
+                self._state_dir,
+                self._config,
+                clock=self._clock,
+                executor=self._executor() if self._executor is not None else None,
             )
         except Exception:
             failure = Failure()
