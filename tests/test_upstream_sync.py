@@ -15,6 +15,7 @@ from gateway.policy.whitelist import WhitelistEntry
 from gateway.upstream import LinkState
 from gateway.platelist import PlateList
 from gateway.policy.codec import EntryCodec
+from support.store import inline_threads
 from support.upstream import UpstreamTestCase
 
 reactor: Any = global_reactor
@@ -154,6 +155,7 @@ class SitePlateListTests(UpstreamTestCase):
             max_plate_distance=0,
             csv_path=None,
             clock=self.clock,
+            in_thread=inline_threads,
         )
         site.startService()
         self.addCleanup(site.stopService)

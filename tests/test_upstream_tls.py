@@ -28,6 +28,8 @@ reactor: Any = global_reactor
 
 
 class TlsTests(UpstreamTestCase):
+    loopback = True  # real TLS handshakes
+
     def setUp(self) -> None:
         super().setUp()
         self.ca = trustme.CA()

@@ -1,7 +1,11 @@
 """A stub cloud for the upstream tests: a small Klein app that checks every
 request's signature with its own HMAC code (not the gateway's), deduplicates
 events on their id and remembers the order it received them in, as a cloud
-developer would write it from docs/upstream-api.md."""
+developer would write it from docs/upstream-api.md.
+
+The unit tests reach it in memory (:meth:`StubCloud.in_memory`: treq's
+``StubTreq`` over the app, a :class:`CloudLine` the gateway's HTTP client is
+given); the end-to-end tests on a loopback port (:meth:`StubCloud.listen`)."""
 
 from __future__ import annotations
 
@@ -13,10 +17,13 @@ from typing import Any, Callable, Mapping, cast
 
 import attrs
 from klein import Klein
+from treq.testing import StubTreq
 from twisted.internet import reactor as global_reactor
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import deferLater
-from twisted.web.iweb import IRequest
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest, IResponse
 from twisted.web.server import Site
 
 reactor: Any = global_reactor
@@ -93,6 +100,47 @@ class _TrackingSite(Site):
         return channel
 
 
+class CloudLine:
+    """The network between the gateway and a stub cloud, in memory: an HTTP
+    client with treq's ``request`` (what ``UpstreamClient`` is given) over
+    ``StubTreq``. Nothing moves on its own: :meth:`flush` moves every byte
+    that can move now. While :attr:`down`, connections are refused."""
+
+    def __init__(self, resource: Any) -> None:
+        self._stub = StubTreq(resource)
+        self.down = False
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Deferred[IResponse]:
+        if self.down:
+            return fail(Failure(ConnectionRefusedError("the stub cloud is down")))
+        response: Deferred[IResponse] = self._stub.request(method, url, **kwargs)
+        return response
+
+    def _connections(self) -> list[Any]:
+        # treq's RequestTraversalAgent keeps one iosim pump per connection.
+        return list(self._stub._agent._pumps)
+
+    def flush(self) -> None:
+        """Deliver requests, answers and closes until nothing moves (answers
+        that cause new requests included)."""
+        for _ in range(100_000):
+            moved = [pump.flush() for pump in self._connections()]
+            self._stub.flush()  # forgets the connections closed on both ends
+            if not any(moved):
+                return
+        raise AssertionError("the stub cloud's connections never settle")
+
+    def cut(self) -> None:
+        """Abort every connection in flight (each side sees it lost)."""
+        for pump in self._connections():
+            pump.serverIO.abortConnection()
+        self.flush()
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections())
+
+
 class StubCloud:
     """The other side of the upstream API, as a cloud developer would write
     it from docs/upstream-api.md: verifies signatures, deduplicates events on
@@ -123,8 +171,14 @@ class StubCloud:
         self.site = _TrackingSite(self.app.resource())
         self.port: Any = None  # IListeningPort while listening
         self.port_number = 0
+        self.line: CloudLine | None = None  # when reached in memory
 
     # -- running ----------------------------------------------------------
+
+    def in_memory(self) -> CloudLine:
+        """Serve in memory: the returned line is the gateway's HTTP client."""
+        self.line = CloudLine(self.app.resource())
+        return self.line
 
     def listen(self, port: int = 0) -> int:
         self.port = reactor.listenTCP(port, self.site, interface="127.0.0.1")
@@ -133,16 +187,25 @@ class StubCloud:
 
     @property
     def url(self) -> str:
+        if self.line is not None:
+            return "http://cloud.test"
         return f"http://127.0.0.1:{self.port_number}"
 
     async def go_down(self) -> None:
         """Stop listening and cut every connection: the cloud is unreachable."""
+        if self.line is not None:
+            self.line.down = True
+            self.line.cut()
+            return
         if self.port is not None:
             port, self.port = self.port, None
             await maybeDeferred(port.stopListening)
         await self.cut_connections()
 
     async def cut_connections(self) -> None:
+        if self.line is not None:
+            self.line.cut()
+            return
         for channel in list(self.site.open):
             inner = getattr(channel, "_channel", channel)  # HTTP/1.1 or HTTP/2 wrapper
             transport = getattr(inner, "transport", None)
@@ -154,6 +217,9 @@ class StubCloud:
             await deferLater(reactor, 0.01, lambda: None)
 
     def come_up(self) -> None:
+        if self.line is not None:
+            self.line.down = False
+            return
         self.listen(self.port_number)
 
     def requests_to(self, method: str, path_prefix: str) -> list[Received]:

@@ -1,6 +1,8 @@
 """The store for its own tests and its close consumers: event records with
 fixed times, direct reads of the database file, and a test case that opens a
-real store (real SQLite, its own thread) in a temporary directory."""
+real store (real SQLite, its own thread) in a temporary directory; and the
+inline executor and thread stand-in that let the store's consumers run in
+memory."""
 
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ import sqlite3
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from gateway.store import (
@@ -23,6 +26,8 @@ from gateway.store import (
     new_event_id,
     plate_event_id,
 )
+
+T = TypeVar("T")
 
 UTC = timezone.utc
 NOW = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -101,3 +106,34 @@ class StoreTestCase(TestCase):
             [Deferred.fromCoroutine(store.commit_event(record, images)) for record in records],
             consumeErrors=True,
         )
+
+
+class InlineExecutor:
+    """A :class:`~gateway.store.StoreExecutor` that runs each job at once on
+    the calling thread (the reactor's): the same SQLite and files as the
+    store's thread, with no thread and nothing to wait for. For the tests of
+    the store's consumers; the store's own tests keep the real thread."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def submit(self, job: Callable[[], T]) -> Deferred[T]:
+        if self.stopped:
+            raise RuntimeError("the store's executor was stopped")
+        try:
+            return succeed(job())
+        except BaseException:
+            # As the store's thread does: every failure goes to the caller.
+            return fail(Failure())
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def inline_threads(work: Callable[[], T]) -> Deferred[T]:
+    """An ``in_thread`` for the parts that run bulk work off the reactor (the
+    plate list, the camera sync, the sync feed): runs ``work()`` at once."""
+    try:
+        return succeed(work())
+    except BaseException:
+        return fail(Failure())

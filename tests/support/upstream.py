@@ -1,5 +1,11 @@
 """The shared base of the upstream tests: a real store on a test clock, the
-stub cloud, and recording sinks for what the sync feed hands on."""
+stub cloud, and recording sinks for what the sync feed hands on.
+
+By default everything is in memory: the store runs its SQLite work at once
+(an inline executor), the cloud link speaks to the stub cloud through
+``StubTreq``, and every timer runs on a ``Clock`` the test advances; nothing
+waits. With ``loopback = True`` the stub cloud listens on 127.0.0.1 and the
+real reactor carries the requests (the TLS tests: e2e)."""
 
 from __future__ import annotations
 
@@ -21,7 +27,8 @@ from gateway.policy.lanes import Lanes
 from gateway.policy.whitelist import WhitelistEntry
 from gateway.store import EventRecord, EventType, Store, StoreService, new_event_id, plate_event_id
 from gateway.upstream import UpstreamConfig, UpstreamService
-from support.cloud import SECRET, SECRET_BYTES, START, StubCloud, reactor
+from support.cloud import SECRET, SECRET_BYTES, START, CloudLine, StubCloud, reactor
+from support.store import InlineExecutor, inline_threads
 
 
 @implementer(ILogObserver)
@@ -110,8 +117,10 @@ def other_event(camera: str, kind: EventType, clock: Clock) -> EventRecord:
 
 
 class UpstreamTestCase(TestCase):
-    """A real store in a scratch directory on a test clock, the stub cloud
-    on a loopback port, and the upstream service between them."""
+    """A real store in a scratch directory on a test clock, the stub cloud,
+    and the upstream service between them (in memory unless ``loopback``)."""
+
+    loopback = False
 
     def setUp(self) -> None:
         self.clock = Clock()
@@ -119,7 +128,11 @@ class UpstreamTestCase(TestCase):
         self.state_dir = Path(tempfile.mkdtemp(prefix="anpr-upstream-test-")) / "state"
         self.addCleanup(shutil.rmtree, self.state_dir.parent, True)
         self.cloud = StubCloud(SECRET_BYTES, self.clock.seconds)
-        self.cloud.listen()
+        self.line: CloudLine | None = None
+        if self.loopback:
+            self.cloud.listen()
+        else:
+            self.line = self.cloud.in_memory()
         self.addCleanup(self.cloud.go_down)
         self.whitelist = RecordingWhitelist()
         self.commands = RecordingCommands()
@@ -141,7 +154,12 @@ class UpstreamTestCase(TestCase):
 
     async def open_store(self) -> Store:
         if self.store_service is None:
-            service = StoreService(reactor, self.state_dir, clock=self.clock)
+            service = StoreService(
+                reactor,
+                self.state_dir,
+                clock=self.clock,
+                executor=None if self.loopback else InlineExecutor,
+            )
             service.startService()
             self.store_service = service
 
@@ -157,8 +175,12 @@ class UpstreamTestCase(TestCase):
     ) -> UpstreamService:
         await self.open_store()
         assert self.store_service is not None
+        in_memory: dict[str, Any] = {}
+        if self.line is not None:
+            # The Clock as the reactor too: nothing reaches a real socket.
+            in_memory = dict(http=self.line, in_thread=inline_threads)
         service = UpstreamService(
-            reactor,
+            self.clock if self.line is not None else reactor,
             self.store_service,
             self.config(**settings),
             whitelist=self.whitelist,
@@ -166,6 +188,7 @@ class UpstreamTestCase(TestCase):
             codec=EntryCodec(tz=ZoneInfo("Asia/Shanghai"), lanes=Lanes(("Entry", "Exit"))),
             clock=self.clock,
             random=random,
+            **in_memory,
         )
         service.startService()
 
@@ -187,8 +210,23 @@ class UpstreamTestCase(TestCase):
             [Deferred.fromCoroutine(store.commit_event(record, images)) for record in records]
         )
 
+    def flush(self) -> None:
+        """Move everything in flight between the gateway and the stub cloud."""
+        if self.line is not None:
+            self.line.flush()
+
     async def until(self, condition: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
-        """Let the real reactor run until ``condition()`` holds (bounded)."""
+        """``condition()`` holds once what is in flight has moved.
+
+        In memory nothing waits: the requests and answers in flight are
+        delivered, then the condition must hold (time passes only when the
+        test advances the clock). On loopback the real reactor runs until it
+        holds (bounded by ``seconds``)."""
+        if self.line is not None:
+            self.line.flush()
+            if not condition():
+                self.fail(f"not so once everything in flight was delivered: {what}")
+            return
         for _ in range(int(seconds / 0.005)):
             if condition():
                 return
@@ -196,6 +234,12 @@ class UpstreamTestCase(TestCase):
         self.fail(f"timed out waiting for {what}")
 
     async def settle(self, condition: Callable[[], Awaitable[bool]], what: str) -> None:
+        """As :meth:`until`, for a condition read from the store."""
+        if self.line is not None:
+            self.line.flush()
+            if not await condition():
+                self.fail(f"not so once everything in flight was delivered: {what}")
+            return
         for _ in range(4000):
             if await condition():
                 return
