@@ -15,7 +15,7 @@ from gateway.policy.whitelist import WhitelistEntry
 from gateway.upstream import LinkState
 from gateway.platelist import PlateList
 from gateway.policy.codec import EntryCodec
-from support.store import inline_threads
+from support.threads import inline_threads
 from support.upstream import UpstreamTestCase
 
 reactor: Any = global_reactor

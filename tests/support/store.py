@@ -1,8 +1,7 @@
 """The store for its own tests and its close consumers: event records with
 fixed times, direct reads of the database file, and a test case that opens a
 real store (real SQLite, its own thread) in a temporary directory; and the
-inline executor and thread stand-in that let the store's consumers run in
-memory."""
+inline executor that lets the store's consumers run in memory."""
 
 from __future__ import annotations
 
@@ -128,12 +127,3 @@ class InlineExecutor:
 
     def stop(self) -> None:
         self.stopped = True
-
-
-def inline_threads(work: Callable[[], T]) -> Deferred[T]:
-    """An ``in_thread`` for the parts that run bulk work off the reactor (the
-    plate list, the camera sync, the sync feed): runs ``work()`` at once."""
-    try:
-        return succeed(work())
-    except BaseException:
-        return fail(Failure())

@@ -28,7 +28,8 @@ from gateway.policy.whitelist import WhitelistEntry
 from gateway.store import EventRecord, EventType, Store, StoreService, new_event_id, plate_event_id
 from gateway.upstream import UpstreamConfig, UpstreamService
 from support.cloud import SECRET, SECRET_BYTES, START, CloudLine, StubCloud, reactor
-from support.store import InlineExecutor, inline_threads
+from support.store import InlineExecutor
+from support.threads import inline_threads
 
 
 @implementer(ILogObserver)
