@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo
 
 import attrs
 from treq.testing import StubTreq
-from twisted.application.service import MultiService
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
@@ -32,20 +31,11 @@ from gateway.admin.api import AdminApi
 from gateway.admin.auth import AdminAccounts
 from gateway.admin.metrics import GatewayMetrics
 from gateway.admin.settings import AdminSettings, AdminToken, AdminUser, hash_password, token_digest
-from gateway.bus import EventBus
-from gateway.camera.control import CameraControl
-from gateway.camera.recorder import StoreRecorder
-from gateway.camera.registry import CameraRegistry
 from gateway.camera.server import CameraServer
-from gateway.camera.whitelist_sync import CameraWhitelistSync, LaneListSettings
 from gateway.config import GatewayConfig, parse_config
-from gateway.store import StoreService
-from gateway.gate import Gate
-from gateway.platelist import PlateList
-from gateway.policy.codec import EntryCodec
 from support.gateway import plate_body
-from support.store import InlineExecutor
-from support.threads import HeldThreads, forget_held_pools, inline_threads, run_held_work
+from support.parts import build_parts
+from support.threads import HeldThreads, forget_held_pools, run_held_work
 
 ENTRANCE = "d85b1269-8f942256"
 EXIT = "e10b2d6c8c07b422361457935b518642"
@@ -227,60 +217,24 @@ class AdminTestCase(TestCase):
             source="<test>",
         )
         self.tz = ZoneInfo(TZ)
-        # Commands and sessions on a Clock set to now (the store's retention
-        # runs on the real clock: events must not look decades old).
+        # The parts on a Clock set to now: events must not look decades old.
         self.clock = Clock()
         self.clock.advance(time.time())
-        self.registry = registry = CameraRegistry(self.clock, comet_hold=20, missed_intervals=3)
-        self.store_service = store_service = StoreService(
-            reactor, str(state_dir), executor=InlineExecutor
-        )
-        self.codec = codec = EntryCodec(tz=self.tz, lanes=self.config.lane_names)
-        self.whitelist = whitelist = PlateList(
-            reactor,
-            store_service,
-            codec=codec,
-            unknown_plate="deny",
-            lane_overrides={},
-            max_plate_distance=0,
-            csv_path=None,
-            in_thread=inline_threads,
-        )
-        self.bus = bus = EventBus()
-        registry.on_state_change(lambda camera, online: bus.publish("camera", camera.describe()))
+        parts = build_parts(self.config, self.clock)
+        self.parts = parts
+        self.registry = registry = parts.registry
+        self.store_service = store_service = parts.store_service
+        self.codec = codec = parts.codec
+        self.whitelist = whitelist = parts.plate_list
+        self.bus = bus = parts.bus
 
         def open_store() -> Any:
-            return store_service.store if whitelist.loaded else None
+            return parts.store
 
-        recorder = StoreRecorder(open_store, bus=bus)
-        self.control = control = CameraControl(
-            clock=self.clock, registry=registry, config=self.config, recorder=recorder, bus=bus
-        )
-        self.gate = gate = Gate(
-            clock=self.clock, local=whitelist, duplicate_window=self.config.policy.duplicate_window_seconds
-        )
-        self.camera_server = CameraServer(
-            clock=self.clock,
-            config=self.config,
-            registry=registry,
-            gate=gate,
-            recorder=recorder,
-            control=control,
-        )
-        self.camera_sync = camera_sync = CameraWhitelistSync(
-            clock=self.clock,
-            registry=registry,
-            snapshot=whitelist.snapshot,
-            store=open_store,
-            tz=self.tz,
-            cameras={
-                lane.camera: LaneListSettings(lane=lane.name, capacity=lane.camera_list_max)
-                for lane in self.config.lanes
-                if lane.sync_whitelist
-            },
-            in_thread=inline_threads,
-        )
-        whitelist.on_change(camera_sync.list_changed)
+        self.control = control = parts.control
+        self.gate = parts.gate
+        self.camera_server = parts.camera_server
+        self.camera_sync = camera_sync = parts.camera_sync
         self.terminal = io.StringIO()
         settings = settings or self.settings
         forget_held_pools()
@@ -292,13 +246,9 @@ class AdminTestCase(TestCase):
             open_store=store_service.when_open,
             terminal=self.terminal,
         )
-        root = MultiService()
-        for service in (store_service, whitelist, camera_sync, users):
-            service.setServiceParent(root)
-        root.startService()
-        self.addCleanup(root.stopService)
-        await store_service.when_open()
-        await whitelist.when_loaded()
+        users.setServiceParent(parts.root)
+        self.addCleanup(lambda: Deferred.fromCoroutine(parts.stop()))
+        await parts.start()
         loaded = users.when_loaded()
         threads.run()  # a first start hashes the initial admin's password
         await loaded
