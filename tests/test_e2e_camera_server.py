@@ -1,6 +1,7 @@
 """The camera server end to end: the real service tree on loopback, spoken to
 the way cameras speak (keep-alive HTTP/1.1 and HTTPS, their headers, their
-bodies)."""
+bodies). The same requests and answers run in memory in test_camera_server;
+here they cross real sockets, TLS and keep-alive connections."""
 
 from __future__ import annotations
 
