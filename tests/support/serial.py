@@ -3,25 +3,33 @@
 ``/dev/serial/by-id/...``), a test case with a Clock for pacing and retries,
 and the check that every byte a board got is a valid frame.
 
-File descriptors are watched by the real reactor, so reading what a board
-got waits (bounded) for the reactor to move the bytes."""
+The gateway's ports register their file descriptors with a
+:class:`PortDescriptors` of the test instead of the reactor, and the test
+dispatches their reads and writes (as a reactor iteration would) when it
+waits for something: :func:`until` sleeps in ``select`` until a port or a
+board has bytes to move, and never on a timer."""
 
 from __future__ import annotations
 
 import errno
 import os
+import select
+import sys
 import tempfile
+import time
 from typing import Any, Callable
 
-from twisted.internet import reactor as _reactor
 from twisted.internet.interfaces import IReactorFDSet, IReactorTime
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 
 from gateway.protocol.board import decode_frame, split_frames
 from gateway.serial.ports import SerialPorts, SerialPortSettings
 
-reactor: Any = _reactor
+log = Logger()
 
 
 
@@ -37,6 +45,8 @@ class PtyBoard:
         self.frames = frames
         self.master: int | None = None
         self.received = bytearray()
+        # Nobody holds the slave open (reads say EIO at once): nothing to wait for.
+        self.hung_up = False
         if plugged:
             self.plug()
 
@@ -51,6 +61,7 @@ class PtyBoard:
             os.close(slave)
         os.set_blocking(master, False)
         self.master = master
+        self.hung_up = False
 
     def unplug(self) -> None:
         self.read()
@@ -70,6 +81,7 @@ class PtyBoard:
                 break
             except OSError as error:
                 if error.errno == errno.EIO:  # nobody holds the slave open right now
+                    self.hung_up = True
                     break
                 raise
             if not chunk:
@@ -96,20 +108,127 @@ class PtyBoard:
             os.unlink(self.path)
 
 
+@implementer(IReactorFDSet)
+class PortDescriptors:
+    """The file descriptors of the serial ports under test (an
+    ``IReactorFDSet``), and the boards at the far ends of their lines.
+
+    :meth:`dispatch` does for them what a reactor iteration does: wait in
+    ``select`` until one can move bytes, then read, write, and report a lost
+    connection (an unplugged device) to the descriptor, as the reactor would.
+    """
+
+    def __init__(self, boards: list[PtyBoard]) -> None:
+        self.boards = boards
+        self.readers: set[Any] = set()
+        self.writers: set[Any] = set()
+
+    # -- IReactorFDSet ----------------------------------------------------------
+
+    def addReader(self, reader: Any) -> None:
+        self.readers.add(reader)
+        # A port (re)opened: the board behind it has a listener again.
+        for board in self.boards:
+            board.hung_up = False
+
+    def addWriter(self, writer: Any) -> None:
+        self.writers.add(writer)
+
+    def removeReader(self, reader: Any) -> None:
+        self.readers.discard(reader)
+
+    def removeWriter(self, writer: Any) -> None:
+        self.writers.discard(writer)
+
+    def removeAll(self) -> list[Any]:
+        gone = list(self.readers | self.writers)
+        self.readers.clear()
+        self.writers.clear()
+        return gone
+
+    def getReaders(self) -> list[Any]:
+        return list(self.readers)
+
+    def getWriters(self) -> list[Any]:
+        return list(self.writers)
+
+    # -- for the tests ----------------------------------------------------------
+
+    def dispatch(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for a port or a board to be ready,
+        then move what can move; whether anything was ready."""
+        readers = {_fileno(d): d for d in self.readers if _fileno(d) >= 0}
+        writers = {_fileno(d): d for d in self.writers if _fileno(d) >= 0}
+        boards = {
+            board.master: board
+            for board in self.boards
+            if board.master is not None and not board.hung_up
+        }
+        readable, writable, _ = select.select(
+            [*readers, *boards], list(writers), [], max(0.0, timeout)
+        )
+        for fd in readable:
+            if fd in boards:
+                boards[fd].read()
+        for fd in readable:
+            reader = readers.get(fd)
+            if reader is not None and reader in self.readers:
+                self._do(reader, reader.doRead)
+        for fd in writable:
+            writer = writers.get(fd)
+            if writer is not None and writer in self.writers:
+                self._do(writer, writer.doWrite)
+        return bool(readable or writable)
+
+    def _do(self, selectable: Any, method: Callable[[], Any]) -> None:
+        try:
+            why = method()
+        except Exception:
+            why = sys.exc_info()[1]
+            log.failure("Error in {selectable!r}", selectable=selectable)
+        if why:
+            self.removeReader(selectable)
+            self.removeWriter(selectable)
+            selectable.connectionLost(Failure(why))
+
+
+def _fileno(descriptor: Any) -> int:
+    try:
+        return int(descriptor.fileno())
+    except Exception:  # a closed port has no descriptor
+        return -1
+
+
+_current: list[PortDescriptors] = []
+
+
+def _descriptors() -> PortDescriptors:
+    assert _current, "until() and settle() wait on a PortTestCase's ports"
+    return _current[-1]
+
+
 async def until(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    """Let the reactor run until ``predicate()`` holds (a bounded wait, not a timing
-    assertion: it only fails when the thing never happens)."""
-    deadline = reactor.seconds() + timeout
+    """Move the bytes of the test's ports and boards until ``predicate()``
+    holds: between checks, wait in ``select`` for the next port or board
+    that can move bytes (bounded by ``timeout``: it only fails when the
+    thing never happens)."""
+    descriptors = _descriptors()
+    deadline = time.monotonic() + timeout
     while not predicate():
-        if reactor.seconds() > deadline:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             raise AssertionError(f"gave up waiting for {what}")
-        await deferLater(reactor, 0.005, lambda: None)
+        descriptors.dispatch(remaining)
 
 
-async def settle(rounds: int = 5) -> None:
-    """Let the reactor run a few short rounds (for checks that something did NOT happen)."""
-    for _ in range(rounds):
-        await deferLater(reactor, 0.01, lambda: None)
+async def settle() -> None:
+    """Move everything that can move now, then give bytes still in the
+    kernel's pty buffers 50 ms to reach the boards (for checks that something
+    did NOT happen)."""
+    descriptors = _descriptors()
+    while descriptors.dispatch(0):
+        pass
+    descriptors.dispatch(0.05)
 
 
 def assert_valid_frames(test: TestCase, data: bytes, expected: list[bytes] | None = None) -> None:
@@ -123,13 +242,17 @@ def assert_valid_frames(test: TestCase, data: bytes, expected: list[bytes] | Non
 
 
 class PortTestCase(TestCase):
-    """A scratch directory for device links, a Clock, and clean-up of ports and ptys."""
+    """A scratch directory for device links, a Clock, the ports' descriptors
+    (dispatched by :func:`until`), and clean-up of ports and ptys."""
 
     def setUp(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="anpr-serial-")
         self.clock = Clock()
         self.boards: list[PtyBoard] = []
         self.services: list[Any] = []
+        self.descriptors = PortDescriptors(self.boards)
+        _current.append(self.descriptors)
+        self.addCleanup(_current.remove, self.descriptors)
 
     def tearDown(self) -> None:
         for service in self.services:
@@ -155,7 +278,7 @@ class PortTestCase(TestCase):
         return board
 
     def ports(self, *settings: SerialPortSettings, start: bool = True) -> SerialPorts:
-        fds: IReactorFDSet = reactor
+        fds: IReactorFDSet = self.descriptors
         clock: IReactorTime = self.clock
         ports = SerialPorts(fds, settings, clock=clock)
         self.services.append(ports)
