@@ -29,7 +29,15 @@ from gateway.store import (
 )
 from gateway.policy.cameralist import CameraRow
 from gateway.store.schema import SCHEMA_VERSION
-from support.store import NOW, StoreTestCase, db_rows, full_image_state, io_record, plate_record
+from support.store import (
+    NOW,
+    InlineExecutor,
+    StoreTestCase,
+    db_rows,
+    full_image_state,
+    io_record,
+    plate_record,
+)
 
 class SchemaTests(StoreTestCase):
     async def test_migrations_from_an_empty_file_and_idempotent_reopen(self) -> None:
@@ -643,6 +651,55 @@ class ServiceTests(StoreTestCase):
             await service.when_open()
         self.flushLoggedErrors(StoreOpenError)
         await service.stopService()
+
+
+class RecordingExecutor(InlineExecutor):
+    """An inline executor that counts the jobs it runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs = 0
+
+    def submit(self, job: Any) -> Deferred[Any]:
+        self.jobs += 1
+        return super().submit(job)
+
+
+class ExecutorTests(StoreTestCase):
+    """The store's work runs on the executor it is given (by default its own
+    thread, as every other test here): what its consumers' tests rely on."""
+
+    async def test_a_given_executor_runs_the_work_and_is_stopped_on_close(self) -> None:
+        executor = RecordingExecutor()
+        store = await Store.open(self.reactor, self.state_dir, executor=executor)
+        opened = executor.jobs
+        self.assertGreaterEqual(opened, 1)
+        record = plate_record(1)
+        await store.commit_event(record, [("full", b"jpeg")])
+        stored = await store.get_event(record.id)
+        assert stored is not None
+        self.assertEqual(stored.plate, record.plate)
+        self.assertGreaterEqual(executor.jobs, opened + 2)
+        await store.close()
+        self.assertTrue(executor.stopped)
+        # Real SQLite and real files: the database holds the event.
+        self.assertEqual(db_rows(self.state_dir, "SELECT id FROM events"), [(record.id,)])
+
+    async def test_the_service_makes_an_executor_for_each_opening(self) -> None:
+        made: list[RecordingExecutor] = []
+
+        def make() -> RecordingExecutor:
+            made.append(RecordingExecutor())
+            return made[-1]
+
+        service = StoreService(self.reactor, self.state_dir, clock=Clock(), executor=make)
+        for _ in range(2):
+            service.startService()
+            store = await service.when_open()
+            await store.commit_event(plate_record(len(made)))
+            await service.stopService()
+        self.assertEqual(len(made), 2)
+        self.assertTrue(all(executor.stopped and executor.jobs > 0 for executor in made))
 
 
 class StopWhileOpeningTests(TestCase):
