@@ -86,7 +86,9 @@ class SampleTests(CameraServerTestCase):
         # Kept before the reply was sent.
         assert parts.store is not None
         (event,) = await parts.store.recent_events(type="plate")
-        self.assertEqual((event.camera, event.plate, event.decision_open), (VZENITH_CAMERA, "京A12345", True))
+        self.assertEqual(
+            (event.camera, event.plate, event.decision_open), (VZENITH_CAMERA, "京A12345", True)
+        )
 
     async def test_no_license_sample(self) -> None:
         await self.start()
