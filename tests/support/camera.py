@@ -139,10 +139,17 @@ class CameraServerTestCase(TestCase):
 
     config: dict[str, Any] = loopback_config()
 
-    async def start(self, config: dict[str, Any] | None = None) -> GatewayParts:
-        self.clock = Clock()
-        self.clock.advance(START)
-        parts = build_parts(parts_config(config or self.config, self.mktemp()), self.clock)
+    async def start(
+        self, config: dict[str, Any] | None = None, state_dir: str | None = None
+    ) -> GatewayParts:
+        """Build and start the parts (with ``state_dir``: a restart on the
+        state of an earlier start; its clock goes on)."""
+        if state_dir is None or not hasattr(self, "clock"):
+            self.clock = Clock()
+            self.clock.advance(START)
+        parts = build_parts(
+            parts_config(config or self.config, state_dir or self.mktemp()), self.clock
+        )
         await parts.start()
         self.addCleanup(lambda: Deferred.fromCoroutine(parts.stop()))
         self.parts = parts
