@@ -1,11 +1,9 @@
-"""Gateway parts run inside a benchmark process, for what the twistd
-gateway does not run yet.
+"""The gateway run inside a benchmark process, for what needs a prepared store.
 
 ``python -m bench.inproc outbox``: a store with ``--events`` plate events
-queued in its outbox, then :class:`gateway.upstream.UpstreamService`
-draining it to a stub cloud (the upstream link is not part of the twistd
-service tree yet); prints ``RESULT <json>`` with the drain time and this
-process's CPU while draining.
+queued in its outbox, then the gateway (built by ``gateway.tap.build_service``)
+draining it to a stub cloud; prints ``RESULT <json>`` with the drain time and
+this process's CPU while draining.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ from typing import Any
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater, react
 
-from gateway.policy.codec import EntryCodec
 from gateway.store import EventRecord, EventType, StoreService, plate_event_id
 
 
@@ -51,28 +48,15 @@ def _cpu() -> float:
 
 
 async def run_outbox(reactor: Any, args: argparse.Namespace) -> None:
-    from gateway.upstream.service import UpstreamService
-    from gateway.upstream.settings import UpstreamConfig
+    from gateway.config import parse_config
+    from gateway.tap import build_service
 
-    class NoWhitelist:
-        """The sync feed's plate-list sink (the stub cloud sends no changes)."""
-
-        async def upsert(self, entries: Any) -> None:
-            return None
-
-        async def delete(self, plates: Any) -> None:
-            return None
-
-        async def replace_cloud(self, entries: Any) -> None:
-            return None
-
-    class NoCommands:
-        async def submit(self, command: Any) -> None:
-            return None
-
-    store_service = StoreService(reactor, Path(args.state_dir))
-    store_service.startService()
-    store = await store_service.when_open()
+    # The store alone fills the outbox (as a gateway that was offline for
+    # days would have); then the gateway the composition root builds, with
+    # its cloud link, drains it.
+    filling = StoreService(reactor, Path(args.state_dir))
+    filling.startService()
+    store = await filling.when_open()
     filled = time.monotonic()
     now = datetime.now(timezone.utc)
     chunk = 1000
@@ -84,33 +68,35 @@ async def run_outbox(reactor: Any, args: argparse.Namespace) -> None:
             ]
         )
     depth = await store.outbox_depth()
+    await filling.stopService()
     print(f"FILLED {depth} in {time.monotonic() - filled:.1f} s", flush=True)
-    config = UpstreamConfig(
-        url=args.cloud,
-        secret=args.secret,
-        gateway_id="bench-site",
-        images="none",
-        batch_size=args.batch_size,
+    config = parse_config(
+        {
+            "gateway": {"state_dir": args.state_dir, "id": "bench-site", "timezone": "UTC"},
+            "camera_server": {"listen": ["tcp:0:interface=127.0.0.1"]},
+            "admin": {"listen": []},
+            "upstream": {
+                "url": args.cloud,
+                "secret": args.secret,
+                "images": "none",
+                "batch_size": args.batch_size,
+            },
+        },
+        source="<bench>",
     )
-    upstream = UpstreamService(
-        reactor,
-        store_service,
-        config,
-        whitelist=NoWhitelist(),
-        commands=NoCommands(),
-        codec=EntryCodec(tz=timezone.utc),
-    )
+    gateway = build_service(config, reactor)
+    upstream = gateway.upstream
+    assert upstream is not None
     cpu, began = _cpu(), time.monotonic()
-    upstream.startService()
-    upstream.notify_new_event()
+    gateway.startService()
     deadline = began + args.timeout
     while upstream.drainer.delivered < depth and time.monotonic() < deadline:
         await deferLater(reactor, 0.02)
     seconds = time.monotonic() - began
     used = _cpu() - cpu
-    left = await store.outbox_depth()
-    await upstream.stopService()
-    await store_service.stopService()
+    opened = gateway.store.store
+    left = await opened.outbox_depth() if opened is not None else depth
+    await gateway.stopService()
     print(
         "RESULT "
         + json.dumps(

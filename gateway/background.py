@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Protocol, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -21,10 +21,27 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-__all__ = ["BULK_NICE", "BackgroundWork"]
+__all__ = ["BULK_NICE", "BackgroundWork", "InThread", "reactor_threads"]
 
 log = Logger()
 T = TypeVar("T")
+
+
+class InThread(Protocol):
+    """Runs ``work()`` off the reactor and gives its result as a Deferred."""
+
+    def __call__(self, work: Callable[[], T]) -> Deferred[T]: ...
+
+
+def reactor_threads(reactor: Any) -> InThread:
+    """The reactor's own thread pool as an :class:`InThread` (for parts used
+    without the bulk thread, as in tests of one part)."""
+    pool = reactor.getThreadPool()
+
+    def in_thread(work: Callable[[], T]) -> Deferred[T]:
+        return deferToThreadPool(reactor, pool, work)
+
+    return in_thread
 
 #: How much lower the bulk thread runs than the event loop (nice 0 to 19).
 BULK_NICE = 10

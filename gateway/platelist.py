@@ -20,18 +20,17 @@ from datetime import tzinfo
 from typing import Any, Callable, TypeVar
 
 import attrs
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredLock, succeed
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredLock, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from gateway.background import InThread, reactor_threads
 from gateway.heap import bulk
 from gateway.policy.codec import EntryCodec
 from gateway.policy.csvformat import CsvImport, parse_whitelist_csv
 from gateway.policy.decision import Decision, PlateQuery
-from gateway.policy.lanes import Lanes
+from gateway.site import Lanes
 from gateway.policy.plates import normalise_plate
 from gateway.policy.whitelist import (
     PlateListChange,
@@ -42,6 +41,7 @@ from gateway.policy.whitelist import (
     parse_hours,
 )
 from gateway.store import PlateRow, PlateRowsWritten, Store, StoreError, StoreService
+from gateway.timers import Every
 
 __all__ = ["CLOUD_SOURCE", "CSV_SOURCE", "PlateList", "entry_to_row", "row_to_entry"]
 
@@ -60,7 +60,6 @@ LOGGED_PLATES = 5
 
 CSV_STAMP_KEY = "plate_list.csv_stamp"
 
-InThread = Callable[[Callable[[], Any]], "Deferred[Any]"]
 
 
 def _file_stamp(path: str) -> tuple[int, int] | None:
@@ -200,7 +199,7 @@ def _few(plates: Sequence[str]) -> str:
     return f"{named} and {more} more" if more > 0 else named
 
 
-class PlateList(Service):
+class PlateList(MultiService):
     """The site's plate list, and the local rule the gate asks.
 
     Until the list is loaded from the store, :attr:`loaded` is False: plates
@@ -220,13 +219,11 @@ class PlateList(Service):
         clock: IReactorTime | None = None,
         in_thread: InThread | None = None,
     ) -> None:
+        super().__init__()
         self.setName("plate-list")
         self._clock: IReactorTime = clock or reactor
         if in_thread is None:
-            pool = reactor.getThreadPool()
-
-            def in_thread(work: Callable[[], Any]) -> Deferred[Any]:
-                return deferToThreadPool(reactor, pool, work)
+            in_thread = reactor_threads(reactor)
 
         self._in_thread = in_thread
         self._store_service = store
@@ -240,7 +237,12 @@ class PlateList(Service):
         self._max_distance = max_plate_distance
         self._csv_path = csv_path
         self._csv_stamp: tuple[int, int] | None = None
-        self._watch: LoopingCall | None = None
+        # The file is watched once the start-up import is done.
+        self._watching = False
+        if csv_path is not None:
+            Every(self._clock, CSV_POLL_SECONDS, self._check_csv, name="csv-watch").setServiceParent(
+                self
+            )
         self._starting: Deferred[None] | None = None
         self._waiters: list[Deferred[None]] = []
         self._lock = DeferredLock()
@@ -290,11 +292,11 @@ class PlateList(Service):
         self._starting.addErrback(lambda f: log.failure("The plate list could not be loaded", f))
 
     def stopService(self) -> Deferred[None]:
-        super().stopService()
-        if self._watch is not None and self._watch.running:
-            self._watch.stop()
+        self._watching = False
+        timers = super().stopService()  # the CSV watch, waiting for an import in progress
         starting = self._starting
-        return starting if starting is not None else succeed(None)
+        waiting = [timers] if starting is None else [timers, starting]
+        return gatherResults(waiting, consumeErrors=True).addCallback(lambda _: None)
 
     def when_settled(self) -> Deferred[None]:
         """Fires once start-up work is done: the list loaded and the CSV
@@ -338,10 +340,7 @@ class PlateList(Service):
             # a row the file holds lasts until the next start): imported
             # again, while plates are decided.
             await self._locked(lambda: self._import_csv(store))
-        if self._csv_path is not None and self.running:
-            self._watch = LoopingCall(self._check_csv)
-            self._watch.clock = self._clock
-            self._watch.start(CSV_POLL_SECONDS, now=False)
+        self._watching = bool(self.running)
 
     async def _load(self, store: Store) -> None:
         """Build the in-memory index from the store (off the reactor)."""
@@ -564,7 +563,7 @@ class PlateList(Service):
     def _check_csv(self) -> Deferred[None] | None:
         path = self._csv_path
         store = self._store_service.store
-        if path is None or store is None:
+        if path is None or store is None or not self._watching:
             return None
         try:
             stat = os.stat(path)
@@ -581,5 +580,5 @@ class PlateList(Service):
                 log.failure("Plate list re-import failed", failure)
 
         d.addErrback(failed)
-        # LoopingCall waits for the import, so imports never overlap.
+        # The timer waits for the import, so imports never overlap.
         return d

@@ -19,12 +19,13 @@ import socket
 from typing import Awaitable, Callable, Final, Iterable, Mapping, Sequence
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import Service
+from twisted.application.service import MultiService
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IAddress, IListeningPort, IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from gateway.timers import Every
 
 __all__ = [
     "NotifySocket",
@@ -130,7 +131,7 @@ def watchdog_interval(environ: Mapping[str, str], pid: int) -> float | None:
     return period / 2_000_000
 
 
-class SystemdNotifier(Service):
+class SystemdNotifier(MultiService):
     """Tells systemd when the gateway serves, that it is alive, and when it stops.
 
     ``ready`` is called from :meth:`startService`; its result is awaited and
@@ -154,6 +155,7 @@ class SystemdNotifier(Service):
         environ: Mapping[str, str] | None = None,
         pid: int | None = None,
     ) -> None:
+        super().__init__()
         environ = os.environ if environ is None else environ
         self._clock = clock
         self._ready = ready
@@ -162,17 +164,16 @@ class SystemdNotifier(Service):
         self._watchdog_interval = (
             watchdog_interval(environ, self._pid) if self._socket.enabled else None
         )
-        self._watchdog: LoopingCall | None = None
+        if self._watchdog_interval is not None:
+            Every(
+                clock, self._watchdog_interval, self._pet_watchdog, name="watchdog", now=True
+            ).setServiceParent(self)
         self._announcing: Deferred[None] | None = None
         #: The status sent with READY=1, once the gateway serves.
         self.ready_status: str | None = None
 
     def startService(self) -> None:
         super().startService()
-        if self._watchdog_interval is not None:
-            self._watchdog = LoopingCall(self._socket.send, "WATCHDOG=1")
-            self._watchdog.clock = self._clock
-            self._watchdog.start(self._watchdog_interval, now=True)
         self._announcing = Deferred.fromCoroutine(self._announce())
         # Stopping before the listeners are up cancels the wait; nothing to say.
         self._announcing.addErrback(lambda failure: failure.trap(CancelledError))
@@ -193,16 +194,17 @@ class SystemdNotifier(Service):
         log.info("Serving: {status}", status=status)
         self._socket.send("READY=1", f"STATUS={_one_line(status)}")
 
-    def stopService(self) -> None:
-        super().stopService()
+    def _pet_watchdog(self) -> None:
+        self._socket.send("WATCHDOG=1")
+
+    def stopService(self) -> Deferred[object]:
+        stopped: Deferred[object] = super().stopService()  # the watchdog first
         if self._announcing is not None:
             self._announcing.cancel()
             self._announcing = None
-        if self._watchdog is not None and self._watchdog.running:
-            self._watchdog.stop()
-        self._watchdog = None
         self._socket.send("STOPPING=1", "STATUS=Stopping")
         self._socket.close()
+        return stopped
 
 
 def _one_line(text: str) -> str:

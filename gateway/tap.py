@@ -1,60 +1,56 @@
-"""twistd plugin options and the service tree: the one place that knows
-every part of the gateway."""
+"""The composition root: twistd's options and the builders of the service tree.
+
+This module and :mod:`gateway.config` are the only ones that know every part of
+the gateway. Each ``build_*`` function makes one area's services, adds them to
+the tree and returns what the next areas need; :func:`build_service` calls them
+in order. Tests and the bench build the gateway, or a part of it, with the same
+functions.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Mapping, NoReturn
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 import attrs
-
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.server import Site
 
 from gateway import __version__
-from gateway.admin.api import AdminApi
+from gateway.admin import root as admin
 from gateway.admin.auth import AdminAccounts
 from gateway.admin.metrics import GatewayMetrics
-from gateway.admin.settings import AdminSettings
-from gateway.camera.registry import CameraRegistry
+from gateway.background import BackgroundWork
 from gateway.bus import EventBus
 from gateway.camera.commands import SendSerial
-from gateway.camera.registry import Camera
-from gateway.display.lanes import LaneDisplays, Withdraw
-from gateway.display.settings import DisplaySettings, LaneDisplay
-from gateway.display.templates import MessageTemplate, default_idle, default_messages
-from gateway.protocol.board import Colour
-from gateway.serial.bridge import SerialBridge, SerialBridgeSettings
-from gateway.serial.ports import SerialPorts, SerialPortSettings
 from gateway.camera.control import CameraControl, CloudCommands
 from gateway.camera.recorder import StoreRecorder
+from gateway.camera.registry import Camera, CameraRegistry
 from gateway.camera.server import CameraServer
 from gateway.camera.whitelist_sync import CameraWhitelistSync, LaneListSettings
-from gateway.config import (
-    ConfigError,
-    GatewayConfig,
-    LaneConfig,
-    MessageConfig,
-    SerialPortConfig,
-    load_config,
-)
-from gateway.background import BackgroundWork
+from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.display.lanes import LaneDisplays, Withdraw
+from gateway.display.settings import LaneDisplay
 from gateway.gate import Gate
 from gateway.heap import HeapSweep, share_the_lock
+from gateway.platelist import PlateList
 from gateway.policy.codec import EntryCodec
-from gateway.store import StoreConfig, StoreService
+from gateway.serial.bridge import SerialBridge
+from gateway.serial.ports import SerialPorts
+from gateway.serial.settings import SerialPortSettings
+from gateway.site import Lanes
+from gateway.store import Store, StoreService
+from gateway.systemd import SystemdNotifier, listening_status
 from gateway.upstream.decisions import CloudGate
 from gateway.upstream.service import UpstreamService
-from gateway.upstream.settings import UpstreamSettingsError
-from gateway.systemd import SystemdNotifier, listening_status
-from gateway.platelist import PlateList
+from gateway.upstream.settings import UpstreamSettings
 
 log = Logger()
 
@@ -104,29 +100,17 @@ def _listener(
 
 
 class GatewayService(MultiService):
-    """The root of the service tree."""
+    """The root of the service tree, with its parts by name for tests and the bench."""
 
-    def __init__(
-        self,
-        config: GatewayConfig,
-        registry: CameraRegistry,
-        store: StoreService,
-        plate_list: PlateList,
-    ) -> None:
+    def __init__(self, config: GatewayConfig) -> None:
         super().__init__()
         self.config = config
-        self.registry = registry
-        self.store = store
-        self.plate_list = plate_list
-        self.control: CameraControl | None = None
-        self.bus: EventBus | None = None
-        self.displays: LaneDisplays | None = None
-        self.ports: SerialPorts | None = None
-        self.bridge: SerialBridge | None = None
+        self.core: Core | None = None
+        self.devices: Devices | None = None
+        self.cameras: Cameras | None = None
         self.upstream: UpstreamService | None = None
-        self.admin: AdminApi | None = None
-        self.camera_server: CameraServer | None = None
-        self.camera_sync: CameraWhitelistSync | None = None
+        self.admin: admin.AdminRoot | None = None
+        self.listeners: list[StreamServerEndpointService] = []
 
     def startService(self) -> None:
         log.info(
@@ -141,71 +125,109 @@ class GatewayService(MultiService):
         if self.admin is not None:
             # Live page streams are requests that never end by themselves.
             self.admin.end_streams()
-        # Listeners stop first (MultiService stops children in reverse), so
-        # no request re-arms a camera's timers after the registry stops.
-        stopping = super().stopService()
+        return super().stopService()
 
-        def stop_registry(result: object) -> object:
-            self.registry.stop()
-            return result
+    # The parts most tests and the bench reach for.
 
-        return stopping.addBoth(stop_registry)
+    @property
+    def registry(self) -> CameraRegistry:
+        assert self.core is not None
+        return self.core.registry
+
+    @property
+    def store(self) -> StoreService:
+        assert self.core is not None
+        return self.core.store
+
+    @property
+    def plate_list(self) -> PlateList:
+        assert self.core is not None
+        return self.core.plate_list
+
+    @property
+    def bus(self) -> EventBus:
+        assert self.core is not None
+        return self.core.bus
+
+    @property
+    def camera_server(self) -> CameraServer:
+        assert self.cameras is not None
+        return self.cameras.server
+
+    @property
+    def control(self) -> CameraControl:
+        assert self.cameras is not None
+        return self.cameras.control
+
+    @property
+    def camera_sync(self) -> CameraWhitelistSync:
+        assert self.cameras is not None
+        return self.cameras.sync
+
+    @property
+    def displays(self) -> LaneDisplays:
+        assert self.devices is not None
+        return self.devices.displays
+
+    @property
+    def ports(self) -> SerialPorts:
+        assert self.devices is not None
+        return self.devices.ports
+
+    @property
+    def bridge(self) -> SerialBridge:
+        assert self.devices is not None
+        return self.devices.bridge
 
 
-def serial_port_settings(port: SerialPortConfig) -> SerialPortSettings:
-    return SerialPortSettings(
-        name=port.name,
-        device=port.device,
-        baudrate=port.baudrate,
-        bytesize=port.bytesize,
-        parity=port.parity,
-        stopbits=port.stopbits,
-        gap_ms=port.gap_ms,
-        max_queued_frames=port.max_queued_frames,
-        retry_min_seconds=port.retry_min_seconds,
-        retry_max_seconds=port.retry_max_seconds,
-        exclusive=port.exclusive,
-    )
+@attrs.frozen
+class Core:
+    """What every area of the gateway uses: the cameras known, the store, the
+    plate list, the event bus, the recorder of events and the metrics."""
+
+    reactor: Any
+    registry: CameraRegistry
+    store: StoreService
+    background: BackgroundWork
+    codec: EntryCodec
+    plate_list: PlateList
+    bus: EventBus
+    recorder: StoreRecorder
+    metrics: GatewayMetrics
+
+    @property
+    def clock(self) -> IReactorTime:
+        clock: IReactorTime = self.reactor
+        return clock
+
+    def open_store(self) -> Store | None:
+        """The store once events may be kept: open, and the plate list loaded.
+        Until then events are refused (connection closed without an answer)
+        and cameras send them again."""
+        return self.store.store if self.plate_list.loaded else None
 
 
-def _message(base: MessageTemplate, configured: MessageConfig) -> MessageTemplate:
-    """A built-in message with what the configuration changes of it."""
-    changes: dict[str, Any] = {}
-    if configured.lines is not None:
-        changes["lines"] = configured.lines
-    if configured.voice is not None:
-        changes["voice"] = configured.voice or None
-    if configured.colour is not None:
-        changes["colour"] = Colour.parse(configured.colour)
-    return attrs.evolve(base, **changes)
+@attrs.frozen
+class Devices:
+    """The gateway's own serial ports, the lane displays and the serial bridges."""
+
+    ports: SerialPorts
+    displays: LaneDisplays
+    bridge: SerialBridge
 
 
-def display_settings(lane: LaneConfig) -> DisplaySettings:
-    display = lane.display
-    assert display is not None
-    defaults = default_messages(lane.direction)
-    return DisplaySettings(
-        via=display.via,
-        camera_channel=display.camera_channel,
-        port=display.port,
-        address=display.address,
-        messages={key: _message(defaults[key], message) for key, message in display.messages},
-        idle=_message(default_idle(lane.direction), display.idle) if display.idle else None,
-        dwell_seconds=display.dwell_seconds,
-        free_spaces=display.free_spaces,
-        display_lines=display.display_lines,
-    )
+@attrs.frozen
+class Cameras:
+    """Commands to cameras, the gate, the camera server and the camera lists."""
+
+    control: CameraControl
+    gate: Gate
+    server: CameraServer
+    sync: CameraWhitelistSync
 
 
-def build_service(
-    config: GatewayConfig, reactor: Any, environ: Mapping[str, str] | None = None
-) -> GatewayService:
-    """Build the whole gateway for ``config`` on ``reactor`` (not started).
-
-    ``environ`` is the process environment when run as a service (systemd's
-    ``$NOTIFY_SOCKET`` and ``$WATCHDOG_USEC``); None tells systemd nothing.
-    """
-    clock: IReactorTime = reactor
+def make_state_dir(config: GatewayConfig) -> None:
+    """Create the state directory, or stop with the key that names it."""
     try:
         os.makedirs(config.gateway.state_dir, exist_ok=True)
     except OSError as error:
@@ -215,29 +237,25 @@ def build_service(
             config.source,
         ) from None
 
-    tz = ZoneInfo(config.gateway.timezone)
+
+def build_core(root: MultiService, reactor: Any, config: GatewayConfig) -> Core:
+    """The camera registry, the store, the background thread, the plate list,
+    the event bus, the recorder and the metrics."""
     registry = CameraRegistry(
-        clock,
+        reactor,
         comet_hold=config.camera_server.comet_hold_seconds,
         missed_intervals=config.camera_server.offline_missed_intervals,
     )
-    store = StoreService(
-        reactor,
-        config.gateway.state_dir,
-        StoreConfig(
-            image_retention_days=config.store.image_retention_days,
-            image_max_bytes=config.store.image_max_bytes,
-        ),
-    )
-    codec = EntryCodec(tz=tz, lanes=config.lane_names)
+    store = StoreService(reactor, config.gateway.state_dir, config.store)
+    codec = EntryCodec(tz=config.gateway.tz, lanes=config.lanes)
     # The plate list's bulk work (files, index builds, camera recomputes,
     # sync pages) runs in a low-priority thread of its own.
-    in_thread = BackgroundWork(reactor)
+    background = BackgroundWork(reactor)
     plate_list = PlateList(
         reactor,
         store,
         codec=codec,
-        in_thread=in_thread,
+        in_thread=background,
         unknown_plate=config.policy.unknown_plate,
         lane_overrides={lane.name: lane.unknown_plate for lane in config.lanes if lane.unknown_plate},
         max_plate_distance=config.policy.max_plate_distance,
@@ -245,7 +263,39 @@ def build_service(
     )
     bus = EventBus()
     registry.on_state_change(lambda camera, online: bus.publish("camera", camera.describe()))
-    ports = SerialPorts(reactor, [serial_port_settings(port) for port in config.serial])
+    recorder = StoreRecorder(
+        lambda: store.store if plate_list.loaded else None,
+        bus=bus,
+        clock=reactor,
+        outbox=config.upstream is not None,
+    )
+    metrics = GatewayMetrics(
+        comet_polls_held=registry.held_polls,
+        cameras_online=lambda: sum(1 for camera in registry if camera.online),
+        cameras_known=lambda: len(registry),
+        outbox_depth=lambda: store.store.outbox_depth() if store.store is not None else None,
+    )
+    metrics.watch(bus)
+    recorder.on_commit_time = metrics.store_commit
+    # The registry stops last: the listeners stop first (services stop in
+    # reverse), so no request re-arms a camera's timers after it stopped.
+    for part in (registry, store, background, plate_list):
+        part.setServiceParent(root)
+    HeapSweep(reactor, config.gateway.tz).setServiceParent(root)
+    return Core(reactor, registry, store, background, codec, plate_list, bus, recorder, metrics)
+
+
+def build_devices(
+    root: MultiService,
+    core: Core,
+    lanes: Lanes,
+    serial: Sequence[SerialPortSettings],
+    tz: ZoneInfo,
+) -> Devices:
+    """The gateway's serial ports, the lanes' displays and serial bridges."""
+    clock, registry = core.clock, core.registry
+    ports = SerialPorts(core.reactor, serial)
+    core.metrics.watch_serial_ports(lambda: [status.to_dict() for status in ports.statuses()])
 
     def queue_camera_serial(serialno: str, channel: int, data: bytes, expires_at: float) -> Withdraw:
         command = SendSerial(channel=channel, data=data, expires_at=expires_at)
@@ -261,8 +311,8 @@ def build_service(
         clock=clock,
         tz=tz,
         lanes=[
-            LaneDisplay(lane.name, lane.camera, lane.direction, display_settings(lane))
-            for lane in config.lanes
+            LaneDisplay(lane.name, lane.camera, lane.direction, lane.display)
+            for lane in lanes
             if lane.display is not None
         ],
         ports=ports,
@@ -271,17 +321,7 @@ def build_service(
     bridge = SerialBridge(
         clock=clock,
         ports=ports,
-        bridges=[
-            SerialBridgeSettings(
-                lane=lane.name,
-                camera=lane.camera,
-                to_port=lane.serial_bridge.to_port,
-                camera_channel=lane.serial_bridge.camera_channel,
-                max_pending_bytes=lane.serial_bridge.max_pending_bytes,
-            )
-            for lane in config.lanes
-            if lane.serial_bridge is not None
-        ],
+        bridges=[lane.serial_bridge for lane in lanes if lane.serial_bridge is not None],
     )
 
     def bridge_bytes_waiting(serialno: str) -> None:
@@ -296,6 +336,17 @@ def build_service(
     registry.on_state_change(
         lambda camera, online: displays.camera_online(camera.serialno) if online else None
     )
+    # Ports before the displays and the bridge that write to them (services
+    # stop in reverse order).
+    for name, part in (("serial-ports", ports), ("displays", displays), ("serial-bridge", bridge)):
+        part.setName(name)
+        part.setServiceParent(root)
+    return Devices(ports, displays, bridge)
+
+
+def build_cameras(root: MultiService, core: Core, devices: Devices, config: GatewayConfig) -> Cameras:
+    """Camera commands, the gate, the camera server and the cameras' own lists."""
+    clock, registry, displays = core.clock, core.registry, devices.displays
 
     def say_on_display(camera: Camera, text: str) -> bool:
         if camera.lane is None or not displays.has_display(camera.lane):
@@ -303,181 +354,201 @@ def build_service(
         displays.test_message(camera.lane, text)
         return True
 
-    # Until the store is open and the plate list loaded, events are refused
-    # (connection closed without an answer) and cameras send them again: the
-    # listeners need not wait, and bind (or fail) at once.
-    recorder = StoreRecorder(
-        lambda: store.store if plate_list.loaded else None,
-        bus=bus,
-        clock=clock,
-        outbox=config.upstream is not None,
-    )
-    metrics = GatewayMetrics(
-        comet_polls_held=registry.held_polls,
-        cameras_online=lambda: sum(1 for camera in registry if camera.online),
-        cameras_known=lambda: len(registry),
-        outbox_depth=lambda: store.store.outbox_depth() if store.store is not None else None,
-        serial_ports=lambda: [status.to_dict() for status in ports.statuses()],
-    )
-    metrics.watch(bus)
-    recorder.on_commit_time = metrics.store_commit
     control = CameraControl(
         clock=clock,
         registry=registry,
-        config=config,
-        recorder=recorder,
-        bus=bus,
+        lanes=config.lanes,
+        recorder=core.recorder,
+        bus=core.bus,
         display_say=say_on_display,
     )
     gate = Gate(
         clock=clock,
-        local=plate_list,
+        local=core.plate_list,
         duplicate_window=config.policy.duplicate_window_seconds,
         budget=config.upstream.decision_timeout_seconds if config.upstream else 1.5,
     )
-    plate_list.on_change(gate.plate_list_changed)
-    camera_server = CameraServer(
+    core.plate_list.on_change(gate.plate_list_changed)
+    server = CameraServer(
         clock=clock,
-        config=config,
+        settings=config.camera_server,
+        lanes=config.lanes,
         registry=registry,
         gate=gate,
-        recorder=recorder,
+        recorder=core.recorder,
         control=control,
         displays=displays,
-        bridge=bridge,
-        metrics=metrics,
+        bridge=devices.bridge,
+        metrics=core.metrics,
     )
-    root = GatewayService(config, registry, store, plate_list)
-    root.camera_server = camera_server
-    root.control = control
-    root.bus = bus
-    store.setServiceParent(root)
-    in_thread.setServiceParent(root)
-    plate_list.setServiceParent(root)
-    # Ports before the displays and the bridge that write to them (services
-    # stop in reverse order).
-    for name, part in (("serial-ports", ports), ("displays", displays), ("serial-bridge", bridge)):
-        part.setName(name)
-        part.setServiceParent(root)
-    root.displays = displays
-    root.ports = ports
-    root.bridge = bridge
-    camera_sync = CameraWhitelistSync(
+    sync = CameraWhitelistSync(
         clock=clock,
         registry=registry,
-        snapshot=plate_list.snapshot,
-        store=lambda: store.store if plate_list.loaded else None,
-        tz=tz,
+        snapshot=core.plate_list.snapshot,
+        store=core.open_store,
+        tz=config.gateway.tz,
         cameras={
             lane.camera: LaneListSettings(lane=lane.name, capacity=lane.camera_list_max)
             for lane in config.lanes
             if lane.sync_whitelist
         },
-        in_thread=in_thread,
+        in_thread=core.background,
     )
-    camera_sync.setServiceParent(root)
-    root.camera_sync = camera_sync
-    HeapSweep(clock, tz).setServiceParent(root)
-    plate_list.on_change(camera_sync.list_changed)
-    camera_server.whitelist_result_listeners.append(camera_sync.whitelist_result)
+    sync.setServiceParent(root)
+    core.plate_list.on_change(sync.list_changed)
+    server.whitelist_result_listeners.append(sync.whitelist_result)
+    return Cameras(control, gate, server, sync)
 
-    upstream: UpstreamService | None = None
-    if config.upstream is not None:
-        try:
-            upstream = UpstreamService(
-                reactor,
-                store,
-                config.upstream,
-                whitelist=plate_list,
-                commands=CloudCommands(control, clock),
-                codec=codec,
-                in_thread=in_thread,
-            )
-        except UpstreamSettingsError as error:
-            raise ConfigError(f"upstream.{error.key}", error.reason, config.source) from None
-        # After the store and the plate list: it stops before them.
-        upstream.setServiceParent(root)
-        recorder.on_commit = upstream.notify_new_event
-        gate.cloud = CloudGate(upstream.decider)
-        upstream.link.on_change(
-            lambda status: bus.publish(
-                "status", {"upstream": status.state.value, "last_error": status.last_error}
-            )
+
+def build_upstream(
+    root: MultiService, core: Core, cameras: Cameras, settings: UpstreamSettings, source: str
+) -> UpstreamService:
+    """The cloud link: the outbox, the cloud's decisions and the sync feed."""
+    try:
+        upstream = UpstreamService(
+            core.reactor,
+            core.store,
+            settings,
+            whitelist=core.plate_list,
+            commands=CloudCommands(cameras.control, core.clock),
+            codec=core.codec,
+            in_thread=core.background,
         )
-    root.upstream = upstream
-    camera_site = camera_server.listening_factory()
-    listeners: list[StreamServerEndpointService] = []
-    for index, description in enumerate(config.camera_server.listen, start=1):
-        service = _listener(
-            reactor, description, camera_site, f"camera_server.listen[{index}]", config.source
+    except ConfigError as error:
+        raise ConfigError(error.within("upstream").path, error.reason, source) from None
+    # After the store and the plate list: it stops before them.
+    upstream.setServiceParent(root)
+    core.recorder.on_commit = upstream.notify_new_event
+    cameras.gate.cloud = CloudGate(upstream.decider)
+    upstream.link.on_failure(lambda failure: core.metrics.upstream_error(failure.kind.value))
+    upstream.link.on_change(
+        lambda status: core.bus.publish(
+            "status", {"upstream": status.state.value, "last_error": status.last_error}
         )
-        service.setName(f"camera-listener-{index}")
+    )
+    return upstream
+
+
+def build_listeners(
+    root: MultiService,
+    reactor: Any,
+    factory: IProtocolFactory,
+    endpoints: Sequence[str],
+    key: str,
+    source: str,
+) -> list[StreamServerEndpointService]:
+    """One listener per endpoint of ``key`` (``camera_server.listen``), bound
+    at start: a port that cannot be bound fails the start-up."""
+    listeners = []
+    name = key.split(".", 1)[0].replace("_server", "")
+    for index, description in enumerate(endpoints, start=1):
+        service = _listener(reactor, description, factory, f"{key}[{index}]", source)
+        service.setName(f"{name}-listener-{index}")
         service.setServiceParent(root)
         listeners.append(service)
-    if config.admin.listen:
-        admin_settings = AdminSettings(
-            users=config.admin.users,
-            tokens=config.admin.tokens,
-            metrics_public=config.admin.metrics_public,
-            session_hours=config.admin.session_hours,
-        )
-        accounts = AdminAccounts(
-            admin_settings,
-            reactor=reactor,
-            state_dir=config.gateway.state_dir,
-            open_store=store.when_open,
-        )
-        accounts.setServiceParent(root)
+    return listeners
 
-        def upstream_status() -> dict[str, Any] | None:
-            if upstream is None:
-                return None
-            status = upstream.link.status
-            return {"state": status.state.value, "last_error": status.last_error}
 
-        admin = AdminApi(
-            reactor=reactor,
-            clock=clock,
-            config=config,
-            settings=admin_settings,
-            users=accounts,
-            registry=registry,
-            control=control,
-            store=lambda: store.store if plate_list.loaded else None,
-            plate_list=plate_list,
-            codec=codec,
-            camera_sync=camera_sync,
-            bus=bus,
-            metrics=metrics,
-            display_test=displays.test_message,
-            has_display=displays.has_display,
-            serial_status=lambda: [status.to_dict() for status in ports.statuses()],
-            upstream_status=upstream_status,
-            on_replay=upstream.notify_new_event if upstream is not None else None,
-        )
-        root.admin = admin
-        admin_site = Site(admin.resource())
-        admin_site.displayTracebacks = False
-        admin_site.noisy = False
-        for index, description in enumerate(config.admin.listen, start=1):
-            service = _listener(
-                reactor, description, admin_site, f"admin.listen[{index}]", config.source
-            )
-            service.setName(f"admin-listener-{index}")
-            service.setServiceParent(root)
-            listeners.append(service)
+def build_admin(
+    root: MultiService,
+    core: Core,
+    devices: Devices,
+    cameras: Cameras,
+    upstream: UpstreamService | None,
+    config: GatewayConfig,
+) -> admin.AdminRoot:
+    """The staff page and API (not listening: see :func:`build_listeners`)."""
+    accounts = AdminAccounts(
+        config.admin,
+        reactor=core.reactor,
+        state_dir=config.gateway.state_dir,
+        open_store=core.store.when_open,
+    )
+    accounts.setServiceParent(root)
+
+    def upstream_status() -> dict[str, Any] | None:
+        if upstream is None:
+            return None
+        status = upstream.link.status
+        return {"state": status.state.value, "last_error": status.last_error}
+
+    ports = devices.ports
+    return admin.build_admin(
+        reactor=core.reactor,
+        clock=core.clock,
+        site=config.gateway,
+        lanes=config.lanes,
+        store_settings=config.store,
+        settings=config.admin,
+        users=accounts,
+        registry=core.registry,
+        control=cameras.control,
+        store=core.open_store,
+        plate_list=core.plate_list,
+        codec=core.codec,
+        camera_sync=cameras.sync,
+        bus=core.bus,
+        metrics=core.metrics,
+        display_test=devices.displays.test_message,
+        has_display=devices.displays.has_display,
+        serial_status=lambda: [status.to_dict() for status in ports.statuses()],
+        upstream_status=upstream_status,
+        on_replay=upstream.notify_new_event if upstream is not None else None,
+    )
+
+
+def build_systemd(
+    root: MultiService,
+    core: Core,
+    listeners: Sequence[StreamServerEndpointService],
+    environ: Mapping[str, str],
+) -> SystemdNotifier:
+    """Tell systemd when the gateway serves (READY=1 means events are kept:
+    the store is open, the plate list loaded and every listener listens)."""
 
     async def serving() -> str:
-        # READY=1 means events are kept: the store is open and the plate list
-        # loaded (before that, plates are refused), and every listener listens.
-        await plate_list.when_loaded()
+        await core.plate_list.when_loaded()
         return await listening_status(listeners)
 
     # Last in the tree: started after the listeners, stopped first, so that
     # STOPPING=1 comes before anything closes.
-    notifier = SystemdNotifier(clock, ready=serving, environ=environ or {})
+    notifier = SystemdNotifier(core.clock, ready=serving, environ=environ)
     notifier.setName("systemd")
     notifier.setServiceParent(root)
+    return notifier
+
+
+def build_service(
+    config: GatewayConfig, reactor: Any, environ: Mapping[str, str] | None = None
+) -> GatewayService:
+    """Build the whole gateway for ``config`` on ``reactor`` (not started).
+
+    ``environ`` is the process environment when run as a service (systemd's
+    ``$NOTIFY_SOCKET`` and ``$WATCHDOG_USEC``); None tells systemd nothing.
+    """
+    make_state_dir(config)
+    root = GatewayService(config)
+    root.core = core = build_core(root, reactor, config)
+    root.devices = devices = build_devices(
+        root, core, config.lanes, config.serial, config.gateway.tz
+    )
+    root.cameras = cameras = build_cameras(root, core, devices, config)
+    if config.upstream is not None:
+        root.upstream = build_upstream(root, core, cameras, config.upstream, config.source)
+    root.listeners = build_listeners(
+        root,
+        reactor,
+        cameras.server.listening_factory(),
+        config.camera_server.listen,
+        "camera_server.listen",
+        config.source,
+    )
+    if config.admin.listen:
+        root.admin = build_admin(root, core, devices, cameras, root.upstream, config)
+        root.listeners += build_listeners(
+            root, reactor, root.admin.site(), config.admin.listen, "admin.listen", config.source
+        )
+    build_systemd(root, core, root.listeners, environ or {})
     return root
 
 

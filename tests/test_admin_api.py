@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 
-from gateway.admin.api import AdminApi
+from gateway.admin.root import build_admin
 from gateway.admin.stream import EventStream
 from gateway.policy.whitelist import WhitelistEntry, parse_hours
 from gateway.store import EventRecord, EventType
@@ -473,7 +473,7 @@ class EventTests(AdminTestCase):
     async def test_store_not_open_is_503(self) -> None:
         await self.build()
         # As while the store opens at start.
-        self.api = AdminApi(**{**self.api_arguments, "store": lambda: None})
+        self.api = build_admin(**{**self.api_arguments, "store": lambda: None})
         client = await self.operator()
         reply = await client.get("/api/events")
         self.assertEqual(reply.status, 503)
@@ -824,7 +824,7 @@ class PageTests(AdminTestCase):
         self.assertIn("not installed", reply.json()["error"])
 
     async def test_shipped_page_is_served(self) -> None:
-        from gateway.admin.api import STATIC_DIR
+        from gateway.admin.page import STATIC_DIR
 
         await self.build()
         reply = await Client(self.api).get("/")
@@ -907,7 +907,7 @@ class StreamTests(AdminTestCase):
         self.assertEqual(len(self.keepalive_timers()), 1)
         reader.transport.loseConnection()
         await self.until(
-            lambda: len(self.bus) == before and not self.api.streams, "the unsubscription"
+            lambda: len(self.bus) == before and not self.api.stream.streams, "the unsubscription"
         )
         self.assertEqual(self.keepalive_timers(), [])
 
@@ -925,10 +925,10 @@ class StreamTests(AdminTestCase):
         cookie = (await client.login("olga")).header("set-cookie") or ""
         session = cookie.split(";")[0]
         reader = await self.open_stream(port, f"Cookie: {session}")
-        self.assertEqual(len(self.api.streams), 1)
+        self.assertEqual(len(self.api.stream.streams), 1)
         await client.post("/api/logout")
         self.clock.advance(15)
-        await self.until(lambda: not self.api.streams, "the stream to end")
+        await self.until(lambda: not self.api.stream.streams, "the stream to end")
         # The chunked response ends properly.
         await self.until(lambda: reader.data.endswith(b"\r\n0\r\n\r\n"), "the end of the response")
         self.assertEqual(self.keepalive_timers(), [])
@@ -940,14 +940,14 @@ class StreamTests(AdminTestCase):
         readers = [
             await self.open_stream(port, f"Authorization: Bearer {SCRAPER_TOKEN}") for _ in range(2)
         ]
-        self.assertEqual(len(self.api.streams), 2)
+        self.assertEqual(len(self.api.stream.streams), 2)
         self.api.end_streams()
         for reader in readers:
             await self.until(
                 lambda: reader.data.endswith(b"\r\n0\r\n\r\n"), "the end of the response"
             )
         self.assertEqual(
-            (self.api.streams, len(self.bus), self.keepalive_timers()), (set(), before, [])
+            (self.api.stream.streams, len(self.bus), self.keepalive_timers()), (set(), before, [])
         )
 
     async def test_a_client_that_stops_reading_is_dropped(self) -> None:
@@ -958,12 +958,12 @@ class StreamTests(AdminTestCase):
         reader.transport.pauseProducing()  # reads nothing more from the socket
         payload = {"id": "x" * 32768}
         for _ in range(2000):  # bounded: at most 2000 * 4 * 32 KiB
-            if not self.api.streams:
+            if not self.api.stream.streams:
                 break
             for _ in range(4):
                 self.bus.publish("event", payload)
             await deferLater(reactor, 0.001, lambda: None)
-        self.assertEqual(self.api.streams, set())
+        self.assertEqual(self.api.stream.streams, set())
         self.assertEqual(len(self.bus), before)
         reader.transport.resumeProducing()
         await reader.lost
@@ -978,7 +978,7 @@ class StreamTests(AdminTestCase):
                 self.bus.publish("event", {"n": batch * 10 + number, "filler": filler})
             await deferLater(reactor, 0.001, lambda: None)
         await self.until(lambda: b'"n":199,' in reader.data, "the last message")
-        self.assertEqual(len(self.api.streams), 1)
+        self.assertEqual(len(self.api.stream.streams), 1)
         numbers = [
             json.loads(line[len(b"data: ") :])["n"]
             for line in reader.data.split(b"\n")
@@ -990,4 +990,92 @@ class StreamTests(AdminTestCase):
         await self.build()
         reply = await Client(self.api).get("/api/stream")
         self.assertEqual(reply.status, 401)
-        self.assertEqual(len(self.api.streams), 0)
+        self.assertEqual(len(self.api.stream.streams), 0)
+
+
+class AdminSiteTests(AdminTestCase):
+    """The admin listener's site: bodies bounded by route before they are
+    read, the CSV import at field scale."""
+
+    async def test_an_unauthenticated_50_mb_post_is_refused_before_it_is_read(self) -> None:
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        await self.build()
+        looked_at: list[str] = []
+        check_token = self.users.check_token
+
+        def counting(token: str) -> Any:
+            looked_at.append(token)
+            return check_token(token)
+
+        self.patch(self.users, "check_token", counting)
+        before = await self.store.whitelist_entries()
+        for path in ("/api/whitelist/import", "/api/login", "/api/cameras/x/open", "/nowhere"):
+            peer = IPv4Address("TCP", "192.0.2.9", 40000)
+            protocol = self.api.site().buildProtocol(peer)
+            protocol.callLater = self.clock.callLater
+            transport = StringTransport(peerAddress=peer)
+            protocol.makeConnection(transport)
+            protocol.dataReceived(
+                f"POST {path} HTTP/1.1\r\nHost: gateway.test\r\nContent-Type: text/csv\r\n"
+                "Authorization: Bearer not-a-token\r\nContent-Length: 52428800\r\n\r\n".encode()
+            )
+            self.assertTrue(transport.value().startswith(b"HTTP/1.1 413 "), path)
+            self.assertTrue(transport.disconnecting, path)
+            answered = len(transport.value())
+            protocol.dataReceived(b"x" * 1_000_000)  # thrown away
+            self.assertEqual(len(transport.value()), answered, path)
+        self.assertEqual(looked_at, [])
+        self.assertEqual(await self.store.whitelist_entries(), before)
+
+    async def test_only_the_expected_routes_are_open_and_only_the_import_reads_more(self) -> None:
+        await self.build()
+        routes = self.api.routes()
+        self.assertEqual(len(routes), 27)
+        opened = sorted(route.url for route in routes if route.access.role is None)
+        self.assertEqual(opened, ["/", "/api/login", "/api/logout", "/static/<path:name>"])
+        public = [route.url for route in routes if route.access.reason and route.access.role]
+        self.assertEqual(public, ["/metrics"])
+        admins = [route.url for route in routes if route.access.role == "admin"]
+        self.assertEqual(admins, ["/api/dead-letters/<event_id>/replay"])
+        larger = {route.url: route.access.max_body for route in routes}
+        self.assertEqual(
+            {url: size for url, size in larger.items() if size != 64 * 1024},
+            {"/api/whitelist/import": 32 * 1024 * 1024},
+        )
+        for route in routes:
+            if route.methods & {"POST", "PUT", "DELETE"} and route.access.role is not None:
+                self.assertIn(route.access.role, ("operator", "admin"), route.url)
+
+
+@pytest.mark.e2e
+class FieldScaleImportTests(AdminTestCase):
+    async def test_a_100_000_plate_csv_is_imported_through_the_admin_site(self) -> None:
+        from gateway.policy.csvformat import format_whitelist_csv
+
+        await self.build()
+        port = await self.listen()
+        entries = [
+            WhitelistEntry(plate=f"京A{n:05d}", note=f"tenant {n}, bay {n % 400}")
+            for n in range(100_000)
+        ]
+        body = format_whitelist_csv(entries, self.codec).encode("utf-8")
+        self.assertGreater(len(body), 64 * 1024 * 40)  # a few MB: over the JSON limit
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+        page = _StreamReader()
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), page)
+        assert page.transport is not None
+        page.transport.write(
+            b"POST /api/whitelist/import HTTP/1.1\r\nHost: gateway.test\r\n"
+            + f"Authorization: Bearer {MACHINE_TOKEN}\r\nContent-Type: text/csv\r\n".encode()
+            + f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await page.lost
+        head, _, rest = page.data.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 "), page.data[:300])
+        self.assertIn(b'"accepted": 100000', rest)
+        self.assertIn(b'"rejected": []', rest)
+        self.assertEqual(len(self.whitelist.entries()), 100_000)

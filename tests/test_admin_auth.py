@@ -17,21 +17,20 @@ import pytest
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
-from gateway.admin.api import AdminApi
+from gateway.admin.root import build_admin
 from gateway.admin.auth import INITIAL_PASSWORD_FILE, USERS_KEY, AdminAccounts
 from gateway.admin.settings import (
+    ADMIN_SECTION,
     AdminSettings,
     AdminToken,
     AdminUser,
-    SettingError,
     hash_password,
     password_hash_problem,
     role_allows,
     token_digest,
-    tokens_from_toml,
-    users_from_toml,
     verify_password,
 )
+from gateway.schema import ConfigError
 from gateway.store import StoreService
 from support import CapturedLog
 from support.admin import (
@@ -88,21 +87,26 @@ def test_roles_are_ordered() -> None:
 
 
 def test_settings_from_toml_and_their_errors() -> None:
-    users = users_from_toml(
-        [
-            {"name": "booth", "password_hash": HASHES["vera"], "role": "viewer"},
-            {"name": "olga", "password_hash": HASHES["olga"], "role": "operator"},
-        ]
-    )
+    users = ADMIN_SECTION.parse(
+        {
+            "users": [
+                {"name": "booth", "password_hash": HASHES["vera"], "role": "viewer"},
+                {"name": "olga", "password_hash": HASHES["olga"], "role": "operator"},
+            ]
+        },
+        "admin",
+    ).users
     assert [(u.name, u.role) for u in users] == [("booth", "viewer"), ("olga", "operator")]
     digest = token_digest("secret-token")
-    (token,) = tokens_from_toml([{"name": "scraper", "sha256": digest.upper(), "role": "viewer"}])
+    (token,) = ADMIN_SECTION.parse(
+        {"tokens": [{"name": "scraper", "sha256": digest.upper(), "role": "viewer"}]}, "admin"
+    ).tokens
     assert token.sha256 == digest
 
-    def where(value: Any, parse: Any = users_from_toml) -> tuple[str, str]:
-        with pytest.raises(SettingError) as caught:
-            parse(value)
-        return caught.value.where, caught.value.reason
+    def where(value: Any, key: str = "users") -> tuple[str, str]:
+        with pytest.raises(ConfigError) as caught:
+            ADMIN_SECTION.parse({key: value}, "admin")
+        return caught.value.path.removeprefix(f"admin.{key}"), caught.value.reason
 
     assert where({"name": "x"})[0] == ""
     assert where([{"name": "a", "password_hash": HASHES["olga"], "role": "root"}])[0] == "[1].role"
@@ -123,11 +127,11 @@ def test_settings_from_toml_and_their_errors() -> None:
     same = {"name": "Olga", "password_hash": HASHES["olga"], "role": "admin"}
     assert where([same, {**same, "name": "olga"}])[0] == "[2].name"
     assert (
-        where([{"name": "t", "sha256": "abc", "role": "viewer"}], tokens_from_toml)[0]
+        where([{"name": "t", "sha256": "abc", "role": "viewer"}], "tokens")[0]
         == "[1].sha256"
     )
     twice = {"name": "t", "sha256": digest, "role": "viewer"}
-    assert where([twice, {**twice, "name": "u"}], tokens_from_toml)[0] == "[2].sha256"
+    assert where([twice, {**twice, "name": "u"}], "tokens")[0] == "[2].sha256"
     with pytest.raises(ValueError):
         AdminSettings(session_hours=0)
     with pytest.raises(ValueError):
@@ -496,7 +500,7 @@ class RuleTests(AdminTestCase):
             terminal=io.StringIO(),
         )
         loading.startService()
-        api = AdminApi(**{**self.api_arguments, "users": loading})
+        api = build_admin(**{**self.api_arguments, "users": loading})
         reply = await Client(api).login("olga")
         self.assertEqual(reply.status, 503)
         self.assertIn("starting", reply.json()["error"])

@@ -106,6 +106,7 @@ class SampleTests(CameraServerTestCase):
         self.assertEqual(answer["info"], "no")
         self.assertEqual(answer["content"], "retransfer_stop")
         camera = parts.registry.get(PARKINGCAM_CAMERA)
+        assert camera is not None and camera.dialect is not None
         self.assertEqual(camera.dialect.value, "parkingcam")
 
     async def test_parkingcam_heartbeat_sample(self) -> None:
@@ -117,6 +118,7 @@ class SampleTests(CameraServerTestCase):
         answer = self.assert_strict_reply(reply.body)
         self.assertEqual(answer, {"Response_Heartbeat": {"info": "no"}})
         camera = parts.registry.get(PARKINGCAM_CAMERA)
+        assert camera is not None
         self.assertTrue(camera.online)
 
     async def test_parkingcam_heartbeat_carries_queued_open_and_serial(self) -> None:
@@ -195,6 +197,7 @@ class SampleTests(CameraServerTestCase):
                 self.assert_strict_reply(reply.body), {"Response_AlarmInfoPlate": {"info": "no"}}
             )
             camera = parts.registry.get(serialno)
+            assert camera is not None
             self.assertEqual(camera.web_port, 80)
             self.assertEqual(camera.web_password, "s3cret-pass")
             self.assertFalse(any("s3cret-pass" in text for text in captured.texts()))
@@ -270,7 +273,9 @@ class CometTests(CameraServerTestCase):
             self.assertEqual(parts.registry.held_polls(), 0)
             self.assertEqual(connection.received, b"")
             # The camera gave up early: its polls are no longer held as long.
-            self.assertEqual(parts.registry.get(COMET_CAMERA).hold_limit, limit)
+            camera = parts.registry.get(COMET_CAMERA)
+            assert camera is not None
+            self.assertEqual(camera.hold_limit, limit)
 
 
 class BadInputTests(CameraServerTestCase):

@@ -132,7 +132,7 @@ class ExpiryTests(SynchronousTestCase):
             {"lane": [{"name": "Entrance", "camera": CAMERA, "barrier_channel": 1}]}
         )
         self.control = CameraControl(
-            clock=self.clock, registry=self.registry, config=config, expiry=30, snapshot_timeout=10
+            clock=self.clock, registry=self.registry, lanes=config.lanes, expiry=30, snapshot_timeout=10
         )
         self.camera = self.registry.seen(CAMERA, address="127.0.0.1")
         self.camera.gateway_address = ("127.0.0.1", 8080, False)

@@ -12,24 +12,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.config import (
-    AdminConfig,
-    CameraServerConfig,
-    ConfigError,
-    GatewayConfig,
-    GatewaySection,
-    LaneConfig,
-    DisplayConfig,
-    MessageConfig,
-    PolicyConfig,
-    SerialBridgeConfig,
-    SerialPortConfig,
-    StoreSection,
-    UpstreamSection,
-    load_config,
-    main,
-    parse_config,
-)
+from gateway.admin.settings import AdminSettings
+from gateway.camera.settings import CameraServerSettings
+from gateway.schema import Section
+from gateway.config import ConfigError, GatewayConfig, load_config, main, parse_config
+from gateway.display.settings import DisplaySettings, MessageChange
+from gateway.policy.settings import PolicySettings
+from gateway.serial.settings import SerialBridgeSettings, SerialPortSettings
+from gateway.site import LaneSettings, SiteSettings
+from gateway.store.settings import StoreSettings
+from gateway.upstream.settings import UpstreamSettings
 
 REFERENCE = Path(__file__).resolve().parent.parent / "etc" / "gateway.toml"
 
@@ -50,22 +42,22 @@ def lane(**keys: Any) -> dict[str, Any]:
 def test_builtin_defaults_are_the_demo_site(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     config = load_config(None)
-    assert config.camera_server == CameraServerConfig(
+    assert config.camera_server == CameraServerSettings(
         listen=("tcp:8080",),
         comet_hold_seconds=20.0,
         max_body_bytes=8_388_608,
         offline_missed_intervals=3,
         idle_timeout_seconds=75,
     )
-    assert config.admin == AdminConfig(listen=("tcp:8081:interface=127.0.0.1",))
-    assert config.policy == PolicyConfig(
+    assert config.admin == AdminSettings(listen=("tcp:8081:interface=127.0.0.1",))
+    assert config.policy == PolicySettings(
         unknown_plate="deny",
         duplicate_window_seconds=10.0,
         max_plate_distance=0,
         whitelist_csv=None,
     )
-    assert config.store == StoreSection(image_retention_days=30, image_max_bytes=2 * 1024**3)
-    assert config.lanes == ()
+    assert config.store == StoreSettings(image_retention_days=30, image_max_bytes=2 * 1024**3)
+    assert tuple(config.lanes) == ()
     assert config.gateway.state_dir == str(tmp_path / "anpr-gateway-state")
     assert os.path.isabs(config.gateway.state_dir)
     assert config.source == "<built-in defaults>"
@@ -133,8 +125,8 @@ def test_values_are_frozen() -> None:
 def test_reference_file_loads_with_the_example_lanes() -> None:
     config = load_config(REFERENCE)
     assert config.gateway.state_dir == "/var/lib/anpr-gateway"
-    assert config.lanes == (
-        LaneConfig(
+    assert tuple(config.lanes) == (
+        LaneSettings(
             name="Entrance",
             camera="d85b1269-8f942256",
             direction="in",
@@ -142,7 +134,7 @@ def test_reference_file_loads_with_the_example_lanes() -> None:
             heartbeat="auto",
             unknown_plate=None,
             sync_whitelist=True,
-            display=DisplayConfig(
+            display=DisplaySettings(
                 via="camera",
                 camera_channel=0,
                 port=None,
@@ -150,18 +142,15 @@ def test_reference_file_loads_with_the_example_lanes() -> None:
                 dwell_seconds=10.0,
                 free_spaces=None,
                 display_lines=4,
-                idle=MessageConfig(lines=("{lane}", "{time}")),
-                messages=(
-                    (
-                        "open",
-                        MessageConfig(
-                            lines=("{plate}", "欢迎光临"), voice="{plate}，欢迎光临", colour="00FF00"
-                        ),
+                idle=MessageChange(lines=("{lane}", "{time}")),
+                messages={
+                    "open": MessageChange(
+                        lines=("{plate}", "欢迎光临"), voice="{plate}，欢迎光临", colour="00FF00"
                     ),
-                ),
+                },
             ),
         ),
-        LaneConfig(
+        LaneSettings(
             name="Exit",
             camera="QFX2182310150262",
             direction="out",
@@ -180,31 +169,31 @@ def test_reference_file_loads_with_the_example_lanes() -> None:
 def test_reference_file_documents_every_key() -> None:
     reference = REFERENCE.read_text()
     for section, cls in [
-        ("[gateway]", GatewaySection),
-        ("[camera_server]", CameraServerConfig),
-        ("[admin]", AdminConfig),
-        ("[policy]", PolicyConfig),
-        ("[store]", StoreSection),
-        ("[[lane]]", LaneConfig),
-        ("[lane.display]", DisplayConfig),
-        ("[lane.serial_bridge]", SerialBridgeConfig),
-        ("[serial.", SerialPortConfig),
-        ("[upstream]", UpstreamSection),
+        ("[gateway]", SiteSettings),
+        ("[camera_server]", CameraServerSettings),
+        ("[admin]", AdminSettings),
+        ("[policy]", PolicySettings),
+        ("[store]", StoreSettings),
+        ("[[lane]]", LaneSettings),
+        ("[lane.display]", DisplaySettings),
+        ("[lane.serial_bridge]", SerialBridgeSettings),
+        ("[serial.", SerialPortSettings),
+        ("[upstream]", UpstreamSettings),
     ]:
         assert section in reference
-        for field in attrs.fields(cls):
-            assert field.name in reference, (section, field.name)
+        for key in Section(cls).key_names:
+            assert key in reference, (section, key)
     assert "ssl:443:privateKey=/etc/anpr-gateway/site.key:certKey=/etc/anpr-gateway/site.crt" in reference
 
 
 def test_lane_lookup_by_camera_is_case_insensitive() -> None:
     config = load_config(REFERENCE)
-    assert config.lane_for_camera("D85B1269-8F942256") is config.lanes[0]
-    assert config.lane_for_camera("qfx2182310150262") is config.lanes[1]
-    assert config.lane_for_camera("QFX2182310150263") is None
-    assert config.lane_named("exit") is config.lanes[1]
-    assert config.lane_named("Entrance") is config.lanes[0]
-    assert config.lane_named("Side gate") is None
+    assert config.lanes.for_camera("D85B1269-8F942256") is config.lanes[0]
+    assert config.lanes.for_camera("qfx2182310150262") is config.lanes[1]
+    assert config.lanes.for_camera("QFX2182310150263") is None
+    assert config.lanes.named("exit") is config.lanes[1]
+    assert config.lanes.named("Entrance") is config.lanes[0]
+    assert config.lanes.named("Side gate") is None
 
 
 def test_lane_defaults() -> None:
@@ -447,7 +436,7 @@ def test_any_unknown_camera_server_key_is_rejected(name: str) -> None:
 def test_lane_for_camera_ignores_case(serial: str, data: st.DataObject) -> None:
     config = parse_config({"lane": [lane(camera=serial)]})
     asked = "".join(data.draw(st.sampled_from([c.lower(), c.upper()])) for c in serial)
-    found = config.lane_for_camera(asked)
+    found = config.lanes.for_camera(asked)
     assert found is not None and found.camera == serial
 
 
@@ -496,7 +485,7 @@ def test_gateway_config_is_built_only_from_valid_parts() -> None:
     config = parse_config({"lane": [lane()]}, source="site.toml")
     assert isinstance(config, GatewayConfig)
     assert config.source == "site.toml"
-    assert config.lane_for_camera("d85b1269-8f942256") == config.lanes[0]
+    assert config.lanes.for_camera("d85b1269-8f942256") == config.lanes[0]
 
 
 def test_whitelist_csv_must_exist_and_is_made_absolute(

@@ -13,11 +13,11 @@ import pytest
 
 from gateway.policy.codec import MAX_NOTE_CHARS, MAX_PLATE_CHARS, EntryCodec, EntryError
 from gateway.policy.csvformat import parse_whitelist_csv
-from gateway.policy.lanes import Lanes
+from gateway.site import Lanes
 from gateway.upstream.feed import parse_sync_page
 
 SITE = ZoneInfo("Asia/Shanghai")
-CODEC = EntryCodec(tz=SITE, lanes=Lanes(("Entrance", "Exit")))
+CODEC = EntryCodec(tz=SITE, lanes=Lanes.of_names("Entrance", "Exit"))
 HEADER = "plate,enabled,blacklist,valid_from,valid_until,lanes,hours,note\n"
 
 

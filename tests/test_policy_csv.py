@@ -21,10 +21,10 @@ from gateway.policy.csvformat import (
     format_whitelist_csv,
     parse_whitelist_csv,
 )
-from gateway.policy.lanes import Lanes
+from gateway.site import Lanes
 from gateway.policy.whitelist import WeeklyWindow, WhitelistEntry, parse_hours
 
-LANES = Lanes(("north-in", "north-out", "south", "north", "east", "west"))
+LANES = Lanes.of_names("north-in", "north-out", "south", "north", "east", "west")
 
 
 def codec(tz: tzinfo) -> EntryCodec:

@@ -44,7 +44,7 @@ class BridgeTests(PortTestCase):
         return SerialBridge(
             clock=self.clock,
             ports=self.serial_ports,
-            bridges=[SerialBridgeSettings("Entry", CAMERA, "ticket", **settings)],
+            bridges=[SerialBridgeSettings(lane="Entry", camera=CAMERA, to_port="ticket", **settings)],
         )
 
     def flush(self) -> None:
@@ -137,14 +137,14 @@ class BridgeTests(PortTestCase):
             SerialBridge(
                 clock=self.clock,
                 ports=self.serial_ports,
-                bridges=[SerialBridgeSettings("A", "cam", "nope")],
+                bridges=[SerialBridgeSettings(lane="A", camera="cam", to_port="nope")],
             )
         with self.assertRaises(ValueError):
             SerialBridge(
                 clock=self.clock,
                 ports=self.serial_ports,
                 bridges=[
-                    SerialBridgeSettings("A", "cam1", "ticket"),
-                    SerialBridgeSettings("B", "cam2", "ticket"),
+                    SerialBridgeSettings(lane="A", camera="cam1", to_port="ticket"),
+                    SerialBridgeSettings(lane="B", camera="cam2", to_port="ticket"),
                 ],
             )

@@ -19,7 +19,7 @@ from gateway.store import (
     EventType,
     ImageState,
     Store,
-    StoreConfig,
+    StoreSettings,
     StoreHealth,
     StoreOpenError,
     StoreService,
@@ -29,6 +29,7 @@ from gateway.store import (
 )
 from gateway.policy.cameralist import CameraRow
 from gateway.store.schema import SCHEMA_VERSION
+from gateway.store.settings import MIN_IMAGE_BYTES
 from support.store import (
     NOW,
     InlineExecutor,
@@ -327,9 +328,13 @@ class CorruptionTests(StoreTestCase):
         await self.check_quarantined(records)
 
 
+# Image sizes in tenths of the smallest image cap a site may set.
+UNIT = MIN_IMAGE_BYTES // 10 + 1
+
+
 class RetentionTests(StoreTestCase):
     async def test_images_older_than_the_retention_expire_rows_stay(self) -> None:
-        store = await self.open_store(StoreConfig(image_retention_days=30))
+        store = await self.open_store(StoreSettings(image_retention_days=30))
         old = plate_record(1, received_at=NOW - timedelta(days=40))
         recent = plate_record(2, received_at=NOW - timedelta(days=10))
         await store.commit_event(old, [("full", b"a" * 100), ("crop", b"b" * 10)])
@@ -360,16 +365,16 @@ class RetentionTests(StoreTestCase):
         self.assertEqual((stats.image_bytes, stats.image_files, stats.events), (100, 1, 2))
 
     async def test_oldest_images_go_first_to_stay_under_the_cap(self) -> None:
-        store = await self.open_store(StoreConfig(image_retention_days=365, image_max_bytes=10_000))
+        store = await self.open_store(StoreSettings(image_retention_days=365))
         records = [plate_record(n, received_at=NOW + timedelta(minutes=n)) for n in range(5)]
         for record in records:
-            await store.commit_event(record, [("full", b"f" * 200), ("crop", b"c" * 100)])
-        store.config = StoreConfig(image_retention_days=365, image_max_bytes=1000)
+            await store.commit_event(record, [("full", b"f" * 2 * UNIT), ("crop", b"c" * UNIT)])
+        store.config = StoreSettings(image_retention_days=365, image_max_bytes=10 * UNIT)
 
         result = await store.enforce_retention(NOW + timedelta(hours=1))
 
         self.assertEqual((result.expired_by_age, result.expired_by_size), (0, 4))
-        self.assertEqual(result.image_bytes, 900)
+        self.assertEqual(result.image_bytes, 9 * UNIT)
         states = [await full_image_state(store, r.id) for r in records]
         self.assertEqual(
             states, [ImageState.EXPIRED, ImageState.EXPIRED] + [ImageState.PRESENT] * 3
@@ -378,13 +383,13 @@ class RetentionTests(StoreTestCase):
         self.assertEqual(len(list((self.state_dir / "images").rglob("*.jpg"))), 6)
 
     async def test_commits_over_the_cap_trim_without_waiting_for_the_next_pass(self) -> None:
-        store = await self.open_store(StoreConfig(image_max_bytes=1000))
+        store = await self.open_store(StoreSettings(image_max_bytes=10 * UNIT))
         for n in range(6):
             await store.commit_event(
-                plate_record(n, received_at=NOW + timedelta(seconds=n)), [("full", b"x" * 300)]
+                plate_record(n, received_at=NOW + timedelta(seconds=n)), [("full", b"x" * 3 * UNIT)]
             )
         stats = await store.stats()  # runs on the store thread after the trim
-        self.assertLessEqual(stats.image_bytes, 1000)
+        self.assertLessEqual(stats.image_bytes, 10 * UNIT)
         newest = await store.get_event(plate_record(5).id)
         assert newest is not None
         self.assertEqual(newest.image_full, ImageState.PRESENT)
@@ -616,7 +621,7 @@ class ServiceTests(StoreTestCase):
         clock = Clock()
         clock.advance(NOW.timestamp())
         service = StoreService(
-            self.reactor, self.state_dir, StoreConfig(image_retention_days=1), clock=clock
+            self.reactor, self.state_dir, StoreSettings(image_retention_days=1), clock=clock
         )
         service.startService()
         store = await service.when_open()

@@ -11,7 +11,8 @@ from twisted.internet.defer import Deferred
 
 from gateway.policy.decision import CLOUD
 from gateway.store import Store
-from gateway.upstream import CloudDecision, event_json
+from gateway.upstream.decisions import CloudDecision
+from gateway.upstream.events import event_json
 from support.upstream import UpstreamTestCase, plate_event
 
 

@@ -11,7 +11,8 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
 from gateway.store import EventType, OutboxTrim
-from gateway.upstream import LinkState, UpstreamService
+from gateway.upstream.link import LinkState
+from gateway.upstream.service import UpstreamService
 from support.cloud import Scripted
 from support.upstream import UpstreamTestCase, other_event, plate_event
 

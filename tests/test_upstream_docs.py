@@ -19,7 +19,8 @@ import yaml
 from openapi_spec_validator import validate
 
 from gateway.store import EventRecord, EventType, ImageState
-from gateway.upstream import UpstreamConfig, command_result_record, event_json, events_body
+from gateway.upstream.events import command_result_record, event_json, events_body
+from gateway.upstream.settings import UpstreamSettings
 from gateway.upstream.events import decide_body
 from gateway.upstream.signing import new_message_id, secret_key, signature_headers
 
@@ -105,7 +106,7 @@ class OpenApiTests(TestCase):
 class MarkdownTests(TestCase):
     def test_every_setting_header_and_status_is_documented(self) -> None:
         text = API.read_text(encoding="utf-8")
-        for field in attrs.fields(UpstreamConfig):
+        for field in attrs.fields(UpstreamSettings):
             if field.name != "gateway_id":  # it is [gateway] id
                 self.assertIn(f"`{field.name}`", text)
         for word in (

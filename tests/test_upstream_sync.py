@@ -12,7 +12,7 @@ from twisted.internet import reactor as global_reactor
 
 from gateway.policy.decision import PlateQuery
 from gateway.policy.whitelist import WhitelistEntry
-from gateway.upstream import LinkState
+from gateway.upstream.link import LinkState
 from gateway.platelist import PlateList
 from gateway.policy.codec import EntryCodec
 from support.threads import inline_threads
@@ -94,7 +94,7 @@ class SyncFeedTests(UpstreamTestCase):
         self.assertTrue(self.whitelist.entries["京E55555"].blacklist)
         self.assertEqual(self.log.count("Plate list entry from the cloud skipped"), 3)
 
-        submitted = {command["id"]: command for command in self.commands.submitted}
+        submitted = {command.id: command.fields for command in self.commands.submitted}
         self.assertEqual(sorted(submitted), ["k1", "k2", "k3"])
         self.assertEqual(submitted["k1"]["channel"], None)
         self.assertEqual((submitted["k2"]["channel"], submitted["k2"]["data"]), (1, b"\0\1\2\xff"))

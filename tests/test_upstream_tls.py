@@ -12,13 +12,11 @@ import trustme
 from twisted.internet import reactor as global_reactor
 from twisted.internet.ssl import Certificate, PrivateCertificate
 
-from gateway.upstream import (
-    FailureKind,
-    LinkFailure,
-    LinkState,
-    UpstreamClient,
-    UpstreamSettingsError,
-)
+from gateway.schema import ConfigError
+
+from gateway.upstream.http import UpstreamClient
+
+from gateway.upstream.link import FailureKind, LinkFailure, LinkState
 from gateway.upstream.http import load_tls_policy
 from support.upstream import UpstreamTestCase, plate_event
 
@@ -113,14 +111,14 @@ class TlsTests(UpstreamTestCase):
         self.assertEqual(await self.sync_status(client), 200)
 
     def test_unusable_files_name_the_setting(self) -> None:
-        missing = self.config(ca_file=str(self.files / "nowhere.pem"))
-        with self.assertRaises(UpstreamSettingsError) as raised:
-            load_tls_policy(missing)
-        self.assertEqual(raised.exception.key, "ca_file")
+        with self.assertRaises(ConfigError) as raised:
+            self.config(ca_file=str(self.files / "nowhere.pem"))
+        self.assertEqual(raised.exception.path, "ca_file")
+        self.assertIn("no such file", str(raised.exception))
 
         not_pem = self.files / "empty.pem"
         not_pem.write_bytes(b"hello")
-        with self.assertRaises(UpstreamSettingsError) as raised:
+        with self.assertRaises(ConfigError) as raised:
             load_tls_policy(self.config(ca_file=str(not_pem)))
         self.assertIn("no PEM certificate", str(raised.exception))
 
@@ -130,6 +128,6 @@ class TlsTests(UpstreamTestCase):
         key_file = self.files / "b.key"
         issued.cert_chain_pems[0].write_to_path(str(cert_file))
         other.private_key_pem.write_to_path(str(key_file))
-        with self.assertRaises(UpstreamSettingsError) as raised:
+        with self.assertRaises(ConfigError) as raised:
             load_tls_policy(self.config(client_cert=str(cert_file), client_key=str(key_file)))
-        self.assertEqual(raised.exception.key, "client_key")
+        self.assertEqual(raised.exception.path, "client_key")

@@ -18,29 +18,18 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from gateway.store import EventRecord, EventType, ImageState
-from gateway.upstream import (
-    CloudDecision,
-    FailureKind,
-    ImagePolicy,
-    Link,
-    LinkFailure,
-    LinkState,
-    UpstreamConfig,
-    UpstreamSettingsError,
-    command_result_record,
-    event_json,
-    events_body,
-    parse_decision,
-    parse_sync_page,
-    secret_key,
-    sign,
-    signature_headers,
-)
+from gateway.schema import ConfigError
+from gateway.upstream.decisions import CloudDecision, parse_decision
+from gateway.upstream.events import command_result_record, event_json, events_body
+from gateway.upstream.feed import parse_sync_page
+from gateway.upstream.link import FailureKind, Link, LinkFailure, LinkState
+from gateway.upstream.settings import ImagePolicy, UpstreamSettings
+from gateway.upstream.signing import secret_key, sign, signature_headers
 from gateway.policy.codec import EntryCodec, EntryError
-from gateway.policy.lanes import Lanes
+from gateway.site import Lanes
 from gateway.upstream.feed import command_from_json
 
-CODEC = EntryCodec(tz=ZoneInfo("Asia/Shanghai"), lanes=Lanes(("Entry", "Exit")))
+CODEC = EntryCodec(tz=ZoneInfo("Asia/Shanghai"), lanes=Lanes.of_names("Entry", "Exit"))
 from gateway.upstream.http import Verdict, classify, parse_retry_after
 from gateway.upstream.link import Backoff
 
@@ -113,7 +102,7 @@ class SigningTests(TestCase):
 
 class SettingsTests(TestCase):
     def test_defaults(self) -> None:
-        config = UpstreamConfig(
+        config = UpstreamSettings(
             url="https://cloud.example.org/anpr/", secret=SECRET, gateway_id="g1"
         )
         self.assertEqual(config.url, "https://cloud.example.org/anpr")
@@ -154,11 +143,11 @@ class SettingsTests(TestCase):
             ({"client_key": "/k.pem"}, "client_key"),
         ]
         for change, key in cases:
-            with self.assertRaises(UpstreamSettingsError, msg=str(change)) as raised:
-                UpstreamConfig(**{**good, **change})
-            self.assertEqual(raised.exception.key, key)
-        with self.assertRaises(UpstreamSettingsError) as raised:
-            UpstreamConfig(**{**good, "secret": "whsec_c2hvcnQ="})
+            with self.assertRaises(ConfigError, msg=str(change)) as raised:
+                UpstreamSettings(**{**good, **change})
+            self.assertEqual(raised.exception.path, key)
+        with self.assertRaises(ConfigError) as raised:
+            UpstreamSettings(**{**good, "secret": "whsec_c2hvcnQ="})
         self.assertNotIn("c2hvcnQ", str(raised.exception))
 
 
@@ -311,16 +300,10 @@ class FeedParsingTests(TestCase):
             {"id": "c1", "camera": " cam-1 ", "type": "serial", "data": "aGk=", "channel": 0}
         )
         self.assertEqual(
-            serial.as_mapping(),
-            {
-                "id": "c1",
-                "camera": "cam-1",
-                "type": "serial",
-                "expires_at": None,
-                "channel": 0,
-                "data": b"hi",
-            },
+            (serial.id, serial.camera, serial.type, serial.expires_at),
+            ("c1", "cam-1", "serial", None),
         )
+        self.assertEqual(serial.fields, {"channel": 0, "data": b"hi"})
         opened = command_from_json(
             {"id": "c2", "camera": "cam-1", "type": "open", "expires_at": "2025-03-01T12:00:05Z"}
         )

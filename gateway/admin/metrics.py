@@ -176,15 +176,21 @@ class GatewayMetrics:
                 self._gauges[name] = Gauge(f"anpr_gateway_{name}", documentation, registry=registry)
         self._port_state: Gauge | None = None
         if serial_ports is not None:
+            self.watch_serial_ports(serial_ports)
+        if process:
+            # CPU, memory and file descriptors of this process (Linux /proc).
+            ProcessCollector(registry=registry)
+
+    def watch_serial_ports(self, serial_ports: Source[Iterable[Mapping[str, Any]]]) -> None:
+        """Report the state of the serial ports ``serial_ports`` lists."""
+        self._serial_ports = serial_ports
+        if self._port_state is None:
             self._port_state = Gauge(
                 "anpr_gateway_serial_port_state",
                 "1 for the state each serial port is in, 0 for the others.",
                 ["port", "state"],
-                registry=registry,
+                registry=self.registry,
             )
-        if process:
-            # CPU, memory and file descriptors of this process (Linux /proc).
-            ProcessCollector(registry=registry)
 
     def _labels(self, metric: str, *values: str) -> tuple[str, ...]:
         guard = self._guards.setdefault(metric, _LabelGuard())

@@ -18,13 +18,27 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Literal
 
 import attrs
 
+from gateway.camera.settings import endpoint
+from gateway.schema import (
+    ConfigError,
+    Section,
+    boolean,
+    describe,
+    number,
+    one_of,
+    setting,
+    tables,
+    text,
+    text_list,
+)
+
 __all__ = [
     "ADMIN",
+    "ADMIN_SECTION",
     "OPERATOR",
     "ROLES",
     "VIEWER",
@@ -32,13 +46,10 @@ __all__ = [
     "AdminToken",
     "AdminUser",
     "Role",
-    "SettingError",
     "hash_password",
     "password_hash_problem",
     "role_allows",
     "token_digest",
-    "tokens_from_toml",
-    "users_from_toml",
     "verify_password",
 ]
 
@@ -171,46 +182,38 @@ def token_digest(token: str) -> str:
 # --------------------------------------------------------------------------
 # Settings
 
-_NAME_RE = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 
-
-def _check_name(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str) or _NAME_RE.fullmatch(value) is None:
-        raise ValueError(
-            f"{attribute.name} must be 1-64 characters of A-Z, a-z, 0-9, '.', '_', '@', '-'"
-        )
+_name = text(
+    pattern=r"[A-Za-z0-9._@-]{1,64}", rule="1-64 characters of A-Z, a-z, 0-9, \".\", \"_\", \"@\", \"-\""
+)
+_role = one_of(*ROLES)
 
 
-def _check_role(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if value not in ROLES:
-        raise ValueError(f"role must be one of {', '.join(ROLES)}, got {value!r}")
-
-
-def _check_hash(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    problem = password_hash_problem(value) if isinstance(value, str) else "must be a string"
+def _password_hash(value: object, path: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(path, f"must be a string, got {describe(value)}")
+    problem = password_hash_problem(value)
     if problem is not None:
-        raise ValueError(f"password_hash {problem}")
+        raise ConfigError(path, problem)
+    return value
 
 
-def _check_digest(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str) or _DIGEST_RE.fullmatch(value) is None:
-        raise ValueError(
-            "sha256 must be the 64 lower-case hex digits of the token's SHA-256 digest"
+def _digest(value: object, path: str) -> str:
+    if not isinstance(value, str) or _DIGEST_RE.fullmatch(value.strip().lower()) is None:
+        raise ConfigError(
+            path, "must be the 64 hex digits of the token's SHA-256 digest (see token_digest)"
         )
-
-
-def _lower(value: Any) -> Any:
-    return value.strip().lower() if isinstance(value, str) else value
+    return value.strip().lower()
 
 
 @attrs.frozen
 class AdminUser:
     """A person who logs in to the page (``[[admin.users]]`` or stored)."""
 
-    name: str = attrs.field(validator=_check_name)
-    password_hash: str = attrs.field(validator=_check_hash, repr=False)
-    role: Role = attrs.field(validator=_check_role)
+    name: str = setting(_name)
+    password_hash: str = setting(_password_hash, repr=False)
+    role: Role = setting(_role)
 
     def to_json(self) -> dict[str, str]:
         return {"name": self.name, "password_hash": self.password_hash, "role": self.role}
@@ -219,135 +222,52 @@ class AdminUser:
 @attrs.frozen
 class AdminToken:
     """A machine (a script, a Prometheus scraper) that sends
-    ``Authorization: Bearer <token>``; only the token's digest is known."""
+    ``Authorization: Bearer <token>``; only the token's digest is known
+    (``[[admin.tokens]]``)."""
 
-    name: str = attrs.field(validator=_check_name)
-    sha256: str = attrs.field(converter=_lower, validator=_check_digest, repr=False)
-    role: Role = attrs.field(validator=_check_role)
-
-
-def _to_users(value: Iterable[AdminUser]) -> tuple[AdminUser, ...]:
-    return tuple(value)
+    name: str = setting(_name)
+    sha256: str = setting(_digest, repr=False)
+    role: Role = setting(_role)
 
 
-def _to_tokens(value: Iterable[AdminToken]) -> tuple[AdminToken, ...]:
-    return tuple(value)
-
-
-def _unique_names(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    seen: set[str] = set()
-    for item in value:
-        key = item.name.casefold()
-        if key in seen:
-            raise ValueError(f"{attribute.name}: the name {item.name!r} is used twice")
-        seen.add(key)
-
-
-def _check_session_hours(instance: object, attribute: object, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError("session_hours must be a number")
-    if not MIN_SESSION_HOURS <= value <= MAX_SESSION_HOURS:
-        raise ValueError(
-            f"session_hours must be between {MIN_SESSION_HOURS} and {MAX_SESSION_HOURS}"
-        )
-
+USER = Section(AdminUser)
+TOKEN = Section(AdminToken)
 
 MIN_SESSION_HOURS = 0.25
 MAX_SESSION_HOURS = 720.0
 DEFAULT_SESSION_HOURS = 12.0
 
 
+def _endpoints(value: object, path: str) -> tuple[str, ...]:
+    checked: tuple[str, ...] = text_list(item=endpoint, what="endpoint")(value, path)
+    return checked
+
+
 @attrs.frozen
 class AdminSettings:
-    """The ``[admin]`` settings beyond ``listen``.
+    """``[admin]``: the staff web page and API. No listeners means it is off.
 
     ``users`` log in to the page with a password; ``tokens`` are for
     machines. ``metrics_public`` serves ``/metrics`` without credentials (for
     a scraper on a trusted network). A login lasts ``session_hours``.
     """
 
-    users: tuple[AdminUser, ...] = attrs.field(
-        default=(), converter=_to_users, validator=_unique_names
-    )
-    tokens: tuple[AdminToken, ...] = attrs.field(
-        default=(), converter=_to_tokens, validator=_unique_names
-    )
-    metrics_public: bool = False
-    session_hours: float = attrs.field(
-        default=DEFAULT_SESSION_HOURS, validator=_check_session_hours
+    listen: tuple[str, ...] = setting(_endpoints, default=("tcp:8081:interface=127.0.0.1",))
+    users: tuple[AdminUser, ...] = setting(tables(USER, unique="name"), default=())
+    tokens: tuple[AdminToken, ...] = setting(tables(TOKEN, unique="name"), default=())
+    metrics_public: bool = setting(boolean, default=False)
+    session_hours: float = setting(
+        number(MIN_SESSION_HOURS, MAX_SESSION_HOURS), default=DEFAULT_SESSION_HOURS
     )
 
-
-# --------------------------------------------------------------------------
-# From TOML
-
-
-class SettingError(ValueError):
-    """A bad ``[admin]`` array item: ``where`` is the path below the key
-    (``[2].role``, items numbered from 1), ``reason`` what is wrong."""
-
-    def __init__(self, where: str, reason: str) -> None:
-        super().__init__(f"{where}: {reason}")
-        self.where = where
-        self.reason = reason
+    def __attrs_post_init__(self) -> None:
+        seen: set[str] = set()
+        for number_from_one, token in enumerate(self.tokens, start=1):
+            if token.sha256 in seen:
+                raise ConfigError(
+                    f"tokens[{number_from_one}].sha256", "the same token is configured twice"
+                )
+            seen.add(token.sha256)
 
 
-_USER_KEYS = ("name", "password_hash", "role")
-_TOKEN_KEYS = ("name", "sha256", "role")
-
-
-def _items(value: object, keys: tuple[str, ...]) -> list[tuple[str, Mapping[str, Any]]]:
-    if not isinstance(value, (list, tuple)):
-        raise SettingError("", "must be an array of tables")
-    items = []
-    for number, table in enumerate(value, start=1):
-        where = f"[{number}]"
-        if not isinstance(table, Mapping):
-            raise SettingError(where, "must be a table")
-        for key in table:
-            if key not in keys:
-                raise SettingError(f"{where}.{key}", f"unknown key (known: {', '.join(keys)})")
-        for key in keys:
-            if key not in table:
-                raise SettingError(f"{where}.{key}", "missing required key")
-            if not isinstance(table[key], str):
-                raise SettingError(f"{where}.{key}", "must be a string")
-        items.append((where, table))
-    return items
-
-
-def _build(where: str, build: Any, table: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
-    try:
-        return build(**{key: table[key] for key in keys})
-    except ValueError as error:
-        reason = str(error)
-        key = next((k for k in keys if reason.startswith(k)), None)
-        if key is not None:
-            reason = reason[len(key) :].strip()
-        raise SettingError(f"{where}.{key}" if key else where, reason) from None
-
-
-def users_from_toml(value: object) -> tuple[AdminUser, ...]:
-    """``[[admin.users]]`` tables (name, password_hash, role) as users;
-    raises :class:`SettingError`."""
-    users: list[AdminUser] = []
-    for where, table in _items(value, _USER_KEYS):
-        user = _build(where, AdminUser, table, _USER_KEYS)
-        if any(other.name.casefold() == user.name.casefold() for other in users):
-            raise SettingError(f"{where}.name", f"the name {user.name!r} is used twice")
-        users.append(user)
-    return tuple(users)
-
-
-def tokens_from_toml(value: object) -> tuple[AdminToken, ...]:
-    """``[[admin.tokens]]`` tables (name, sha256, role) as tokens; raises
-    :class:`SettingError`."""
-    tokens: list[AdminToken] = []
-    for where, table in _items(value, _TOKEN_KEYS):
-        token = _build(where, AdminToken, table, _TOKEN_KEYS)
-        if any(other.name.casefold() == token.name.casefold() for other in tokens):
-            raise SettingError(f"{where}.name", f"the name {token.name!r} is used twice")
-        if any(other.sha256 == token.sha256 for other in tokens):
-            raise SettingError(f"{where}.sha256", "the same token is configured twice")
-        tokens.append(token)
-    return tuple(tokens)
+ADMIN_SECTION = Section(AdminSettings)

@@ -1,4 +1,4 @@
-"""Server-sent events: the bus, live, to one page.
+"""Server-sent events: the bus, live, to the page (``/api/stream``).
 
 One open request per page. Each bus message of a streamed topic becomes
 ``event: <topic>`` / ``data: <json>``; a ``: keepalive`` comment goes out
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -22,9 +21,20 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
+from gateway.admin.access import Access, authorized
+from gateway.admin.auth import Principal, SessionStore
+from gateway.admin.http import ApiError, admin_app, common_headers
+from gateway.admin.settings import VIEWER
 from gateway.bus import EventBus
 
-__all__ = ["MAX_PENDING_BYTES", "STREAM_TOPICS", "EventStream"]
+__all__ = [
+    "KEEPALIVE_SECONDS",
+    "MAX_PENDING_BYTES",
+    "MAX_STREAMS",
+    "STREAM_TOPICS",
+    "EventStream",
+    "StreamResource",
+]
 
 log = Logger()
 
@@ -34,9 +44,13 @@ STREAM_TOPICS = frozenset({"event", "camera", "command", "status"})
 MAX_PENDING_BYTES = 1024 * 1024
 #: How long the browser waits before reconnecting (milliseconds).
 RECONNECT_MS = 5000
+#: How often a keepalive comment goes out.
+KEEPALIVE_SECONDS = 15.0
+#: The most streams open at once (each holds a connection and a subscription).
+MAX_STREAMS = 32
 
 
-def format_message(topic: str, payload: Mapping[str, Any]) -> bytes:
+def format_message(topic: str, payload: Mapping[str, object]) -> bytes:
     """One server-sent event. JSON escapes newlines, so ``data`` is one line."""
     data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str)
     return f"event: {topic}\ndata: {data}\n\n".encode("utf-8")
@@ -102,7 +116,7 @@ class EventStream:
 
     # -- messages ----------------------------------------------------------------------
 
-    def _published(self, topic: str, payload: Mapping[str, Any]) -> None:
+    def _published(self, topic: str, payload: Mapping[str, object]) -> None:
         if topic in STREAM_TOPICS:
             self._write(format_message(topic, payload))
             self.sent += 1
@@ -178,3 +192,56 @@ class EventStream:
         except Exception:
             # The channel may already be gone (connection lost).
             pass
+
+
+class StreamResource:
+    """``/api/stream``: one :class:`EventStream` per page, for viewers. A
+    stream opened with a login session ends when that session does (checked
+    at each keepalive)."""
+
+    app = admin_app()
+
+    def __init__(
+        self,
+        *,
+        access: Access,
+        clock: IReactorTime,
+        bus: EventBus,
+        sessions: SessionStore,
+        keepalive_seconds: float = KEEPALIVE_SECONDS,
+        max_streams: int = MAX_STREAMS,
+    ) -> None:
+        self.access = access
+        self._clock = clock
+        self._bus = bus
+        self._sessions = sessions
+        self.keepalive_seconds = keepalive_seconds
+        self.max_streams = max_streams
+        self.streams: set[EventStream] = set()
+
+    @authorized(app, "/api/stream", methods=["GET"], role=VIEWER)
+    def stream(self, request: IRequest, who: Principal) -> Deferred[None]:
+        if len(self.streams) >= self.max_streams:
+            raise ApiError(503, "too many live streams open; close another page first")
+        session = who.session
+        sessions = self._sessions
+
+        def alive() -> bool:
+            return session is None or sessions.alive(session)
+
+        common_headers(request)
+        stream = EventStream(request, self._clock, keepalive=self.keepalive_seconds, alive=alive)
+        self.streams.add(stream)
+        stream.done.addBoth(self._stream_ended, stream)
+        stream.start(self._bus)
+        return stream.done
+
+    def end_streams(self) -> None:
+        """End every live stream (the gateway is stopping): each response
+        is finished properly and its timer cancelled."""
+        for stream in list(self.streams):
+            stream.end()
+
+    def _stream_ended(self, result: object, stream: EventStream) -> object:
+        self.streams.discard(stream)
+        return result

@@ -48,10 +48,6 @@ class CommandState(str, enum.Enum):
     FAILED = "failed"
 
 
-FINAL_STATES = frozenset(
-    {CommandState.DELIVERED, CommandState.COMPLETED, CommandState.EXPIRED, CommandState.FAILED}
-)
-
 _ids = itertools.count(1)
 
 

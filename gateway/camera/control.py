@@ -31,7 +31,8 @@ from gateway.camera.commands import (
 )
 from gateway.camera.events import CameraEvent, EventNotKept, EventRecorder
 from gateway.camera.registry import Camera, CameraRegistry
-from gateway.config import GatewayConfig
+from gateway.site import Lanes
+from gateway.upstream.feed import CloudCommand
 from gateway.protocol.messages import Dialect
 from gateway.store.ids import new_event_id
 
@@ -76,7 +77,7 @@ class CameraControl:
         *,
         clock: IReactorTime,
         registry: CameraRegistry,
-        config: GatewayConfig,
+        lanes: Lanes,
         recorder: EventRecorder | None = None,
         expiry: float = DEFAULT_EXPIRY_SECONDS,
         snapshot_timeout: float = DEFAULT_SNAPSHOT_TIMEOUT_SECONDS,
@@ -85,7 +86,7 @@ class CameraControl:
     ) -> None:
         self._clock = clock
         self._registry = registry
-        self._config = config
+        self._lanes = lanes
         self.recorder = recorder
         self.expiry = expiry
         self.snapshot_timeout = snapshot_timeout
@@ -294,7 +295,7 @@ class CameraControl:
 
     def _channel(self, camera: Camera, channel: int | None) -> int:
         if channel is None:
-            lane = self._config.lane_for_camera(camera.serialno)
+            lane = self._lanes.for_camera(camera.serialno)
             return lane.barrier_channel if lane else 0
         if not 0 <= channel <= 3:
             raise CommandRefused(f"barrier channel must be 0-3, got {channel}")
@@ -326,26 +327,28 @@ class CloudCommands:
         self._control = control
         self._clock = clock
 
-    async def submit(self, command: Any) -> None:
-        kind = command.get("type")
-        serialno = command.get("camera") or ""
-        origin: dict[str, Any] = {"command_id": command.get("id")}
-        expires = command.get("expires_at")
-        if expires is not None:
-            expires_at = expires.timestamp()
+    async def submit(self, command: CloudCommand) -> None:
+        kind = command.type
+        serialno = command.camera
+        fields = command.fields
+        origin: dict[str, Any] = {"command_id": command.id}
+        if command.expires_at is not None:
+            expires_at = command.expires_at.timestamp()
             if expires_at <= self._clock.seconds():
                 raise ValueError("it expired before it arrived")
             origin["expires_at"] = expires_at
         control = self._control
         try:
             if kind == "open":
-                control.open(serialno, command.get("channel"), **origin)
+                control.open(serialno, fields.get("channel"), **origin)
             elif kind == "trigger":
                 control.trigger(serialno, **origin)
             elif kind == "serial":
-                control.send_serial(serialno, command.get("channel") or 0, command.get("data") or b"", **origin)
+                control.send_serial(
+                    serialno, fields.get("channel") or 0, fields.get("data") or b"", **origin
+                )
             elif kind == "display":
-                text = "\n".join(command.get("lines") or ()) or command.get("voice") or ""
+                text = "\n".join(fields.get("lines") or ()) or fields.get("voice") or ""
                 control.say(serialno, text, **origin)
             elif kind == "snapshot":
                 control._online(serialno)  # refused at once, not later

@@ -4,6 +4,10 @@ Twisted's stock request spools any body over 100 kB to a temporary file and
 accepts bodies of any size. A camera port must refuse an oversized body before
 buffering it (no disk, no memory), and keep the bodies it accepts (images of a
 few MB at most) in memory.
+
+:class:`BoundedRequest` serves any site that says how large a body may be: a
+``body_limit(method, path)`` method (the admin site: a limit per route), or
+else a ``max_body_bytes`` attribute (the camera site: one limit).
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class BoundedRequest(Request):
 
     refused = False
     _received = 0
+    _body_limit = 8 << 20
     _header_deadline: IDelayedCall | None = None
 
     def __init__(self, channel: Any, *args: Any, **kwargs: Any) -> None:
@@ -90,7 +95,18 @@ class BoundedRequest(Request):
         super().connectionLost(reason)
 
     def _limit(self) -> int:
-        return int(getattr(getattr(self.channel, "site", None), "max_body_bytes", 8 << 20))
+        return self._body_limit
+
+    def _limit_for_this_request(self) -> int:
+        site = getattr(self.channel, "site", None)
+        body_limit = getattr(site, "body_limit", None)
+        if callable(body_limit):
+            # The request line is parsed by now, but twisted.web keeps it on
+            # the channel until the body is in (the request learns it then).
+            method = getattr(self.channel, "_command", b"")
+            path = getattr(self.channel, "_path", b"")
+            return int(body_limit(method, path))
+        return int(getattr(site, "max_body_bytes", 8 << 20))
 
     def _transport(self) -> ITransport:
         return cast(ITransport, self.channel.transport)
@@ -98,10 +114,11 @@ class BoundedRequest(Request):
     def gotLength(self, length: int | None) -> None:
         self._headers_done()
         self._received = 0
+        self._body_limit = self._limit_for_this_request()
         if length is not None and length > self._limit():
             self._refuse(announced=length)
             return
-        self.content = BytesIO()  # type: ignore[assignment]
+        self.content = BytesIO()
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.refused:
@@ -119,7 +136,10 @@ class BoundedRequest(Request):
 
     def _refuse(self, announced: int | None) -> None:
         self.refused = True
-        self.content = _Discard()  # type: ignore[assignment]
+        self.content = _Discard()
+        # The channel answers "Expect: 100-continue" once the headers are in,
+        # after this: the client must not be told to send the body after all.
+        self.requestHeaders.removeHeader(b"expect")
         limit = self._limit()
         transport = self._transport()
         peer = transport.getPeer()

@@ -8,6 +8,7 @@ from collections import deque
 from typing import Callable, Iterator
 
 import attrs
+from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -99,7 +100,7 @@ class Camera:
         }
 
 
-class CameraRegistry:
+class CameraRegistry(Service):
     """The cameras of the site, keyed by serial number (case-insensitive).
 
     ``comet_hold`` is the longest a comet poll is held; ``missed_intervals``
@@ -115,6 +116,7 @@ class CameraRegistry:
         comet_hold: float = 20.0,
         missed_intervals: int = 3,
     ) -> None:
+        self.setName("cameras")
         self._clock = clock
         self.comet_hold = comet_hold
         self.missed_intervals = missed_intervals
@@ -417,6 +419,10 @@ class CameraRegistry:
             camera = Camera(serialno=serialno, first_seen=now, last_seen=now)
             self._cameras[key] = camera
         return camera
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.stop()
 
     def stop(self) -> None:
         """Cancel every timer (service shutdown); none is armed after this."""

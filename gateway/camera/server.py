@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 import attrs
 from klein import Klein
@@ -27,10 +27,11 @@ from gateway.camera.control import CameraControl
 from gateway.camera.events import CameraEvent, EventNotKept, EventRecorder
 from gateway.camera.http import CameraSite, ConnectionLimits
 from gateway.camera.registry import Camera, CameraRegistry, PollOutcome
-from gateway.config import GatewayConfig, LaneConfig
+from gateway.camera.settings import CameraServerSettings
 from gateway.camera.recorder import to_record
 from gateway.display.lanes import DisplayOverride, LaneDisplays
 from gateway.store import EventRecord
+from gateway.site import Lanes, LaneSettings
 from gateway.gate import Gate, GateLane, PlateRead
 from gateway.policy.decision import CAMERA_NOT_ALLOWED, Decision
 from gateway.protocol import replies
@@ -51,6 +52,16 @@ from gateway.serial.bridge import SerialBridge
 from gateway.store.ids import new_event_id, plate_event_id
 
 log = Logger()
+
+
+class PushMetrics(Protocol):
+    """What the camera server counts (``gateway.admin.metrics.GatewayMetrics``)."""
+
+    def push(self, kind: str) -> None: ...
+
+    def decision(self, reason: str, source: str) -> None: ...
+
+    def reply_latency(self, seconds: float) -> None: ...
 
 
 def _json_error(request: IRequest, code: int, reason: str) -> bytes:
@@ -105,18 +116,20 @@ class CameraServer:
         self,
         *,
         clock: IReactorTime,
-        config: GatewayConfig,
+        settings: CameraServerSettings,
+        lanes: Lanes,
         registry: CameraRegistry,
         gate: Gate,
         recorder: EventRecorder,
         control: CameraControl | None = None,
         displays: LaneDisplays | None = None,
         bridge: SerialBridge | None = None,
-        metrics: Any = None,
+        metrics: PushMetrics | None = None,
         now: Callable[[], datetime] | None = None,
     ) -> None:
         self._clock = clock
-        self._config = config
+        self._settings = settings
+        self._lanes = lanes
         self.registry = registry
         self.gate = gate
         self.recorder = recorder
@@ -129,18 +142,17 @@ class CameraServer:
         self._now = now or (lambda: datetime.fromtimestamp(clock.seconds(), tz=timezone.utc))
         self._unconfigured_logged: set[str] = set()
         self._rejected_logged: set[str] = set()
-        server = config.camera_server
-        self._allowed_cameras = {serialno.casefold() for serialno in server.allowed_cameras}
-        self._allowed_networks = [ipaddress.ip_network(n) for n in server.allowed_networks]
+        self._allowed_cameras = {serialno.casefold() for serialno in settings.allowed_cameras}
+        self._allowed_networks = [ipaddress.ip_network(n) for n in settings.allowed_networks]
         self._gate_lanes = {
             lane.name: GateLane(
                 name=lane.name,
                 ask_cloud=lane.ask_cloud,
                 cloud_overrides_blacklist=lane.cloud_overrides_blacklist,
             )
-            for lane in config.lanes
+            for lane in lanes
         }
-        for lane in config.lanes:
+        for lane in lanes:
             registry.configure(lane.camera, lane=lane.name, heartbeat=lane.heartbeat)
         registry.on_state_change(self._camera_state_changed)
 
@@ -148,7 +160,7 @@ class CameraServer:
         return self.app.resource()
 
     def site(self) -> CameraSite:
-        server = self._config.camera_server
+        server = self._settings
         return CameraSite(
             self.resource(),
             max_body_bytes=server.max_body_bytes,
@@ -159,7 +171,7 @@ class CameraServer:
 
     def listening_factory(self) -> ConnectionLimits:
         """What the camera listeners serve: the site behind connection limits."""
-        server = self._config.camera_server
+        server = self._settings
         return ConnectionLimits(
             self.site(),
             max_connections=server.max_connections,
@@ -478,8 +490,8 @@ class CameraServer:
         key = known.serialno if known is not None else f"@{peer.peer}"
         return self._camera(key, peer, None, upload.ipaddr)
 
-    def _lane(self, camera: Camera) -> LaneConfig | None:
-        return self._config.lane_for_camera(camera.serialno)
+    def _lane(self, camera: Camera) -> LaneSettings | None:
+        return self._lanes.for_camera(camera.serialno)
 
     async def _record(self, kind: str, camera: Camera, message: Message) -> CameraEvent:
         return await self.recorder.record(

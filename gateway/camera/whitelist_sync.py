@@ -32,12 +32,13 @@ from datetime import datetime, timezone, tzinfo
 from typing import Any, Callable, Protocol
 
 import attrs
-from twisted.application.service import Service
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from gateway.background import InThread
 from gateway.camera.commands import (
     CameraCommand,
     CameraWhitelistEdit,
@@ -60,6 +61,7 @@ from gateway.protocol import replies
 from gateway.protocol.messages import Dialect, WhitelistOperation, WhitelistResult
 from gateway.protocol.replies import CameraWhitelistRow, WhitelistOperate
 from gateway.store import CameraListState, StoreError
+from gateway.timers import Every
 
 log = Logger()
 
@@ -84,7 +86,6 @@ INCREMENTAL_LIMIT = 2000
 # (a few milliseconds); more wait for the next turn, after the cameras.
 ROWS_PER_TURN = 500
 
-InThread = Callable[[Callable[[], Any]], "Deferred[Any]"]
 
 
 class CameraLists(Protocol):
@@ -171,7 +172,7 @@ class CameraSync:
         }
 
 
-class CameraWhitelistSync(Service):
+class CameraWhitelistSync(MultiService):
     """Keeps every synced camera's own whitelist equal to the site's list
     for its lane (or to the part of it the camera can hold)."""
 
@@ -186,6 +187,7 @@ class CameraWhitelistSync(Service):
         cameras: Mapping[str, LaneListSettings],
         in_thread: InThread,
     ) -> None:
+        super().__init__()
         self.setName("camera-whitelist-sync")
         self._clock = clock
         self._registry = registry
@@ -202,7 +204,7 @@ class CameraWhitelistSync(Service):
         self._recompute_running = False
         self._draining = False
         self._saving = DeferredLock()
-        self._tick: LoopingCall | None = None
+        Every(clock, TICK_SECONDS, self._periodic, name="camera-list-tick").setServiceParent(self)
         self._retry: dict[str, IDelayedCall] = {}
         self._last_expiry_pass = clock.seconds()
         self._confirm_timers: set[IDelayedCall] = set()
@@ -211,22 +213,18 @@ class CameraWhitelistSync(Service):
 
     # -- service ------------------------------------------------------------
 
-    def startService(self) -> None:
-        super().startService()
-        self._tick = LoopingCall(self._periodic)
-        self._tick.clock = self._clock
-        self._tick.start(TICK_SECONDS, now=False)
-
     def stopService(self) -> Deferred[None]:
-        super().stopService()
-        if self._tick is not None and self._tick.running:
-            self._tick.stop()
+        timers = super().stopService()
         for call in [*self._retry.values(), *self._confirm_timers]:
             if call.active():
                 call.cancel()
         self._retry.clear()
         self._confirm_timers.clear()
-        return Deferred.fromCoroutine(self._checkpoint_all())
+        return Deferred.fromCoroutine(self._stop(timers))
+
+    async def _stop(self, timers: Deferred[object]) -> None:
+        await timers
+        await self._checkpoint_all()
 
     # -- triggers ---------------------------------------------------------------
 
@@ -283,6 +281,10 @@ class CameraWhitelistSync(Service):
         if sync is not None:
             self._reset(sync)
         self.kick(serialno)
+
+    def settings_for(self, serialno: str) -> LaneListSettings | None:
+        """How the list of this camera is kept (None: its lane does not sync it)."""
+        return self._settings.get(serialno.casefold())
 
     def state(self, serialno: str) -> CameraSync | None:
         return self._cameras.get(serialno.casefold())

@@ -26,9 +26,8 @@ from datetime import datetime, tzinfo
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import attrs
-from twisted.application.service import Service
+from twisted.application.service import MultiService
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from gateway.display.settings import LaneDisplay
@@ -53,6 +52,7 @@ from gateway.protocol.board import (
     encode_text,
 )
 from gateway.serial.ports import SerialPorts
+from gateway.timers import Every
 
 __all__ = [
     "CLOCK_FRAME_TTL_SECONDS",
@@ -172,7 +172,7 @@ class _Lane:
         return self.spec.lane
 
 
-class LaneDisplays(Service):
+class LaneDisplays(MultiService):
     """The displays and voice boards of every lane that has one.
 
     ``clock`` times dwell, refreshes and clock sync; ``tz`` is the site's time zone (the
@@ -192,11 +192,11 @@ class LaneDisplays(Service):
         queue_camera_serial: CameraSerialQueue | None = None,
         clock_sync_seconds: float = 3600.0,
     ) -> None:
+        super().__init__()
         self._clock = clock
         self._tz = tz
         self._ports = ports
         self._queue = queue_camera_serial
-        self._clock_sync_seconds = clock_sync_seconds
         self._lanes: dict[str, _Lane] = {}
         for spec in lanes:
             key = spec.lane.casefold()
@@ -214,8 +214,8 @@ class LaneDisplays(Service):
                     f"lane {spec.lane!r}: a display via the camera needs queue_camera_serial"
                 )
             self._lanes[key] = _Lane(spec=spec, free_spaces=settings.free_spaces)
-        self._clock_loop: LoopingCall | None = None
         self._minute_tick: IDelayedCall | None = None
+        Every(clock, clock_sync_seconds, self.sync_clocks, name="display-clocks").setServiceParent(self)
 
     # -- queries ------------------------------------------------------------
 
@@ -383,28 +383,15 @@ class LaneDisplays(Service):
         super().startService()
         self.sync_clocks()
         self.restore_idle()
-        loop = LoopingCall(self._sync_clocks_safely)
-        loop.clock = self._clock
-        loop.start(self._clock_sync_seconds, now=False)
-        self._clock_loop = loop
         self._schedule_minute_tick()
 
     def stopService(self) -> Any:
-        if self._clock_loop is not None and self._clock_loop.running:
-            self._clock_loop.stop()
-        self._clock_loop = None
         if self._minute_tick is not None and self._minute_tick.active():
             self._minute_tick.cancel()
         self._minute_tick = None
         for state in self._lanes.values():
             self._cancel_timer(state)
         return super().stopService()
-
-    def _sync_clocks_safely(self) -> None:
-        try:
-            self.sync_clocks()
-        except Exception:
-            log.failure("Setting the display clocks failed")
 
     def _schedule_minute_tick(self) -> None:
         # Just past the next minute boundary, so a "{time}" idle text changes with the clock.

@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from gateway.policy.lanes import Lanes
+from gateway.site import Lanes
 from gateway.policy.plates import is_no_plate, normalise_plate
 from gateway.policy.whitelist import (
     ENTRY_SOURCES,

@@ -22,40 +22,14 @@ from twisted.logger import Logger
 
 from gateway.protocol.messages import SerialData
 from gateway.serial.ports import SerialPorts
+from gateway.serial.settings import SerialBridgeSettings
 
-__all__ = ["BridgeStatus", "PendingCallback", "SerialBridge", "SerialBridgeSettings"]
+__all__ = ["BridgeStatus", "PendingCallback", "SerialBridge"]
 
 log = Logger()
 
 #: How often a camera's truncated pushes are reported at most (the rest are counted).
 TRUNCATION_LOG_INTERVAL_SECONDS = 60.0
-
-
-def _int_in(low: int, high: int) -> Any:
-    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{attribute.name} must be an int, not {type(value).__name__}")
-        if not low <= value <= high:
-            raise ValueError(f"{attribute.name} must be in {low}..{high}, not {value}")
-
-    return validate
-
-
-@attrs.frozen
-class SerialBridgeSettings:
-    """``[lane.serial_bridge]`` of one lane.
-
-    ``camera`` is the lane camera's serial number; ``camera_channel`` the camera serial
-    port that is bridged (pushes from its other port are not), also the port the camera
-    writes the answers to; ``max_pending_bytes`` bounds what waits for the camera (the
-    newest bytes are kept).
-    """
-
-    lane: str = attrs.field(validator=attrs.validators.instance_of(str))
-    camera: str = attrs.field(validator=attrs.validators.instance_of(str))
-    to_port: str = attrs.field(validator=attrs.validators.instance_of(str))
-    camera_channel: int = attrs.field(default=0, validator=_int_in(0, 1))
-    max_pending_bytes: int = attrs.field(default=4096, validator=_int_in(1, 1 << 20))
 
 
 @attrs.frozen
@@ -139,9 +113,6 @@ class SerialBridge(Service):
         """Call ``callback(camera)`` when bytes from the port wait for that camera
         (``settle_seconds`` after the first of them arrived, once until drained)."""
         self._pending_callbacks.append(callback)
-
-    def bridges_camera(self, camera: str) -> bool:
-        return camera.casefold() in self._by_camera
 
     def from_camera(self, message: SerialData, camera: str | None = None) -> bool:
         """Relay a camera's ``SerialData`` push to its bridged port.

@@ -35,99 +35,21 @@ from twisted.internet.serialport import SerialPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from gateway.serial.settings import SerialPortSettings
+
 __all__ = [
-    "PARITIES",
-    "STOPBITS",
     "PortState",
     "PortStatus",
     "ReceiveCallback",
-    "SerialPortSettings",
     "SerialPorts",
     "UnknownPort",
 ]
 
 log = Logger()
 
-#: Parity letters as pyserial spells them: none, even, odd, mark, space.
-PARITIES = ("N", "E", "O", "M", "S")
-STOPBITS = (1.0, 1.5, 2.0)
 
 # Device errors that mean "not there" rather than "there but failing".
 _MISSING_ERRNOS = frozenset({errno.ENOENT, errno.ENODEV, errno.ENXIO})
-
-
-def _positive_int(low: int, high: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
-    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{attribute.name} must be an int, not {type(value).__name__}")
-        if not low <= value <= high:
-            raise ValueError(f"{attribute.name} must be in {low}..{high}, not {value}")
-
-    return validate
-
-
-def _seconds(low: float, high: float) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
-    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{attribute.name} must be a number, not {type(value).__name__}")
-        if not low <= value <= high:
-            raise ValueError(f"{attribute.name} must be in {low}..{high}, not {value}")
-
-    return validate
-
-
-def _stopbits(value: Any) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
-def _nonempty_text(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{attribute.name} must be a non-empty string, not {value!r}")
-
-
-@attrs.frozen
-class SerialPortSettings:
-    """One named port (``[serial.NAME]`` in the configuration).
-
-    ``device`` is the path (``/dev/ttyUSB0``, or better a stable udev link such as
-    ``/dev/serial/by-id/...``). ``gap_ms`` is the silence left after each frame's
-    transmission time; ``max_queued_frames`` bounds the queue (newest kept).
-    ``retry_min_seconds`` / ``retry_max_seconds`` bound the reopening back-off.
-    ``exclusive`` takes an advisory lock on the device so that two programs never
-    interleave frames on one bus.
-    """
-
-    name: str = attrs.field(validator=_nonempty_text)
-    device: str = attrs.field(validator=_nonempty_text)
-    baudrate: int = attrs.field(default=9600, validator=_positive_int(50, 4_000_000))
-    bytesize: int = attrs.field(default=8, validator=_positive_int(5, 8))
-    parity: str = attrs.field(default="N", validator=attrs.validators.in_(PARITIES))
-    stopbits: float = attrs.field(
-        default=1.0, converter=_stopbits, validator=attrs.validators.in_(STOPBITS)
-    )
-    gap_ms: int = attrs.field(default=50, validator=_positive_int(0, 10_000))
-    max_queued_frames: int = attrs.field(default=16, validator=_positive_int(1, 4096))
-    retry_min_seconds: float = attrs.field(default=0.5, validator=_seconds(0.01, 3600))
-    retry_max_seconds: float = attrs.field(default=10.0, validator=_seconds(0.01, 3600))
-    exclusive: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
-
-    def __attrs_post_init__(self) -> None:
-        if self.retry_max_seconds < self.retry_min_seconds:
-            raise ValueError(
-                f"retry_max_seconds ({self.retry_max_seconds}) is below "
-                f"retry_min_seconds ({self.retry_min_seconds})"
-            )
-
-    @property
-    def bits_per_byte(self) -> float:
-        """Bits on the wire per byte: start bit, data bits, parity bit, stop bits."""
-        return 1 + self.bytesize + (0 if self.parity == "N" else 1) + self.stopbits
-
-    def transmit_seconds(self, byte_count: int) -> float:
-        """How long ``byte_count`` bytes take on the wire at this baud rate."""
-        return byte_count * self.bits_per_byte / self.baudrate
 
 
 class PortState(str, enum.Enum):

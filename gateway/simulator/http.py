@@ -242,7 +242,8 @@ class CameraHttpClient:
 
     def close(self) -> Deferred[None]:
         """Close the kept-alive connections."""
-        return self._pool.closeCachedConnections()
+        closing: Deferred[None] = self._pool.closeCachedConnections()
+        return closing
 
 
 class _BodyReader(Protocol):

@@ -19,13 +19,13 @@ from gateway.store.records import (
     OutboxItem,
     OutboxTrim,
     RetentionResult,
-    StoreConfig,
     StoreHealth,
     StoreStats,
     CameraListState,
     PlateRow,
     PlateRowsWritten,
 )
+from gateway.store.settings import StoreSettings
 from gateway.store.service import RETENTION_INTERVAL, StoreService
 from gateway.store.store import HealthObserver, Store, StoreExecutor
 
@@ -45,7 +45,7 @@ __all__ = [
     "RetentionResult",
     "Store",
     "StoreClosedError",
-    "StoreConfig",
+    "StoreSettings",
     "StoreError",
     "StoreExecutor",
     "StoreHealth",

@@ -32,13 +32,13 @@ from gateway.store.records import (
     OutboxItem,
     OutboxTrim,
     RetentionResult,
-    StoreConfig,
     StoreHealth,
     StoreStats,
     CameraListState,
     PlateRow,
     PlateRowsWritten,
 )
+from gateway.store.settings import StoreSettings
 from gateway.store.schema import SchemaTooNewError, migrate
 
 __all__ = [
@@ -667,7 +667,7 @@ class Database:
 
     # -- retention -----------------------------------------------------------
 
-    def enforce_retention(self, now: datetime, config: StoreConfig) -> RetentionResult:
+    def enforce_retention(self, now: datetime, config: StoreSettings) -> RetentionResult:
         """Expire images older than the retention, then the oldest until the
         total is under the cap. Rows stay, marked expired."""
         cutoff = now - timedelta(days=config.image_retention_days)

@@ -21,7 +21,6 @@ __all__ = [
     "OutboxItem",
     "OutboxTrim",
     "RetentionResult",
-    "StoreConfig",
     "StoreHealth",
     "StoreStats",
     "CameraListState",
@@ -234,19 +233,6 @@ class RetentionResult:
     expired_by_size: int = 0  # images removed to get under the size cap
     bytes_freed: int = 0
     image_bytes: int = 0  # images left on disk afterwards
-
-
-def _positive(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{attribute.name} must be a positive integer, not {value!r}")
-
-
-@attrs.frozen
-class StoreConfig:
-    """The ``[store]`` section: how long and how much image data is kept."""
-
-    image_retention_days: int = attrs.field(default=30, validator=_positive)
-    image_max_bytes: int = attrs.field(default=2 * 1024**3, validator=_positive)
 
 
 @attrs.frozen

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, cast
+from typing import cast
 
-from twisted.application.service import Service
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gateway.store.database import StoreClosedError, StoreError
-from gateway.store.records import RetentionResult, StoreConfig
+from gateway.store.records import RetentionResult
+from gateway.store.settings import StoreSettings
 from gateway.store.store import Store, StoreExecutor
+from gateway.timers import Every
 
 __all__ = ["StoreService", "RETENTION_INTERVAL"]
 
@@ -25,7 +27,7 @@ RETENTION_INTERVAL = 3600.0
 """Seconds between image retention passes (one also runs right after opening)."""
 
 
-class StoreService(Service):
+class StoreService(MultiService):
     """Opens the :class:`Store` when started, closes it when stopped, and
     enforces image retention at start and then every ``retention_interval``
     seconds of ``clock`` (default: the reactor; the store's own timestamps
@@ -39,18 +41,18 @@ class StoreService(Service):
         self,
         reactor: IReactorFromThreads,
         state_dir: str | Path,
-        config: StoreConfig | None = None,
+        config: StoreSettings | None = None,
         *,
         clock: IReactorTime | None = None,
         retention_interval: float = RETENTION_INTERVAL,
         executor: Callable[[], StoreExecutor] | None = None,
     ) -> None:
+        super().__init__()
         self.setName("store")
         self._reactor = reactor
         self._state_dir = Path(state_dir)
-        self._config = config or StoreConfig()
+        self._config = config or StoreSettings()
         self._clock = clock if clock is not None else cast(IReactorTime, reactor)
-        self._interval = retention_interval
         self._executor = executor
         self.store: Store | None = None
         """The open store (None until open, and after a failed open)."""
@@ -58,16 +60,19 @@ class StoreService(Service):
         self._open_failure: Failure | None = None
         self._waiters: list[Deferred[Store]] = []
         self._opening: Deferred[None] | None = None
-        self._loop: LoopingCall | None = None
         self._retention_running: Deferred[None] | None = None
+        Every(
+            self._clock, retention_interval, self._retention_tick, name="image-retention"
+        ).setServiceParent(self)
 
     def startService(self) -> None:
         super().startService()
         self._opening = Deferred.fromCoroutine(self._open())
 
     def stopService(self) -> Deferred[None]:
-        super().stopService()
-        return Deferred.fromCoroutine(self._stop())
+        # The retention timer stops first, waiting for a pass in progress.
+        timers = super().stopService()
+        return Deferred.fromCoroutine(self._stop(timers))
 
     def when_open(self) -> Deferred[Store]:
         """Fires with the store once it is open (or with the reason it could not open)."""
@@ -112,18 +117,17 @@ class StoreService(Service):
                 waiter.errback(failure)
             return
         self.store = store
-        self._loop = LoopingCall(self._retention_tick)
-        self._loop.clock = self._clock
-        self._loop.start(self._interval, now=True)
+        # The first pass right away: a gateway that was off for a month
+        # catches up before it takes new images.
+        self._retention_tick()
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(store)
 
-    async def _stop(self) -> None:
+    async def _stop(self, timers: Deferred[object]) -> None:
+        await timers
         if self._opening is not None:
             await self._opening
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
         if self._retention_running is not None:
             await self._retention_running
         if self.store is not None:
@@ -131,7 +135,10 @@ class StoreService(Service):
             await store.close()
 
     def _retention_tick(self) -> Deferred[None]:
-        # LoopingCall waits for this Deferred, so passes never overlap.
+        # The timer waits for this Deferred, and a pass still running is
+        # waited for rather than doubled, so passes never overlap.
+        if self._retention_running is not None:
+            return self._retention_running
         running = Deferred.fromCoroutine(self._retention())
 
         def finished(result: object) -> object:

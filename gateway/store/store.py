@@ -44,13 +44,13 @@ from gateway.store.records import (
     OutboxItem,
     OutboxTrim,
     RetentionResult,
-    StoreConfig,
     StoreHealth,
     StoreStats,
     CameraListState,
     PlateRow,
     PlateRowsWritten,
 )
+from gateway.store.settings import StoreSettings
 from gateway.store.schema import SCHEMA_VERSION
 
 __all__ = ["Store", "StoreExecutor", "HealthObserver"]
@@ -142,7 +142,7 @@ class Store:
     """
 
     def __init__(
-        self, clock: IReactorTime, database: Database, thread: StoreExecutor, config: StoreConfig
+        self, clock: IReactorTime, database: Database, thread: StoreExecutor, config: StoreSettings
     ) -> None:
         """Use :meth:`open`."""
         self._clock = clock
@@ -163,7 +163,7 @@ class Store:
         cls,
         reactor: IReactorFromThreads,
         state_dir: str | Path,
-        config: StoreConfig | None = None,
+        config: StoreSettings | None = None,
         *,
         clock: IReactorTime | None = None,
         executor: StoreExecutor | None = None,
@@ -213,7 +213,7 @@ class Store:
                 version=SCHEMA_VERSION,
                 count=report.migrations_applied,
             )
-        return cls(clock, database, thread, config or StoreConfig())
+        return cls(clock, database, thread, config or StoreSettings())
 
     async def close(self) -> None:
         """Finish the commits already requested, then close the database and stop the thread."""

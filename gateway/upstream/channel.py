@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from gateway.store import Store, StoreError, StoreService
 from gateway.upstream.http import UpstreamClient
 from gateway.upstream.link import Backoff, FailureKind, Link, LinkFailure
-from gateway.upstream.settings import UpstreamConfig
+from gateway.upstream.settings import UpstreamSettings
 
 __all__ = ["LinkChannel"]
 
@@ -44,7 +44,7 @@ class LinkChannel(Service, ABC):
         store: StoreService,
         client: UpstreamClient,
         clock: IReactorTime,
-        config: UpstreamConfig,
+        config: UpstreamSettings,
         link: Link,
         random: Callable[[], float],
     ) -> None:

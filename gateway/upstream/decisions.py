@@ -20,7 +20,7 @@ from gateway.store import EventRecord
 from gateway.upstream.events import decide_body, event_json, parse_time
 from gateway.upstream.http import UpstreamClient, Verdict
 from gateway.upstream.link import Link, LinkFailure, LinkState
-from gateway.upstream.settings import UpstreamConfig
+from gateway.upstream.settings import UpstreamSettings
 
 __all__ = ["CloudDecider", "CloudDecision", "CloudGate", "parse_decision"]
 
@@ -125,7 +125,7 @@ class CloudDecider(Service):
         store: StoreService,
         client: UpstreamClient,
         clock: IReactorTime,
-        config: UpstreamConfig,
+        config: UpstreamSettings,
         link: Link,
     ) -> None:
         self.setName("upstream-decisions")

@@ -66,7 +66,8 @@ class CloudCommand:
 
     ``fields`` holds the checked type-specific fields: ``channel`` (open,
     serial; None: the lane's default), ``data`` (serial: the bytes, base64
-    in JSON), ``lines`` and ``voice`` (display).
+    in JSON), ``lines`` and ``voice`` (display). It is what the
+    :class:`~gateway.upstream.sync.CommandSink` receives.
     """
 
     id: str
@@ -74,17 +75,6 @@ class CloudCommand:
     type: str
     expires_at: datetime | None = None
     fields: Mapping[str, Any] = attrs.field(factory=dict)
-
-    def as_mapping(self) -> dict[str, Any]:
-        """The command as handed to the :class:`~gateway.upstream.sync.CommandSink`:
-        ``{"id", "camera", "type", "expires_at" (aware datetime or None), ...fields}``."""
-        return {
-            "id": self.id,
-            "camera": self.camera,
-            "type": self.type,
-            "expires_at": self.expires_at,
-            **self.fields,
-        }
 
 
 @attrs.frozen

@@ -41,7 +41,8 @@ from zope.interface import implementer
 
 from gateway import __version__
 from gateway.upstream.link import FailureKind, LinkFailure
-from gateway.upstream.settings import UpstreamConfig, UpstreamSettingsError
+from gateway.schema import ConfigError
+from gateway.upstream.settings import UpstreamSettings
 from gateway.upstream.signing import new_message_id, signature_headers
 
 __all__ = [
@@ -210,11 +211,11 @@ _PEM_CERTIFICATE = re.compile(
 def _pem_certificates(data: bytes, key: str) -> list[Certificate]:
     blocks = _PEM_CERTIFICATE.findall(data)
     if not blocks:
-        raise UpstreamSettingsError(key, "holds no PEM certificate")
+        raise ConfigError(key, "holds no PEM certificate")
     try:
         return [Certificate.loadPEM(block) for block in blocks]
     except SSL.Error as error:
-        raise UpstreamSettingsError(key, f"holds an unreadable certificate ({error})") from None
+        raise ConfigError(key, f"holds an unreadable certificate ({error})") from None
 
 
 def _read_file(path: str, key: str) -> bytes:
@@ -222,7 +223,7 @@ def _read_file(path: str, key: str) -> bytes:
         with open(path, "rb") as handle:
             return handle.read()
     except OSError as error:
-        raise UpstreamSettingsError(key, f"cannot read {path}: {error.strerror}") from None
+        raise ConfigError(key, f"cannot read {path}: {error.strerror}") from None
 
 
 @implementer(IPolicyForHTTPS)
@@ -254,9 +255,9 @@ class UpstreamTLSPolicy:
         )
 
 
-def load_tls_policy(config: UpstreamConfig) -> UpstreamTLSPolicy:
+def load_tls_policy(config: UpstreamSettings) -> UpstreamTLSPolicy:
     """Read ``ca_file`` and the client certificate of ``config`` (at start,
-    before the reactor runs). Raises :class:`UpstreamSettingsError`."""
+    before the reactor runs). Raises :class:`ConfigError`."""
     roots = None
     if config.ca_file is not None:
         roots = _pem_certificates(_read_file(config.ca_file, "ca_file"), "ca_file")
@@ -272,7 +273,7 @@ def load_tls_policy(config: UpstreamConfig) -> UpstreamTLSPolicy:
             # the text, and refuses a key that does not match the certificate.
             client = PrivateCertificate.loadPEM(certificates[0].dumpPEM() + b"\n" + key_pem)
         except Exception as error:  # pyOpenSSL raises several kinds here
-            raise UpstreamSettingsError(
+            raise ConfigError(
                 key_name, f"holds no private key matching client_cert ({describe_error(error)})"
             ) from None
         chain = certificates[1:]
@@ -311,7 +312,7 @@ class UpstreamClient:
     def __init__(
         self,
         reactor: Any,
-        config: UpstreamConfig,
+        config: UpstreamSettings,
         *,
         clock: IReactorTime | None = None,
         tls: IPolicyForHTTPS | None = None,
@@ -442,7 +443,8 @@ class UpstreamClient:
         self.cancel_all()
         if self.pool is None:
             return defer.succeed(None)
-        return self.pool.closeCachedConnections()
+        closing: Deferred[None] = self.pool.closeCachedConnections()
+        return closing
 
 
 def describe_error(error: BaseException) -> str:
@@ -450,7 +452,8 @@ def describe_error(error: BaseException) -> str:
     reasons = getattr(error, "reasons", None)
     if reasons:
         inner = reasons[0].value if isinstance(reasons[0], Failure) else reasons[0]
-        return describe_error(inner)
+        if isinstance(inner, BaseException):
+            return describe_error(inner)
     if isinstance(error, SSL.Error):
         return f"TLS failed: {_ssl_reason(error)}"
     if isinstance(error, VerificationError):

@@ -124,6 +124,7 @@ class Link:
         self._status = LinkStatus(LinkState.CONNECTING, self._now())
         self._proven: list[Callable[[], None]] = []
         self._observers: list[LinkObserver] = []
+        self._failure_observers: list[Callable[[LinkFailure], None]] = []
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock.seconds(), tz=timezone.utc)
@@ -143,6 +144,10 @@ class Link:
         """Call ``observer(status)`` on every state change."""
         self._observers.append(observer)
 
+    def on_failure(self, observer: Callable[[LinkFailure], None]) -> None:
+        """Call ``observer(failure)`` for every failed exchange (the metrics count them)."""
+        self._failure_observers.append(observer)
+
     def succeeded(self, channel: str) -> None:
         """``channel`` exchanged successfully with the cloud."""
         self._channels[channel] = _Channel()
@@ -160,6 +165,11 @@ class Link:
     def failed(self, channel: str, failure: LinkFailure, retry_at: float | None) -> None:
         """``channel`` failed and retries at clock time ``retry_at``."""
         self._channels[channel] = _Channel(ok=False, failure=failure, retry_at=retry_at)
+        for observer in list(self._failure_observers):
+            try:
+                observer(failure)
+            except Exception:
+                log.failure("Cloud link observer {observer!r} failed", observer=observer)
         self._update()
 
     def proven(self) -> None:

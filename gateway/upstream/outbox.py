@@ -20,7 +20,7 @@ from gateway.upstream.channel import LinkChannel
 from gateway.upstream.events import events_body
 from gateway.upstream.http import UpstreamClient, Verdict
 from gateway.upstream.link import Link, LinkFailure
-from gateway.upstream.settings import UpstreamConfig
+from gateway.upstream.settings import UpstreamSettings
 from gateway.upstream.signing import new_message_id
 
 __all__ = ["OutboxDrainer"]
@@ -45,7 +45,7 @@ class OutboxDrainer(LinkChannel):
         store: StoreService,
         client: UpstreamClient,
         clock: IReactorTime,
-        config: UpstreamConfig,
+        config: UpstreamSettings,
         link: Link,
         random: Callable[[], float],
     ) -> None:

@@ -10,11 +10,10 @@ import attrs
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.web.iweb import IPolicyForHTTPS
 
+from gateway.background import InThread, reactor_threads
 from gateway.policy.codec import EntryCodec
 from gateway.store import OutboxTrim, StoreError, StoreService, StoreWriteError
 from gateway.upstream.decisions import CloudDecider
@@ -22,8 +21,9 @@ from gateway.upstream.events import command_result_record
 from gateway.upstream.http import HTTPRequester, UpstreamClient
 from gateway.upstream.link import Link, LinkStatus
 from gateway.upstream.outbox import OutboxDrainer
-from gateway.upstream.settings import UpstreamConfig
-from gateway.upstream.sync import CommandSink, InThread, SyncFeed, WhitelistSink
+from gateway.timers import Every
+from gateway.upstream.settings import UpstreamSettings
+from gateway.upstream.sync import CommandSink, SyncFeed, WhitelistSink
 
 __all__ = ["HOUSEKEEPING_SECONDS", "UpstreamService", "UpstreamStatus"]
 
@@ -62,7 +62,6 @@ class UpstreamService(MultiService):
       ``outbox=True``; delivery starts at once when the link is up.
     * :attr:`decider`: :class:`CloudDecider` for live plates on lanes that
       ask the cloud.
-    * :meth:`report_command`: the outcome of a command of the sync feed.
     * :meth:`status`, :attr:`link`: what the status page shows.
 
     ``reactor`` makes the connections; ``clock`` (default: the reactor)
@@ -76,7 +75,7 @@ class UpstreamService(MultiService):
         self,
         reactor: Any,
         store: StoreService,
-        config: UpstreamConfig,
+        config: UpstreamSettings,
         *,
         whitelist: WhitelistSink,
         commands: CommandSink,
@@ -101,10 +100,7 @@ class UpstreamService(MultiService):
         self.decider = CloudDecider(**shared)
         self.drainer = OutboxDrainer(random=draw, **shared)
         if in_thread is None:
-            pool = reactor.getThreadPool()
-
-            def in_thread(work: Callable[[], Any]) -> Deferred[Any]:
-                return deferToThreadPool(reactor, pool, work)
+            in_thread = reactor_threads(reactor)
 
         self.sync = SyncFeed(
             random=draw,
@@ -118,8 +114,10 @@ class UpstreamService(MultiService):
         self.decider.setServiceParent(self)
         self.drainer.setServiceParent(self)
         self.sync.setServiceParent(self)
-        self._housekeeping: LoopingCall | None = None
-        self._housekeeping_done: Deferred[None] | None = None
+        # The first run is one period after start: the channels trim and load at start.
+        Every(
+            self._clock, HOUSEKEEPING_SECONDS, self._housekeeping_pass, name="upstream-housekeeping"
+        ).setServiceParent(self)
 
     # -- service --------------------------------------------------------------
 
@@ -131,27 +129,15 @@ class UpstreamService(MultiService):
                 url=self.config.url,
             )
         super().startService()
-        self._housekeeping = LoopingCall(self._housekeeping_tick)
-        self._housekeeping.clock = self._clock
-        # The first run is at start + interval: the channels trim and load at start.
-        self._housekeeping.start(HOUSEKEEPING_SECONDS, now=False)
 
     def stopService(self) -> Deferred[Any]:
-        if self._housekeeping is not None and self._housekeeping.running:
-            self._housekeeping.stop()
+        # The children stop (the housekeeping timer waits for a pass in
+        # progress); requests in flight are cancelled (the events stay queued
+        # and are sent again after the restart; the cloud deduplicates on
+        # event id).
         children = super().stopService()
-        # Requests in flight are cancelled (the events stay queued and are sent
-        # again after the restart; the cloud deduplicates on event id).
         closing = self.client.close()
-        waiting: list[Deferred[Any]] = [children, closing]
-        if self._housekeeping_done is not None:
-            waiting.append(self._housekeeping_done)
-        return gatherResults(waiting, consumeErrors=True)
-
-    def _housekeeping_tick(self) -> Deferred[None]:
-        done = Deferred.fromCoroutine(self._housekeeping_pass())
-        self._housekeeping_done = done
-        return done
+        return gatherResults([children, closing], consumeErrors=True)
 
     async def _housekeeping_pass(self) -> None:
         store = self._store_service.store
@@ -168,43 +154,6 @@ class UpstreamService(MultiService):
     def notify_new_event(self) -> None:
         """An event was committed to the outbox: deliver it now if the link allows."""
         self.drainer.kick()
-
-    async def report_command(
-        self,
-        command_id: str,
-        command_type: str | None,
-        camera: str | None,
-        outcome: str,
-        *,
-        lane: str | None = None,
-        detail: str = "",
-    ) -> bool:
-        """Tell the cloud how one of its commands ended (``delivered``,
-        ``completed``, ``expired``, ``failed`` or ``rejected``): a
-        ``command_result`` event is committed and delivered. Returns False
-        when the store could not keep it (logged)."""
-        store = self._store_service.store
-        if store is None:
-            log.warn(
-                "The result of command {id} could not be kept: the store is not open",
-                id=command_id,
-            )
-            return False
-        now = datetime.fromtimestamp(self._clock.seconds(), tz=timezone.utc)
-        record = command_result_record(
-            command_id, command_type, camera, outcome, received_at=now, lane=lane, detail=detail
-        )
-        try:
-            await store.commit_event(record)
-        except StoreWriteError as error:
-            log.warn(
-                "The result of command {id} could not be kept: {reason}",
-                id=command_id,
-                reason=str(error),
-            )
-            return False
-        self.notify_new_event()
-        return True
 
     async def status(self) -> UpstreamStatus:
         """The link, the outbox and what went through it."""

@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from gateway.background import InThread
 from gateway.heap import bulk
 from gateway.policy.codec import EntryCodec
 from gateway.policy.whitelist import WhitelistEntry
@@ -27,7 +28,7 @@ from gateway.upstream.events import command_result_record
 from gateway.upstream.feed import CloudCommand, SyncPage, parse_sync_page
 from gateway.upstream.http import UpstreamClient, Verdict
 from gateway.upstream.link import FailureKind, Link, LinkFailure
-from gateway.upstream.settings import UpstreamConfig
+from gateway.upstream.settings import UpstreamSettings
 
 __all__ = [
     "CURSOR_KEY",
@@ -47,7 +48,6 @@ REMEMBERED_COMMANDS = 4096
 
 
 #: Runs a function off the reactor thread and gives its result.
-InThread = Callable[[Callable[[], Any]], "Deferred[Any]"]
 
 
 async def decode_page(body: bytes, codec: EntryCodec, in_thread: InThread) -> SyncPage:
@@ -80,7 +80,7 @@ class CommandRejected(ValueError):
 class CommandSink(Protocol):
     """Where the feed's commands go (the camera registry)."""
 
-    async def submit(self, command: Mapping[str, Any]) -> None:
+    async def submit(self, command: CloudCommand) -> None:
         """Queue ``command`` for its camera and return.
 
         ``command`` has ``id``, ``camera`` (serial number), ``type``
@@ -89,8 +89,9 @@ class CommandSink(Protocol):
         and by type: ``channel`` (int or None for the lane's default; open,
         serial), ``data`` (bytes; serial), ``lines`` (tuple of str) and
         ``voice`` (str; display). Raise :class:`CommandRejected` (or
-        ``ValueError``) with a reason to refuse it. The outcome is reported
-        later with :meth:`gateway.upstream.service.UpstreamService.report_command`.
+        ``ValueError``) with a reason to refuse it. How the command then ends
+        is reported by the camera control, as a ``command_result`` event
+        naming the cloud's command id.
         """
 
 
@@ -118,7 +119,7 @@ class SyncFeed(LinkChannel):
         store: StoreService,
         client: UpstreamClient,
         clock: IReactorTime,
-        config: UpstreamConfig,
+        config: UpstreamSettings,
         link: Link,
         random: Callable[[], float],
         whitelist: WhitelistSink,
@@ -236,7 +237,7 @@ class SyncFeed(LinkChannel):
             )
             return
         try:
-            await self._commands.submit(command.as_mapping())
+            await self._commands.submit(command)
         except ValueError as error:
             log.warn(
                 "Command {id} ({type}) for camera {camera} refused: {reason}",

@@ -19,8 +19,9 @@ import json
 import re
 import socket
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import attrs
 from twisted.internet import reactor
@@ -188,7 +189,7 @@ class CapturedLog:
     def __init__(self) -> None:
         self.events: list[LogEvent] = []
 
-    def __enter__(self) -> "CapturedLog":
+    def __enter__(self) -> CapturedLog:
         globalLogPublisher.addObserver(self.events.append)
         return self
 

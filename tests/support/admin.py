@@ -14,8 +14,9 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import attrs
@@ -25,11 +26,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
-from twisted.web.server import Site
 
-from gateway.admin.api import AdminApi
 from gateway.admin.auth import AdminAccounts
 from gateway.admin.metrics import GatewayMetrics
+from gateway.admin.root import AdminRoot, build_admin
 from gateway.admin.settings import AdminSettings, AdminToken, AdminUser, hash_password, token_digest
 from gateway.camera.server import CameraServer
 from gateway.config import GatewayConfig, parse_config
@@ -118,8 +118,8 @@ async def settle(stub: StubTreq, waiting: Deferred[Any], what: str = "response")
 class Client:
     """One browser (its own cookie jar) or machine talking to the API."""
 
-    def __init__(self, api: AdminApi, *, base: str = BASE, token: str | None = None) -> None:
-        self.stub = StubTreq(api.resource())
+    def __init__(self, api: AdminRoot, *, base: str = BASE, token: str | None = None) -> None:
+        self.stub: Any = StubTreq(api.resource())
         self.base = base
         self.token = token
         self.csrf: str | None = None
@@ -172,7 +172,7 @@ class Camera:
     """A camera posting to the real camera server (through StubTreq)."""
 
     def __init__(self, server: CameraServer) -> None:
-        self.stub = StubTreq(server.resource())
+        self.stub: Any = StubTreq(server.resource())
 
     async def post(
         self,
@@ -205,7 +205,7 @@ class AdminTestCase(TestCase):
         upstream_status: Callable[[], Any] | None = None,
         on_replay: Callable[[], object] | None = None,
         static_dir: Path | None = None,
-    ) -> AdminApi:
+    ) -> AdminRoot:
         state_dir = Path(self.mktemp())
         state_dir.mkdir(parents=True)
         self.state_dir = state_dir
@@ -238,7 +238,8 @@ class AdminTestCase(TestCase):
         self.terminal = io.StringIO()
         settings = settings or self.settings
         forget_held_pools()
-        self.threads = threads = HeldThreads()
+        self.threads = HeldThreads()
+        threads: Any = self.threads  # the reactor's thread pool, as far as they use it
         self.users = users = AdminAccounts(
             settings,
             reactor=threads,
@@ -265,7 +266,9 @@ class AdminTestCase(TestCase):
         self.api_arguments: dict[str, Any] = dict(
             reactor=threads,
             clock=self.clock,
-            config=self.config,
+            site=self.config.gateway,
+            lanes=self.config.lanes,
+            store_settings=self.config.store,
             settings=settings,
             users=users,
             registry=registry,
@@ -283,13 +286,15 @@ class AdminTestCase(TestCase):
             on_replay=on_replay,
             static_dir=static_dir,
         )
-        self.api = AdminApi(**self.api_arguments)
+        self.api = build_admin(**self.api_arguments)
         return self.api
 
     async def listen(self) -> int:
-        """The API on a real loopback port; its port number."""
-        site = Site(self.api.resource())
-        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        """The API on a real loopback port; its port number. Its requests come
+        over a socket, not through settle(): thread-pool work runs at once."""
+        self.threads.at_once = True
+        tcp: Any = reactor
+        port = tcp.listenTCP(0, self.api.site(), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         return int(port.getHost().port)
 

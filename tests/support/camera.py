@@ -32,7 +32,8 @@ class MemoryCamera:
     """A camera's HTTP exchanges with the camera server, in memory."""
 
     def __init__(self, parts: GatewayParts) -> None:
-        self.stub = StubTreq(parts.camera_server.resource())
+        # StubTreq's request functions are set on it at run time.
+        self.stub: Any = StubTreq(parts.camera_server.resource())
 
     def send(
         self,

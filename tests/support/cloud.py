@@ -13,7 +13,8 @@ import base64
 import hashlib
 import hmac
 import json
-from typing import Any, Callable, Mapping, cast
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import attrs
 from klein import Klein
@@ -107,7 +108,8 @@ class CloudLine:
     that can move now. While :attr:`down`, connections are refused."""
 
     def __init__(self, resource: Any) -> None:
-        self._stub = StubTreq(resource)
+        # StubTreq's request functions are set on it at run time.
+        self._stub: Any = StubTreq(resource)
         self.down = False
 
     def request(self, method: str, url: str, **kwargs: Any) -> Deferred[IResponse]:

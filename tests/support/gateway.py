@@ -105,7 +105,7 @@ def raw_exchange(port: int, request: bytes, *, read_timeout: float = 5.0) -> byt
         while True:
             try:
                 data = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 break
             if not data:
                 break

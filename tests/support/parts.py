@@ -13,11 +13,10 @@ tree (``support.start_gateway``).
 from __future__ import annotations
 
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import attrs
 from twisted.application.service import MultiService
-from twisted.internet import reactor as global_reactor
+from twisted.internet import reactor as _reactor
 from twisted.internet.task import Clock
 
 from gateway.bus import EventBus
@@ -30,11 +29,13 @@ from gateway.config import GatewayConfig, parse_config
 from gateway.gate import Gate
 from gateway.platelist import PlateList
 from gateway.policy.codec import EntryCodec
-from gateway.store import Store, StoreConfig, StoreService
+from gateway.store import Store, StoreService
 from support.store import InlineExecutor
 from support.threads import inline_threads
 
 __all__ = ["GatewayParts", "build_parts", "parts_config"]
+
+global_reactor: Any = _reactor
 
 
 def parts_config(data: dict[str, Any], state_dir: str) -> GatewayConfig:
@@ -76,7 +77,6 @@ class GatewayParts:
     async def stop(self) -> None:
         if self.root.running:
             await self.root.stopService()
-        self.registry.stop()
 
 
 def build_parts(config: GatewayConfig, clock: Clock) -> GatewayParts:
@@ -89,15 +89,12 @@ def build_parts(config: GatewayConfig, clock: Clock) -> GatewayParts:
     store_service = StoreService(
         global_reactor,  # takes no results from threads: the executor is inline
         config.gateway.state_dir,
-        StoreConfig(
-            image_retention_days=config.store.image_retention_days,
-            image_max_bytes=config.store.image_max_bytes,
-        ),
+        config.store,
         clock=clock,
         executor=InlineExecutor,
     )
-    tz = ZoneInfo(config.gateway.timezone)
-    codec = EntryCodec(tz=tz, lanes=config.lane_names)
+    tz = config.gateway.tz
+    codec = EntryCodec(tz=tz, lanes=config.lanes)
     plate_list = PlateList(
         clock,
         store_service,
@@ -121,7 +118,7 @@ def build_parts(config: GatewayConfig, clock: Clock) -> GatewayParts:
         open_store, bus=bus, clock=clock, outbox=config.upstream is not None
     )
     control = CameraControl(
-        clock=clock, registry=registry, config=config, recorder=recorder, bus=bus
+        clock=clock, registry=registry, lanes=config.lanes, recorder=recorder, bus=bus
     )
     gate = Gate(
         clock=clock,
@@ -132,7 +129,8 @@ def build_parts(config: GatewayConfig, clock: Clock) -> GatewayParts:
     plate_list.on_change(gate.plate_list_changed)
     camera_server = CameraServer(
         clock=clock,
-        config=config,
+        settings=config.camera_server,
+        lanes=config.lanes,
         registry=registry,
         gate=gate,
         recorder=recorder,
@@ -154,7 +152,8 @@ def build_parts(config: GatewayConfig, clock: Clock) -> GatewayParts:
     plate_list.on_change(camera_sync.list_changed)
     camera_server.whitelist_result_listeners.append(camera_sync.whitelist_result)
     root = MultiService()
-    for service in (store_service, plate_list, camera_sync):
+    # The registry first, so that it stops last (as in gateway.tap).
+    for service in (registry, store_service, plate_list, camera_sync):
         service.setServiceParent(root)
     return GatewayParts(
         config=config,

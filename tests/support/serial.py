@@ -17,7 +17,8 @@ import select
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.internet.task import Clock

@@ -4,7 +4,8 @@ the store kept."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater

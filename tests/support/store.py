@@ -8,9 +8,10 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import tempfile
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.python.failure import Failure
@@ -21,7 +22,7 @@ from gateway.store import (
     EventType,
     ImageState,
     Store,
-    StoreConfig,
+    StoreSettings,
     new_event_id,
     plate_event_id,
 )
@@ -53,7 +54,7 @@ def plate_record(
         decision_reason="whitelist",
         decision_source="local",
         raw={"license": license, "plateid": plateid, "triggerType": 8},
-        reply='{"Response_AlarmInfoPlate":{"info":"ok","plateid":%d}}' % plateid,
+        reply=f'{{"Response_AlarmInfoPlate":{{"info":"ok","plateid":{plateid}}}}}',
     )
     values.update(fields)
     return EventRecord(**values)
@@ -92,7 +93,7 @@ class StoreTestCase(TestCase):
         self.state_dir = Path(tempfile.mkdtemp(prefix="anpr-store-test-")) / "state"
         self.addCleanup(shutil.rmtree, self.state_dir.parent, True)
 
-    async def open_store(self, config: StoreConfig | None = None) -> Store:
+    async def open_store(self, config: StoreSettings | None = None) -> Store:
         store = await Store.open(self.reactor, self.state_dir, config)
         self.addCleanup(lambda: Deferred.fromCoroutine(store.close()))
         return store

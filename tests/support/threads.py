@@ -9,7 +9,8 @@ the same code on the calling thread: no thread, nothing to wait for.
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
@@ -35,10 +36,12 @@ class HeldThreads:
     (:meth:`run`, or :func:`run_held_work` for every such pool), as work in
     a real pool waits for a thread: requests in flight overlap as they do in
     the gateway. It then runs on the calling thread and its result is handed
-    back at once."""
+    back at once. With ``at_once`` (for requests over a real socket, where
+    no test step runs it), work runs as soon as it is given."""
 
     def __init__(self) -> None:
         self.held: list[tuple[Callable[[bool, Any], object], Callable[[], Any]]] = []
+        self.at_once = False
         _HELD.append(self)
 
     # -- IReactorThreads, as deferToThreadPool uses it ------------------------
@@ -54,6 +57,8 @@ class HeldThreads:
         **kw: Any,
     ) -> None:
         self.held.append((onResult, lambda: func(*args, **kw)))
+        if self.at_once:
+            self.run()
 
     def callFromThread(self, func: Callable[..., Any], *args: Any, **kw: Any) -> None:
         func(*args, **kw)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from twisted.internet.defer import Deferred, gatherResults
@@ -23,10 +24,12 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from gateway.policy.codec import EntryCodec
-from gateway.policy.lanes import Lanes
 from gateway.policy.whitelist import WhitelistEntry
+from gateway.site import Lanes
 from gateway.store import EventRecord, EventType, Store, StoreService, new_event_id, plate_event_id
-from gateway.upstream import UpstreamConfig, UpstreamService
+from gateway.upstream.feed import CloudCommand
+from gateway.upstream.service import UpstreamService
+from gateway.upstream.settings import UpstreamSettings
 from support.cloud import SECRET, SECRET_BYTES, START, CloudLine, StubCloud, reactor
 from support.store import InlineExecutor
 from support.threads import inline_threads
@@ -75,13 +78,13 @@ class RecordingCommands:
 
     def __init__(self, cameras: Sequence[str] = ("cam-1", "cam-2")) -> None:
         self.cameras = set(cameras)
-        self.submitted: list[Mapping[str, Any]] = []
+        self.submitted: list[CloudCommand] = []
 
-    async def submit(self, command: Mapping[str, Any]) -> None:
-        from gateway.upstream import CommandRejected
+    async def submit(self, command: CloudCommand) -> None:
+        from gateway.upstream.sync import CommandRejected
 
-        if command["camera"] not in self.cameras:
-            raise CommandRejected(f"no camera {command['camera']} on this site")
+        if command.camera not in self.cameras:
+            raise CommandRejected(f"no camera {command.camera} on this site")
         self.submitted.append(command)
 
 
@@ -142,7 +145,7 @@ class UpstreamTestCase(TestCase):
         globalLogPublisher.addObserver(self.log)
         self.addCleanup(globalLogPublisher.removeObserver, self.log)
 
-    def config(self, **settings: Any) -> UpstreamConfig:
+    def config(self, **settings: Any) -> UpstreamSettings:
         values: dict[str, Any] = dict(
             url=self.cloud.url,
             secret=SECRET,
@@ -151,7 +154,7 @@ class UpstreamTestCase(TestCase):
             images="none",
         )
         values.update(settings)
-        return UpstreamConfig(**values)
+        return UpstreamSettings(**values)
 
     async def open_store(self) -> Store:
         if self.store_service is None:
@@ -186,7 +189,7 @@ class UpstreamTestCase(TestCase):
             self.config(**settings),
             whitelist=self.whitelist,
             commands=self.commands,
-            codec=EntryCodec(tz=ZoneInfo("Asia/Shanghai"), lanes=Lanes(("Entry", "Exit"))),
+            codec=EntryCodec(tz=ZoneInfo("Asia/Shanghai"), lanes=Lanes.of_names("Entry", "Exit")),
             clock=self.clock,
             random=random,
             **in_memory,

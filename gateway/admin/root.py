@@ -1,0 +1,292 @@
+"""The admin listener: every admin resource under one root, and the site
+that serves it.
+
+Each resource (:mod:`~gateway.admin.session`, :mod:`~gateway.admin.cameras`,
+:mod:`~gateway.admin.events`, :mod:`~gateway.admin.platelist`,
+:mod:`~gateway.admin.status`, :mod:`~gateway.admin.stream`,
+:mod:`~gateway.admin.page`) is a small class with its own Klein app, its
+routes under the full paths of the API. :class:`AdminRoot` hands each
+request to the resource whose routes match its path, so the URLs are those
+of one API; it mounts only resources whose every route declares who may use
+it (:mod:`gateway.admin.access`).
+
+:class:`AdminSite` refuses a body larger than its route reads before reading
+it, and so before any credential is checked: the camera port's bounded
+request (:class:`gateway.camera.http.BoundedRequest`), asked for the limit of
+each request's route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol, cast
+from urllib.parse import unquote_to_bytes
+
+import attrs
+from klein import Klein
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Site
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.routing import MapAdapter
+
+from gateway.admin.access import Access, RouteAccess, declared_routes
+from gateway.admin.auth import AdminAccounts, LoginThrottle, SessionStore
+from gateway.admin.cameras import CamerasResource
+from gateway.admin.events import EventsResource
+from gateway.admin.http import MAX_JSON_BYTES
+from gateway.admin.page import PageResource
+from gateway.admin.platelist import PlateListResource
+from gateway.admin.session import SessionResource
+from gateway.admin.settings import AdminSettings
+from gateway.admin.status import Metrics, MetricsResource, SerialStatus, StatusResource, StatusSource
+from gateway.admin.stream import KEEPALIVE_SECONDS, MAX_STREAMS, StreamResource
+from gateway.bus import EventBus
+from gateway.camera.control import CameraControl
+from gateway.camera.http import BoundedRequest
+from gateway.camera.registry import CameraRegistry
+from gateway.camera.whitelist_sync import CameraWhitelistSync
+from gateway.platelist import PlateList
+from gateway.policy.codec import EntryCodec
+from gateway.site import Lanes, SiteSettings
+from gateway.store import Store
+from gateway.store.settings import StoreSettings
+
+__all__ = [
+    "HEADER_TIMEOUT_SECONDS",
+    "AdminResource",
+    "AdminRoot",
+    "AdminSite",
+    "MountedRoute",
+    "build_admin",
+]
+
+#: How long a client may take to send its request headers.
+HEADER_TIMEOUT_SECONDS = 30.0
+
+
+class AdminResource(Protocol):
+    """A part of the admin API: a class with its own (bound) Klein app."""
+
+    @property
+    def app(self) -> Klein: ...
+
+
+@attrs.frozen
+class MountedRoute:
+    """A route of the admin root: its URL pattern, methods, declaration and
+    the resource serving it."""
+
+    url: str
+    methods: frozenset[str]
+    access: RouteAccess
+    resource: str
+
+
+class _Mounted:
+    def __init__(self, part: AdminResource) -> None:
+        app = part.app
+        routes = declared_routes(app)
+        for rule in app.url_map.iter_rules():
+            if rule.endpoint not in routes:
+                raise TypeError(
+                    f"{type(part).__name__} routes {rule.rule} without declaring who may use it"
+                )
+        self.name = type(part).__name__
+        self.app = app
+        self.routes = routes
+        self.resource = app.resource()
+
+    def match(self, method: str, path: str) -> RouteAccess | None:
+        """The route for ``method`` and ``path``; None when another method
+        is routed there. NotFound when this resource routes nothing there."""
+        adapter: MapAdapter = self.app.url_map.bind("gateway", path_info=path, default_method=method)
+        try:
+            endpoint, _ = adapter.match()
+        except NotFound:
+            raise
+        except HTTPException:
+            # Another method (405), or a redirect: this resource answers it.
+            return None
+        return self.routes[str(endpoint)]
+
+
+class AdminRoot(Resource):
+    """The admin API and page: each request goes to the first resource
+    (in the order given) whose routes match its path; no two resources may
+    route the same URL pattern. A path none of them routes is a JSON 404."""
+
+    isLeaf = True
+
+    def __init__(self, parts: Sequence[AdminResource], *, stream: StreamResource) -> None:
+        super().__init__()
+        if not parts:
+            raise ValueError("an admin root needs at least one resource")
+        self._mounted = [_Mounted(part) for part in parts]
+        routed_by: dict[str, str] = {}
+        for mounted in self._mounted:
+            for rule in mounted.app.url_map.iter_rules():
+                other = routed_by.setdefault(rule.rule, mounted.name)
+                if other != mounted.name:
+                    raise ValueError(f"{rule.rule} is routed by both {other} and {mounted.name}")
+        #: The live streams, ended when the gateway stops (:meth:`end_streams`).
+        self.stream = stream
+
+    def resource(self) -> IResource:
+        return self
+
+    def routes(self) -> list[MountedRoute]:
+        """Every route mounted, with what it declared (for the docs and the
+        tests: which are open, which need which role)."""
+        return [
+            MountedRoute(
+                url=rule.rule,
+                methods=frozenset(rule.methods or ()),
+                access=mounted.routes[str(rule.endpoint)],
+                resource=mounted.name,
+            )
+            for mounted in self._mounted
+            for rule in mounted.app.url_map.iter_rules()
+        ]
+
+    def site(self, *, header_timeout: float | None = HEADER_TIMEOUT_SECONDS) -> AdminSite:
+        """The site to listen with."""
+        return AdminSite(self, header_timeout=header_timeout)
+
+    def end_streams(self) -> None:
+        """End every live stream (the gateway is stopping)."""
+        self.stream.end_streams()
+
+    def _route(self, method: str, path: str) -> tuple[_Mounted, RouteAccess | None]:
+        for mounted in self._mounted:
+            try:
+                return mounted, mounted.match(method, path)
+            except NotFound:
+                continue
+        # Any resource answers "not found" as every other would.
+        return self._mounted[0], None
+
+    def render(self, request: IRequest) -> bytes | int:
+        # The site gives a leaf its whole path, one segment each, unquoted.
+        postpath: list[bytes] = list(getattr(request, "postpath", None) or [])
+        try:
+            path = "/" + b"/".join(postpath).decode("utf-8")
+            method = request.method.decode("ascii")
+        except UnicodeDecodeError:
+            # Klein answers a path that is not UTF-8 (400).
+            mounted = self._mounted[0]
+        else:
+            mounted, _ = self._route(method, path)
+        # Klein renders as twisted.web does: bytes, or NOT_DONE_YET.
+        return cast("bytes | int", mounted.resource.render(request))
+
+    def body_limit(self, method: bytes, target: bytes) -> int:
+        """The largest body the route of ``method`` and ``target`` (the
+        request line's, query and all) reads: asked by the site before the
+        body is read. A path no route takes gets the default limit."""
+        path_bytes = target.split(b"?", 1)[0]
+        segments = [unquote_to_bytes(segment) for segment in path_bytes[1:].split(b"/")]
+        try:
+            path = "/" + b"/".join(segments).decode("utf-8")
+            _, declared = self._route(method.decode("ascii"), path)
+        except UnicodeDecodeError:
+            return MAX_JSON_BYTES
+        return declared.max_body if declared is not None else MAX_JSON_BYTES
+
+
+class AdminSite(Site):
+    """The admin listener's site: bodies bounded by their route before they
+    are read (413, connection closed), kept in memory; headers within
+    ``header_timeout``. A POST body is never parsed into ``request.args``:
+    the API reads its bodies itself."""
+
+    requestFactory = BoundedRequest
+    noisy = False
+
+    def __init__(self, root: AdminRoot, *, header_timeout: float | None) -> None:
+        super().__init__(root, parsePOSTFormSubmission=False)
+        self._root = root
+        self.header_timeout = header_timeout
+        self.displayTracebacks = False
+
+    def body_limit(self, method: bytes, target: bytes) -> int:
+        return self._root.body_limit(method, target)
+
+
+def build_admin(
+    *,
+    reactor: IReactorThreads,
+    clock: IReactorTime,
+    site: SiteSettings,
+    lanes: Lanes,
+    store_settings: StoreSettings,
+    settings: AdminSettings,
+    users: AdminAccounts,
+    registry: CameraRegistry,
+    control: CameraControl,
+    store: Callable[[], Store | None],
+    plate_list: PlateList,
+    codec: EntryCodec,
+    camera_sync: CameraWhitelistSync | None,
+    bus: EventBus,
+    metrics: Metrics | None = None,
+    display_test: Callable[[str, str], object] | None = None,
+    has_display: Callable[[str], bool] | None = None,
+    serial_status: SerialStatus | None = None,
+    upstream_status: StatusSource | None = None,
+    on_replay: Callable[[], object] | None = None,
+    static_dir: Path | str | None = None,
+    keepalive_seconds: float = KEEPALIVE_SECONDS,
+    max_streams: int = MAX_STREAMS,
+) -> AdminRoot:
+    """The admin API and page for the gateway's parts: each resource gets
+    only what it uses.
+
+    ``store()`` is the open store or None while it opens (answered 503).
+    """
+    sessions = SessionStore(clock, settings.session_hours * 3600.0)
+    access = Access(users, sessions)
+    stream = StreamResource(
+        access=access,
+        clock=clock,
+        bus=bus,
+        sessions=sessions,
+        keepalive_seconds=keepalive_seconds,
+        max_streams=max_streams,
+    )
+    parts: list[AdminResource] = [
+        SessionResource(
+            access=access, accounts=users, sessions=sessions, throttle=LoginThrottle(clock)
+        ),
+        CamerasResource(
+            access=access,
+            lanes=lanes,
+            registry=registry,
+            control=control,
+            store=store,
+            camera_sync=camera_sync,
+            display_test=display_test,
+            has_display=has_display,
+        ),
+        EventsResource(access=access, store=store),
+        PlateListResource(
+            access=access, reactor=reactor, plate_list=plate_list, codec=codec, store=store
+        ),
+        StatusResource(
+            access=access,
+            clock=clock,
+            site=site,
+            store_settings=store_settings,
+            store=store,
+            registry=registry,
+            upstream_status=upstream_status,
+            serial_status=serial_status,
+            on_replay=on_replay,
+        ),
+        MetricsResource(access=access, metrics=metrics, public=settings.metrics_public),
+        stream,
+        PageResource(reactor=reactor, static_dir=static_dir),
+    ]
+    return AdminRoot(parts, stream=stream)

@@ -1,0 +1,211 @@
+"""Is everything working: ``/api/status`` (the store, the cloud link, the
+serial ports, the cameras), sending a dead letter to the cloud again
+(``/api/dead-letters/{id}/replay``, admins only), and ``/metrics`` for
+Prometheus (public when ``metrics_public`` is set)."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Protocol, Union
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from gateway import __version__
+from gateway.admin.access import Access, authorized
+from gateway.admin.auth import Principal
+from gateway.admin.events import event_id_ok, open_store
+from gateway.admin.http import ApiError, admin_app, iso, json_response
+from gateway.admin.metrics import CONTENT_TYPE_LATEST
+from gateway.admin.settings import ADMIN, VIEWER
+from gateway.camera.registry import CameraRegistry
+from gateway.site import SiteSettings
+from gateway.store import Store, StoreError
+from gateway.store.settings import StoreSettings
+
+__all__ = ["MetricsResource", "Metrics", "StatusResource", "StatusSource"]
+
+log = Logger()
+
+#: The cloud link as the status view shows it: ``state`` and ``last_error``.
+LinkStatus = Union[Mapping[str, object], None]
+#: Where the cloud link's status comes from (an awaitable is awaited); None
+#: for a gateway without a cloud.
+StatusSource = Callable[[], Union[LinkStatus, Awaitable[LinkStatus]]]
+#: The serial ports, one JSON object each.
+SerialStatus = Callable[[], Iterable[Mapping[str, object]]]
+
+
+class Metrics(Protocol):
+    """The Prometheus metrics (:class:`~gateway.admin.metrics.GatewayMetrics`)."""
+
+    async def render(self) -> bytes: ...
+
+
+def _free_disk(path: str) -> int | None:
+    try:
+        usage = os.statvfs(path)
+    except OSError:
+        return None
+    return usage.f_bavail * usage.f_frsize
+
+
+class StatusResource:
+    """The status view. ``upstream_status()`` gives the cloud link (see
+    :data:`StatusSource`); ``serial_status()`` lists the serial ports;
+    ``on_replay()`` is called after a dead letter is queued again (to wake
+    the outbox)."""
+
+    app = admin_app()
+
+    def __init__(
+        self,
+        *,
+        access: Access,
+        clock: IReactorTime,
+        site: SiteSettings,
+        store_settings: StoreSettings,
+        store: Callable[[], Store | None],
+        registry: CameraRegistry,
+        upstream_status: StatusSource | None = None,
+        serial_status: SerialStatus | None = None,
+        on_replay: Callable[[], object] | None = None,
+    ) -> None:
+        self.access = access
+        self._clock = clock
+        self._site = site
+        self._store_settings = store_settings
+        self._store = store
+        self._registry = registry
+        self._upstream_status = upstream_status
+        self._serial_status = serial_status
+        self._on_replay = on_replay
+        self._started = clock.seconds()
+
+    @authorized(app, "/api/status", methods=["GET"], role=VIEWER)
+    async def status(self, request: IRequest, who: Principal) -> bytes:
+        store = self._store()
+        cameras = list(self._registry)
+        store_json: dict[str, object] = {
+            "open": store is not None,
+            "db_bytes": None,
+            "image_bytes": None,
+            "image_files": None,
+            "events": None,
+            "free_disk_bytes": _free_disk(self._site.state_dir),
+            "degraded": False,
+            "reason": None if store is not None else "the event store is not open yet",
+            "image_retention_days": self._store_settings.image_retention_days,
+            "image_max_bytes": self._store_settings.image_max_bytes,
+        }
+        outbox_depth = dead_count = dropped = None
+        dead_letters: list[dict[str, object]] = []
+        if store is not None:
+            try:
+                stats = await store.stats()
+                dropped = (await store.outbox_dropped()).total
+                dead_letters = [
+                    {
+                        "event_id": letter.event_id,
+                        "camera": letter.camera,
+                        "status": letter.status,
+                        "body": letter.body,
+                        "at": iso(letter.at),
+                        "attempts": letter.attempts,
+                    }
+                    for letter in await store.dead_letters(limit=100)
+                ]
+            except StoreError as error:
+                store_json["reason"] = f"the event store cannot answer: {error}"
+            else:
+                store_json.update(
+                    db_bytes=stats.db_bytes,
+                    image_bytes=stats.image_bytes,
+                    image_files=stats.image_files,
+                    events=stats.events,
+                    degraded=stats.health.degraded,
+                    reason=stats.health.reason,
+                )
+                outbox_depth, dead_count = stats.outbox_depth, stats.dead_letters
+        link = await self._upstream()
+        return json_response(
+            request,
+            {
+                "version": __version__,
+                "gateway": self._site.id,
+                "uptime_seconds": round(self._clock.seconds() - self._started, 1),
+                "store": store_json,
+                "upstream": {
+                    "configured": link is not None,
+                    "state": link.get("state") if link is not None else None,
+                    "last_error": link.get("last_error") if link is not None else None,
+                    "outbox_depth": outbox_depth,
+                    "dead_letters": dead_count,
+                    "dropped": dropped,
+                },
+                "dead_letters": dead_letters,
+                "serial_ports": (
+                    [dict(port) for port in self._serial_status()] if self._serial_status else []
+                ),
+                "cameras": {
+                    "known": len(cameras),
+                    "online": sum(1 for camera in cameras if camera.online),
+                    "comet_polls_held": self._registry.held_polls(),
+                },
+            },
+        )
+
+    async def _upstream(self) -> LinkStatus:
+        if self._upstream_status is None:
+            return None
+        value = self._upstream_status()
+        if inspect.isawaitable(value):
+            return await value
+        return value
+
+    @authorized(app, "/api/dead-letters/<event_id>/replay", methods=["POST"], role=ADMIN)
+    async def replay_dead_letter(self, request: IRequest, who: Principal, event_id: str) -> bytes:
+        if not event_id_ok(event_id):
+            raise ApiError(404, "no such dead letter")
+        try:
+            queued = await open_store(self._store).replay_dead_letter(event_id)
+        except StoreError as error:
+            raise ApiError(503, f"the event store cannot answer: {error}") from None
+        if not queued:
+            raise ApiError(404, "no such dead letter")
+        log.info(
+            "{user} ({role}) queued dead letter {event_id} for the cloud again",
+            user=who.name,
+            role=who.role,
+            event_id=event_id,
+        )
+        if self._on_replay is not None:
+            self._on_replay()
+        return json_response(request, {"event_id": event_id, "queued": True}, 202)
+
+
+class MetricsResource:
+    """``/metrics``: the Prometheus text format, for viewers, or for anyone
+    when ``public`` (``[admin] metrics_public``). Without ``metrics``, 404."""
+
+    app = admin_app()
+
+    def __init__(self, *, access: Access, metrics: Metrics | None, public: bool) -> None:
+        self.access = access
+        self._metrics = metrics
+        self.public = public
+
+    def _public(self) -> bool:
+        return self.public
+
+    @authorized(app, "/metrics", methods=["GET"], role=VIEWER, public_if=_public)
+    async def metrics(self, request: IRequest, who: Principal) -> bytes:
+        if self._metrics is None:
+            raise ApiError(404, "metrics are not collected")
+        body = await self._metrics.render()
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+        request.setHeader(b"Cache-Control", b"no-store")
+        return body
