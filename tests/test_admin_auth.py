@@ -33,15 +33,15 @@ from gateway.admin.settings import (
 from gateway.schema import ConfigError
 from gateway.store import StoreService
 from support import CapturedLog
-from test_admin_api import (
+from support.admin import (
+    AdminTestCase,
     BASE,
+    Client,
     ENTRANCE,
     HASHES,
     MACHINE_TOKEN,
     PASSWORDS,
     SCRAPER_TOKEN,
-    AdminTestCase,
-    Client,
     default_settings,
     settle,
 )
@@ -155,6 +155,7 @@ def _password_tool(stdin: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.system
 def test_password_tool_reads_stdin_and_prints_a_hash() -> None:
     result = _password_tool("correct horse battery staple\nignored second line\n")
     assert result.returncode == 0, result.stderr

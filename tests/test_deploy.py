@@ -28,6 +28,8 @@ from typing import Iterator
 import attrs
 import pytest
 
+pytestmark = pytest.mark.system
+
 REPO = Path(__file__).resolve().parents[1]
 INSTALL = REPO / "systemd" / "install.sh"
 UNIT_NAME = "anpr-gateway.service"

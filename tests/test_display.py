@@ -52,7 +52,7 @@ from gateway.protocol.board import (
 )
 from gateway.protocol.replies import PlateReply
 from gateway.serial.ports import SerialPorts, SerialPortSettings
-from test_serial_ports import PortTestCase, assert_valid_frames, until
+from support.serial import PortTestCase, assert_valid_frames, until
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 # 2024-05-06 08:00:30 in Shanghai (a Monday).

@@ -19,6 +19,8 @@ from typing import Iterator
 
 import pytest
 
+pytestmark = pytest.mark.system
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -15,7 +15,7 @@ from gateway.protocol.replies import serial_data_reply
 from gateway.serial.bridge import SerialBridge, SerialBridgeSettings
 from gateway.serial.ports import SerialPortSettings
 from support import CapturedLog
-from test_serial_ports import PortTestCase, until
+from support.serial import PortTestCase, until
 
 CAMERA = "d85b1269-8f942256"
 

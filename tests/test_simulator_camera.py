@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import pytest
 from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
@@ -15,7 +16,7 @@ from gateway.simulator.camera import SimulatedCamera
 from gateway.simulator.config import CameraConfig, fleet_configs
 from gateway.simulator.firmware import HeldPlate
 from gateway.simulator.fleet import CameraFleet
-from test_simulator_helpers import (
+from support.recording_server import (
     ABORT,
     RawRequest,
     RecordingServer,
@@ -23,6 +24,8 @@ from test_simulator_helpers import (
     plate_result,
     wait_for,
 )
+
+pytestmark = pytest.mark.e2e
 
 reactor: Any = global_reactor
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from twisted.logger import Logger, LogLevel
 
 from gateway.journal import PRIORITIES, JournalObserver, format_event
@@ -98,6 +99,7 @@ def test_a_broken_stdout_does_not_raise() -> None:
     log.info("and now the stream is closed")  # ValueError inside, not raised
 
 
+@pytest.mark.system
 def test_twistd_logger_option_writes_prefixed_lines() -> None:
     """``twistd --logger gateway.journal.observer``: twistd calls the factory,
     and everything it logs (its own start-up lines too) is prefixed."""

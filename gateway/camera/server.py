@@ -176,6 +176,7 @@ class CameraServer:
             max_body_bytes=server.max_body_bytes,
             idle_timeout=server.idle_timeout_seconds,
             header_timeout=server.header_timeout_seconds,
+            clock=self._clock,
         )
 
     def listening_factory(self) -> ConnectionLimits:

@@ -27,7 +27,7 @@ from gateway.store.records import (
 )
 from gateway.store.settings import StoreSettings
 from gateway.store.service import RETENTION_INTERVAL, StoreService
-from gateway.store.store import HealthObserver, Store
+from gateway.store.store import HealthObserver, Store, StoreExecutor
 
 __all__ = [
     "IMAGE_KINDS",
@@ -47,6 +47,7 @@ __all__ = [
     "StoreClosedError",
     "StoreSettings",
     "StoreError",
+    "StoreExecutor",
     "StoreHealth",
     "StoreOpenError",
     "StoreService",
