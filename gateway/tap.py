@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
@@ -25,7 +25,7 @@ from gateway import __version__
 from gateway.admin import root as admin
 from gateway.admin.auth import AdminAccounts
 from gateway.admin.metrics import GatewayMetrics
-from gateway.background import BackgroundWork
+from gateway.background import BackgroundWork, InThread
 from gateway.bus import EventBus
 from gateway.camera.commands import SendSerial
 from gateway.camera.control import CameraControl, CloudCommands
@@ -45,7 +45,7 @@ from gateway.serial.bridge import SerialBridge
 from gateway.serial.ports import SerialPorts
 from gateway.serial.settings import SerialPortSettings
 from gateway.site import Lanes
-from gateway.store import Store, StoreService
+from gateway.store import Store, StoreExecutor, StoreService
 from gateway.systemd import SystemdNotifier, listening_status
 from gateway.upstream.decisions import CloudGate
 from gateway.upstream.service import UpstreamService
@@ -188,24 +188,31 @@ class GatewayService(MultiService):
 
 
 @attrs.frozen
+class Seams:
+    """What a test of the gateway's parts puts in place of the real thing:
+    time (a ``Clock``), the store's executor (SQLite at once on the calling
+    thread) and the thread bulk work runs in. Each None: the real one."""
+
+    clock: IReactorTime | None = None
+    store_executor: Callable[[], StoreExecutor] | None = None
+    in_thread: InThread | None = None
+
+
+@attrs.frozen
 class Core:
     """What every area of the gateway uses: the cameras known, the store, the
     plate list, the event bus, the recorder of events and the metrics."""
 
     reactor: Any
+    clock: IReactorTime
+    in_thread: InThread
     registry: CameraRegistry
     store: StoreService
-    background: BackgroundWork
     codec: EntryCodec
     plate_list: PlateList
     bus: EventBus
     recorder: StoreRecorder
     metrics: GatewayMetrics
-
-    @property
-    def clock(self) -> IReactorTime:
-        clock: IReactorTime = self.reactor
-        return clock
 
     def open_store(self) -> Store | None:
         """The store once events may be kept: open, and the plate list loaded.
@@ -245,24 +252,35 @@ def make_state_dir(config: GatewayConfig) -> None:
         ) from None
 
 
-def build_core(root: MultiService, reactor: Any, config: GatewayConfig) -> Core:
+def build_core(
+    root: MultiService, reactor: Any, config: GatewayConfig, seams: Seams = Seams()
+) -> Core:
     """The camera registry, the store, the background thread, the plate list,
     the event bus, the recorder and the metrics."""
+    clock: IReactorTime = seams.clock if seams.clock is not None else reactor
     registry = CameraRegistry(
-        reactor,
+        clock,
         comet_hold=config.camera_server.comet_hold_seconds,
         missed_intervals=config.camera_server.offline_missed_intervals,
     )
-    store = StoreService(reactor, config.gateway.state_dir, config.store)
+    store = StoreService(
+        reactor, config.gateway.state_dir, config.store, clock=clock, executor=seams.store_executor
+    )
     codec = EntryCodec(tz=config.gateway.tz, lanes=config.lanes)
     # The plate list's bulk work (files, index builds, camera recomputes,
     # sync pages) runs in a low-priority thread of its own.
-    background = BackgroundWork(reactor)
+    background: BackgroundWork | None = None
+    in_thread: InThread
+    if seams.in_thread is None:
+        in_thread = background = BackgroundWork(reactor)
+    else:
+        in_thread = seams.in_thread
     plate_list = PlateList(
         reactor,
         store,
         codec=codec,
-        in_thread=background,
+        in_thread=in_thread,
+        clock=clock,
         unknown_plate=config.policy.unknown_plate,
         lane_overrides={lane.name: lane.unknown_plate for lane in config.lanes if lane.unknown_plate},
         max_plate_distance=config.policy.max_plate_distance,
@@ -273,7 +291,7 @@ def build_core(root: MultiService, reactor: Any, config: GatewayConfig) -> Core:
     recorder = StoreRecorder(
         lambda: store.store if plate_list.loaded else None,
         bus=bus,
-        clock=reactor,
+        clock=clock,
         outbox=config.upstream is not None,
     )
     metrics = GatewayMetrics(
@@ -286,10 +304,15 @@ def build_core(root: MultiService, reactor: Any, config: GatewayConfig) -> Core:
     recorder.on_commit_time = metrics.store_commit
     # The registry stops last: the listeners stop first (services stop in
     # reverse), so no request re-arms a camera's timers after it stopped.
-    for part in (registry, store, background, plate_list):
-        part.setServiceParent(root)
-    HeapSweep(reactor, config.gateway.tz).setServiceParent(root)
-    return Core(reactor, registry, store, background, codec, plate_list, bus, recorder, metrics)
+    registry.setServiceParent(root)
+    store.setServiceParent(root)
+    if background is not None:
+        background.setServiceParent(root)
+    plate_list.setServiceParent(root)
+    HeapSweep(clock, config.gateway.tz).setServiceParent(root)
+    return Core(
+        reactor, clock, in_thread, registry, store, codec, plate_list, bus, recorder, metrics
+    )
 
 
 def build_devices(
@@ -399,7 +422,7 @@ def build_cameras(root: MultiService, core: Core, devices: Devices, config: Gate
             for lane in config.lanes
             if lane.sync_whitelist
         },
-        in_thread=core.background,
+        in_thread=core.in_thread,
     )
     sync.setServiceParent(root)
     core.plate_list.on_change(sync.list_changed)
@@ -419,7 +442,7 @@ def build_upstream(
             whitelist=core.plate_list,
             commands=CloudCommands(cameras.control, core.clock),
             codec=core.codec,
-            in_thread=core.background,
+            in_thread=core.in_thread,
         )
     except ConfigError as error:
         raise ConfigError(error.within("upstream").path, error.reason, source) from None
@@ -531,16 +554,20 @@ def build_systemd(
 
 
 def build_service(
-    config: GatewayConfig, reactor: Any, environ: Mapping[str, str] | None = None
+    config: GatewayConfig,
+    reactor: Any,
+    environ: Mapping[str, str] | None = None,
+    seams: Seams = Seams(),
 ) -> GatewayService:
     """Build the whole gateway for ``config`` on ``reactor`` (not started).
 
     ``environ`` is the process environment when run as a service (systemd's
     ``$NOTIFY_SOCKET`` and ``$WATCHDOG_USEC``); None tells systemd nothing.
+    ``seams`` replaces time, the store's executor and the bulk thread in tests.
     """
     make_state_dir(config)
     root = GatewayService(config)
-    root.core = core = build_core(root, reactor, config)
+    root.core = core = build_core(root, reactor, config, seams)
     root.devices = devices = build_devices(
         root, core, config.lanes, config.serial, config.gateway.tz
     )
