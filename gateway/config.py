@@ -37,8 +37,8 @@ from gateway.site import (
     DEFAULT_STATE_DIR,
     LANE_KEY,
     SITE,
-    LaneSettings,
     Lanes,
+    LaneSettings,
     SiteSettings,
     parse_lanes,
 )

@@ -18,7 +18,8 @@ calls :func:`observer` with no arguments before it starts logging.
 from __future__ import annotations
 
 import sys
-from typing import BinaryIO, Final, Mapping
+from collections.abc import Mapping
+from typing import BinaryIO, Final
 
 from twisted.logger import ILogObserver, LogEvent, LogLevel, eventAsText
 from zope.interface import implementer

@@ -15,9 +15,9 @@ interleaves with an edit.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import tzinfo
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 from twisted.application.service import MultiService
@@ -30,7 +30,6 @@ from gateway.heap import bulk
 from gateway.policy.codec import EntryCodec
 from gateway.policy.csvformat import CsvImport, parse_whitelist_csv
 from gateway.policy.decision import Decision, PlateQuery
-from gateway.site import Lanes
 from gateway.policy.plates import normalise_plate
 from gateway.policy.whitelist import (
     PlateListChange,
@@ -40,6 +39,7 @@ from gateway.policy.whitelist import (
     format_hours,
     parse_hours,
 )
+from gateway.site import Lanes
 from gateway.store import PlateRow, PlateRowsWritten, Store, StoreError, StoreService
 from gateway.timers import Every
 

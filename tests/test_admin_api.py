@@ -25,18 +25,19 @@ from gateway.policy.whitelist import WhitelistEntry, parse_hours
 from gateway.store import EventRecord, EventType
 from support import CapturedLog, multipart_registration, sample_bytes
 from support.admin import (
-    AdminTestCase,
     BASE,
-    Camera,
-    Client,
     ENTRANCE,
     EXIT,
     MACHINE_TOKEN,
     SCRAPER_TOKEN,
     STRANGER,
+    AdminTestCase,
+    Camera,
+    Client,
     settle,
 )
 from support.gateway import plate_body
+
 
 class CameraTests(AdminTestCase):
     async def test_lanes_first_in_config_order_then_other_cameras(self) -> None:
@@ -957,7 +958,8 @@ class StreamTests(AdminTestCase):
         self.api.end_streams()
         for reader in readers:
             await self.until(
-                lambda: reader.data.endswith(b"\r\n0\r\n\r\n"), "the end of the response"
+                lambda reader=reader: reader.data.endswith(b"\r\n0\r\n\r\n"),
+                "the end of the response",
             )
         self.assertEqual(
             (self.api.stream.streams, len(self.bus), self.keepalive_timers()), (set(), before, [])

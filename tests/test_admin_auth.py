@@ -17,8 +17,8 @@ import pytest
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
-from gateway.admin.root import build_admin
 from gateway.admin.auth import INITIAL_PASSWORD_FILE, USERS_KEY, AdminAccounts
+from gateway.admin.root import build_admin
 from gateway.admin.settings import (
     ADMIN_SECTION,
     AdminSettings,
@@ -34,14 +34,14 @@ from gateway.schema import ConfigError
 from gateway.store import StoreService
 from support import CapturedLog
 from support.admin import (
-    AdminTestCase,
     BASE,
-    Client,
     ENTRANCE,
     HASHES,
     MACHINE_TOKEN,
     PASSWORDS,
     SCRAPER_TOKEN,
+    AdminTestCase,
+    Client,
     default_settings,
     settle,
 )

@@ -12,11 +12,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from gateway.protocol.capabilities import ReplyKind
 from gateway.bus import EventBus
 from gateway.camera.control import CameraControl, CloudCommands
 from gateway.camera.registry import Camera, CameraRegistry
 from gateway.config import parse_config
+from gateway.protocol.capabilities import ReplyKind
 from gateway.protocol.messages import Dialect
 from gateway.protocol.replies import PlateReply
 from gateway.upstream.feed import COMMAND_TYPES, command_from_json

@@ -13,11 +13,11 @@ from urllib.parse import urlparse
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from gateway.protocol.capabilities import ReplyKind
 from gateway.camera.commands import CommandState
 from gateway.camera.control import CameraControl, CameraOffline, CommandFailed, UnknownCamera
 from gateway.camera.registry import CameraRegistry
 from gateway.config import parse_config
+from gateway.protocol.capabilities import ReplyKind
 from gateway.store import EventType
 from support import loopback_config, multipart_registration
 from support.camera import CameraServerTestCase, MemoryCamera

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from gateway.admin.settings import AdminSettings
 from gateway.camera.settings import CameraServerSettings
-from gateway.schema import Section
 from gateway.config import ConfigError, GatewayConfig, load_config, main, parse_config
 from gateway.display.settings import DisplaySettings, MessageChange
 from gateway.policy.settings import PolicySettings
+from gateway.schema import Section
 from gateway.serial.settings import SerialBridgeSettings, SerialPortSettings
 from gateway.site import LaneSettings, SiteSettings
 from gateway.store.settings import StoreSettings

@@ -22,8 +22,8 @@ import sysconfig
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import attrs
 import pytest

@@ -8,15 +8,15 @@ real camera replies; frames through a gateway port go to a pty read by the test.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from gateway.protocol.capabilities import ReplyKind
 from gateway.camera.commands import SendSerial
 from gateway.camera.registry import CameraRegistry
 from gateway.display.lanes import (
@@ -50,6 +50,7 @@ from gateway.protocol.board import (
     decode_frame,
     split_frames,
 )
+from gateway.protocol.capabilities import ReplyKind
 from gateway.protocol.replies import PlateReply
 from gateway.serial.ports import SerialPorts, SerialPortSettings
 from support.serial import PortTestCase, assert_valid_frames, until

@@ -15,8 +15,8 @@ import pytest
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from gateway.protocol.capabilities import HeartbeatMode
 from gateway.camera.commands import OpenBarrier, SendSerial
+from gateway.protocol.capabilities import HeartbeatMode
 from support import (
     CameraClient,
     CapturedLog,

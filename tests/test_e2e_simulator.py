@@ -21,7 +21,7 @@ from gateway.simulator.config import CameraConfig, fleet_configs
 from gateway.simulator.fleet import CameraFleet
 from gateway.store import EventType
 from support import loopback_config, start_gateway
-from support.simulator import PARKINGCAM, SimulatorTestCase, VZENITH
+from support.simulator import PARKINGCAM, VZENITH, SimulatorTestCase
 
 pytestmark = pytest.mark.e2e
 

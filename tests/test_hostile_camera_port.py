@@ -157,7 +157,7 @@ class ConnectionTests(GatewayTestCase):
             sock.settimeout(2)
             try:
                 return sock.recv(1) == b""
-            except (socket.timeout, OSError) as error:
+            except (TimeoutError, OSError) as error:
                 return not isinstance(error, socket.timeout)
 
         # The ones over the limit are closed at once; the first 8 are kept.

@@ -9,6 +9,7 @@ letters."""
 from __future__ import annotations
 
 import base64
+
 import pytest
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred

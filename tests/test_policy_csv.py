@@ -21,8 +21,8 @@ from gateway.policy.csvformat import (
     format_whitelist_csv,
     parse_whitelist_csv,
 )
-from gateway.site import Lanes
 from gateway.policy.whitelist import WeeklyWindow, WhitelistEntry, parse_hours
+from gateway.site import Lanes
 
 LANES = Lanes.of_names("north-in", "north-out", "south", "north", "east", "west")
 

@@ -7,9 +7,9 @@ import base64
 import json
 from typing import Any
 
-from gateway.protocol.capabilities import ReplyKind
 from gateway.camera.commands import SendSerial, SerialReply
 from gateway.camera.registry import CameraRegistry
+from gateway.protocol.capabilities import ReplyKind
 from gateway.protocol.messages import SerialData
 from gateway.protocol.replies import serial_data_reply
 from gateway.serial.bridge import SerialBridge, SerialBridgeSettings

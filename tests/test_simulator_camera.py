@@ -108,7 +108,7 @@ class DeliveryTests(CameraTestCase):
         await wait_for(reactor, lambda: camera.drained)
         results = [plate_result(request) for request in self.plates()]
         self.assertEqual([r["plateid"] for r in results], [1, 2, 3, 4, 5, 6])
-        for first, again in zip(results[::2], results[1::2]):
+        for first, again in zip(results[::2], results[1::2], strict=True):
             self.assertEqual(first["license"], again["license"])
             self.assertNotEqual(first["triggerType"], again["triggerType"])
 
@@ -297,7 +297,7 @@ class ReplyEffectTests(CameraTestCase):
                         "manualTrigger": "ok",
                         "playserver_json_request": {
                             "type": "ps_voice_play",
-                            "voice": b64("一路顺风".encode("utf-8")),
+                            "voice": b64("一路顺风".encode()),
                             "voice_volume": 50,
                             "voice_male": 1,
                         },

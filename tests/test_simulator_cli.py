@@ -145,4 +145,4 @@ class CommandLineTests(unittest.TestCase):
 def test_serial_input_forms() -> None:
     assert parse_serial_input("hex:00 64 ff") == b"\x00\x64\xff"
     assert parse_serial_input("0x0064") == b"\x00\x64"
-    assert parse_serial_input("欢迎") == "欢迎".encode("utf-8")
+    assert parse_serial_input("欢迎") == "欢迎".encode()

@@ -7,8 +7,8 @@ import re
 import socket
 from typing import Any
 
-import pytest
 import attrs
+import pytest
 from twisted.internet import reactor as global_reactor
 from twisted.trial import unittest
 

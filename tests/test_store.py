@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, Sequence, cast
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import Clock
@@ -14,20 +15,20 @@ from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
+from gateway.policy.cameralist import CameraRow
 from gateway.store import (
     EventRecord,
     EventType,
     ImageState,
+    PlateRow,
     Store,
-    StoreSettings,
     StoreHealth,
     StoreOpenError,
     StoreService,
+    StoreSettings,
     StoreWriteError,
-    PlateRow,
     new_event_id,
 )
-from gateway.policy.cameralist import CameraRow
 from gateway.store.schema import SCHEMA_VERSION
 from gateway.store.settings import MIN_IMAGE_BYTES
 from support.store import (
@@ -39,6 +40,7 @@ from support.store import (
     io_record,
     plate_record,
 )
+
 
 class SchemaTests(StoreTestCase):
     async def test_migrations_from_an_empty_file_and_idempotent_reopen(self) -> None:

@@ -49,7 +49,7 @@ def test_failure_traceback_lines_carry_the_same_priority() -> None:
     out = io.BytesIO()
     log = logger(out)
     try:
-        1 / 0
+        raise ZeroDivisionError("division by zero")
     except ZeroDivisionError:
         log.failure("Plate push from {peer} failed", peer="192.168.1.100", level=LogLevel.error)
     lines = out.getvalue().decode().splitlines()

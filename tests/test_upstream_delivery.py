@@ -204,11 +204,12 @@ class DeliveryTests(UpstreamTestCase):
         service.notify_new_event()
         delays = []
         for expected_requests in range(1, 5):
-            await self.until(
-                lambda: len(self.cloud.requests_to("POST", "/events")) == expected_requests
-                and service.drainer.waiting_on is not None,
-                f"attempt {expected_requests}",
-            )
+
+            def attempted(expected: int = expected_requests) -> bool:
+                posts = self.cloud.requests_to("POST", "/events")
+                return len(posts) == expected and service.drainer.waiting_on is not None
+
+            await self.until(attempted, f"attempt {expected_requests}")
             retry_at = service.link.status.retry_at
             assert retry_at is not None
             delay = round(retry_at.timestamp() - self.clock.seconds(), 3)

@@ -10,11 +10,11 @@ from zoneinfo import ZoneInfo
 
 from twisted.internet import reactor as global_reactor
 
+from gateway.platelist import PlateList
+from gateway.policy.codec import EntryCodec
 from gateway.policy.decision import PlateQuery
 from gateway.policy.whitelist import WhitelistEntry
 from gateway.upstream.link import LinkState
-from gateway.platelist import PlateList
-from gateway.policy.codec import EntryCodec
 from support.threads import inline_threads
 from support.upstream import UpstreamTestCase
 

@@ -13,11 +13,8 @@ from twisted.internet import reactor as global_reactor
 from twisted.internet.ssl import Certificate, PrivateCertificate
 
 from gateway.schema import ConfigError
-
-from gateway.upstream.http import UpstreamClient
-
+from gateway.upstream.http import UpstreamClient, load_tls_policy
 from gateway.upstream.link import FailureKind, LinkFailure, LinkState
-from gateway.upstream.http import load_tls_policy
 from support.upstream import UpstreamTestCase, plate_event
 
 pytestmark = pytest.mark.e2e

@@ -6,15 +6,14 @@ it changes, on a site of 100 000 plates too."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from gateway.protocol.capabilities import ReplyKind
 from gateway.camera.registry import Camera, CameraRegistry
 from gateway.camera.whitelist_sync import (
     EXPIRY_PASS_SECONDS,
@@ -25,6 +24,7 @@ from gateway.camera.whitelist_sync import (
 )
 from gateway.policy.cameralist import CameraRow
 from gateway.policy.whitelist import PlateListChange, WhitelistEntry, parse_hours
+from gateway.protocol.capabilities import ReplyKind
 from gateway.protocol.messages import Dialect, WhitelistOperation, WhitelistResult
 from gateway.protocol.replies import HeartbeatReply, PlateReply
 from gateway.store import CameraListState

@@ -15,7 +15,6 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from gateway.protocol.capabilities import Capability
 from gateway.admin.access import Access, authorized
 from gateway.admin.auth import Principal
 from gateway.admin.http import ApiError, admin_app, common_headers, json_body, json_response
@@ -32,6 +31,7 @@ from gateway.camera.control import (
 from gateway.camera.recorder import event_summary
 from gateway.camera.registry import Camera, CameraRegistry
 from gateway.camera.whitelist_sync import CameraWhitelistSync
+from gateway.protocol.capabilities import Capability
 from gateway.site import Lanes, LaneSettings
 from gateway.store import EventType, Store, StoreError
 

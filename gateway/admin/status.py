@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Protocol, Union
+from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -31,10 +31,10 @@ __all__ = ["MetricsResource", "Metrics", "StatusResource", "StatusSource"]
 log = Logger()
 
 #: The cloud link as the status view shows it: ``state`` and ``last_error``.
-LinkStatus = Union[Mapping[str, object], None]
+LinkStatus = Mapping[str, object] | None
 #: Where the cloud link's status comes from (an awaitable is awaited); None
 #: for a gateway without a cloud.
-StatusSource = Callable[[], Union[LinkStatus, Awaitable[LinkStatus]]]
+StatusSource = Callable[[], LinkStatus | Awaitable[LinkStatus]]
 #: The serial ports, one JSON object each.
 SerialStatus = Callable[[], Iterable[Mapping[str, object]]]
 

@@ -53,7 +53,7 @@ MAX_STREAMS = 32
 def format_message(topic: str, payload: Mapping[str, object]) -> bytes:
     """One server-sent event. JSON escapes newlines, so ``data`` is one line."""
     data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str)
-    return f"event: {topic}\ndata: {data}\n\n".encode("utf-8")
+    return f"event: {topic}\ndata: {data}\n\n".encode()
 
 
 @implementer(IPushProducer)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import itertools
-from typing import Any, Union
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -38,7 +38,7 @@ class SerialReply:
     serial: list[tuple[int, bytes]] = attrs.field(factory=list)
 
 
-Reply = Union[PlateReply, HeartbeatReply, SerialReply]
+Reply = PlateReply | HeartbeatReply | SerialReply
 
 
 class CommandState(str, enum.Enum):

@@ -11,8 +11,9 @@ event.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -33,8 +34,8 @@ from gateway.camera.events import CameraEvent, EventNotKept, EventRecorder
 from gateway.camera.registry import Camera, CameraRegistry
 from gateway.protocol.capabilities import Capability, describe_mode
 from gateway.site import Lanes
-from gateway.upstream.feed import CloudCommand
 from gateway.store.ids import new_event_id
+from gateway.upstream.feed import CloudCommand
 
 log = Logger()
 

@@ -18,8 +18,8 @@ from typing import IO, Any, cast
 
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ITransport
 from twisted.internet.protocol import Protocol
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web.http import Request as HTTPRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import attrs
 from twisted.application.service import Service

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Protocol
 
 import attrs
 from klein import Klein
@@ -26,12 +27,10 @@ from gateway.camera.commands import SerialReply
 from gateway.camera.control import CameraControl
 from gateway.camera.events import CameraEvent, EventNotKept, EventRecorder
 from gateway.camera.http import CameraSite, ConnectionLimits
+from gateway.camera.recorder import to_record
 from gateway.camera.registry import Camera, CameraRegistry, PollOutcome
 from gateway.camera.settings import CameraServerSettings
-from gateway.camera.recorder import to_record
 from gateway.display.lanes import DisplayOverride, LaneDisplays
-from gateway.store import EventRecord
-from gateway.site import Lanes, LaneSettings
 from gateway.gate import Gate, GateLane, PlateRead
 from gateway.policy.decision import CAMERA_NOT_ALLOWED, Decision
 from gateway.protocol import replies
@@ -50,6 +49,8 @@ from gateway.protocol.messages import (
 )
 from gateway.protocol.parse import parse_push
 from gateway.serial.bridge import SerialBridge
+from gateway.site import Lanes, LaneSettings
+from gateway.store import EventRecord
 from gateway.store.ids import new_event_id, plate_event_id
 
 log = Logger()

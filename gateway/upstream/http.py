@@ -14,8 +14,9 @@ import enum
 import math
 import re
 import typing
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any
 
 import attrs
 import treq.client
@@ -40,8 +41,8 @@ from twisted.web.iweb import IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
 from gateway import __version__
-from gateway.upstream.link import FailureKind, LinkFailure
 from gateway.schema import ConfigError
+from gateway.upstream.link import FailureKind, LinkFailure
 from gateway.upstream.settings import UpstreamSettings
 from gateway.upstream.signing import new_message_id, signature_headers
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import random as random_module
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 import attrs
 from twisted.application.service import MultiService
@@ -15,13 +16,12 @@ from twisted.web.iweb import IPolicyForHTTPS
 
 from gateway.background import InThread, reactor_threads
 from gateway.policy.codec import EntryCodec
-from gateway.store import OutboxTrim, StoreError, StoreService, StoreWriteError
+from gateway.store import OutboxTrim, StoreError, StoreService
+from gateway.timers import Every
 from gateway.upstream.decisions import CloudDecider
-from gateway.upstream.events import command_result_record
 from gateway.upstream.http import HTTPRequester, UpstreamClient
 from gateway.upstream.link import Link, LinkStatus
 from gateway.upstream.outbox import OutboxDrainer
-from gateway.timers import Every
 from gateway.upstream.settings import UpstreamSettings
 from gateway.upstream.sync import CommandSink, SyncFeed, WhitelistSink
 
