@@ -49,7 +49,7 @@ class CannotListen(Exception):
     """A listener could not bind: ``str()`` is the one line that says so."""
 
 
-def parse_endpoint(reactor: Any, description: str, key: str) -> IStreamServerEndpoint:
+def parse_endpoint(reactor: object, description: str, key: str) -> IStreamServerEndpoint:
     """The endpoint ``description`` as the gateway listens on it, or a
     :class:`ConfigError` naming ``key`` (``camera_server.listen[1]``)."""
     try:

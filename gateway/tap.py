@@ -41,6 +41,7 @@ from gateway.heap import HeapSweep, share_the_lock
 from gateway.listeners import LISTEN_ERROR_EXIT, CannotListen, Listener, parse_endpoint
 from gateway.platelist import PlateList
 from gateway.policy.codec import EntryCodec
+from gateway.reactor import IGatewayReactor, as_gateway_reactor
 from gateway.serial.bridge import SerialBridge
 from gateway.serial.ports import SerialPorts
 from gateway.serial.settings import SerialPortSettings
@@ -203,7 +204,7 @@ class Core:
     """What every area of the gateway uses: the cameras known, the store, the
     plate list, the event bus, the recorder of events and the metrics."""
 
-    reactor: Any
+    reactor: IGatewayReactor
     clock: IReactorTime
     in_thread: InThread
     registry: CameraRegistry
@@ -253,7 +254,7 @@ def make_state_dir(config: GatewayConfig) -> None:
 
 
 def build_core(
-    root: MultiService, reactor: Any, config: GatewayConfig, seams: Seams = Seams()
+    root: MultiService, reactor: IGatewayReactor, config: GatewayConfig, seams: Seams = Seams()
 ) -> Core:
     """The camera registry, the store, the background thread, the plate list,
     the event bus, the recorder and the metrics."""
@@ -461,7 +462,7 @@ def build_upstream(
 
 def build_listeners(
     root: MultiService,
-    reactor: Any,
+    reactor: IGatewayReactor,
     factory: IProtocolFactory,
     endpoints: Sequence[str],
     key: str,
@@ -555,7 +556,7 @@ def build_systemd(
 
 def build_service(
     config: GatewayConfig,
-    reactor: Any,
+    reactor: IGatewayReactor,
     environ: Mapping[str, str] | None = None,
     seams: Seams = Seams(),
 ) -> GatewayService:
@@ -595,6 +596,8 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     try:
-        return build_service(options["gateway_config"], reactor, environ=os.environ)
+        return build_service(
+            options["gateway_config"], as_gateway_reactor(reactor), environ=os.environ
+        )
     except ConfigError as error:
         refuse_to_start(error)
