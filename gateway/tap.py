@@ -29,6 +29,7 @@ from gateway.background import BackgroundWork, InThread
 from gateway.bus import EventBus
 from gateway.camera.commands import SendSerial
 from gateway.camera.control import CameraControl, CloudCommands
+from gateway.camera.http import ConnectionLimits
 from gateway.camera.recorder import StoreRecorder
 from gateway.camera.registry import Camera, CameraRegistry
 from gateway.camera.server import CameraServer
@@ -585,8 +586,13 @@ def build_service(
     )
     if config.admin.listen:
         root.admin = build_admin(root, core, devices, cameras, root.upstream, config)
+        admin_site = ConnectionLimits(
+            root.admin.site(),
+            max_connections=config.admin.max_connections,
+            max_per_address=config.admin.max_connections_per_address,
+        )
         root.listeners += build_listeners(
-            root, reactor, root.admin.site(), config.admin.listen, "admin.listen", config.source
+            root, reactor, admin_site, config.admin.listen, "admin.listen", config.source
         )
     build_systemd(root, core, root.listeners, environ or {})
     return root
