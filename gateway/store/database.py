@@ -9,13 +9,15 @@ to that thread.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import sqlite3
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 from twisted.logger import Logger
@@ -25,6 +27,7 @@ from gateway.store.images import ImageFiles, fsync_directory
 from gateway.store.records import (
     IMAGE_KINDS,
     CachedCloudDecision,
+    CameraListState,
     CommitResult,
     DeadLetter,
     EventRecord,
@@ -33,15 +36,14 @@ from gateway.store.records import (
     ImageUpload,
     OutboxItem,
     OutboxTrim,
+    PlateRow,
+    PlateRowsWritten,
     RetentionResult,
     StoreHealth,
     StoreStats,
-    CameraListState,
-    PlateRow,
-    PlateRowsWritten,
 )
-from gateway.store.settings import StoreSettings
 from gateway.store.schema import SchemaTooNewError, migrate
+from gateway.store.settings import StoreSettings
 
 __all__ = [
     "Database",
@@ -487,7 +489,7 @@ class Database:
                 continue  # the same event twice in one batch: resolved below
             first_index[event_id] = index
             try:
-                existing = self.read(lambda c: self._select_event(c, event_id))
+                existing = self.read(functools.partial(self._select_event, event_id=event_id))
             except StoreError as exc:
                 outcomes[index] = StoreWriteError(str(exc))
                 continue
@@ -515,7 +517,7 @@ class Database:
                     outcomes[index] = exc
             else:
                 self.commit_transactions += 1
-                for (index, record, _), seq in zip(fresh, seqs):
+                for (index, record, _), seq in zip(fresh, seqs, strict=True):
                     stored = attrs.evolve(record, seq=seq)
                     outcomes[index] = CommitResult(record=stored, created=True)
                     for kind in IMAGE_KINDS:
@@ -764,7 +766,7 @@ class Database:
 
         self.write(mark)
         count, freed = 0, 0
-        for seq, event_id, received_at, full, full_bytes, crop, crop_bytes in rows:
+        for _seq, event_id, received_at, full, full_bytes, crop, crop_bytes in rows:
             for kind, state, size in (("full", full, full_bytes), ("crop", crop, crop_bytes)):
                 if state != ImageState.PRESENT.value:
                     continue
