@@ -730,6 +730,7 @@ class StatusTests(AdminTestCase):
                 "db_bytes",
                 "image_bytes",
                 "image_files",
+                "images_lost",
                 "events",
                 "free_disk_bytes",
                 "degraded",
