@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
 from gateway.admin.auth import INITIAL_PASSWORD_FILE, USERS_KEY, AdminAccounts
@@ -45,6 +44,7 @@ from support.admin import (
     default_settings,
     settle,
 )
+from support.threads import global_reactor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -202,7 +202,7 @@ class InitialAdminTests(AdminTestCase):
         terminal = io.StringIO()
         again = AdminAccounts(
             AdminSettings(),
-            reactor=reactor,
+            reactor=global_reactor,
             state_dir=str(self.state_dir),
             open_store=self.store_service.when_open,
             terminal=terminal,
@@ -225,7 +225,7 @@ class InitialAdminTests(AdminTestCase):
     async def test_a_damaged_stored_list_is_skipped_not_fatal(self) -> None:
         state_dir = Path(self.mktemp())
         state_dir.mkdir(parents=True)
-        store_service = StoreService(reactor, str(state_dir))
+        store_service = StoreService(global_reactor, str(state_dir))
         store_service.startService()
         self.addCleanup(store_service.stopService)
         store = await store_service.when_open()
@@ -233,7 +233,7 @@ class InitialAdminTests(AdminTestCase):
         await store.kv_set(USERS_KEY, json.dumps([{"name": "broken"}, good]))
         accounts = AdminAccounts(
             AdminSettings(users=(AdminUser("kept", HASHES["olga"], "operator"),)),
-            reactor=reactor,
+            reactor=global_reactor,
             state_dir=str(state_dir),
             open_store=store_service.when_open,
             terminal=io.StringIO(),
@@ -494,7 +494,7 @@ class RuleTests(AdminTestCase):
         await self.build()
         loading = AdminAccounts(
             default_settings(),
-            reactor=reactor,
+            reactor=global_reactor,
             state_dir=str(self.state_dir),
             open_store=lambda: Deferred(),
             terminal=io.StringIO(),

@@ -713,11 +713,10 @@ class StopWhileOpeningTests(TestCase):
     async def test_waiters_are_told_when_stopped_while_opening(self) -> None:
         """A stop during the opening must not leave when_open() waiting (a
         service that waits for it would hang the shutdown)."""
-        from twisted.internet import reactor
-
         from gateway.store import StoreClosedError, StoreService
+        from support.threads import global_reactor
 
-        service = StoreService(reactor, self.mktemp())
+        service = StoreService(global_reactor, self.mktemp())
         service.startService()
         waiting = service.when_open()
         await service.stopService()

@@ -5,19 +5,41 @@ The plate list, the camera sync and the sync feed take an ``in_thread``:
 take a reactor for its thread pool (CSV files, password hashes):
 :class:`HeldThreads` holds the work until the test runs it. Either way it is
 the same code on the calling thread: no thread, nothing to wait for.
+
+Where a test does want real threads (the store's own thread, password
+hashes in the pool), it hands over :data:`global_reactor`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorCore, IReactorTCP, IReactorThreads, IReactorTime
 from twisted.python.failure import Failure
 
-__all__ = ["HeldThreads", "forget_held_pools", "inline_threads", "run_held_work"]
+__all__ = [
+    "HeldThreads",
+    "IGlobalReactor",
+    "forget_held_pools",
+    "global_reactor",
+    "inline_threads",
+    "run_held_work",
+]
 
 T = TypeVar("T")
+
+
+class IGlobalReactor(IReactorCore, IReactorTime, IReactorTCP, IReactorThreads):
+    """The global reactor as the tests use it, thread pool included."""
+
+
+#: ``twisted.internet.reactor``, typed with its thread pool: Twisted types it
+#: with the interfaces every reactor has, which leave ``IReactorThreads`` out;
+#: the reactors the tests run on (epoll, select) have one.
+global_reactor = cast(IGlobalReactor, _reactor)
 
 
 def inline_threads(work: Callable[[], T]) -> Deferred[T]:
