@@ -368,7 +368,9 @@ class RuleTests(AdminTestCase):
             f"/api/cameras/{ENTRANCE}/open", headers={"X-CSRF-Token": other.csrf or ""}
         )
         self.assertEqual(stolen.status, 403)
-        self.assertEqual(len(self.registry.get(ENTRANCE).commands), 0)
+        camera = self.registry.get(ENTRANCE)
+        assert camera is not None
+        self.assertEqual(len(camera.commands), 0)
         self.assertEqual(await self.store.whitelist_entries(), [])
         done = await client.post(f"/api/cameras/{ENTRANCE}/open")
         self.assertEqual(done.status, 202)
@@ -386,7 +388,9 @@ class RuleTests(AdminTestCase):
             reply = await viewer.request(method, path, json_body=body)
             self.assertEqual(reply.status, 403, path)
             self.assertIn("viewer", reply.json()["error"])
-        self.assertEqual(len(self.registry.get(ENTRANCE).commands), 0)
+        camera = self.registry.get(ENTRANCE)
+        assert camera is not None
+        self.assertEqual(len(camera.commands), 0)
         self.assertEqual(await self.store.whitelist_entries(), [])
 
     async def test_bearer_tokens(self) -> None:
@@ -511,6 +515,8 @@ class TokenSettingsTests(AdminTestCase):
         token = "door-robot-7f3a9c"
         settings = default_settings(tokens=(AdminToken("robot", token_digest(token), "admin"),))
         await self.build(settings=settings)
-        self.assertEqual(self.users.check_token(token).name, "robot")
+        robot = self.users.check_token(token)
+        assert robot is not None
+        self.assertEqual(robot.name, "robot")
         self.assertIsNone(self.users.check_token(token_digest(token)))
         self.assertIsNone(self.users.check_token(token.upper()))
