@@ -30,6 +30,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import LogEvent, globalLogPublisher
 
 from gateway.config import parse_config
+from gateway.store import Store
 from gateway.tap import GatewayService, build_service
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,6 +152,13 @@ class RunningGateway:
     @property
     def admin_port(self) -> int:
         return self.admin_ports[0]
+
+    @property
+    def store(self) -> Store:
+        """The gateway's store: open once the gateway has started."""
+        store = self.service.store.store
+        assert store is not None, "the gateway's store is not open"
+        return store
 
     def stop(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
