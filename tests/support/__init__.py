@@ -27,7 +27,8 @@ import attrs
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.threads import deferToThread
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from zope.interface import implementer
 
 from gateway.config import parse_config
 from gateway.store import Store
@@ -174,7 +175,8 @@ async def _start(data: dict[str, Any], state_dir: str) -> RunningGateway:
     service.startService()
     await service.store.when_open()
     await service.plate_list.when_loaded()
-    camera_ports, admin_ports = [], []
+    camera_ports: list[int] = []
+    admin_ports: list[int] = []
     for child in service:
         waiting = getattr(child, "_waitingForPort", None)
         if waiting is None:
@@ -191,18 +193,22 @@ def start_gateway(data: dict[str, Any], state_dir: str) -> Deferred[RunningGatew
     return ensureDeferred(_start(data, state_dir))
 
 
+@implementer(ILogObserver)
 class CapturedLog:
     """Every log event emitted while it is installed."""
 
     def __init__(self) -> None:
         self.events: list[LogEvent] = []
 
+    def __call__(self, event: LogEvent) -> None:
+        self.events.append(event)
+
     def __enter__(self) -> CapturedLog:
-        globalLogPublisher.addObserver(self.events.append)
+        globalLogPublisher.addObserver(self)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        globalLogPublisher.removeObserver(self.events.append)
+        globalLogPublisher.removeObserver(self)
 
     def failures(self) -> list[LogEvent]:
         return [e for e in self.events if "log_failure" in e]
