@@ -17,10 +17,12 @@ from twisted.trial.unittest import TestCase
 
 from gateway.policy.cameralist import CameraRow
 from gateway.store import (
+    CommitResult,
     EventRecord,
     EventType,
     ImageState,
     PlateRow,
+    PlateRowsWritten,
     Store,
     StoreHealth,
     StoreOpenError,
@@ -443,8 +445,17 @@ class WhitelistTests(StoreTestCase):
         # the whole list: it is committed before the last chunk.
         committed = Deferred.fromCoroutine(store.commit_event(plate_record(1)))
         order: list[str] = []
-        committed.addCallback(lambda result: (order.append("event"), result)[1])
-        writing.addCallback(lambda result: (order.append("plates"), result)[1])
+
+        def event_committed(result: CommitResult) -> CommitResult:
+            order.append("event")
+            return result
+
+        def plates_written(result: PlateRowsWritten) -> PlateRowsWritten:
+            order.append("plates")
+            return result
+
+        committed.addCallback(event_committed)
+        writing.addCallback(plates_written)
         written = await writing
         await committed
         self.assertEqual(order, ["event", "plates"])
