@@ -215,7 +215,7 @@ class StoreNotOpenTests(GatewayTestCase):
                 child.startService()
                 self.addCleanup(child.stopService)
         (listener,) = [c for c in service if c.name.startswith("camera-listener")]
-        port = (await listener._waitingForPort).getHost().port  # type: ignore[attr-defined]
+        port = (await listener._waitingForPort).getHost().port
 
         def push() -> str:
             sock = socket.create_connection(("127.0.0.1", port), timeout=5)
