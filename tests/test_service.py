@@ -109,6 +109,7 @@ def timers(service: Any) -> dict[str, float]:
     found: dict[str, float] = {}
     for child in service:
         if isinstance(child, Every):
+            assert child.name is not None  # an Every is always named
             found[child.name] = child.step
         if IServiceCollection.providedBy(child):
             found.update(timers(child))

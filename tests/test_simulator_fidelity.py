@@ -903,6 +903,10 @@ class GatewayWithFaithfulCamerasTests(unittest.TestCase):
         # The first plate reply clears the camera's list, the next brings the rows.
         for number, plate in enumerate(("京Z99998", "京Z99999"), start=1):
             camera.read_plate(plate)
-            await _until(lambda n=number: len(camera.answered_plates) >= n)
+
+            def answered(n: int = number) -> bool:
+                return len(camera.answered_plates) >= n
+
+            await _until(answered)
         self.assertNotIn(("heartbeat", "white_list_operate"), camera.ignored)
         await _until(lambda: len(camera.whitelist) == 3, 5)
