@@ -17,7 +17,6 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import serverFromString
@@ -49,7 +48,7 @@ class CannotListen(Exception):
     """A listener could not bind: ``str()`` is the one line that says so."""
 
 
-def parse_endpoint(reactor: Any, description: str, key: str) -> IStreamServerEndpoint:
+def parse_endpoint(reactor: object, description: str, key: str) -> IStreamServerEndpoint:
     """The endpoint ``description`` as the gateway listens on it, or a
     :class:`ConfigError` naming ``key`` (``camera_server.listen[1]``)."""
     try:

@@ -29,6 +29,7 @@ from gateway.background import BackgroundWork, InThread
 from gateway.bus import EventBus
 from gateway.camera.commands import SendSerial
 from gateway.camera.control import CameraControl, CloudCommands
+from gateway.camera.http import ConnectionLimits
 from gateway.camera.recorder import StoreRecorder
 from gateway.camera.registry import Camera, CameraRegistry
 from gateway.camera.server import CameraServer
@@ -41,6 +42,7 @@ from gateway.heap import HeapSweep, share_the_lock
 from gateway.listeners import LISTEN_ERROR_EXIT, CannotListen, Listener, parse_endpoint
 from gateway.platelist import PlateList
 from gateway.policy.codec import EntryCodec
+from gateway.reactor import IGatewayReactor, as_gateway_reactor
 from gateway.serial.bridge import SerialBridge
 from gateway.serial.ports import SerialPorts
 from gateway.serial.settings import SerialPortSettings
@@ -203,7 +205,7 @@ class Core:
     """What every area of the gateway uses: the cameras known, the store, the
     plate list, the event bus, the recorder of events and the metrics."""
 
-    reactor: Any
+    reactor: IGatewayReactor
     clock: IReactorTime
     in_thread: InThread
     registry: CameraRegistry
@@ -253,7 +255,7 @@ def make_state_dir(config: GatewayConfig) -> None:
 
 
 def build_core(
-    root: MultiService, reactor: Any, config: GatewayConfig, seams: Seams = Seams()
+    root: MultiService, reactor: IGatewayReactor, config: GatewayConfig, seams: Seams = Seams()
 ) -> Core:
     """The camera registry, the store, the background thread, the plate list,
     the event bus, the recorder and the metrics."""
@@ -461,7 +463,7 @@ def build_upstream(
 
 def build_listeners(
     root: MultiService,
-    reactor: Any,
+    reactor: IGatewayReactor,
     factory: IProtocolFactory,
     endpoints: Sequence[str],
     key: str,
@@ -555,7 +557,7 @@ def build_systemd(
 
 def build_service(
     config: GatewayConfig,
-    reactor: Any,
+    reactor: IGatewayReactor,
     environ: Mapping[str, str] | None = None,
     seams: Seams = Seams(),
 ) -> GatewayService:
@@ -584,8 +586,13 @@ def build_service(
     )
     if config.admin.listen:
         root.admin = build_admin(root, core, devices, cameras, root.upstream, config)
+        admin_site = ConnectionLimits(
+            root.admin.site(),
+            max_connections=config.admin.max_connections,
+            max_per_address=config.admin.max_connections_per_address,
+        )
         root.listeners += build_listeners(
-            root, reactor, root.admin.site(), config.admin.listen, "admin.listen", config.source
+            root, reactor, admin_site, config.admin.listen, "admin.listen", config.source
         )
     build_systemd(root, core, root.listeners, environ or {})
     return root
@@ -595,6 +602,8 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     try:
-        return build_service(options["gateway_config"], reactor, environ=os.environ)
+        return build_service(
+            options["gateway_config"], as_gateway_reactor(reactor), environ=os.environ
+        )
     except ConfigError as error:
         refuse_to_start(error)

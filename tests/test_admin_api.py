@@ -71,6 +71,7 @@ class CameraTests(AdminTestCase):
                 "lane_plates",
                 "capacity",
                 "partial",
+                "verified",
                 "syncable",
                 "kept_over",
             },

@@ -800,14 +800,15 @@ class GatewayWithFaithfulCamerasTests(unittest.TestCase):
 
     async def test_a_comet_camera_on_a_slow_link_still_gets_commands(self) -> None:
         await self.start_gateway({"name": "Entrance", "camera": VZENITH, "sync_whitelist": False})
-        camera = self.camera(serialno=VZENITH, heartbeat="comet", link_delay=1.5)
-        # Its second poll comes 1.5 s after the first answer: taken for a
-        # comet poll and held, not answered at once in a tight loop.
         registry = self.gateway.service.registry
-        await _until(lambda: registry.held_polls() >= 1, 10)
-        self.gateway.service.control.open(VZENITH)
-        await _until(lambda: bool(camera.relay_pulses), 10)
-        self.assertEqual(camera.relay_pulses[0].source, "comet")
+        for held, (serialno, delay) in enumerate(((VZENITH, 1.2), ("d85b1269-8f94bbbb", 3.0)), 1):
+            camera = self.camera(serialno=serialno, heartbeat="comet", link_delay=delay)
+            # Its second poll comes `delay` s after the first answer: taken for
+            # a comet poll and held, not answered at once in a tight loop.
+            await _until(lambda held=held: registry.held_polls() >= held, 10)
+            self.gateway.service.control.open(serialno)
+            await _until(lambda camera=camera: bool(camera.relay_pulses), 10)
+            self.assertEqual(camera.relay_pulses[0].source, "comet")
 
     async def test_a_parkingcam_trigger_is_refused_or_obeyed(self) -> None:
         from gateway.camera.control import NotSupported

@@ -415,6 +415,20 @@ class ParkingCamTests(SyncTestCase):
             elif key == "deleteWhiteList":
                 held.difference_update(row["carnum"] for row in body[key]["del_data"])
                 operation = WhitelistOperation.DELETE
+            elif key == "whiteList":
+                # The camera reads its list back, a page at a time.
+                query = body[key]
+                page = sorted(held)[query["listPosition"] : query["listPosition"] + query["queryNumList"]]
+                if confirm:
+                    self.sync.whitelist_result(
+                        camera,
+                        WhitelistResult(
+                            operation=WhitelistOperation.QUERY,
+                            total=len(held),
+                            rows=tuple({"carnum": plate} for plate in page),
+                        ),
+                    )
+                continue
             else:
                 raise AssertionError(key)
             if confirm:
@@ -428,15 +442,63 @@ class ParkingCamTests(SyncTestCase):
         camera = self.camera(PARKINGCAM, Dialect.PARKINGCAM)
         held: set[str] = {"OLD"}
         operations = self.heartbeats(camera, held)
-        self.assertEqual(operations, ["deleteWhiteListAll", "addWhiteList", "addWhiteList"])
+        # Cleared, filled, then read back (two pages of a 1203-plate list).
+        self.assertEqual(
+            operations,
+            ["deleteWhiteListAll", "addWhiteList", "addWhiteList", "whiteList", "whiteList"],
+        )
         self.assertEqual(held, {f"粤B{n:05d}" for n in range(1203)})
+        state = self.sync.state(PARKINGCAM)
+        assert state is not None
+        self.assertTrue(state.describe()["verified"])
         # A changed row is deleted, then added again (an add does not replace).
         change = self.site.change(
             upserts=[WhitelistEntry("粤B00001", valid_until=datetime(2031, 1, 1, tzinfo=UTC))]
         )
         self.sync.list_changed(change)
-        self.assertEqual(self.heartbeats(camera, held), ["deleteWhiteList", "addWhiteList"])
+        self.assertEqual(
+            self.heartbeats(camera, held), ["deleteWhiteList", "addWhiteList", "whiteList", "whiteList"]
+        )
         self.assertIn("粤B00001", held)
+
+    def test_a_list_that_reads_back_wrong_is_sent_again(self) -> None:
+        for number in range(5):
+            self.site.add(f"粤B{number:05d}")
+        camera = self.camera(PARKINGCAM, Dialect.PARKINGCAM)
+        held: set[str] = set()
+        operations = []
+        for _ in range(20):
+            command = self.registry.take_whole_reply(camera)
+            if command is None:
+                break
+            body = json.loads(command.whole_reply() or b"{}")
+            key = next(iter(body))
+            operations.append(key)
+            if key == "deleteWhiteListAll":
+                held.clear()
+                self.sync.whitelist_result(camera, WhitelistResult(operation=WhitelistOperation.DELETE_ALL, ok=True))
+            elif key == "addWhiteList":
+                held.update(row["carnum"] for row in body[key]["add_data"])
+                self.sync.whitelist_result(camera, WhitelistResult(operation=WhitelistOperation.ADD, ok=True))
+                if operations.count("addWhiteList") == 1:
+                    held.discard("粤B00003")  # edited away on the camera's own page
+            elif key == "whiteList":
+                self.sync.whitelist_result(
+                    camera,
+                    WhitelistResult(
+                        operation=WhitelistOperation.QUERY,
+                        total=len(held),
+                        rows=tuple({"carnum": plate} for plate in sorted(held)),
+                    ),
+                )
+        # Read back one short: cleared and sent again, then read back right.
+        self.assertEqual(
+            operations,
+            ["deleteWhiteListAll", "addWhiteList", "whiteList", "deleteWhiteListAll", "addWhiteList", "whiteList"],
+        )
+        self.assertEqual(held, {f"粤B{n:05d}" for n in range(5)})
+        state = self.sync.state(PARKINGCAM)
+        assert state is not None and state.describe()["verified"]
 
     def test_refusal_is_sent_again(self) -> None:
         self.site.add("粤B00001")

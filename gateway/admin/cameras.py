@@ -49,6 +49,7 @@ _SYNC_FIELDS = (
     "lane_plates",
     "capacity",
     "partial",
+    "verified",
 )
 
 

@@ -476,7 +476,7 @@ class CameraServer:
         origin: Origin,
         device_name: str | None,
         ipaddr: str | None,
-        dialect: Any = None,
+        dialect: Dialect | None = None,
     ) -> Camera:
         key = serialno or self._by_address_key(origin.peer)
         camera = self.registry.seen(

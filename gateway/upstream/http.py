@@ -41,6 +41,7 @@ from twisted.web.iweb import IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
 from gateway import __version__
+from gateway.reactor import IGatewayReactor
 from gateway.schema import ConfigError
 from gateway.upstream.link import FailureKind, LinkFailure
 from gateway.upstream.settings import UpstreamSettings
@@ -312,7 +313,7 @@ class UpstreamClient:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IGatewayReactor,
         config: UpstreamSettings,
         *,
         clock: IReactorTime | None = None,

@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IPolicyForHTTPS
 
+from gateway.reactor import IGatewayReactor
 from gateway.background import InThread, reactor_threads
 from gateway.policy.codec import EntryCodec
 from gateway.store import OutboxTrim, StoreError, StoreService
@@ -73,7 +74,7 @@ class UpstreamService(MultiService):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IGatewayReactor,
         store: StoreService,
         config: UpstreamSettings,
         *,

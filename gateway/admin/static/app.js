@@ -785,6 +785,13 @@
           ? t("lane.sync_in_sync", { plates: sync.plates })
           : t("lane.sync_pending", { plates: sync.plates, adds: sync.pending_adds, deletes: sync.pending_deletes }),
       }));
+      if (sync.in_sync) {
+        foot.push(h("span", {
+          class: "sync-ok",
+          "data-role": sync.verified ? "sync-verified" : "sync-assumed",
+          text: t(sync.verified ? "lane.sync_verified" : "lane.sync_assumed"),
+        }));
+      }
       if (sync.partial) {
         // The camera's own list is smaller than the lane's part of the site list.
         foot.push(h("span", {
