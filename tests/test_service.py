@@ -14,6 +14,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from gateway.camera.http import ConnectionLimits
 from gateway.camera.registry import CameraRegistry
 from gateway.config import ConfigError, parse_config
+from gateway.reactor import as_gateway_reactor
 from gateway.tap import build_service
 from gateway.timers import Every
 
@@ -26,7 +27,7 @@ def names(service: Any) -> list[str]:
 
 def tree(state_dir: Path, **sections: Any) -> Any:
     config = parse_config({"gateway": {"state_dir": str(state_dir), "timezone": "UTC"}, **sections})
-    return build_service(config, MemoryReactorClock())
+    return build_service(config, as_gateway_reactor(MemoryReactorClock()))
 
 
 def test_a_standalone_site_in_start_order(tmp_path: Path) -> None:

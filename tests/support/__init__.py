@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.threads import deferToThread
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
@@ -33,6 +32,7 @@ from zope.interface import implementer
 from gateway.config import parse_config
 from gateway.store import Store
 from gateway.tap import GatewayService, build_service
+from support.threads import global_reactor
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -171,7 +171,7 @@ class RunningGateway:
 async def _start(data: dict[str, Any], state_dir: str) -> RunningGateway:
     data = {**data, "gateway": {**data.get("gateway", {}), "state_dir": state_dir}}
     config = parse_config(data, source="<test>")
-    service = build_service(config, reactor)
+    service = build_service(config, global_reactor)
     service.startService()
     await service.store.when_open()
     await service.plate_list.when_loaded()

@@ -6,23 +6,24 @@ take a reactor for its thread pool (CSV files, password hashes):
 :class:`HeldThreads` holds the work until the test runs it. Either way it is
 the same code on the calling thread: no thread, nothing to wait for.
 
-Where a test does want real threads (the store's own thread, password
-hashes in the pool), it hands over :data:`global_reactor`.
+Where a test does want the real thing (the store's own thread, password
+hashes in the pool, the service tree on loopback), it hands over
+:data:`global_reactor`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorCore, IReactorTCP, IReactorThreads, IReactorTime
 from twisted.python.failure import Failure
+
+from gateway.reactor import as_gateway_reactor
 
 __all__ = [
     "HeldThreads",
-    "IGlobalReactor",
     "forget_held_pools",
     "global_reactor",
     "inline_threads",
@@ -31,15 +32,10 @@ __all__ = [
 
 T = TypeVar("T")
 
-
-class IGlobalReactor(IReactorCore, IReactorTime, IReactorTCP, IReactorThreads):
-    """The global reactor as the tests use it, thread pool included."""
-
-
-#: ``twisted.internet.reactor``, typed with its thread pool: Twisted types it
-#: with the interfaces every reactor has, which leave ``IReactorThreads`` out;
-#: the reactors the tests run on (epoll, select) have one.
-global_reactor = cast(IGlobalReactor, _reactor)
+#: ``twisted.internet.reactor`` as the gateway types its reactor
+#: (``gateway.reactor.IGatewayReactor``: its thread pool included, which
+#: Twisted's own type for the global reactor leaves out).
+global_reactor = as_gateway_reactor(_reactor)
 
 
 def inline_threads(work: Callable[[], T]) -> Deferred[T]:
