@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from twisted.application.service import IServiceCollection
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 
 from gateway.camera.http import ConnectionLimits
 from gateway.camera.registry import CameraRegistry
@@ -153,3 +155,7 @@ def test_the_admin_listener_has_connection_limits(tmp_path: Path) -> None:
         protocol.makeConnection(StringTransport(peerAddress=peer))
     assert limits.buildProtocol(peer) is None
     assert limits.buildProtocol(IPv4Address("TCP", "127.0.0.10", 40000)) is not None
+    # The connections end: their idle timers are not left on the reactor.
+    for protocol in opened:
+        assert protocol is not None
+        protocol.connectionLost(Failure(ConnectionDone()))
