@@ -943,7 +943,7 @@ class StreamTests(AdminTestCase):
             if isinstance(getattr(call.func, "__self__", None), EventStream)
         ]
 
-    async def test_logout_ends_the_stream_at_the_next_keepalive(self) -> None:
+    async def test_logout_ends_the_stream_at_once(self) -> None:
         await self.build()
         port = await self.listen()
         client = await self.operator()
@@ -952,11 +952,25 @@ class StreamTests(AdminTestCase):
         reader = await self.open_stream(port, f"Cookie: {session}")
         self.assertEqual(len(self.api.stream.streams), 1)
         await client.post("/api/logout")
-        self.clock.advance(15)
+        # Not at the next keepalive: no time passes.
         await self.until(lambda: not self.api.stream.streams, "the stream to end")
         # The chunked response ends properly.
         await self.until(reader.ended, "the end of the response")
         self.assertEqual(self.keepalive_timers(), [])
+
+    async def test_one_credential_cannot_take_every_stream(self) -> None:
+        await self.build()
+        port = await self.listen()
+        share = self.api.stream.max_streams_per_holder
+        self.assertLess(share, self.api.stream.max_streams)
+        for _ in range(share):
+            await self.open_stream(port, f"Authorization: Bearer {SCRAPER_TOKEN}")
+        refused = await Client(self.api, token=SCRAPER_TOKEN).get("/api/stream")
+        self.assertEqual(refused.status, 503)
+        self.assertIn("this user has too many live streams", refused.json()["error"])
+        # Another credential still gets one.
+        await self.open_stream(port, f"Authorization: Bearer {MACHINE_TOKEN}")
+        self.assertEqual(len(self.api.stream.streams), share + 1)
 
     async def test_streams_end_when_the_gateway_stops(self) -> None:
         await self.build()

@@ -23,7 +23,7 @@ from support import (
     sample_bytes,
     sample_json,
 )
-from support.camera import CameraServerTestCase, MemoryCamera, RawConnection
+from support.camera import START, CameraServerTestCase, MemoryCamera, RawConnection
 from support.gateway import plate_body
 
 VZENITH_CAMERA = "eff50e18-e3d3862b"
@@ -478,3 +478,50 @@ class ConnectionTests(CameraServerTestCase):
         self.clock.advance(5)
         self.assertFalse(connection.closed)
         self.assertTrue(connection.received.startswith(b"HTTP/1.1 200 "), connection.received[:80])
+
+
+class LaneAddressTests(CameraServerTestCase):
+    """With ``[[lane]] address``, only pushes from there are the lane's camera."""
+
+    config = loopback_config(
+        lane=[{"name": "Entrance", "camera": VZENITH_CAMERA, "address": "10.0.0.64",
+               "unknown_plate": "allow", "sync_whitelist": False}],
+        policy={"unknown_plate": "deny"},
+    )
+
+    def request(self, body: bytes) -> bytes:
+        return (
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/Json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        ) + body
+
+    def push(self, peer: str, plateid: int) -> dict[str, Any]:
+        connection = self.connection(peer=peer)
+        connection.send(self.request(plate_body(VZENITH_CAMERA, "京A12345", plateid=plateid)))
+        head, _, body = connection.received.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
+        return json.loads(body)
+
+    async def test_an_impostor_gets_nothing_of_the_lane(self) -> None:
+        await self.start()
+        registry = self.parts.registry
+        with CapturedLog() as captured:
+            for plateid in (1, 2):
+                reply = self.push("10.0.0.99", plateid)
+                # Decided as a camera in no lane: the site's rule denies.
+                self.assertEqual(reply["Response_AlarmInfoPlate"]["info"], "no")
+        self.assertEqual(
+            sum("claims the serial number" in text for text in captured.texts()), 1
+        )
+        lane_camera = registry.get(VZENITH_CAMERA)
+        assert lane_camera is not None
+        self.assertFalse(lane_camera.online)  # configured, never heard from
+        impostor = registry.get(f"{VZENITH_CAMERA}@10.0.0.99")
+        assert impostor is not None and impostor.lane is None
+        # An open for the lane's camera is not the impostor's to take.
+        self.parts.registry.queue(VZENITH_CAMERA, OpenBarrier(channel=0, expires_at=START + 30))
+        self.assertEqual(self.push("10.0.0.99", 3)["Response_AlarmInfoPlate"]["info"], "no")
+        # From its own address the camera is the lane's: the lane allows.
+        reply = self.push("10.0.0.64", 4)["Response_AlarmInfoPlate"]
+        self.assertEqual((reply["info"], reply["channelNum"]), ("ok", 0))
+        self.assertTrue(lane_camera.online)

@@ -33,6 +33,7 @@ from gateway.store import (
 )
 from gateway.store.schema import SCHEMA_VERSION
 from gateway.store.settings import MIN_IMAGE_BYTES
+from support import CapturedLog
 from support.store import (
     NOW,
     InlineExecutor,
@@ -248,7 +249,7 @@ class FailureTests(StoreTestCase):
         self.assertEqual([c.degraded for c in changes], [True, False])
         self.assertEqual(await store.read_image(big.id, "full"), b"image")
 
-    async def test_image_write_failure_keeps_nothing_of_that_event(self) -> None:
+    async def test_an_image_that_cannot_be_written_costs_the_image_not_the_event(self) -> None:
         store = await self.open_store()
         # A file where the day directory belongs: creating it fails (as on a
         # broken or read-only image disk), whoever runs the test.
@@ -258,31 +259,38 @@ class FailureTests(StoreTestCase):
 
         with_image = plate_record(3)
         without_image = plate_record(4)
-        outcomes = await DeferredList(
-            [
-                # The first commit keeps the thread busy: the next two share a transaction.
-                Deferred.fromCoroutine(store.commit_event(io_record())),
-                Deferred.fromCoroutine(store.commit_event(with_image, [("full", b"jpeg")])),
-                Deferred.fromCoroutine(store.commit_event(without_image)),
-            ],
-            consumeErrors=True,
-        )
-        self.assertEqual([success for success, _ in outcomes], [True, False, True])
-        cast(Failure, outcomes[1][1]).trap(StoreWriteError)
-        self.assertIsNone(await store.get_event(with_image.id))
-        self.assertIsNotNone(await store.get_event(without_image.id))
-        self.assertTrue(store.degraded)
-        self.assertIn("image", store.health.reason or "")
+        with CapturedLog() as captured:
+            outcomes = await DeferredList(
+                [
+                    # The first commit keeps the thread busy: the next two share a transaction.
+                    Deferred.fromCoroutine(store.commit_event(io_record())),
+                    Deferred.fromCoroutine(
+                        store.commit_event(with_image, [("full", b"jpeg"), ("crop", b"c")])
+                    ),
+                    Deferred.fromCoroutine(store.commit_event(without_image)),
+                ],
+                consumeErrors=True,
+            )
+            self.assertEqual([success for success, _ in outcomes], [True, True, True])
+            again = plate_record(5)
+            await store.commit_event(again, [("crop", b"c")])
+        kept = await store.get_event(with_image.id)
+        assert kept is not None
+        self.assertEqual((kept.image_full, kept.image_crop), (ImageState.MISSING, ImageState.MISSING))
+        self.assertEqual(kept.license, with_image.license)
+        self.assertIsNone(await store.read_image(with_image.id, "full"))
         queued = [item.event.id for item in await store.outbox_batch(10)]
-        self.assertNotIn(with_image.id, queued)
-
-        with self.assertRaises(StoreWriteError):
-            await store.commit_event(with_image, [("full", b"jpeg")])
-        blocker.unlink()
-        result = await store.commit_event(with_image, [("full", b"jpeg")])
-        self.assertTrue(result.created)
+        self.assertIn(with_image.id, queued)
         self.assertFalse(store.degraded)
-        self.assertEqual(await store.read_image(with_image.id, "full"), b"jpeg")
+        stats = await store.stats()
+        self.assertEqual((stats.images_lost, stats.image_files), (3, 0))
+        # Said once, not once per image.
+        self.assertEqual(sum("Cannot write images" in text for text in captured.texts()), 1)
+
+        blocker.unlink()
+        later = plate_record(6)
+        await store.commit_event(later, [("full", b"jpeg")])
+        self.assertEqual(await store.read_image(later.id, "full"), b"jpeg")
 
 
 class CorruptionTests(StoreTestCase):

@@ -60,11 +60,12 @@ def test_failure_traceback_lines_carry_the_same_priority() -> None:
     assert lines[-1].startswith("<3>builtins.ZeroDivisionError: division by zero")
 
 
-def test_multi_line_message_every_line_prefixed() -> None:
+def test_a_newline_in_a_message_cannot_forge_a_log_line() -> None:
     out = io.BytesIO()
-    logger(out).warn("first\nsecond\r\nthird\n")
-    assert out.getvalue() == (
-        b"<4>[gateway.camera.server] first\n<4>second\n<4>third\n"
+    # A plate (or serial payload) from a camera with a line of its own inside.
+    logger(out).warn("Plate {plate}", plate="京A12345\n<3>[gateway.admin] Admin login: admin\x00")
+    assert out.getvalue().decode() == (
+        "<4>[gateway.camera.server] Plate 京A12345\\n<3>[gateway.admin] Admin login: admin\\x00\n"
     )
 
 

@@ -117,6 +117,7 @@ class SessionStore:
         self.lifetime = lifetime
         self.max_sessions = max_sessions
         self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._ended: list[Callable[[Session], None]] = []
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -158,8 +159,17 @@ class SessionStore:
         )
 
     def end(self, session: Session) -> None:
-        """Log a session out."""
+        """Log a session out; whoever watches for it (live streams) is told at once."""
         self._sessions.pop(session.key, None)
+        for observer in list(self._ended):
+            try:
+                observer(session)
+            except Exception:
+                log.failure("Session end observer {observer!r} failed", observer=observer)
+
+    def on_end(self, observer: Callable[[Session], None]) -> None:
+        """Call ``observer(session)`` when a session is logged out."""
+        self._ended.append(observer)
 
     def _expire(self) -> None:
         now = self._clock.seconds()

@@ -13,7 +13,7 @@ import ipaddress
 import json
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Protocol
 
 import attrs
 from klein import Klein
@@ -64,6 +64,18 @@ class PushMetrics(Protocol):
     def decision(self, reason: str, source: str) -> None: ...
 
     def reply_latency(self, seconds: float) -> None: ...
+
+
+def _within(peer: str, network: str) -> bool:
+    """Whether the address ``peer`` is in ``network`` (an IPv4-mapped IPv6
+    address counts as its IPv4 one)."""
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address in ipaddress.ip_network(network, strict=False)
 
 
 def _sized(request: IRequest, body: bytes) -> bytes:
@@ -479,6 +491,22 @@ class CameraServer:
         dialect: Dialect | None = None,
     ) -> Camera:
         key = serialno or self._by_address_key(origin.peer)
+        lane = self._lanes.for_camera(key)
+        if lane is not None and lane.address is not None and not _within(origin.peer, lane.address):
+            # Not where the lane's camera pushes from: served, but as a camera
+            # of its own, in no lane (no barrier, no list rows, no commands).
+            impostor = f"{key}@{origin.peer}"
+            if impostor not in self._unconfigured_logged:
+                self._unconfigured_logged.add(impostor)
+                log.warn(
+                    "A camera at {peer} claims the serial number {serialno} of lane {lane}, "
+                    "whose camera pushes from {address}: not taken as that lane's camera",
+                    peer=origin.peer,
+                    serialno=key,
+                    lane=lane.name,
+                    address=lane.address,
+                )
+            key = impostor
         camera = self.registry.seen(
             key, address=origin.peer, dialect=dialect, device_name=device_name, ipaddr=ipaddr
         )

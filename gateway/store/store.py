@@ -12,11 +12,13 @@ consumers may give one that runs each job at once instead.
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -36,6 +38,7 @@ from gateway.store.ids import is_valid_event_id
 from gateway.store.records import (
     IMAGE_KINDS,
     CachedCloudDecision,
+    CameraListState,
     CommitResult,
     DeadLetter,
     EventRecord,
@@ -43,15 +46,14 @@ from gateway.store.records import (
     ImageUpload,
     OutboxItem,
     OutboxTrim,
+    PlateRow,
+    PlateRowsWritten,
     RetentionResult,
     StoreHealth,
     StoreStats,
-    CameraListState,
-    PlateRow,
-    PlateRowsWritten,
 )
-from gateway.store.settings import StoreSettings
 from gateway.store.schema import SCHEMA_VERSION
+from gateway.store.settings import StoreSettings
 
 __all__ = ["Store", "StoreExecutor", "HealthObserver"]
 
@@ -393,7 +395,7 @@ class Store:
         elif any(isinstance(outcome, CommitResult) and outcome.created for outcome in outcomes):
             self._report_success()
         self._maybe_trim()
-        for pending, outcome in zip(batch, outcomes):
+        for pending, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, StoreWriteError):
                 pending.result.errback(Failure(outcome))
             else:
@@ -540,10 +542,10 @@ class Store:
         for start in range(0, max(len(upserts), 1), PLATE_WRITE_CHUNK):
             chunk = upserts[start : start + PLATE_WRITE_CHUNK]
             if chunk:
-                written += await self._write(lambda: self._db.write_plates(chunk, (), now))
+                written += await self._write(functools.partial(self._db.write_plates, chunk, (), now))
         for start in range(0, len(deletes), PLATE_WRITE_CHUNK):
             gone = deletes[start : start + PLATE_WRITE_CHUNK]
-            written += await self._write(lambda: self._db.write_plates((), gone, now))
+            written += await self._write(functools.partial(self._db.write_plates, (), gone, now))
         return written
 
     # -- camera lists ----------------------------------------------------------
@@ -572,8 +574,8 @@ class Store:
             chunk = dict(items[start : start + PLATE_WRITE_CHUNK])
             first = start == 0
             await self._write(
-                lambda: self._db.save_camera_list(
-                    camera, dialect, known, cleared and first, chunk
+                functools.partial(
+                    self._db.save_camera_list, camera, dialect, known, cleared and first, chunk
                 )
             )
 
