@@ -12,7 +12,6 @@ from typing import Any, cast
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
-from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from gateway.policy.cameralist import CameraRow
