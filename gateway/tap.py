@@ -468,7 +468,12 @@ def build_upstream(
 
 
 def build_mqtt(
-    root: MultiService, core: Core, settings: MqttSettings, seams: Seams = Seams()
+    root: MultiService,
+    core: Core,
+    settings: MqttSettings,
+    lanes: Lanes,
+    upstream: UpstreamService | None = None,
+    seams: Seams = Seams(),
 ) -> MqttService:
     """The MQTT link: events from the store's own cursor, retained state,
     discovery and commands (docs/mqtt.md)."""
@@ -479,7 +484,22 @@ def build_mqtt(
         from gateway.mqtt.paho import PahoBroker
 
         client = PahoBroker(core.reactor, settings, will_topic=will_topic)
-    mqtt = MqttService(client=client, store=core.store, config=settings, clock=core.clock)
+    async def gateway_state() -> dict[str, Any]:
+        store = core.store.store
+        state: dict[str, Any] = {
+            "outbox_depth": await store.outbox_depth() if store is not None else None,
+            "cloud_link": upstream.link.state.value if upstream is not None else "none",
+        }
+        return state
+
+    mqtt = MqttService(
+        client=client,
+        store=core.store,
+        config=settings,
+        clock=core.clock,
+        lanes=lanes,
+        gateway_state=gateway_state,
+    )
     # After the store: it stops before it (the cursor is saved on the way).
     mqtt.setServiceParent(root)
     core.bus.subscribe(lambda topic, payload: mqtt.notify_new_event() if topic == "event" else None)
@@ -602,7 +622,7 @@ def build_service(
     if config.upstream is not None:
         root.upstream = build_upstream(root, core, cameras, config.upstream, config.source)
     if config.mqtt is not None:
-        root.mqtt = build_mqtt(root, core, config.mqtt, seams)
+        root.mqtt = build_mqtt(root, core, config.mqtt, config.lanes, root.upstream, seams)
     root.listeners = build_listeners(
         root,
         reactor,

@@ -81,3 +81,31 @@ class MqttBrokerTests(SimulatorTestCase):
         status = await mqtt.status()
         self.assertEqual((status.state.value, status.queued), ("up", 0))
         self.assertEqual(subscriber.on(f"{PREFIX}/status"), [])  # not subscribed to it here
+
+    async def test_a_late_subscriber_gets_the_retained_lane_state_and_status(self) -> None:
+        broker = self.broker()
+        broker.start()
+        await self.start(self.site(broker, discovery=True))
+        camera = self.camera(serialno=VZENITH, plates=3, rate=50, no_plate_rate=0.0)
+        await self.until(lambda: len(camera.answered_plates) == 3, 10, "three answered plates")
+        mqtt = self.gateway.service.mqtt
+        assert mqtt is not None
+        await self.until(lambda: mqtt.is_connected and mqtt.publisher.in_flight == 0
+                         and mqtt.publisher.published >= 3, 10, "the plates published")
+        last = sorted(await self.plate_events(), key=lambda e: e.seq)[-1]
+        late = self.subscriber(broker, f"{PREFIX}/lane/+/state", f"{PREFIX}/status",
+                               "homeassistant/#")
+
+        def entrance() -> list[bytes]:
+            return late.on(f"{PREFIX}/lane/entrance/state")
+
+        await self.until(lambda: entrance() and late.on(f"{PREFIX}/status"), 5, "retained state")
+        state = json.loads(entrance()[-1])
+        self.assertEqual((state["plate"], state["event_id"]), (last.plate, last.id))
+        self.assertTrue(state["camera_online"])
+        self.assertEqual(late.on(f"{PREFIX}/status"), [b"online"])
+        await self.until(lambda: late.matching("homeassistant/binary_sensor/site-7/"), 5,
+                         "discovery configs")
+        await mqtt.disownServiceParent()  # a clean stop of the link alone
+        await self.until(lambda: late.on(f"{PREFIX}/status")[-1:] == [b"offline"], 5,
+                         "offline on a clean stop")

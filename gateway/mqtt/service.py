@@ -14,8 +14,9 @@ States, shown on the status page and logged once per change:
 from __future__ import annotations
 
 import enum
+import json
 import random as random_module
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,10 +27,14 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from gateway.mqtt.client import BrokerClient
+from gateway.mqtt.discovery import discovery_configs, gateway_state_topic
+from gateway.mqtt.lanes import LaneStates, lane_topic
 from gateway.mqtt.publisher import EventPublisher
 from gateway.mqtt.settings import MqttSettings
-from gateway.store import StoreService
+from gateway.site import Lanes
+from gateway.store import EventRecord, ImageState, StoreError, StoreService
 from gateway.timers import Every
+from gateway.upstream.events import dump_json
 from gateway.upstream.link import Backoff
 
 __all__ = ["MqttLinkState", "MqttService", "MqttStatus", "ONLINE", "OFFLINE"]
@@ -42,6 +47,10 @@ POLL_SECONDS = 5.0
 """How often the store is looked at without being told of a new event."""
 GOODBYE_SECONDS = 2.0
 """How long a clean stop waits for the broker to take the ``offline`` status."""
+GATEWAY_STATE_SECONDS = 30.0
+"""How often the gateway's own state (store, outboxes, cloud link) is published."""
+DISCOVERY_KEY = "mqtt:discovery_topics"
+"""The store's record of the discovery configs published (to remove old lanes')."""
 
 
 class MqttLinkState(str, enum.Enum):
@@ -81,6 +90,8 @@ class MqttService(MultiService):
         store: StoreService,
         config: MqttSettings,
         clock: IReactorTime,
+        lanes: Lanes | None = None,
+        gateway_state: Callable[[], Awaitable[dict[str, Any]]] | None = None,
         random: Callable[[], float] | None = None,
     ) -> None:
         super().__init__()
@@ -93,8 +104,13 @@ class MqttService(MultiService):
             cap=float(config.max_backoff_seconds),
             random=random if random is not None else random_module.random,
         )
+        lanes = lanes if lanes is not None else Lanes()
+        self.lanes = LaneStates(lanes, config.prefix, self._retain)
+        self._site_lanes = lanes
+        self._gateway_state = gateway_state
         self.publisher = EventPublisher(
-            store=store, clock=clock, prefix=config.prefix, qos=config.qos
+            store=store, clock=clock, prefix=config.prefix, qos=config.qos,
+            on_event=self._followed,
         )
         self._state = MqttLinkState.CONNECTING
         self._since = self._now()
@@ -108,6 +124,9 @@ class MqttService(MultiService):
         self.on_connected: list[Callable[[], None]] = []
         self.on_message: Callable[[str, bytes], None] | None = None
         Every(clock, POLL_SECONDS, self.publisher.kick, name="mqtt-poll").setServiceParent(self)
+        Every(
+            clock, GATEWAY_STATE_SECONDS, self._publish_gateway_state, name="mqtt-gateway-state"
+        ).setServiceParent(self)
 
     @property
     def status_topic(self) -> str:
@@ -175,6 +194,10 @@ class MqttService(MultiService):
         self.last_error = None
         self._set_state(MqttLinkState.UP, None)
         self.client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+        self.lanes.publish_all()
+        Deferred.fromCoroutine(self._on_connect_work()).addErrback(
+            lambda failure: log.failure("MQTT: discovery and state failed", failure)
+        )
         for callback in list(self.on_connected):
             try:
                 callback()
@@ -246,6 +269,70 @@ class MqttService(MultiService):
                 url=url,
                 error=error,
             )
+
+    # -- retained state and discovery -------------------------------------------
+
+    def _retain(self, topic: str, payload: bytes) -> None:
+        if not self._connected:
+            return  # published again on connect
+        sent = self.client.publish(topic, payload, qos=1, retain=True)
+        sent.addErrback(lambda failure: None)  # cancelled by a stop
+
+    def _followed(self, record: EventRecord) -> None:
+        self.lanes.follow(record)
+        if (
+            self.config.images == "crop"
+            and record.image_state("crop") is ImageState.PRESENT
+            and self.lanes.lane_of(record) is not None
+        ):
+            Deferred.fromCoroutine(self._publish_crop(record)).addErrback(
+                lambda failure: log.failure("MQTT: publishing a crop failed", failure)
+            )
+
+    async def _publish_crop(self, record: EventRecord) -> None:
+        lane = self.lanes.lane_of(record)
+        store = self._store_service.store
+        if lane is None or store is None:
+            return
+        if record.image_crop_bytes > self.config.image_max_bytes:
+            return
+        try:
+            data = await store.read_image(record.id, "crop")
+        except StoreError:
+            return
+        if data is not None and len(data) <= self.config.image_max_bytes:
+            self._retain(lane_topic(self.config.prefix, lane, "image"), data)
+
+    async def _on_connect_work(self) -> None:
+        if self.config.discovery:
+            await self._publish_discovery()
+        await self._publish_gateway_state()
+
+    async def _publish_discovery(self) -> None:
+        configs = discovery_configs(self.config, self._site_lanes)
+        store = await self._store_service.when_open()
+        try:
+            known = json.loads(await store.kv_get(DISCOVERY_KEY) or "[]")
+        except ValueError:
+            known = []
+        # A lane removed or renamed since: its configs go (empty retained).
+        for topic in known:
+            if isinstance(topic, str) and topic not in configs:
+                self._retain(topic, b"")
+        for topic, payload in configs.items():
+            self._retain(topic, dump_json(payload))
+        await store.kv_set(DISCOVERY_KEY, json.dumps(sorted(configs)))
+
+    async def _publish_gateway_state(self) -> None:
+        if not self._connected:
+            return
+        state: dict[str, Any] = {"mqtt_queued": await self.publisher.queued()}
+        store = self._store_service.store
+        if store is not None:
+            state["store"] = "degraded" if store.degraded else "ok"
+        if self._gateway_state is not None:
+            state.update(await self._gateway_state())
+        self._retain(gateway_state_topic(self.config.prefix), dump_json(state))
 
     # -- for the status page ----------------------------------------------------
 

@@ -5,6 +5,7 @@ by the test, plus a subscriber that records what arrives."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -157,6 +158,9 @@ class Mosquitto:
             "persistence true",
             f"persistence_location {self.directory}/",
             "max_queued_messages 0",
+            # Run as root, Mosquitto drops to its own user, which cannot
+            # write in the test's private directory.
+            f"user {getpass.getuser()}",
             "log_dest stderr",
             "log_type error",
             "log_type warning",
