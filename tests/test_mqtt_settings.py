@@ -32,7 +32,7 @@ def test_defaults_come_from_the_gateway_id() -> None:
     assert settings.client == "anpr-gateway-site-7"
     assert settings.prefix == "anpr/site-7"
     assert (settings.qos, settings.discovery, settings.discovery_prefix) == (1, True, "homeassistant")
-    assert (settings.images, settings.commands, settings.protocol) == ("none", False, "3.1.1")
+    assert (settings.images, settings.protocol) == ("none", "3.1.1")
 
 
 def test_mqtts_defaults_to_port_8883_and_takes_certificates(tmp_path: Path) -> None:

@@ -146,11 +146,6 @@ class MqttService(MultiService):
     # -- service ----------------------------------------------------------------
 
     def startService(self) -> None:
-        if self.config.commands:
-            log.warn(
-                "[mqtt] commands = true: commands from MQTT are not obeyed by this release "
-                "yet (docs/mqtt.md); nothing is subscribed"
-            )
         super().startService()
         self.publisher.start()
         self._connect()
