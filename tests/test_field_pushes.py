@@ -443,7 +443,8 @@ def test_gb2312_body_says_gb18030() -> None:
 
 
 def test_ascii_body_says_nothing() -> None:
-    assert parse_push(PARKINGCAM_HEARTBEAT, None).charset is None
+    heartbeat = parse_push(PARKINGCAM_HEARTBEAT, None)
+    assert isinstance(heartbeat, Heartbeat) and heartbeat.charset is None
     assert parse(sample("plate_parkingcam_alphadigi_manual_v1.2.json")).charset is None
 
 

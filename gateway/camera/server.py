@@ -36,6 +36,7 @@ from gateway.gate import Gate, GateLane, PlateRead
 from gateway.policy.decision import CAMERA_NOT_ALLOWED, Decision
 from gateway.protocol import replies
 from gateway.protocol.messages import (
+    CameraReceipt,
     Dialect,
     Heartbeat,
     IoInput,
@@ -48,6 +49,7 @@ from gateway.protocol.messages import (
     WhitelistResult,
 )
 from gateway.protocol.parse import parse_push
+from gateway.protocol.text import for_log
 from gateway.serial.bridge import SerialBridge
 from gateway.store.ids import new_event_id, plate_event_id
 
@@ -191,7 +193,7 @@ class CameraServer:
             log.warn(
                 "Bad request from {peer} to {path}: {reason}",
                 peer=peer,
-                path=request.path.decode("latin-1", "replace"),
+                path=for_log(request.path.decode("latin-1", "replace")),
                 reason=str(error),
             )
             return _json_error(request, 400, str(error))
@@ -234,7 +236,13 @@ class CameraServer:
         if isinstance(message, Heartbeat):
             return self._parkingcam_heartbeat(message, peer)
         if isinstance(message, IoInput):
-            camera = self._camera(message.serialno, peer, message.device_name, message.ipaddr)
+            camera = self._camera(
+                message.serialno,
+                peer,
+                message.device_name,
+                message.ipaddr,
+                charset=message.charset,
+            )
             await self._record("io", camera, message)
             return replies.ack_reply()
         if isinstance(message, SerialData):
@@ -244,6 +252,7 @@ class CameraServer:
                 message.device_name,
                 message.ipaddr,
                 dialect=message.dialect,
+                charset=message.charset,
             )
             await self._record("serial", camera, message)
             if self.bridge is not None:
@@ -259,10 +268,17 @@ class CameraServer:
                 self.control.snapshot_arrived(camera, path, message.image.data)
             return replies.ack_reply()
         if isinstance(message, WhitelistResult):
-            camera = self._camera(message.serialno, peer, None, None)
+            camera = self._camera(message.serialno, peer, None, None, charset=message.charset)
             await self._record("whitelist_result", camera, message)
             for listener in self.whitelist_result_listeners:
                 listener(camera, message)
+            return replies.ack_reply()
+        if isinstance(message, CameraReceipt):
+            # A newer camera's receipt for a command: kept, and answered (any reply).
+            camera = self._camera(
+                message.serialno, peer, None, message.ipaddr, charset=message.charset
+            )
+            await self._record("receipt", camera, message)
             return replies.ack_reply()
         raise AssertionError(f"unhandled message type {type(message).__name__}")
 
@@ -336,7 +352,12 @@ class CameraServer:
 
     async def _plate(self, plate: PlateResult, peer: Origin) -> bytes:
         camera = self._camera(
-            plate.serialno, peer, plate.device_name, plate.ipaddr, dialect=plate.dialect
+            plate.serialno,
+            peer,
+            plate.device_name,
+            plate.ipaddr,
+            dialect=plate.dialect,
+            charset=plate.charset,
         )
         lane = self._lane(camera)
         lane_name = lane.name if lane else None
@@ -437,7 +458,14 @@ class CameraServer:
         return body
 
     def _parkingcam_heartbeat(self, heartbeat: Heartbeat, peer: Origin) -> bytes:
-        camera = self._camera(heartbeat.serialno, peer, None, None, dialect=Dialect.PARKINGCAM)
+        camera = self._camera(
+            heartbeat.serialno,
+            peer,
+            None,
+            None,
+            dialect=Dialect.PARKINGCAM,
+            charset=heartbeat.charset,
+        )
         self.registry.heartbeat(camera)
         whole = self.registry.take_whole_reply(camera)
         if whole is not None:
@@ -460,10 +488,16 @@ class CameraServer:
         device_name: str | None,
         ipaddr: str | None,
         dialect: Any = None,
+        charset: str | None = None,
     ) -> Camera:
         key = serialno or self._by_address_key(origin.peer)
         camera = self.registry.seen(
-            key, address=origin.peer, dialect=dialect, device_name=device_name, ipaddr=ipaddr
+            key,
+            address=origin.peer,
+            dialect=dialect,
+            device_name=device_name,
+            ipaddr=ipaddr,
+            charset=charset,
         )
         camera.gateway_address = (origin.host, origin.port, origin.secure)
         if camera.lane is None and key not in self._unconfigured_logged:
