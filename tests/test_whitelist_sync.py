@@ -25,6 +25,7 @@ from gateway.camera.whitelist_sync import (
 from gateway.policy.cameralist import CameraRow
 from gateway.policy.whitelist import PlateListChange, WhitelistEntry, parse_hours
 from gateway.protocol.messages import Dialect, WhitelistOperation, WhitelistResult
+from gateway.protocol.parse import decode_body
 from gateway.protocol.replies import HeartbeatReply, PlateReply
 from gateway.store import CameraListState
 
@@ -398,7 +399,8 @@ class ParkingCamTests(SyncTestCase):
                 reply = HeartbeatReply()
                 self.registry.fill_reply(camera, reply)
                 break
-            body = json.loads(command.whole_reply() or b"{}")
+            # In the camera's encoding (until it is known: adds UTF-8, deletions GB2312).
+            body = json.loads(decode_body(command.whole_reply() or b"{}"))
             key = next(iter(body))
             operations.append(key)
             if key == "deleteWhiteListAll":
@@ -432,6 +434,37 @@ class ParkingCamTests(SyncTestCase):
         self.sync.list_changed(change)
         self.assertEqual(self.heartbeats(camera, held), ["deleteWhiteList", "addWhiteList"])
         self.assertIn("粤B00001", held)
+
+    def test_commands_are_written_in_the_encoding_the_camera_pushes_in(self) -> None:
+        self.site.add("粤B00001")
+        self.site.add("粤B00002")
+        camera = self.camera(PARKINGCAM, Dialect.PARKINGCAM)
+        self.registry.seen(PARKINGCAM, address="127.0.0.1", charset="gb18030")
+        bodies: list[bytes] = []
+        for _ in range(2):  # delete all, then the add
+            command = self.registry.take_whole_reply(camera)
+            assert command is not None
+            bodies.append(command.whole_reply() or b"")
+            operation = (
+                WhitelistOperation.DELETE_ALL if b"deleteWhiteListAll" in bodies[-1]
+                else WhitelistOperation.ADD
+            )
+            self.sync.whitelist_result(camera, WhitelistResult(operation=operation, ok=True))
+        self.assertIn("粤B00001".encode("gb2312"), bodies[1])
+        self.sync.list_changed(self.site.change(deletes=["粤B00002"]))
+        command = self.registry.take_whole_reply(camera)
+        assert command is not None
+        self.assertIn(b"deleteWhiteList", command.whole_reply() or b"")
+        self.assertIn("粤B00002".encode("gb2312"), command.whole_reply() or b"")
+        self.sync.whitelist_result(
+            camera, WhitelistResult(operation=WhitelistOperation.DELETE, ok=True)
+        )
+        # A camera that turns out to push UTF-8 gets its deletions in UTF-8 too.
+        self.registry.seen(PARKINGCAM, address="127.0.0.1", charset="utf-8")
+        self.sync.list_changed(self.site.change(deletes=["粤B00001"]))
+        command = self.registry.take_whole_reply(camera)
+        assert command is not None
+        self.assertIn("粤B00001".encode(), command.whole_reply() or b"")
 
     def test_refusal_is_sent_again(self) -> None:
         self.site.add("粤B00001")
