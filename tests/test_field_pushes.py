@@ -471,3 +471,29 @@ def test_every_plate_sample_keeps_every_field() -> None:
             if key != "result":
                 assert message.fields[key] == value, (name, key)
         assert dict(message.raw) == inner["result"]["PlateResult"]
+
+
+# --------------------------------------------------------------------------- the documented list
+
+EVENTS_DOC = Path(__file__).resolve().parents[1] / "docs" / "events.md"
+
+
+def shown(text: str) -> str:
+    """A license as docs/events.md writes it: characters that do not print as U+XXXX."""
+    return "".join(
+        ch if ch.isprintable() and ch not in "\xa0\xad" else f"U+{ord(ch):04X}" for ch in text
+    )
+
+
+def test_docs_list_every_no_plate_read_and_nothing_else() -> None:
+    text = EVENTS_DOC.read_text(encoding="utf-8")
+    table = text.split("<!-- no-plate list:", 1)[1].split("\n\n", 1)[0]
+    cells = {
+        cell.strip()[1:-1]
+        for line in table.splitlines()[4:]  # after the comment, header, rule and "as sent"
+        for cell in line.split("|")[2:-1]
+    }
+    assert cells == {shown(license) for license in NO_PLATE_LICENSES if license not in
+                     NO_PLATE_SPELLINGS and license}, "docs/events.md no-plate table"
+    for spelling in NO_PLATE_SPELLINGS:
+        assert f"`{spelling}`" in table

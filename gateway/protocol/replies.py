@@ -459,7 +459,12 @@ def _check_row_count(what: str, count: int, most: int) -> None:
 #: How ParkingCam whitelist bodies with plates may be written: the camera's "character
 #: encoding" setting is UTF-8 or GB2312 (written as its superset GB18030: the same bytes
 #: for every GB2312 character).
-_PARKINGCAM_CHARSETS = {"utf-8": "utf-8", "gb18030": "gb18030", "gbk": "gb18030", "gb2312": "gb18030"}
+_PARKINGCAM_CHARSETS = {
+    "utf-8": "utf-8",
+    "gb18030": "gb18030",
+    "gbk": "gb18030",
+    "gb2312": "gb18030",
+}
 
 
 def _parkingcam_text_body(obj: dict[str, Any], charset: str) -> bytes:
