@@ -31,7 +31,8 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import attrs
 
@@ -105,7 +105,7 @@ def text_table(rows: Sequence[Row]) -> str:
     widths = [max(len(line[index]) for line in cells) for index in range(len(COLUMNS))]
     lines = []
     for number_, line in enumerate(cells):
-        lines.append(" | ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+        lines.append(" | ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
         if number_ == 0:
             lines.append("-+-".join("-" * width for width in widths))
     return "\n".join(lines)

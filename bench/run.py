@@ -17,9 +17,9 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
 
 if __package__ in (None, ""):
     # Run as a script: make the repository importable.

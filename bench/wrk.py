@@ -12,8 +12,9 @@ bare baseline parse exactly what a camera sends.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import attrs
 
@@ -42,7 +43,7 @@ class PushBody:
 
     def render(self, values: Mapping[str, str]) -> bytes:
         out = [self.pieces[0]]
-        for slot, piece in zip(self.slots, self.pieces[1:]):
+        for slot, piece in zip(self.slots, self.pieces[1:], strict=True):
             out += [values[slot].encode("utf-8"), piece]
         return b"".join(out)
 

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorFromThreads, IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-__all__ = ["BULK_NICE", "BackgroundWork", "InThread", "reactor_threads"]
+__all__ = ["BULK_NICE", "BackgroundStopped", "BackgroundWork", "InThread", "reactor_threads"]
 
 log = Logger()
 T = TypeVar("T")
@@ -33,7 +35,7 @@ class InThread(Protocol):
     def __call__(self, work: Callable[[], T]) -> Deferred[T]: ...
 
 
-def reactor_threads(reactor: Any) -> InThread:
+def reactor_threads(reactor: IReactorThreads) -> InThread:
     """The reactor's own thread pool as an :class:`InThread` (for parts used
     without the bulk thread, as in tests of one part)."""
     pool = reactor.getThreadPool()
@@ -47,11 +49,15 @@ def reactor_threads(reactor: Any) -> InThread:
 BULK_NICE = 10
 
 
+class BackgroundStopped(Exception):
+    """Work was handed to the bulk thread after the gateway began to stop."""
+
+
 class BackgroundWork(Service):
     """``background(work)`` runs ``work()`` in the bulk thread and gives its
     result as a Deferred. Work runs one piece at a time, in order."""
 
-    def __init__(self, reactor: Any, name: str = "anpr-gateway bulk work") -> None:
+    def __init__(self, reactor: IReactorFromThreads, name: str = "anpr-gateway bulk work") -> None:
         self.setName("background-work")
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=0, maxthreads=1, name=name)
@@ -67,6 +73,10 @@ class BackgroundWork(Service):
         self._pool.stop()
 
     def __call__(self, work: Callable[[], T]) -> Deferred[T]:
+        if self._pool.joined:
+            # A stopped pool drops what it is given without a word: say so,
+            # so that whoever waits (a start-up cut short) is not left waiting.
+            return fail(BackgroundStopped("the gateway is stopping: bulk work no longer runs"))
         return deferToThreadPool(self._reactor, self._pool, self._lowered, work)
 
     def _lowered(self, work: Callable[[], T]) -> T:

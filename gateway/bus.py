@@ -8,7 +8,8 @@ off line), ``command`` (a command reached its final state), ``status``
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from twisted.logger import Logger
 

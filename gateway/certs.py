@@ -25,8 +25,9 @@ import re
 import secrets
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Final, Literal, Sequence
+from typing import Final, Literal
 
 import attrs
 from cryptography import x509

@@ -37,8 +37,8 @@ from gateway.site import (
     DEFAULT_STATE_DIR,
     LANE_KEY,
     SITE,
-    LaneSettings,
     Lanes,
+    LaneSettings,
     SiteSettings,
     parse_lanes,
 )
@@ -263,11 +263,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     try:
         config = load_config(arguments.path)
+        warnings = check_machine(config)
     except ConfigError as error:
         print(f"error: {error.full_message()}", file=sys.stderr)
         return 2
+    for warning in warnings:
+        print(f"warning: {config.source}: {warning}", file=sys.stderr)
     print(f"ok: {config.source}: {config.summary()}")
     return 0
+
+
+def check_machine(config: GatewayConfig) -> list[str]:
+    """Check what the file names on this machine, as the gateway will use it:
+    every listener parsed by Twisted's endpoint parser (without listening),
+    its TLS files read and matched. Raises :class:`ConfigError`; returns what
+    may be fine once the site is wired (an interface or serial device not
+    there now, a certificate near its end)."""
+    from gateway.listeners import check_endpoint, endpoint_warnings
+
+    warnings: list[str] = []
+    for key, endpoints in (
+        ("camera_server.listen", config.camera_server.listen),
+        ("admin.listen", config.admin.listen),
+    ):
+        for index, description in enumerate(endpoints, start=1):
+            item = f"{key}[{index}]"
+            try:
+                check_endpoint(description, item)
+            except ConfigError as error:
+                raise ConfigError(error.path, error.reason, config.source) from None
+            warnings.extend(endpoint_warnings(description, item))
+    for port in config.serial:
+        if not os.path.exists(port.device):
+            warnings.append(
+                f"{_SERIAL_KEY}.{port.name}.device: {port.device} is not there (yet); "
+                "the gateway retries it while it runs"
+            )
+    return warnings
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ from __future__ import annotations
 import gc
 import sys
 import time
-from datetime import datetime, time as dt_time, timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
+from datetime import time as dt_time
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime

@@ -17,10 +17,13 @@ calls :func:`observer` with no arguments before it starts logging.
 
 from __future__ import annotations
 
+import re
 import sys
-from typing import BinaryIO, Final, Mapping
+from collections.abc import Mapping
+from typing import BinaryIO, Final
 
-from twisted.logger import ILogObserver, LogEvent, LogLevel, eventAsText
+from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 __all__ = ["PRIORITIES", "JournalObserver", "format_event", "observer"]
@@ -56,23 +59,38 @@ def _source(event: LogEvent) -> str:
     return str(namespace) if namespace else "-"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _escaped(text: str) -> str:
+    """``text`` on one line: control characters (a newline in a plate or a
+    serial payload) written as escapes, so that camera input cannot forge
+    log lines."""
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
+
+
 def format_event(event: LogEvent) -> bytes:
     """The journal lines of one log event, UTF-8, each ending in a newline.
 
-    The first line is ``<N>[source] message``; every following line (a
-    multi-line message, the traceback of a logged failure) carries the same
-    ``<N>`` prefix so that journald files it with the same priority. An event
-    with nothing to show gives ``b""``.
+    The first line is ``<N>[source] message``, the message on one line (its
+    control characters escaped); the traceback of a logged failure follows,
+    each of its lines with the same ``<N>`` prefix so that journald files it
+    with the same priority. An event with nothing to show gives ``b""``.
     """
-    text = eventAsText(
-        event, includeTraceback=True, includeTimestamp=False, includeSystem=False
-    )
-    if not text:
+    message = formatEvent(event)
+    failure = event.get("log_failure")
+    traceback = ""
+    if isinstance(failure, Failure):
+        try:
+            traceback = failure.getTraceback()
+        except Exception:
+            traceback = "(unable to obtain traceback)"
+    if not message and not traceback:
         return b""
     prefix = f"<{_priority(event)}>"
-    lines = text.rstrip("\n").split("\n")
-    lines[0] = f"[{_source(event)}] {lines[0]}"
-    rendered = "".join(f"{prefix}{line.rstrip(chr(13))}\n" for line in lines)
+    lines = [f"[{_source(event)}] {_escaped(message)}"]
+    lines.extend(line.rstrip("\r") for line in traceback.rstrip("\n").split("\n") if traceback)
+    rendered = "".join(f"{prefix}{line}\n" for line in lines)
     # Plates and camera names are often Chinese; a stray surrogate (from a
     # badly decoded file name) must not cost the whole line.
     return rendered.encode("utf-8", "backslashreplace")

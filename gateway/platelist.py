@@ -15,22 +15,22 @@ interleaves with an edit.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import tzinfo
-from typing import Any, Callable, TypeVar
+from typing import Any, cast, TypeVar
 
 import attrs
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredLock, gatherResults, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from gateway.background import InThread, reactor_threads
+from gateway.background import BackgroundStopped, InThread, reactor_threads
 from gateway.heap import bulk
 from gateway.policy.codec import EntryCodec
 from gateway.policy.csvformat import CsvImport, parse_whitelist_csv
 from gateway.policy.decision import Decision, PlateQuery
-from gateway.site import Lanes
 from gateway.policy.plates import normalise_plate
 from gateway.policy.whitelist import (
     PlateListChange,
@@ -40,6 +40,7 @@ from gateway.policy.whitelist import (
     format_hours,
     parse_hours,
 )
+from gateway.site import Lanes
 from gateway.store import PlateRow, PlateRowsWritten, Store, StoreError, StoreService
 from gateway.timers import Every
 
@@ -208,7 +209,7 @@ class PlateList(MultiService):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorThreads,
         store: StoreService,
         *,
         codec: EntryCodec,
@@ -221,7 +222,8 @@ class PlateList(MultiService):
     ) -> None:
         super().__init__()
         self.setName("plate-list")
-        self._clock: IReactorTime = clock or reactor
+        # Without a clock, the reactor's own (which has one).
+        self._clock: IReactorTime = clock if clock is not None else cast(IReactorTime, reactor)
         if in_thread is None:
             in_thread = reactor_threads(reactor)
 
@@ -289,7 +291,13 @@ class PlateList(MultiService):
     def startService(self) -> None:
         super().startService()
         self._starting = Deferred.fromCoroutine(self._start())
-        self._starting.addErrback(lambda f: log.failure("The plate list could not be loaded", f))
+        self._starting.addErrback(self._start_failed)
+
+    def _start_failed(self, failure: Failure) -> None:
+        if failure.check(BackgroundStopped) and not self.running:
+            log.info("The plate list was not loaded: the gateway stopped while it started")
+            return
+        log.failure("The plate list could not be loaded", failure)
 
     def stopService(self) -> Deferred[None]:
         self._watching = False

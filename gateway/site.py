@@ -26,6 +26,7 @@ from gateway.schema import (
     directory,
     integer,
     is_timezone,
+    network,
     one_of,
     optional,
     setting,
@@ -146,6 +147,10 @@ class LaneSettings:
     )
     cloud_overrides_blacklist: bool = setting(boolean, default=False)
     camera_list_max: int = setting(integer(1, 200_000), default=10_000)
+    # Where the lane's camera pushes from (an address or a network): a push
+    # claiming its serial number from elsewhere is not taken as this lane's
+    # camera. None: from anywhere (the protocol has no camera authentication).
+    address: str | None = setting(optional(network), default=None)
 
     def __attrs_post_init__(self) -> None:
         # The bridge is known by its lane and camera in logs and status.

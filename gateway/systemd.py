@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Awaitable, Callable, Final, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Final
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
@@ -256,7 +257,7 @@ async def listening_status(services: Iterable[StreamServerEndpointService]) -> s
     services = list(services)
     ports: Sequence[Deferred[IListeningPort | None]] = [_port_of(s) for s in services]
     parts = []
-    for service, waiting in zip(services, ports):
+    for service, waiting in zip(services, ports, strict=True):
         port = await waiting
         if port is None:
             raise RuntimeError(f"listener {service.name or '?'} is not listening")

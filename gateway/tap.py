@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 import attrs
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
@@ -27,10 +25,11 @@ from gateway import __version__
 from gateway.admin import root as admin
 from gateway.admin.auth import AdminAccounts
 from gateway.admin.metrics import GatewayMetrics
-from gateway.background import BackgroundWork
+from gateway.background import BackgroundWork, InThread
 from gateway.bus import EventBus
 from gateway.camera.commands import SendSerial
 from gateway.camera.control import CameraControl, CloudCommands
+from gateway.camera.http import ConnectionLimits
 from gateway.camera.recorder import StoreRecorder
 from gateway.camera.registry import Camera, CameraRegistry
 from gateway.camera.server import CameraServer
@@ -40,13 +39,15 @@ from gateway.display.lanes import LaneDisplays, Withdraw
 from gateway.display.settings import LaneDisplay
 from gateway.gate import Gate
 from gateway.heap import HeapSweep, share_the_lock
+from gateway.listeners import LISTEN_ERROR_EXIT, CannotListen, Listener, parse_endpoint
 from gateway.platelist import PlateList
 from gateway.policy.codec import EntryCodec
+from gateway.reactor import IGatewayReactor, as_gateway_reactor
 from gateway.serial.bridge import SerialBridge
 from gateway.serial.ports import SerialPorts
 from gateway.serial.settings import SerialPortSettings
 from gateway.site import Lanes
-from gateway.store import Store, StoreService
+from gateway.store import Store, StoreExecutor, StoreService
 from gateway.systemd import SystemdNotifier, listening_status
 from gateway.upstream.decisions import CloudGate
 from gateway.upstream.service import UpstreamService
@@ -86,19 +87,6 @@ def refuse_to_start(error: ConfigError) -> NoReturn:
     raise SystemExit(CONFIG_ERROR_EXIT)
 
 
-def _listener(
-    reactor: Any, description: str, factory: IProtocolFactory, path: str, source: str
-) -> StreamServerEndpointService:
-    try:
-        endpoint = serverFromString(reactor, description)
-    except Exception as error:  # endpoint parsers raise many kinds
-        raise ConfigError(path, f"not a usable endpoint ({error})", source) from None
-    service = StreamServerEndpointService(endpoint, factory)
-    # Fail the start-up if the port cannot be bound, rather than logging it.
-    service._raiseSynchronously = True
-    return service
-
-
 class GatewayService(MultiService):
     """The root of the service tree, with its parts by name for tests and the bench."""
 
@@ -110,7 +98,7 @@ class GatewayService(MultiService):
         self.cameras: Cameras | None = None
         self.upstream: UpstreamService | None = None
         self.admin: admin.AdminRoot | None = None
-        self.listeners: list[StreamServerEndpointService] = []
+        self.listeners: list[Listener] = []
 
     def startService(self) -> None:
         log.info(
@@ -119,7 +107,28 @@ class GatewayService(MultiService):
             summary=self.config.summary(),
         )
         share_the_lock()
+        # The ports first: one that cannot be bound stops the start before
+        # anything else runs (no store thread to wind down), in one line.
+        self._bind()
         super().startService()
+
+    def privilegedStartService(self) -> None:
+        # twistd binds the ports here, before it drops privileges.
+        self._bind()
+        for service in self:
+            if not isinstance(service, Listener):
+                service.privilegedStartService()
+
+    def _bind(self) -> None:
+        try:
+            for listener in self.listeners:
+                listener.bind()
+        except CannotListen as error:
+            for listener in self.listeners:
+                if listener.bound:
+                    listener.stopService()
+            print(f"anpr-gateway: cannot listen: {error}", file=sys.stderr)
+            raise SystemExit(LISTEN_ERROR_EXIT) from None
 
     def stopService(self) -> Any:
         if self.admin is not None:
@@ -181,24 +190,31 @@ class GatewayService(MultiService):
 
 
 @attrs.frozen
+class Seams:
+    """What a test of the gateway's parts puts in place of the real thing:
+    time (a ``Clock``), the store's executor (SQLite at once on the calling
+    thread) and the thread bulk work runs in. Each None: the real one."""
+
+    clock: IReactorTime | None = None
+    store_executor: Callable[[], StoreExecutor] | None = None
+    in_thread: InThread | None = None
+
+
+@attrs.frozen
 class Core:
     """What every area of the gateway uses: the cameras known, the store, the
     plate list, the event bus, the recorder of events and the metrics."""
 
-    reactor: Any
+    reactor: IGatewayReactor
+    clock: IReactorTime
+    in_thread: InThread
     registry: CameraRegistry
     store: StoreService
-    background: BackgroundWork
     codec: EntryCodec
     plate_list: PlateList
     bus: EventBus
     recorder: StoreRecorder
     metrics: GatewayMetrics
-
-    @property
-    def clock(self) -> IReactorTime:
-        clock: IReactorTime = self.reactor
-        return clock
 
     def open_store(self) -> Store | None:
         """The store once events may be kept: open, and the plate list loaded.
@@ -238,24 +254,35 @@ def make_state_dir(config: GatewayConfig) -> None:
         ) from None
 
 
-def build_core(root: MultiService, reactor: Any, config: GatewayConfig) -> Core:
+def build_core(
+    root: MultiService, reactor: IGatewayReactor, config: GatewayConfig, seams: Seams = Seams()
+) -> Core:
     """The camera registry, the store, the background thread, the plate list,
     the event bus, the recorder and the metrics."""
+    clock: IReactorTime = seams.clock if seams.clock is not None else reactor
     registry = CameraRegistry(
-        reactor,
+        clock,
         comet_hold=config.camera_server.comet_hold_seconds,
         missed_intervals=config.camera_server.offline_missed_intervals,
     )
-    store = StoreService(reactor, config.gateway.state_dir, config.store)
+    store = StoreService(
+        reactor, config.gateway.state_dir, config.store, clock=clock, executor=seams.store_executor
+    )
     codec = EntryCodec(tz=config.gateway.tz, lanes=config.lanes)
     # The plate list's bulk work (files, index builds, camera recomputes,
     # sync pages) runs in a low-priority thread of its own.
-    background = BackgroundWork(reactor)
+    background: BackgroundWork | None = None
+    in_thread: InThread
+    if seams.in_thread is None:
+        in_thread = background = BackgroundWork(reactor)
+    else:
+        in_thread = seams.in_thread
     plate_list = PlateList(
         reactor,
         store,
         codec=codec,
-        in_thread=background,
+        in_thread=in_thread,
+        clock=clock,
         unknown_plate=config.policy.unknown_plate,
         lane_overrides={lane.name: lane.unknown_plate for lane in config.lanes if lane.unknown_plate},
         max_plate_distance=config.policy.max_plate_distance,
@@ -266,7 +293,7 @@ def build_core(root: MultiService, reactor: Any, config: GatewayConfig) -> Core:
     recorder = StoreRecorder(
         lambda: store.store if plate_list.loaded else None,
         bus=bus,
-        clock=reactor,
+        clock=clock,
         outbox=config.upstream is not None,
     )
     metrics = GatewayMetrics(
@@ -279,10 +306,15 @@ def build_core(root: MultiService, reactor: Any, config: GatewayConfig) -> Core:
     recorder.on_commit_time = metrics.store_commit
     # The registry stops last: the listeners stop first (services stop in
     # reverse), so no request re-arms a camera's timers after it stopped.
-    for part in (registry, store, background, plate_list):
-        part.setServiceParent(root)
-    HeapSweep(reactor, config.gateway.tz).setServiceParent(root)
-    return Core(reactor, registry, store, background, codec, plate_list, bus, recorder, metrics)
+    registry.setServiceParent(root)
+    store.setServiceParent(root)
+    if background is not None:
+        background.setServiceParent(root)
+    plate_list.setServiceParent(root)
+    HeapSweep(clock, config.gateway.tz).setServiceParent(root)
+    return Core(
+        reactor, clock, in_thread, registry, store, codec, plate_list, bus, recorder, metrics
+    )
 
 
 def build_devices(
@@ -392,7 +424,7 @@ def build_cameras(root: MultiService, core: Core, devices: Devices, config: Gate
             for lane in config.lanes
             if lane.sync_whitelist
         },
-        in_thread=core.background,
+        in_thread=core.in_thread,
     )
     sync.setServiceParent(root)
     core.plate_list.on_change(sync.list_changed)
@@ -412,7 +444,7 @@ def build_upstream(
             whitelist=core.plate_list,
             commands=CloudCommands(cameras.control, core.clock),
             codec=core.codec,
-            in_thread=core.background,
+            in_thread=core.in_thread,
         )
     except ConfigError as error:
         raise ConfigError(error.within("upstream").path, error.reason, source) from None
@@ -431,18 +463,23 @@ def build_upstream(
 
 def build_listeners(
     root: MultiService,
-    reactor: Any,
+    reactor: IGatewayReactor,
     factory: IProtocolFactory,
     endpoints: Sequence[str],
     key: str,
     source: str,
-) -> list[StreamServerEndpointService]:
+) -> list[Listener]:
     """One listener per endpoint of ``key`` (``camera_server.listen``), bound
     at start: a port that cannot be bound fails the start-up."""
     listeners = []
     name = key.split(".", 1)[0].replace("_server", "")
     for index, description in enumerate(endpoints, start=1):
-        service = _listener(reactor, description, factory, f"{key}[{index}]", source)
+        item = f"{key}[{index}]"
+        try:
+            endpoint = parse_endpoint(reactor, description, item)
+        except ConfigError as error:
+            raise ConfigError(error.path, error.reason, source) from None
+        service = Listener(endpoint, factory, item, description)
         service.setName(f"{name}-listener-{index}")
         service.setServiceParent(root)
         listeners.append(service)
@@ -500,7 +537,7 @@ def build_admin(
 def build_systemd(
     root: MultiService,
     core: Core,
-    listeners: Sequence[StreamServerEndpointService],
+    listeners: Sequence[Listener],
     environ: Mapping[str, str],
 ) -> SystemdNotifier:
     """Tell systemd when the gateway serves (READY=1 means events are kept:
@@ -519,16 +556,20 @@ def build_systemd(
 
 
 def build_service(
-    config: GatewayConfig, reactor: Any, environ: Mapping[str, str] | None = None
+    config: GatewayConfig,
+    reactor: IGatewayReactor,
+    environ: Mapping[str, str] | None = None,
+    seams: Seams = Seams(),
 ) -> GatewayService:
     """Build the whole gateway for ``config`` on ``reactor`` (not started).
 
     ``environ`` is the process environment when run as a service (systemd's
     ``$NOTIFY_SOCKET`` and ``$WATCHDOG_USEC``); None tells systemd nothing.
+    ``seams`` replaces time, the store's executor and the bulk thread in tests.
     """
     make_state_dir(config)
     root = GatewayService(config)
-    root.core = core = build_core(root, reactor, config)
+    root.core = core = build_core(root, reactor, config, seams)
     root.devices = devices = build_devices(
         root, core, config.lanes, config.serial, config.gateway.tz
     )
@@ -545,8 +586,13 @@ def build_service(
     )
     if config.admin.listen:
         root.admin = build_admin(root, core, devices, cameras, root.upstream, config)
+        admin_site = ConnectionLimits(
+            root.admin.site(),
+            max_connections=config.admin.max_connections,
+            max_per_address=config.admin.max_connections_per_address,
+        )
         root.listeners += build_listeners(
-            root, reactor, root.admin.site(), config.admin.listen, "admin.listen", config.source
+            root, reactor, admin_site, config.admin.listen, "admin.listen", config.source
         )
     build_systemd(root, core, root.listeners, environ or {})
     return root
@@ -556,6 +602,8 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     try:
-        return build_service(options["gateway_config"], reactor, environ=os.environ)
+        return build_service(
+            options["gateway_config"], as_gateway_reactor(reactor), environ=os.environ
+        )
     except ConfigError as error:
         refuse_to_start(error)

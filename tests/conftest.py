@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-# The shared helpers in tests/support.py are imported as ``support``.
+# The shared helpers, the package tests/support/, are imported as ``support``
+# (``from support.gateway import ...``); test modules never import each other.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 

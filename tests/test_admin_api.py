@@ -7,358 +7,36 @@ real loopback HTTP."""
 from __future__ import annotations
 
 import base64
-import io
 import json
-import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote, urlparse
-from zoneinfo import ZoneInfo
 
-import attrs
 import pytest
-from treq.testing import StubTreq
-from twisted.application.service import MultiService
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import Clock, deferLater
-from twisted.internet.threads import deferToThreadPool
-from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.internet.task import deferLater
 
-from gateway.admin.root import AdminRoot, build_admin
-from gateway.admin.auth import AdminAccounts
-from gateway.admin.metrics import GatewayMetrics
-from gateway.admin.settings import AdminSettings, AdminToken, AdminUser, hash_password, token_digest
+from gateway.admin.root import build_admin
 from gateway.admin.stream import EventStream
-from gateway.bus import EventBus
-from gateway.camera.control import CameraControl
-from gateway.camera.recorder import StoreRecorder
-from gateway.camera.registry import CameraRegistry
-from gateway.camera.server import CameraServer
-from gateway.camera.whitelist_sync import CameraWhitelistSync, LaneListSettings
-from gateway.config import GatewayConfig, parse_config
 from gateway.policy.whitelist import WhitelistEntry, parse_hours
-from gateway.store import EventRecord, EventType, StoreService
-from gateway.gate import Gate
-from gateway.platelist import PlateList
-from gateway.policy.codec import EntryCodec
+from gateway.store import EventRecord, EventType
 from support import CapturedLog, multipart_registration, sample_bytes
-from test_camera_server import plate_body
-
-ENTRANCE = "d85b1269-8f942256"
-EXIT = "e10b2d6c8c07b422361457935b518642"
-STRANGER = "aaaa0000-bbbb1111"
-TZ = "Asia/Shanghai"
-BASE = "http://gateway.test"
-CAMERA_BASE = "http://127.0.0.1:8080"
-
-# Costly to compute (scrypt): made once for the whole module.
-PASSWORDS = {"olga": "operator-pass-1", "vera": "viewer-pass-2", "ada": "admin-pass-3"}
-HASHES = {name: hash_password(password) for name, password in PASSWORDS.items()}
-MACHINE_TOKEN = "machine-token-operator-0123456789"
-SCRAPER_TOKEN = "scraper-token-viewer-0123456789"
-
-LANES = [
-    {"name": "Entrance", "camera": ENTRANCE, "barrier_channel": 2},
-    {
-        "name": "Exit",
-        "camera": EXIT,
-        "direction": "out",
-        "barrier_channel": 1,
-        "sync_whitelist": False,
-    },
-]
-
-
-def default_settings(**overrides: Any) -> AdminSettings:
-    values: dict[str, Any] = {
-        "users": (
-            AdminUser("olga", HASHES["olga"], "operator"),
-            AdminUser("vera", HASHES["vera"], "viewer"),
-            AdminUser("ada", HASHES["ada"], "admin"),
-        ),
-        "tokens": (
-            AdminToken("door-robot", token_digest(MACHINE_TOKEN), "operator"),
-            AdminToken("prometheus", token_digest(SCRAPER_TOKEN), "viewer"),
-        ),
-    }
-    values.update(overrides)
-    return AdminSettings(**values)
-
-
-@attrs.define
-class Reply:
-    status: int
-    headers: dict[str, list[str]]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def header(self, name: str) -> str | None:
-        values = self.headers.get(name.lower())
-        return values[-1] if values else None
-
-
-async def settle(stub: StubTreq, waiting: Deferred[Any], what: str = "response") -> Any:
-    """Pump ``stub`` until ``waiting`` fires (the store answers on its own
-    thread, so the reactor must turn too). Bounded: 10 s."""
-    outcome: list[Any] = []
-
-    def arrived(result: Any) -> None:
-        outcome.append(result)
-
-    waiting.addBoth(arrived)
-    for _ in range(2000):
-        stub.flush()
-        if outcome:
-            break
-        await deferLater(reactor, 0.005, lambda: None)
-    else:
-        raise AssertionError(f"no {what} within 10 s")
-    (result,) = outcome
-    if isinstance(result, Failure):
-        result.raiseException()
-    return result
-
-
-class Client:
-    """One browser (its own cookie jar) or machine talking to the API."""
-
-    def __init__(self, api: AdminRoot, *, base: str = BASE, token: str | None = None) -> None:
-        self.stub = StubTreq(api.resource())
-        self.base = base
-        self.token = token
-        self.csrf: str | None = None
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json_body: Any = None,
-        data: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        csrf: bool = True,
-    ) -> Reply:
-        sent: dict[str, str] = dict(headers or {})
-        if self.token is not None:
-            sent.setdefault("Authorization", f"Bearer {self.token}")
-        if csrf and self.csrf is not None and method in ("POST", "PUT", "DELETE"):
-            sent.setdefault("X-CSRF-Token", self.csrf)
-        if json_body is not None:
-            data = json.dumps(json_body).encode()
-            sent.setdefault("Content-Type", "application/json")
-        waiting = self.stub.request(
-            method, self.base + path, data=data, headers={k: [v] for k, v in sent.items()}
-        )
-        response = await settle(self.stub, waiting)
-        body = await settle(self.stub, self.stub.content(response), "body")
-        headers_out = {
-            name.decode().lower(): [v.decode("latin-1") for v in values]
-            for name, values in response.headers.getAllRawHeaders()
-        }
-        return Reply(response.code, headers_out, body)
-
-    async def get(self, path: str, **kwargs: Any) -> Reply:
-        return await self.request("GET", path, **kwargs)
-
-    async def post(self, path: str, json_body: Any = None, **kwargs: Any) -> Reply:
-        return await self.request("POST", path, json_body=json_body, **kwargs)
-
-    async def login(self, name: str, password: str | None = None) -> Reply:
-        reply = await self.post(
-            "/api/login", {"username": name, "password": password or PASSWORDS[name]}
-        )
-        if reply.status == 200:
-            self.csrf = reply.json()["csrf_token"]
-        return reply
-
-
-class Camera:
-    """A camera posting to the real camera server (through StubTreq)."""
-
-    def __init__(self, server: CameraServer) -> None:
-        self.stub = StubTreq(server.resource())
-
-    async def post(
-        self,
-        body: bytes,
-        path: str = "/devicemanagement/php/plateresult.php",
-        content_type: str = "application/json",
-    ) -> Any:
-        waiting = self.stub.post(
-            CAMERA_BASE + path, data=body, headers={"Content-Type": [content_type]}
-        )
-        response = await settle(self.stub, waiting)
-        body_out = await settle(self.stub, self.stub.content(response), "body")
-        return json.loads(body_out) if body_out else None
-
-
-class AdminTestCase(TestCase):
-    """Builds the gateway's parts the way ``gateway.tap`` does, and the API
-    on top of them."""
-
-    settings = default_settings()
-
-    async def build(
-        self,
-        *,
-        lanes: list[dict[str, Any]] | None = None,
-        settings: AdminSettings | None = None,
-        display_test: Callable[[str, str], object] | None = None,
-        has_display: Callable[[str], bool] | None = None,
-        serial_status: Callable[[], Any] | None = None,
-        upstream_status: Callable[[], Any] | None = None,
-        on_replay: Callable[[], object] | None = None,
-        static_dir: Path | None = None,
-    ) -> AdminRoot:
-        state_dir = Path(self.mktemp())
-        state_dir.mkdir(parents=True)
-        self.state_dir = state_dir
-        self.config: GatewayConfig = parse_config(
-            {
-                "gateway": {"state_dir": str(state_dir), "id": "site-7", "timezone": TZ},
-                "lane": LANES if lanes is None else lanes,
-            },
-            source="<test>",
-        )
-        self.tz = ZoneInfo(TZ)
-        # Commands and sessions on a Clock set to now (the store's retention
-        # runs on the real clock: events must not look decades old).
-        self.clock = Clock()
-        self.clock.advance(time.time())
-        self.registry = registry = CameraRegistry(self.clock, comet_hold=20, missed_intervals=3)
-        self.store_service = store_service = StoreService(reactor, str(state_dir))
-        self.codec = codec = EntryCodec(tz=self.tz, lanes=self.config.lanes)
-        self.whitelist = whitelist = PlateList(
-            reactor,
-            store_service,
-            codec=codec,
-            unknown_plate="deny",
-            lane_overrides={},
-            max_plate_distance=0,
-            csv_path=None,
-        )
-        self.bus = bus = EventBus()
-        registry.on_state_change(lambda camera, online: bus.publish("camera", camera.describe()))
-
-        def open_store() -> Any:
-            return store_service.store if whitelist.loaded else None
-
-        recorder = StoreRecorder(open_store, bus=bus)
-        self.control = control = CameraControl(
-            clock=self.clock, registry=registry, lanes=self.config.lanes, recorder=recorder, bus=bus
-        )
-        self.gate = gate = Gate(
-            clock=self.clock, local=whitelist, duplicate_window=self.config.policy.duplicate_window_seconds
-        )
-        self.camera_server = CameraServer(
-            clock=self.clock,
-            settings=self.config.camera_server,
-            lanes=self.config.lanes,
-            registry=registry,
-            gate=gate,
-            recorder=recorder,
-            control=control,
-        )
-        self.camera_sync = camera_sync = CameraWhitelistSync(
-            clock=self.clock,
-            registry=registry,
-            snapshot=whitelist.snapshot,
-            store=open_store,
-            tz=self.tz,
-            cameras={
-                lane.camera: LaneListSettings(lane=lane.name, capacity=lane.camera_list_max)
-                for lane in self.config.lanes
-                if lane.sync_whitelist
-            },
-            in_thread=lambda work: deferToThreadPool(reactor, reactor.getThreadPool(), work),
-        )
-        whitelist.on_change(camera_sync.list_changed)
-        self.terminal = io.StringIO()
-        settings = settings or self.settings
-        self.users = users = AdminAccounts(
-            settings,
-            reactor=reactor,
-            state_dir=str(state_dir),
-            open_store=store_service.when_open,
-            terminal=self.terminal,
-        )
-        root = MultiService()
-        for service in (store_service, whitelist, camera_sync, users):
-            service.setServiceParent(root)
-        root.startService()
-        self.addCleanup(root.stopService)
-        await store_service.when_open()
-        await whitelist.when_loaded()
-        await users.when_loaded()
-        self.metrics = GatewayMetrics(
-            comet_polls_held=registry.held_polls,
-            cameras_online=lambda: sum(1 for c in registry if c.online),
-            outbox_depth=lambda: (
-                store_service.store.outbox_depth() if store_service.store else None
-            ),
-            serial_ports=serial_status,
-            process=False,
-        )
-        self.metrics.watch(bus)
-        self.api_arguments: dict[str, Any] = dict(
-            reactor=reactor,
-            clock=self.clock,
-            site=self.config.gateway,
-            lanes=self.config.lanes,
-            store_settings=self.config.store,
-            settings=settings,
-            users=users,
-            registry=registry,
-            control=control,
-            store=open_store,
-            plate_list=whitelist,
-            codec=codec,
-            camera_sync=camera_sync,
-            bus=bus,
-            metrics=self.metrics,
-            display_test=display_test,
-            has_display=has_display,
-            serial_status=serial_status,
-            upstream_status=upstream_status,
-            on_replay=on_replay,
-            static_dir=static_dir,
-        )
-        self.api = build_admin(**self.api_arguments)
-        return self.api
-
-    async def listen(self) -> int:
-        """The API on a real loopback port; its port number."""
-        port = reactor.listenTCP(0, self.api.site(), interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        return int(port.getHost().port)
-
-    async def until(self, condition: Callable[[], bool], what: str) -> None:
-        for _ in range(1000):  # bounded: 10 s
-            if condition():
-                return
-            await deferLater(reactor, 0.01, lambda: None)
-        self.fail(f"timed out waiting for {what}")
-
-    @property
-    def store(self) -> Any:
-        return self.store_service.store
-
-    async def operator(self) -> Client:
-        client = Client(self.api)
-        self.assertEqual((await client.login("olga")).status, 200)
-        return client
-
-    async def camera_online(self, serialno: str = ENTRANCE, plateid: int = 1) -> Camera:
-        camera = Camera(self.camera_server)
-        answer = await camera.post(plate_body(serialno, "京A00001", plateid=plateid))
-        self.assertIn("Response_AlarmInfoPlate", answer)
-        return camera
+from support.admin import (
+    BASE,
+    ENTRANCE,
+    EXIT,
+    MACHINE_TOKEN,
+    SCRAPER_TOKEN,
+    STRANGER,
+    AdminTestCase,
+    Camera,
+    Client,
+    settle,
+)
+from support.gateway import plate_body
 
 
 class CameraTests(AdminTestCase):
@@ -382,8 +60,22 @@ class CameraTests(AdminTestCase):
         self.assertIsNotNone(entrance["whitelist_sync"])
         self.assertEqual(
             set(entrance["whitelist_sync"]),
-            {"plates", "pending_adds", "pending_deletes", "in_sync", "lane_plates", "capacity", "partial"},
+            {
+                "plates",
+                "pending_adds",
+                "pending_deletes",
+                "in_sync",
+                "lane_plates",
+                "capacity",
+                "partial",
+                "verified",
+                "syncable",
+                "kept_over",
+            },
         )
+        # Heard only through plate pushes so far: its list rides in plate replies.
+        self.assertEqual(entrance["whitelist_sync"]["kept_over"], ["plate"])
+        self.assertEqual(entrance["commands_in"], ["plate"])
         self.assertFalse(entrance["display"])
         # Configured, never heard from.
         self.assertFalse(exit_["online"])
@@ -583,6 +275,7 @@ class CameraTests(AdminTestCase):
         self.assertEqual(response.headers.getRawHeaders("content-type"), ["image/jpeg"])
         self.assertEqual(await settle(client.stub, client.stub.content(response)), jpeg)
 
+    @pytest.mark.e2e
     async def test_page_leaving_during_a_snapshot_leaves_the_command_to_end(self) -> None:
         from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
@@ -1182,6 +875,7 @@ class _StreamReader(Protocol):
         self.lost.callback(None)
 
 
+@pytest.mark.e2e
 class StreamTests(AdminTestCase):
     """``/api/stream`` over real loopback HTTP."""
 
@@ -1239,7 +933,7 @@ class StreamTests(AdminTestCase):
             if isinstance(getattr(call.func, "__self__", None), EventStream)
         ]
 
-    async def test_logout_ends_the_stream_at_the_next_keepalive(self) -> None:
+    async def test_logout_ends_the_stream_at_once(self) -> None:
         await self.build()
         port = await self.listen()
         client = await self.operator()
@@ -1248,11 +942,25 @@ class StreamTests(AdminTestCase):
         reader = await self.open_stream(port, f"Cookie: {session}")
         self.assertEqual(len(self.api.stream.streams), 1)
         await client.post("/api/logout")
-        self.clock.advance(15)
+        # Not at the next keepalive: no time passes.
         await self.until(lambda: not self.api.stream.streams, "the stream to end")
         # The chunked response ends properly.
         await self.until(lambda: reader.data.endswith(b"\r\n0\r\n\r\n"), "the end of the response")
         self.assertEqual(self.keepalive_timers(), [])
+
+    async def test_one_credential_cannot_take_every_stream(self) -> None:
+        await self.build()
+        port = await self.listen()
+        share = self.api.stream.max_streams_per_holder
+        self.assertLess(share, self.api.stream.max_streams)
+        for _ in range(share):
+            await self.open_stream(port, f"Authorization: Bearer {SCRAPER_TOKEN}")
+        refused = await Client(self.api, token=SCRAPER_TOKEN).get("/api/stream")
+        self.assertEqual(refused.status, 503)
+        self.assertIn("this user has too many live streams", refused.json()["error"])
+        # Another credential still gets one.
+        await self.open_stream(port, f"Authorization: Bearer {MACHINE_TOKEN}")
+        self.assertEqual(len(self.api.stream.streams), share + 1)
 
     async def test_streams_end_when_the_gateway_stops(self) -> None:
         await self.build()
@@ -1265,7 +973,8 @@ class StreamTests(AdminTestCase):
         self.api.end_streams()
         for reader in readers:
             await self.until(
-                lambda: reader.data.endswith(b"\r\n0\r\n\r\n"), "the end of the response"
+                lambda reader=reader: reader.data.endswith(b"\r\n0\r\n\r\n"),
+                "the end of the response",
             )
         self.assertEqual(
             (self.api.stream.streams, len(self.bus), self.keepalive_timers()), (set(), before, [])

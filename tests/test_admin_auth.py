@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 
+from gateway.admin.auth import INITIAL_PASSWORD_FILE, USERS_KEY, AdminAccounts, LoginThrottle
 from gateway.admin.root import build_admin
-from gateway.admin.auth import INITIAL_PASSWORD_FILE, USERS_KEY, AdminAccounts
 from gateway.admin.settings import (
     ADMIN_SECTION,
     AdminSettings,
@@ -33,7 +34,7 @@ from gateway.admin.settings import (
 from gateway.schema import ConfigError
 from gateway.store import StoreService
 from support import CapturedLog
-from test_admin_api import (
+from support.admin import (
     BASE,
     ENTRANCE,
     HASHES,
@@ -155,6 +156,7 @@ def _password_tool(stdin: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.system
 def test_password_tool_reads_stdin_and_prints_a_hash() -> None:
     result = _password_tool("correct horse battery staple\nignored second line\n")
     assert result.returncode == 0, result.stderr
@@ -513,3 +515,36 @@ class TokenSettingsTests(AdminTestCase):
         self.assertEqual(self.users.check_token(token).name, "robot")
         self.assertIsNone(self.users.check_token(token_digest(token)))
         self.assertIsNone(self.users.check_token(token.upper()))
+
+
+def test_guesses_at_one_name_from_many_addresses_are_throttled() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(clock, max_failures=5, max_failures_in_all=1000)
+    for number in range(5):
+        assert throttle.retry_after(f"10.0.0.{number}", "admin") is None
+        throttle.failed(f"10.0.0.{number}", "admin")
+    # A sixth address, the same name: locked out, though the address is new.
+    assert throttle.retry_after("10.0.0.99", "admin") == 30
+    assert throttle.retry_after("10.0.0.99", "booth") is None
+
+
+def test_a_valid_login_between_guesses_resets_nothing_of_the_guessed_name() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(clock, max_failures=5)
+    for _ in range(4):
+        throttle.failed("10.0.0.7", "admin")
+    # A viewer's own login from the same address, counted then found valid.
+    throttle.failed("10.0.0.7", "vera")
+    throttle.succeeded("10.0.0.7", "vera")
+    throttle.failed("10.0.0.7", "admin")
+    assert throttle.retry_after("10.0.0.7", "admin") == 30
+
+
+def test_guesses_spread_over_names_and_addresses_are_throttled_in_all() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(clock, max_failures=5, max_failures_in_all=20)
+    for number in range(20):
+        throttle.failed(f"10.0.{number}.1", f"user{number}")
+    assert throttle.retry_after("192.0.2.1", "someone") == 30
+    clock.advance(30)
+    assert throttle.retry_after("192.0.2.1", "someone") is None

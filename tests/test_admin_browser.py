@@ -27,9 +27,11 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import Any, cast
 
+import pytest
 from playwright.sync_api import (
     Browser,
     BrowserContext,
@@ -50,7 +52,9 @@ from gateway.admin.settings import hash_password
 from gateway.simulator.camera import SimulatedCamera
 from gateway.simulator.config import CameraConfig
 from support import REPO, RunningGateway, loopback_config
-from test_camera_server import GatewayTestCase
+from support.gateway import GatewayTestCase
+
+pytestmark = pytest.mark.system
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -13,7 +13,7 @@ from gateway import __version__
 from gateway.admin.metrics import CONTENT_TYPE_LATEST, MAX_LABEL_VALUES, GatewayMetrics
 from gateway.bus import EventBus
 from support import CapturedLog
-from test_admin_api import ENTRANCE, SCRAPER_TOKEN, AdminTestCase, Client, default_settings
+from support.admin import ENTRANCE, SCRAPER_TOKEN, AdminTestCase, Client, default_settings
 
 
 def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

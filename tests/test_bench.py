@@ -19,6 +19,8 @@ from bench.wrk import push_body
 from gateway.protocol.messages import PlateResult
 from gateway.protocol.parse import parse_push
 
+pytestmark = pytest.mark.system
+
 TINY = attrs.evolve(
     Settings.quick(),
     whitelist_plates=300,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.bus import EventBus
-from support import in_thread, loopback_config
-from test_camera_server import GatewayTestCase, plate_body
+from support import loopback_config
+from support.camera import CameraServerTestCase
+from support.gateway import plate_body
 
 
 def test_listeners_get_everything_until_unsubscribed_and_failures_stay_theirs() -> None:
@@ -24,7 +25,7 @@ def test_listeners_get_everything_until_unsubscribed_and_failures_stay_theirs() 
     assert seen == [("camera", {"serialno": "x"})]
 
 
-class PublishedTests(GatewayTestCase):
+class PublishedTests(CameraServerTestCase):
     config = loopback_config(
         lane=[{"name": "Entrance", "camera": "d85b1269-8f942256", "unknown_plate": "allow",
                "sync_whitelist": False}]
@@ -33,13 +34,13 @@ class PublishedTests(GatewayTestCase):
     async def test_kept_plates_camera_changes_and_commands_are_published(self) -> None:
         await self.start()
         seen: list[tuple[str, Any]] = []
-        self.gateway.service.bus.subscribe(lambda topic, payload: seen.append((topic, payload)))
-        client = self.client()
+        self.parts.bus.subscribe(lambda topic, payload: seen.append((topic, payload)))
+        client = self.camera()
         body = plate_body("d85b1269-8f942256", "京A12345", plateid=7)
-        await in_thread(client.post, body)
-        await in_thread(client.post, body)  # sent again: kept once, published once
-        self.gateway.service.control.open("d85b1269-8f942256")
-        await in_thread(client.post, plate_body("d85b1269-8f942256", "京B1", plateid=8))
+        await client.post(body)
+        await client.post(body)  # sent again: kept once, published once
+        self.parts.control.open("d85b1269-8f942256")
+        await client.post(plate_body("d85b1269-8f942256", "京B1", plateid=8))
         topics = [topic for topic, _ in seen]
         self.assertEqual(topics.count("camera"), 1)
         plates = [p for t, p in seen if t == "event" and p["type"] == "plate"]

@@ -224,6 +224,7 @@ def _tls11_possible_here(certificate: Path, key: Path) -> bool:
         listener.close()
 
 
+@pytest.mark.e2e
 class SiteListenerTests(TestCase):
     """An ``ssl:`` listener built from the printed endpoint string, on 127.0.0.1."""
 

@@ -16,6 +16,7 @@ from gateway.bus import EventBus
 from gateway.camera.control import CameraControl, CloudCommands
 from gateway.camera.registry import Camera, CameraRegistry
 from gateway.config import parse_config
+from gateway.protocol.capabilities import ReplyKind
 from gateway.protocol.messages import Dialect
 from gateway.protocol.replies import PlateReply
 from gateway.upstream.feed import COMMAND_TYPES, command_from_json
@@ -74,7 +75,7 @@ class CloudCommandTests(SynchronousTestCase):
 
     def next_reply(self, camera: Camera) -> PlateReply:
         reply = PlateReply()
-        self.registry.fill_reply(camera, reply)
+        self.registry.fill_reply(camera, reply, ReplyKind.PLATE)
         return reply
 
     def test_every_documented_type_is_covered_here(self) -> None:

@@ -1,6 +1,7 @@
-"""Commands to cameras through the real gateway: delivered in the next reply
-(a held comet poll at once), expiring rather than firing late, refused at
-once for an offline camera, snapshots round-tripped, results recorded."""
+"""Commands to cameras through the gateway's real parts (in memory, on a
+Clock): delivered in the next reply (a held comet poll at once), expiring
+rather than firing late, refused at once for an offline camera, snapshots
+round-tripped, results recorded."""
 
 from __future__ import annotations
 
@@ -9,87 +10,80 @@ import json
 from typing import Any
 from urllib.parse import urlparse
 
-from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.camera.commands import CommandState
 from gateway.camera.control import CameraControl, CameraOffline, CommandFailed, UnknownCamera
 from gateway.camera.registry import CameraRegistry
 from gateway.config import parse_config
+from gateway.protocol.capabilities import ReplyKind
 from gateway.store import EventType
-from support import CameraClient, in_thread, loopback_config, multipart_registration
-from test_camera_server import GatewayTestCase, plate_body
+from support import loopback_config, multipart_registration
+from support.camera import CameraServerTestCase, MemoryCamera
+from support.gateway import plate_body
 
 CAMERA = "d85b1269-8f942256"
 
 
-class CommandTests(GatewayTestCase):
+class CommandTests(CameraServerTestCase):
     config = loopback_config(
         lane=[{"name": "Entrance", "camera": CAMERA, "barrier_channel": 2, "sync_whitelist": False}],
         camera_server={"comet_hold_seconds": 25},
     )
 
-    async def comet_camera(self) -> CameraClient:
-        client = self.client()
+    async def comet_camera(self) -> MemoryCamera:
+        client = self.camera()
         body, content_type = multipart_registration(CAMERA)
-        await in_thread(client.post, body, content_type=content_type)
+        await client.post(body, content_type=content_type)
         return client
 
-    async def held_poll(self, client: CameraClient) -> Any:
+    def held_poll(self, client: MemoryCamera) -> Any:
         body, content_type = multipart_registration(CAMERA)
-        held = in_thread(client.post, body, content_type=content_type)
-        registry = self.gateway.service.registry
-        for _ in range(300):  # bounded: 3 s
-            if registry.held_polls():
-                break
-            await deferLater(reactor, 0.01, lambda: None)
-        self.assertEqual(registry.held_polls(), 1)
+        held = client.send(body, content_type=content_type)
+        self.assertFalse(client.answered(held))
+        self.assertEqual(self.parts.registry.held_polls(), 1)
         return held
 
     async def test_open_reaches_comet_camera_in_the_first_reply(self) -> None:
         await self.start()
         client = await self.comet_camera()
-        held = await self.held_poll(client)
-        command = self.gateway.service.control.open(CAMERA)
-        reply = await held
+        held = self.held_poll(client)
+        command = self.parts.control.open(CAMERA)
+        reply = client.reply(held)
         self.assertEqual(
             reply.json(), {"Response_AlarmInfoPlate": {"info": "ok", "channelNum": 2}}
         )
         self.assertEqual(command.state, CommandState.DELIVERED)
-        store = self.gateway.service.store.store
-        for _ in range(100):
-            results = await store.recent_events(limit=5, type=EventType.COMMAND_RESULT)
-            if results:
-                break
-            await deferLater(reactor, 0.01, lambda: None)
+        store = self.parts.store
+        assert store is not None
+        results = await store.recent_events(limit=5, type=EventType.COMMAND_RESULT)
         self.assertEqual(results[0].raw["command"]["id"], command.id)
         self.assertEqual(results[0].raw["command"]["outcome"], "delivered")
 
     async def test_hold_open_and_close_use_io_control(self) -> None:
         await self.start()
         client = await self.comet_camera()
-        control = self.gateway.service.control
-        held = await self.held_poll(client)
+        control = self.parts.control
+        held = self.held_poll(client)
         control.hold_open(CAMERA)
-        reply = await held
+        reply = client.reply(held)
         self.assertEqual(
             reply.json()["Response_AlarmInfoPlate"]["ivs_ioctrl"], {"io": 2, "value": 1, "delay": 500}
         )
         control.close(CAMERA)
         body, content_type = multipart_registration(CAMERA)
-        reply = await in_thread(client.post, body, content_type=content_type)
+        reply = await client.post(body, content_type=content_type)
         self.assertEqual(reply.json()["Response_AlarmInfoPlate"]["ivs_ioctrl"]["value"], 0)
 
     async def test_plate_reply_carries_queued_commands(self) -> None:
         await self.start()
-        client = self.client()
-        await in_thread(client.post, plate_body(CAMERA, "京A12345", plateid=1))
-        control = self.gateway.service.control
+        client = self.camera()
+        await client.post(plate_body(CAMERA, "京A12345", plateid=1))
+        control = self.parts.control
         control.trigger(CAMERA)
         control.send_serial(CAMERA, 1, b"\x00\x64\xff\xff")
-        reply = await in_thread(client.post, plate_body(CAMERA, "京A12345", plateid=2))
+        reply = await client.post(plate_body(CAMERA, "京A12345", plateid=2))
         answer = reply.json()["Response_AlarmInfoPlate"]
         self.assertEqual(answer["manualTrigger"], "ok")
         self.assertEqual(base64.b64decode(answer["serialData"][0]["data"]), b"\x00\x64\xff\xff")
@@ -98,26 +92,26 @@ class CommandTests(GatewayTestCase):
     async def test_snapshot_round_trip(self) -> None:
         await self.start()
         client = await self.comet_camera()
-        held = await self.held_poll(client)
-        snapshot = ensureDeferred(self.gateway.service.control.snapshot(CAMERA))
-        reply = await held
+        held = self.held_poll(client)
+        snapshot = ensureDeferred(self.parts.control.snapshot(CAMERA))
+        reply = client.reply(held)
         request = reply.json()["Response_AlarmInfoPlate"]["TriggerImage"]
         url = urlparse(request["snapImageAbsolutelyUrl"])
-        self.assertEqual((url.hostname, url.port), ("127.0.0.1", self.gateway.camera_port))
-        self.assertEqual(request["port"], self.gateway.camera_port)
+        # Back to the address and port the camera reached the gateway on.
+        self.assertEqual((url.hostname, url.port), ("127.0.0.1", 80))
+        self.assertEqual(request["port"], 80)
         jpeg = b"\xff\xd8\xff\xe0snapshot\xff\xd9"
         upload = {
             "TriggerImage": {"imageFile": base64.b64encode(jpeg).decode(), "imageFileLen": len(jpeg)},
             "ipaddr": "192.168.1.100",
         }
-        uploader = self.client()
-        answer = await in_thread(uploader.post, json.dumps(upload).encode(), path=url.path)
+        answer = await self.camera().post(json.dumps(upload).encode(), path=url.path)
         self.assertEqual(answer.status, 200)
         self.assertEqual(await snapshot, jpeg)
 
     async def test_unknown_and_offline_cameras_are_refused_at_once(self) -> None:
         await self.start()
-        control = self.gateway.service.control
+        control = self.parts.control
         with self.assertRaises(UnknownCamera):
             control.open("ffffffff-00000000")
         # Configured but never heard from: offline.
@@ -153,7 +147,7 @@ class ExpiryTests(SynchronousTestCase):
         from gateway.protocol.replies import PlateReply
 
         reply = PlateReply()
-        self.registry.fill_reply(self.camera, reply)
+        self.registry.fill_reply(self.camera, reply, ReplyKind.PLATE)
         self.assertIsNone(reply.open_channel)
 
     def test_snapshot_without_upload_fails_after_timeout(self) -> None:
@@ -161,7 +155,7 @@ class ExpiryTests(SynchronousTestCase):
         from gateway.protocol.replies import PlateReply
 
         reply = PlateReply()
-        self.registry.fill_reply(self.camera, reply)
+        self.registry.fill_reply(self.camera, reply, ReplyKind.PLATE)
         self.assertIsNotNone(reply.trigger_image)
         self.clock.advance(9.9)
         self.assertNoResult(waiting)
@@ -173,6 +167,6 @@ class ExpiryTests(SynchronousTestCase):
         from gateway.protocol.replies import PlateReply
 
         command = self.control.open(CAMERA)
-        self.registry.fill_reply(self.camera, PlateReply())
+        self.registry.fill_reply(self.camera, PlateReply(), ReplyKind.PLATE)
         self.assertEqual(command.state, CommandState.DELIVERED)
         self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from gateway.admin.settings import AdminSettings
 from gateway.camera.settings import CameraServerSettings
-from gateway.schema import Section
 from gateway.config import ConfigError, GatewayConfig, load_config, main, parse_config
 from gateway.display.settings import DisplaySettings, MessageChange
 from gateway.policy.settings import PolicySettings
+from gateway.schema import Section
 from gateway.serial.settings import SerialBridgeSettings, SerialPortSettings
 from gateway.site import LaneSettings, SiteSettings
 from gateway.store.settings import StoreSettings
@@ -287,7 +287,7 @@ def test_invalid_values_name_the_key_and_the_reason(data: dict[str, Any], path: 
     [
         ({"lanes": []}, "lanes", "admin, camera_server, gateway, lane, policy, serial, store, upstream"),
         ({"camera_server": {"comet_hold": 20}}, "camera_server.comet_hold", "allowed_cameras, allowed_networks, comet_hold_seconds, header_timeout_seconds, idle_timeout_seconds, listen, max_body_bytes, max_connections, max_connections_per_address, offline_missed_intervals"),
-        ({"lane": [lane(), lane(name="Exit", camera="Q", barrier=1)]}, "lane[2].barrier", "ask_cloud, barrier_channel, camera, camera_list_max, cloud_overrides_blacklist, direction, display, heartbeat, name, serial_bridge, sync_whitelist, unknown_plate"),
+        ({"lane": [lane(), lane(name="Exit", camera="Q", barrier=1)]}, "lane[2].barrier", "address, ask_cloud, barrier_channel, camera, camera_list_max, cloud_overrides_blacklist, direction, display, heartbeat, name, serial_bridge, sync_whitelist, unknown_plate"),
     ],
 )
 def test_unknown_keys_are_errors_listing_the_known_ones(data: dict[str, Any], path: str, known: str) -> None:
@@ -644,3 +644,10 @@ def test_admin_users_and_tokens_are_checked() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"admin": {"users": [{"name": "booth", "password_hash": "x", "role": "boss"}]}})
     assert info.value.path.startswith("admin.users[1]")
+
+
+def test_a_lane_address_is_a_network() -> None:
+    (lane_,) = parse_config({"lane": [lane(address="192.168.1.64")]}).lanes
+    assert lane_.address == "192.168.1.64/32"
+    error = error_of({"lane": [lane(address="gate-1")]})
+    assert (error.path, error.reason) == ("lane[1].address", 'must be a network such as "192.168.1.0/24", got "gate-1"')

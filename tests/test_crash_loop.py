@@ -18,13 +18,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from gateway.simulator.config import CameraConfig, fleet_configs
 from gateway.simulator.fleet import CameraFleet
-from test_upstream_cloud import StubCloud
+from support.cloud import StubCloud
+
+pytestmark = pytest.mark.system
 
 REPO = Path(__file__).resolve().parents[1]
 # A CI-sized run; `pytest --long` (or ANPR_CRASH_CYCLES=20) for the long one.

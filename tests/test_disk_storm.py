@@ -9,14 +9,17 @@ import base64
 import sqlite3
 from typing import Any
 
+import pytest
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from gateway.simulator.config import CameraConfig, fleet_configs
 from gateway.simulator.fleet import CameraFleet
 from support import loopback_config
-from test_e2e_simulator import SimulatorTestCase
-from test_upstream_cloud import StubCloud
+from support.cloud import StubCloud
+from support.simulator import SimulatorTestCase
+
+pytestmark = pytest.mark.system
 
 KEY = b"disk storm upstream key 32 bytes"
 

@@ -8,8 +8,9 @@ real camera replies; frames through a gateway port go to a pty read by the test.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -49,9 +50,10 @@ from gateway.protocol.board import (
     decode_frame,
     split_frames,
 )
+from gateway.protocol.capabilities import ReplyKind
 from gateway.protocol.replies import PlateReply
 from gateway.serial.ports import SerialPorts, SerialPortSettings
-from test_serial_ports import PortTestCase, assert_valid_frames, until
+from support.serial import PortTestCase, assert_valid_frames, until
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 # 2024-05-06 08:00:30 in Shanghai (a Monday).
@@ -114,7 +116,7 @@ class CameraLaneTests(SynchronousTestCase):
         reply.serial.extend(serial or [])
         cam = self.registry.get(camera)
         if cam is not None:
-            self.registry.fill_reply(cam, reply)
+            self.registry.fill_reply(cam, reply, ReplyKind.PLATE)
         items = reply.to_dict()["Response_AlarmInfoPlate"].get("serialData", [])
         out = []
         for item in items:

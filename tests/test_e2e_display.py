@@ -9,14 +9,17 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pytest
 from twisted.internet import reactor
 
 from gateway.protocol.board import ShowLines, Speak, decode_frame, split_frames
 from gateway.simulator.camera import SimulatedCamera
 from gateway.simulator.config import CameraConfig
 from support import loopback_config
-from test_e2e_simulator import SimulatorTestCase
-from test_serial_ports import PtyBoard
+from support.serial import PtyBoard
+from support.simulator import SimulatorTestCase
+
+pytestmark = pytest.mark.e2e
 
 ENTRANCE = "d85b1269-8f942256"
 EXIT = "a1b2c3d4-e5f60718"

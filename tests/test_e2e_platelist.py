@@ -5,8 +5,9 @@ take meanwhile is measured in bench/, not asserted here.)"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from twisted.internet import reactor

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import socket
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any
 
+import pytest
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
-from twisted.internet.task import deferLater
 
 from gateway.camera.commands import CommandState
 from gateway.camera.events import CameraEvent, EventNotKept
@@ -20,48 +20,16 @@ from gateway.simulator.camera import SimulatedCamera
 from gateway.simulator.config import CameraConfig, fleet_configs
 from gateway.simulator.fleet import CameraFleet
 from gateway.store import EventType
-from support import RunningGateway, loopback_config, start_gateway
-from test_camera_server import GatewayTestCase
+from support import loopback_config, start_gateway
+from support.simulator import PARKINGCAM, VZENITH, SimulatorTestCase
 
-VZENITH = "d85b1269-8f942256"
-PARKINGCAM = "QFX2182310150262"
+pytestmark = pytest.mark.e2e
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-class SimulatorTestCase(GatewayTestCase):
-    async def until(self, condition: Callable[[], Any], seconds: float = 10.0, what: str = "") -> None:
-        """Wait (bounded) until ``condition()`` is true."""
-        for _ in range(int(seconds / 0.02)):
-            if condition():
-                return
-            await deferLater(reactor, 0.02, lambda: None)
-        self.fail(f"timed out waiting for {what or condition}")
-
-    def camera(self, gateway: RunningGateway | None = None, **settings: Any) -> SimulatedCamera:
-        port = (gateway or self.gateway).camera_port
-        settings.setdefault("serialno", VZENITH)
-        settings.setdefault("servers", (f"http://127.0.0.1:{port}",))
-        camera = SimulatedCamera(reactor, CameraConfig(**settings))
-        camera.start()
-        self.addCleanup(camera.stop)
-        return camera
-
-    async def plate_events(self) -> list[Any]:
-        """Every plate event, newest first (paging through the store)."""
-        store = self.gateway.service.store.store
-        events: list[Any] = []
-        before = None
-        while True:
-            page = await store.recent_events(limit=1000, before_seq=before, type=EventType.PLATE)
-            events.extend(page)
-            if len(page) < 1000:
-                return events
-            before = page[-1].seq
 
 
 class CometAndCommandTests(SimulatorTestCase):

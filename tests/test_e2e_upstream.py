@@ -10,12 +10,15 @@ import base64
 from datetime import datetime, timezone
 from typing import Any
 
+import pytest
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
 from support import loopback_config
-from test_e2e_simulator import SimulatorTestCase
-from test_upstream_cloud import StubCloud
+from support.cloud import StubCloud
+from support.simulator import SimulatorTestCase
+
+pytestmark = pytest.mark.e2e
 
 CAMERA = "d85b1269-8f942256"
 SECRET_KEY = b"an upstream key of 32 bytes.....!"

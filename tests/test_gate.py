@@ -10,7 +10,12 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from gateway.gate import CloudAnswer, Gate, GateLane, PlateRead
-from gateway.policy.whitelist import PlateListChange, WhitelistEntry, WhitelistIndex, WhitelistPolicy
+from gateway.policy.whitelist import (
+    PlateListChange,
+    WhitelistEntry,
+    WhitelistIndex,
+    WhitelistPolicy,
+)
 from gateway.store import EventRecord, EventType
 from gateway.upstream.decisions import CloudDecision
 

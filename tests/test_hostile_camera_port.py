@@ -13,6 +13,7 @@ import socket
 import time
 from typing import Any
 
+import pytest
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
@@ -24,7 +25,9 @@ from support import (
     multipart_registration,
     sample_bytes,
 )
-from test_camera_server import GatewayTestCase, plate_body
+from support.gateway import GatewayTestCase, plate_body
+
+pytestmark = pytest.mark.e2e
 
 CAMERA = "d85b1269-8f942256"
 SAMPLES = [
@@ -154,7 +157,7 @@ class ConnectionTests(GatewayTestCase):
             sock.settimeout(2)
             try:
                 return sock.recv(1) == b""
-            except (socket.timeout, OSError) as error:
+            except (TimeoutError, OSError) as error:
                 return not isinstance(error, socket.timeout)
 
         # The ones over the limit are closed at once; the first 8 are kept.

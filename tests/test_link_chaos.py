@@ -9,6 +9,8 @@ letters."""
 from __future__ import annotations
 
 import base64
+
+import pytest
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
@@ -17,8 +19,10 @@ from gateway.simulator.config import CameraConfig, fleet_configs
 from gateway.simulator.fleet import CameraFleet
 from gateway.store import EventType
 from support import loopback_config
-from test_e2e_simulator import SimulatorTestCase
-from test_upstream_cloud import Scripted, StubCloud
+from support.cloud import Scripted, StubCloud
+from support.simulator import SimulatorTestCase
+
+pytestmark = pytest.mark.system
 
 KEY = b"link chaos upstream key 32 bytes"
 

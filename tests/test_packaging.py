@@ -14,10 +14,12 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+
+pytestmark = pytest.mark.system
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,10 @@
-"""The durable plate path end to end: every answered push is on disk first,
-re-sent pushes are answered as the first time and kept once, repeat reads do
-not pulse the barrier twice, offline records never open, and an event that
-cannot be kept is not acknowledged."""
+"""The durable plate path: every answered push is on disk first, re-sent
+pushes are answered as the first time and kept once, repeat reads do not
+pulse the barrier twice, offline records never open, and an event that
+cannot be kept is not acknowledged (the connection is closed without an
+answer). In memory on the gateway's parts (real SQLite, pushes through
+StubTreq); a push before the store opens goes to the real service tree on
+loopback (e2e)."""
 
 from __future__ import annotations
 
@@ -11,12 +14,15 @@ import socket
 import sqlite3
 from typing import Any
 
+import pytest
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
+from twisted.web.client import ResponseNeverReceived
 
 from gateway.store import EventType, Store, plate_event_id
-from support import CameraClient, in_thread, loopback_config, multipart_registration
-from test_camera_server import GatewayTestCase, plate_body
+from support import in_thread, loopback_config, multipart_registration
+from support.camera import CameraServerTestCase, MemoryCamera
+from support.gateway import GatewayTestCase, plate_body
 
 ENTRANCE = "d85b1269-8f942256"
 
@@ -28,7 +34,7 @@ def timed_plate(license: str, plateid: int | None, sec: int, **fields: Any) -> b
     return plate_body(ENTRANCE, license, timeStamp=time_stamp, **fields)
 
 
-class PlatePathTests(GatewayTestCase):
+class PlatePathTests(CameraServerTestCase):
     config = loopback_config(
         lane=[
             {
@@ -43,12 +49,12 @@ class PlatePathTests(GatewayTestCase):
 
     @property
     def store(self) -> Store:
-        store = self.gateway.service.store.store
+        store = self.parts.store
         assert store is not None
         return store
 
-    async def push(self, body: bytes, client: CameraClient | None = None) -> dict[str, Any]:
-        reply = await in_thread((client or self.client()).post, body)
+    async def push(self, body: bytes, client: MemoryCamera | None = None) -> dict[str, Any]:
+        reply = await (client or self.camera()).post(body)
         self.assertEqual(reply.status, 200)
         answer: dict[str, Any] = reply.json()["Response_AlarmInfoPlate"]
         return answer
@@ -99,7 +105,7 @@ class PlatePathTests(GatewayTestCase):
 
     async def test_offline_records_kept_with_camera_time_never_opening(self) -> None:
         await self.start()
-        client = self.client()
+        client = self.camera()
         for plateid in range(100, 130):
             answer = await self.push(
                 timed_plate("京A12345", plateid, 1_600_000_000 + plateid, isoffline=1), client
@@ -149,13 +155,13 @@ class PlatePathTests(GatewayTestCase):
 
     async def test_io_serial_and_registration_events(self) -> None:
         await self.start()
-        client = self.client()
+        client = self.camera()
         gio = {"AlarmGioIn": {"serialno": ENTRANCE, "result": {"TriggerResult": {"source": 1, "value": 1}}}}
-        await in_thread(client.post, json.dumps(gio).encode())
+        await client.post(json.dumps(gio).encode())
         serial = {"SerialData": {"serialno": ENTRANCE, "serialChannel": 0, "data": "AQ==", "dataLen": 5}}
-        await in_thread(client.post, json.dumps(serial).encode())
+        await client.post(json.dumps(serial).encode())
         body, content_type = multipart_registration(ENTRANCE, password="never-stored")
-        await in_thread(client.post, body, content_type=content_type)
+        await client.post(body, content_type=content_type)
         events = await self.store.recent_events(limit=10)
         kinds = [e.type for e in events]
         self.assertIn(EventType.IO, kinds)
@@ -170,7 +176,7 @@ class PlatePathTests(GatewayTestCase):
 
     async def test_full_disk_leaves_the_camera_holding_its_record(self) -> None:
         await self.start()
-        client = self.client()
+        client = self.camera()
         await self.push(timed_plate("京A00001", 1, 1_700_000_500), client)
 
         def cap(connection: sqlite3.Connection) -> None:
@@ -180,18 +186,9 @@ class PlatePathTests(GatewayTestCase):
         await self.store._run_on_store_thread(cap)
         big = timed_plate("京A00002", 2, 1_700_000_501, note="x" * 200_000)
 
-        def refused() -> str:
-            probe = CameraClient(self.gateway.camera_port)
-            try:
-                probe.post(big)
-            except (ConnectionError, OSError) as error:
-                return type(error).__name__
-            finally:
-                probe.close()
-            return "answered"
-
-        outcome = await in_thread(refused)
-        self.assertNotEqual(outcome, "answered")
+        # No answer: the connection is closed, and the camera keeps its record.
+        with self.assertRaises(ResponseNeverReceived):
+            await self.camera().post(big)
         self.assertTrue(self.store.degraded)
         # Space comes back: the camera's re-sent record is kept, once.
         await self.store._run_on_store_thread(
@@ -204,6 +201,7 @@ class PlatePathTests(GatewayTestCase):
         self.assertIsNotNone(event)
 
 
+@pytest.mark.e2e
 class StoreNotOpenTests(GatewayTestCase):
     async def test_push_before_store_opens_gets_no_answer(self) -> None:
         from gateway.config import parse_config

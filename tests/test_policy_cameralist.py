@@ -4,7 +4,6 @@ hold them all, and the pending work kept in step with list changes."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
-
 from unittest import mock
 
 from hypothesis import given

@@ -58,7 +58,7 @@ def test_the_three_sources_give_the_same_entry() -> None:
     assert attrs.evolve(from_cloud, source="csv") == from_file
     # What the admin API sends back reads back to the same entry.
     assert CODEC.from_json(CODEC.to_json(from_admin), "admin") == from_admin
-    assert CODEC.from_cells(dict(zip(HEADER.strip().split(","), CODEC.to_cells(from_file))), "csv") == from_file
+    assert CODEC.from_cells(dict(zip(HEADER.strip().split(","), CODEC.to_cells(from_file), strict=True)), "csv") == from_file
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import datetime, time, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
@@ -21,8 +23,8 @@ from gateway.policy.csvformat import (
     format_whitelist_csv,
     parse_whitelist_csv,
 )
-from gateway.site import Lanes
 from gateway.policy.whitelist import WeeklyWindow, WhitelistEntry, parse_hours
+from gateway.site import Lanes
 
 LANES = Lanes.of_names("north-in", "north-out", "south", "north", "east", "west")
 
@@ -345,3 +347,26 @@ def test_a_file_is_decoded_piece_by_piece_whatever_the_piece_size(
         ("京A22222", "x"),
         ("京A33333", ""),
     ]
+
+
+def test_cells_a_spreadsheet_would_run_are_exported_as_text_and_read_back() -> None:
+    codec = EntryCodec(tz=ZoneInfo("Asia/Shanghai"), lanes=LANES)
+    entries = [
+        WhitelistEntry(plate="京A00001", note='=HYPERLINK("http://x.example","pay")', source="admin"),
+        WhitelistEntry(plate="京A00002", note="+86 138 0000 0000", source="admin"),
+        WhitelistEntry(plate="京A00003", note="@SUM(A1:A9)", source="admin"),
+        WhitelistEntry(plate="京A00004", note="- VIP, gate 2", source="admin"),
+        WhitelistEntry(plate="京A00005", note="'quoted' already", source="admin"),
+    ]
+    text = format_whitelist_csv(entries, codec)
+    notes = [row[CSV_COLUMNS.index("note")] for row in csv.reader(io.StringIO(text))][1:]
+    assert notes == [
+        '\'=HYPERLINK("http://x.example","pay")',
+        "'+86 138 0000 0000",
+        "'@SUM(A1:A9)",
+        "'- VIP, gate 2",
+        "'quoted' already",
+    ]
+    read = parse_whitelist_csv(text, codec, "admin")
+    assert read.errors == ()
+    assert [entry.note for entry in read.entries] == [entry.note for entry in entries]

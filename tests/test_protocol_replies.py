@@ -16,13 +16,13 @@ from gateway.protocol import (
     MAX_SERIAL_ITEM_BYTES,
     PARKINGCAM_FOREVER_END,
     PARKINGCAM_FOREVER_START,
+    CameraWhitelistRow,
     HeartbeatReply,
     IoControl,
     PlateReply,
     TriggerImageRequest,
     VoiceRequest,
     WhitelistOperate,
-    CameraWhitelistRow,
     ack_reply,
     idle_comet_reply,
     parkingcam_add_whitelist,
@@ -222,7 +222,7 @@ def test_plate_reply_with_everything() -> None:
         is_pay="false",
     )
     body = reply.to_bytes()
-    assert "粤B12345".encode("utf-8") in body  # UTF-8, not \u escapes
+    assert "粤B12345".encode() in body  # UTF-8, not \u escapes
     assert load_reply(body) == {
         "Response_AlarmInfoPlate": {
             "info": "ok",
@@ -236,7 +236,7 @@ def test_plate_reply_with_everything() -> None:
             "ivs_ioctrl": {"io": 2, "value": 1, "delay": 0},
             "playserver_json_request": {
                 "type": "ps_voice_play",
-                "voice": base64.b64encode("欢迎光临".encode("utf-8")).decode(),
+                "voice": base64.b64encode("欢迎光临".encode()).decode(),
                 "voice_volume": 80,
                 "voice_male": 1,
             },

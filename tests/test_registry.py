@@ -7,8 +7,16 @@ from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from gateway.camera.commands import CommandState, ManualTrigger, OpenBarrier, SendSerial
-from gateway.camera.registry import CameraRegistry, HeartbeatMode, PollOutcome
+from gateway.camera.commands import (
+    CommandState,
+    ManualTrigger,
+    OpenBarrier,
+    ParkingCamWhitelistCommand,
+    SendSerial,
+)
+from gateway.camera.registry import CameraRegistry, PollOutcome
+from gateway.protocol.capabilities import HeartbeatMode, ReplyKind
+from gateway.protocol.messages import Dialect
 from gateway.protocol.replies import HeartbeatReply, PlateReply
 
 
@@ -64,7 +72,7 @@ class CometTests(SynchronousTestCase):
         camera = self.registry.get("d85b1269-8f942256")
         assert camera is not None
         reply = PlateReply()
-        delivered = self.registry.fill_reply(camera, reply)
+        delivered = self.registry.fill_reply(camera, reply, ReplyKind.POLL)
         self.assertEqual(len(delivered), 1)
         self.assertEqual(delivered[0].state, CommandState.DELIVERED)
         self.assertEqual(reply.open_channel, 1)
@@ -168,51 +176,125 @@ class QueueTests(SynchronousTestCase):
         self.registry.queue("cam", command)
         self.clock.advance(31)
         reply = PlateReply()
-        self.assertEqual(self.registry.fill_reply(self.camera, reply), [])
+        self.assertEqual(self.registry.fill_reply(self.camera, reply, ReplyKind.PLATE), [])
         self.assertIsNone(reply.open_channel)
         self.assertEqual(command.state, CommandState.EXPIRED)
         self.assertEqual(finished, [CommandState.EXPIRED])
         self.assertEqual(len(self.camera.commands), 0)
 
-    def test_whole_reply_command_is_taken_alone(self) -> None:
-        from gateway.camera.commands import ParkingCamWhitelistCommand
-
+    def test_a_whitelist_heartbeat_waits_for_barrier_commands(self) -> None:
+        camera = self.registry.seen("pc", address="127.0.0.2", dialect=Dialect.PARKINGCAM)
         whitelist = ParkingCamWhitelistCommand(
             body=b'{"deleteWhiteListAll":1}', operation="delete_all", expires_at=30.0
         )
         opener = OpenBarrier(channel=0, expires_at=30.0)
-        self.registry.queue("cam", whitelist)
-        self.registry.queue("cam", opener)
+        self.registry.queue("pc", whitelist)
+        self.registry.queue("pc", opener)
+        # The open goes in this heartbeat's reply, queued later or not; the
+        # whitelist command, a reply of its own, takes the next heartbeat.
         reply = HeartbeatReply()
-        # The whitelist command is a reply of its own: nothing else rides with it.
-        self.assertEqual(self.registry.fill_reply(self.camera, reply), [])
-        self.assertIs(self.registry.take_whole_reply(self.camera), whitelist)
+        self.assertEqual(self.registry.fill_reply(camera, reply, ReplyKind.HEARTBEAT), [opener])
+        self.assertTrue(reply.open)
+        self.assertIs(self.registry.take_whole_reply(camera), whitelist)
         self.assertEqual(whitelist.state, CommandState.DELIVERED)
         self.assertFalse(whitelist.done.called, "confirmed by the camera's answer")
-        self.assertEqual(self.registry.fill_reply(self.camera, reply), [opener])
-        self.assertTrue(opener.done.called)
 
-    def test_commands_keep_order_and_wait_for_a_reply_they_fit(self) -> None:
+    def test_a_command_that_does_not_fit_holds_back_only_its_own_kind(self) -> None:
         first = OpenBarrier(channel=0, expires_at=30.0)
         second = OpenBarrier(channel=1, expires_at=30.0)
         serial = SendSerial(channel=0, data=b"\x01\x02", expires_at=30.0)
         for command in (first, second, serial):
             self.registry.queue("cam", command)
+        # One relay per reply: the second open waits, the serial bytes go by.
         reply = PlateReply()
-        self.assertEqual(self.registry.fill_reply(self.camera, reply), [first])
-        reply = PlateReply()
-        self.assertEqual(self.registry.fill_reply(self.camera, reply), [second, serial])
-        self.assertEqual(reply.open_channel, 1)
+        self.assertEqual(self.registry.fill_reply(self.camera, reply, ReplyKind.PLATE), [first, serial])
         self.assertEqual(reply.serial, [(0, b"\x01\x02")])
+        reply = PlateReply()
+        self.assertEqual(self.registry.fill_reply(self.camera, reply, ReplyKind.PLATE), [second])
+        self.assertEqual(reply.open_channel, 1)
 
-    def test_parkingcam_heartbeat_carries_open_but_not_manual_trigger(self) -> None:
-        self.registry.queue("cam", OpenBarrier(channel=0, expires_at=30.0))
-        self.registry.queue("cam", ManualTrigger(expires_at=30.0))
+    def test_a_trigger_a_parkingcam_cannot_read_never_delays_an_open(self) -> None:
+        camera = self.registry.seen("pc", address="127.0.0.2", dialect=Dialect.PARKINGCAM)
+        trigger = ManualTrigger(expires_at=30.0)
+        opener = OpenBarrier(channel=0, expires_at=30.0)
+        self.registry.queue("pc", trigger)
+        self.registry.queue("pc", opener)
         reply = HeartbeatReply()
-        delivered = self.registry.fill_reply(self.camera, reply)
-        self.assertEqual(len(delivered), 1)
+        self.assertEqual(self.registry.fill_reply(camera, reply, ReplyKind.HEARTBEAT), [opener])
         self.assertTrue(reply.open)
-        self.assertEqual(len(self.camera.commands), 1)
+        # Nor a plate reply: the dialect has no trigger field; it expires unsent.
+        plate = PlateReply()
+        self.assertEqual(self.registry.fill_reply(camera, plate, ReplyKind.PLATE), [])
+        self.assertFalse(plate.manual_trigger)
+        self.clock.advance(30)
+        self.registry.fill_reply(camera, PlateReply(), ReplyKind.PLATE)
+        self.assertEqual(trigger.state, CommandState.EXPIRED)
+
+    def test_a_common_heartbeat_camera_gets_commands_only_in_plate_replies(self) -> None:
+        self.camera.heartbeat = HeartbeatMode.COMMON
+        opener = OpenBarrier(channel=2, expires_at=30.0)
+        self.registry.queue("cam", opener)
+        heartbeat_reply = PlateReply()
+        self.assertEqual(self.registry.fill_reply(self.camera, heartbeat_reply, ReplyKind.POLL), [])
+        self.assertIsNone(heartbeat_reply.open_channel)
+        self.assertEqual(opener.state, CommandState.QUEUED)
+        plate = PlateReply()
+        self.assertEqual(self.registry.fill_reply(self.camera, plate, ReplyKind.PLATE), [opener])
+        self.assertEqual(plate.open_channel, 2)
+
+
+class SlowLinkTests(SynchronousTestCase):
+    """Comet polls that come back late on a slow link are still held; common
+    heartbeats, even every 5 s, never are (PROTOCOL.md section 9)."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.registry = CameraRegistry(self.clock, comet_hold=20.0)
+
+    def come_back_after(self, delay: float, serialno: str = "cam") -> Deferred[PollOutcome]:
+        answer(self.registry, serialno)
+        self.clock.advance(delay)
+        return poll(self.registry, serialno)
+
+    def test_comet_polls_after_a_slow_link_are_held(self) -> None:
+        for delay in (1.2, 3.0):
+            serialno = f"comet-{delay}"
+            self.successResultOf(poll(self.registry, serialno))
+            held = self.come_back_after(delay, serialno)
+            self.assertNoResult(held)
+            self.clock.advance(20)
+            self.assertEqual(self.successResultOf(held), PollOutcome.DEADLINE)
+            # After a held answer it comes back just as late: held again.
+            held = self.come_back_after(delay, serialno)
+            self.assertNoResult(held)
+            self.clock.advance(20)
+
+    def test_a_five_second_heartbeat_is_never_held(self) -> None:
+        self.successResultOf(poll(self.registry, "cam"))
+        for _ in range(5):
+            beat = self.come_back_after(4.95)
+            self.assertEqual(self.successResultOf(beat), PollOutcome.IMMEDIATE)
+        camera = self.registry.get("cam")
+        assert camera is not None
+        self.assertEqual(camera.heartbeat, HeartbeatMode.COMMON)
+
+    def test_a_dropped_registration_makes_a_common_heartbeat_until_it_proves_comet(self) -> None:
+        self.successResultOf(poll(self.registry, "cam"))
+        held = self.come_back_after(0.5)
+        self.assertNoResult(held)
+        # The camera gives up at its 5 s push timeout: it was a heartbeat.
+        self.clock.advance(5)
+        held.cancel()
+        self.failureResultOf(held, CancelledError)
+        camera = self.registry.get("cam")
+        assert camera is not None
+        self.assertEqual(camera.heartbeat, HeartbeatMode.COMMON)
+        # Its retry comes at once; answered at once, and again, until three
+        # quick comebacks in a row show it polls after all.
+        self.assertEqual(self.successResultOf(self.come_back_after(1.0)), PollOutcome.IMMEDIATE)
+        self.assertEqual(self.successResultOf(self.come_back_after(0.2)), PollOutcome.IMMEDIATE)
+        self.assertNoResult(self.come_back_after(0.2))
+        self.assertEqual(camera.heartbeat, HeartbeatMode.COMET)
 
 
 class LivenessTests(SynchronousTestCase):

@@ -9,12 +9,13 @@ from typing import Any
 
 from gateway.camera.commands import SendSerial, SerialReply
 from gateway.camera.registry import CameraRegistry
+from gateway.protocol.capabilities import ReplyKind
 from gateway.protocol.messages import SerialData
 from gateway.protocol.replies import serial_data_reply
 from gateway.serial.bridge import SerialBridge, SerialBridgeSettings
 from gateway.serial.ports import SerialPortSettings
 from support import CapturedLog
-from test_serial_ports import PortTestCase, until
+from support.serial import PortTestCase, until
 
 CAMERA = "d85b1269-8f942256"
 
@@ -126,7 +127,7 @@ class BridgeTests(PortTestCase):
         camera = registry.get(CAMERA)
         assert camera is not None
         reply = SerialReply()
-        registry.fill_reply(camera, reply)
+        registry.fill_reply(camera, reply, ReplyKind.SERIAL)
         body = json.loads(serial_data_reply(reply.serial))
         (item,) = body["Response_SerialData"]["serialData"]
         self.assertEqual(base64.b64decode(item["data"]), b"\x02TICKET 0001\x03")

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 from twisted.application.service import IServiceCollection
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 
+from gateway.camera.http import ConnectionLimits
 from gateway.camera.registry import CameraRegistry
 from gateway.config import ConfigError, parse_config
 from gateway.tap import build_service
@@ -133,3 +135,19 @@ def test_periodic_work_is_timer_services_in_the_tree(tmp_path: Path) -> None:
     assert all(step > 0 for step in timers(root).values())
     # Without a file to watch, nothing polls for one.
     assert "csv-watch" not in timers(tree(tmp_path / "other"))
+
+
+def test_the_admin_listener_has_connection_limits(tmp_path: Path) -> None:
+    root = tree(tmp_path, admin={"max_connections": 20, "max_connections_per_address": 3})
+    (admin,) = [listener for listener in root.listeners if listener.key == "admin.listen[1]"]
+    limits = admin.factory
+    assert isinstance(limits, ConnectionLimits)
+    assert (limits.max_connections, limits.max_per_address) == (20, 3)
+    # Past the per-address limit a connection is refused at once.
+    peer = IPv4Address("TCP", "127.0.0.9", 40000)
+    opened = [limits.buildProtocol(peer) for _ in range(3)]
+    for protocol in opened:
+        assert protocol is not None
+        protocol.makeConnection(StringTransport(peerAddress=peer))
+    assert limits.buildProtocol(peer) is None
+    assert limits.buildProtocol(IPv4Address("TCP", "127.0.0.10", 40000)) is not None

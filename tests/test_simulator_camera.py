@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import pytest
 from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
@@ -15,7 +16,7 @@ from gateway.simulator.camera import SimulatedCamera
 from gateway.simulator.config import CameraConfig, fleet_configs
 from gateway.simulator.firmware import HeldPlate
 from gateway.simulator.fleet import CameraFleet
-from test_simulator_helpers import (
+from support.recording_server import (
     ABORT,
     RawRequest,
     RecordingServer,
@@ -23,6 +24,8 @@ from test_simulator_helpers import (
     plate_result,
     wait_for,
 )
+
+pytestmark = pytest.mark.e2e
 
 reactor: Any = global_reactor
 
@@ -105,7 +108,7 @@ class DeliveryTests(CameraTestCase):
         await wait_for(reactor, lambda: camera.drained)
         results = [plate_result(request) for request in self.plates()]
         self.assertEqual([r["plateid"] for r in results], [1, 2, 3, 4, 5, 6])
-        for first, again in zip(results[::2], results[1::2]):
+        for first, again in zip(results[::2], results[1::2], strict=True):
             self.assertEqual(first["license"], again["license"])
             self.assertNotEqual(first["triggerType"], again["triggerType"])
 
@@ -294,7 +297,7 @@ class ReplyEffectTests(CameraTestCase):
                         "manualTrigger": "ok",
                         "playserver_json_request": {
                             "type": "ps_voice_play",
-                            "voice": b64("一路顺风".encode("utf-8")),
+                            "voice": b64("一路顺风".encode()),
                             "voice_volume": 50,
                             "voice_male": 1,
                         },

@@ -8,11 +8,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from twisted.internet import reactor as global_reactor
 from twisted.trial import unittest
 
 from gateway.simulator.cli import parse_serial_input, run
-from test_simulator_helpers import ABORT, RecordingServer, echo_reply, plate_result
+from support.recording_server import ABORT, RecordingServer, echo_reply, plate_result
+
+pytestmark = pytest.mark.e2e
 
 reactor: Any = global_reactor
 
@@ -142,4 +145,4 @@ class CommandLineTests(unittest.TestCase):
 def test_serial_input_forms() -> None:
     assert parse_serial_input("hex:00 64 ff") == b"\x00\x64\xff"
     assert parse_serial_input("0x0064") == b"\x00\x64"
-    assert parse_serial_input("欢迎") == "欢迎".encode("utf-8")
+    assert parse_serial_input("欢迎") == "欢迎".encode()

@@ -8,9 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from gateway.simulator.firmware import (
+    PARKINGCAM_PLATE_FIELDS,
     ContinueOffline,
-    ParkingCamCommand,
     HeldPlate,
+    ParkingCamCommand,
     apply_parkingcam_command,
     apply_whitelist_edit,
     heartbeat_reply_effects,
@@ -182,8 +183,15 @@ def test_continue_push_offline_with_string_numbers_is_ignored() -> None:
 
 
 def test_retransfer_stop() -> None:
-    assert plate(content="retransfer_stop").retransfer_stop
-    assert not plate(content="retransfer").retransfer_stop
+    # Only ParkingCam cameras read content; Vzenith ignores it (PROTOCOL.md section 4).
+    def parkingcam(**fields: Any) -> Any:
+        body = json.dumps({"Response_AlarmInfoPlate": fields}).encode()
+        return plate_reply_effects(read_reply(body), PARKINGCAM_PLATE_FIELDS)
+
+    assert parkingcam(content="retransfer_stop").retransfer_stop
+    assert not parkingcam(content="retransfer").retransfer_stop
+    vzenith = plate(content="retransfer_stop")
+    assert not vzenith.retransfer_stop and vzenith.ignored == ("content",)
 
 
 # -------------------------------------------------------------- other commands
@@ -202,7 +210,7 @@ def test_io_control_and_voice() -> None:
         ivs_ioctrl={"io": 1, "value": 2, "delay": 500},
         playserver_json_request={
             "type": "ps_voice_play",
-            "voice": b64("欢迎光临".encode("utf-8")),
+            "voice": b64("欢迎光临".encode()),
             "voice_volume": 80,
             "voice_male": 0,
         },

@@ -8,13 +8,16 @@ import socket
 from typing import Any
 
 import attrs
+import pytest
 from twisted.internet import reactor as global_reactor
 from twisted.trial import unittest
 
 from gateway.simulator.camera import SimulatedCamera
 from gateway.simulator.config import CameraConfig, fleet_configs
 from gateway.simulator.http import CameraHttpClient, TransportFailure
-from test_simulator_helpers import RecordingServer, echo_reply, wait_for
+from support.recording_server import RecordingServer, echo_reply, wait_for
+
+pytestmark = pytest.mark.e2e
 
 reactor: Any = global_reactor
 

@@ -118,11 +118,11 @@ def _decode_dc(data: bytes) -> tuple[int, int, list[list[int]]]:
 
 
 def test_jpeg_is_a_baseline_jfif_with_the_expected_blocks() -> None:
-    image = jpeg.scene_image(1, (10, 20), comment="京A12345".encode("utf-8"))
+    image = jpeg.scene_image(1, (10, 20), comment="京A12345".encode())
     assert image.startswith(b"\xff\xd8") and image.endswith(b"\xff\xd9")
     segments, _ = _segments(image)
     assert segments[0xE0][0].startswith(b"JFIF\x00")
-    assert segments[0xFE][0] == "京A12345".encode("utf-8")
+    assert segments[0xFE][0] == "京A12345".encode()
     width, height, dc = _decode_dc(image)
     assert (width, height) == (320, 240)
     # The plate box (block 10, 20) is blue: its luma sits far below the sky's.
@@ -290,7 +290,7 @@ def test_json_bodies_are_pretty_printed_and_sorted() -> None:
         json.loads(body), indent=4, sort_keys=True, ensure_ascii=False
     )
     assert body.startswith(b'{\n    "AlarmGioIn": {\n        "deviceName"')
-    assert "京".encode("utf-8") in encode_json(plate_body(IDENTITY, EVENT))
+    assert "京".encode() in encode_json(plate_body(IDENTITY, EVENT))
     assert "京".encode("gb18030") in encode_json(plate_body(IDENTITY, EVENT), "gb2312")
 
 

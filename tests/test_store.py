@@ -4,114 +4,43 @@ driven through its own thread by the reactor trial runs."""
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
-import tempfile
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import Any, Sequence, cast
+from typing import Any, cast
 
-from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
+from gateway.policy.cameralist import CameraRow
 from gateway.store import (
     EventRecord,
     EventType,
     ImageState,
+    PlateRow,
     Store,
-    StoreSettings,
     StoreHealth,
     StoreOpenError,
     StoreService,
+    StoreSettings,
     StoreWriteError,
-    PlateRow,
     new_event_id,
-    plate_event_id,
 )
-from gateway.policy.cameralist import CameraRow
 from gateway.store.schema import SCHEMA_VERSION
 from gateway.store.settings import MIN_IMAGE_BYTES
-
-UTC = timezone.utc
-NOW = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
-
-
-def plate_record(
-    plateid: int,
-    *,
-    camera: str = "cam-1",
-    received_at: datetime = NOW,
-    license: str = "京A12345",
-    **fields: Any,
-) -> EventRecord:
-    values: dict[str, Any] = dict(
-        id=plate_event_id(camera, plateid, license, 1740830400, plateid),
-        type=EventType.PLATE,
-        received_at=received_at,
-        camera=camera,
-        lane="entry",
-        camera_time=datetime(2025, 3, 1, 11, 59, 58, 5, tzinfo=UTC),
-        plate=license.upper(),
-        license=license,
-        decision_open=True,
-        decision_reason="whitelist",
-        decision_source="local",
-        raw={"license": license, "plateid": plateid, "triggerType": 8},
-        reply='{"Response_AlarmInfoPlate":{"info":"ok","plateid":%d}}' % plateid,
-    )
-    values.update(fields)
-    return EventRecord(**values)
-
-
-def io_record(*, camera: str = "cam-1", received_at: datetime = NOW) -> EventRecord:
-    return EventRecord(
-        id=new_event_id("io"),
-        type=EventType.IO,
-        received_at=received_at,
-        camera=camera,
-        raw={"source": 1},
-    )
-
-
-async def full_image_state(store: Store, event_id: str) -> ImageState:
-    record = await store.get_event(event_id)
-    assert record is not None, event_id
-    return record.image_full
-
-
-def db_rows(state_dir: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    """Read the database file directly (not through the store)."""
-    connection = sqlite3.connect(state_dir / "gateway.db")
-    try:
-        return [tuple(row) for row in connection.execute(sql, params)]
-    finally:
-        connection.close()
-
-
-class StoreTestCase(TestCase):
-    def setUp(self) -> None:
-        from twisted.internet import reactor
-
-        self.reactor: Any = reactor
-        self.state_dir = Path(tempfile.mkdtemp(prefix="anpr-store-test-")) / "state"
-        self.addCleanup(shutil.rmtree, self.state_dir.parent, True)
-
-    async def open_store(self, config: StoreSettings | None = None) -> Store:
-        store = await Store.open(self.reactor, self.state_dir, config)
-        self.addCleanup(lambda: Deferred.fromCoroutine(store.close()))
-        return store
-
-    def commit_all(
-        self, store: Store, records: Sequence[EventRecord], images: Sequence[tuple[str, bytes]] = ()
-    ) -> Deferred[list[Any]]:
-        """Issue every commit at once, without waiting in between."""
-        return gatherResults(
-            [Deferred.fromCoroutine(store.commit_event(record, images)) for record in records],
-            consumeErrors=True,
-        )
+from support import CapturedLog
+from support.store import (
+    NOW,
+    InlineExecutor,
+    StoreTestCase,
+    db_rows,
+    full_image_state,
+    io_record,
+    plate_record,
+)
 
 
 class SchemaTests(StoreTestCase):
@@ -318,7 +247,7 @@ class FailureTests(StoreTestCase):
         self.assertEqual([c.degraded for c in changes], [True, False])
         self.assertEqual(await store.read_image(big.id, "full"), b"image")
 
-    async def test_image_write_failure_keeps_nothing_of_that_event(self) -> None:
+    async def test_an_image_that_cannot_be_written_costs_the_image_not_the_event(self) -> None:
         store = await self.open_store()
         # A file where the day directory belongs: creating it fails (as on a
         # broken or read-only image disk), whoever runs the test.
@@ -328,31 +257,38 @@ class FailureTests(StoreTestCase):
 
         with_image = plate_record(3)
         without_image = plate_record(4)
-        outcomes = await DeferredList(
-            [
-                # The first commit keeps the thread busy: the next two share a transaction.
-                Deferred.fromCoroutine(store.commit_event(io_record())),
-                Deferred.fromCoroutine(store.commit_event(with_image, [("full", b"jpeg")])),
-                Deferred.fromCoroutine(store.commit_event(without_image)),
-            ],
-            consumeErrors=True,
-        )
-        self.assertEqual([success for success, _ in outcomes], [True, False, True])
-        cast(Failure, outcomes[1][1]).trap(StoreWriteError)
-        self.assertIsNone(await store.get_event(with_image.id))
-        self.assertIsNotNone(await store.get_event(without_image.id))
-        self.assertTrue(store.degraded)
-        self.assertIn("image", store.health.reason or "")
+        with CapturedLog() as captured:
+            outcomes = await DeferredList(
+                [
+                    # The first commit keeps the thread busy: the next two share a transaction.
+                    Deferred.fromCoroutine(store.commit_event(io_record())),
+                    Deferred.fromCoroutine(
+                        store.commit_event(with_image, [("full", b"jpeg"), ("crop", b"c")])
+                    ),
+                    Deferred.fromCoroutine(store.commit_event(without_image)),
+                ],
+                consumeErrors=True,
+            )
+            self.assertEqual([success for success, _ in outcomes], [True, True, True])
+            again = plate_record(5)
+            await store.commit_event(again, [("crop", b"c")])
+        kept = await store.get_event(with_image.id)
+        assert kept is not None
+        self.assertEqual((kept.image_full, kept.image_crop), (ImageState.MISSING, ImageState.MISSING))
+        self.assertEqual(kept.license, with_image.license)
+        self.assertIsNone(await store.read_image(with_image.id, "full"))
         queued = [item.event.id for item in await store.outbox_batch(10)]
-        self.assertNotIn(with_image.id, queued)
-
-        with self.assertRaises(StoreWriteError):
-            await store.commit_event(with_image, [("full", b"jpeg")])
-        blocker.unlink()
-        result = await store.commit_event(with_image, [("full", b"jpeg")])
-        self.assertTrue(result.created)
+        self.assertIn(with_image.id, queued)
         self.assertFalse(store.degraded)
-        self.assertEqual(await store.read_image(with_image.id, "full"), b"jpeg")
+        stats = await store.stats()
+        self.assertEqual((stats.images_lost, stats.image_files), (3, 0))
+        # Said once, not once per image.
+        self.assertEqual(sum("Cannot write images" in text for text in captured.texts()), 1)
+
+        blocker.unlink()
+        later = plate_record(6)
+        await store.commit_event(later, [("full", b"jpeg")])
+        self.assertEqual(await store.read_image(later.id, "full"), b"jpeg")
 
 
 class CorruptionTests(StoreTestCase):
@@ -730,6 +666,55 @@ class ServiceTests(StoreTestCase):
             await service.when_open()
         self.flushLoggedErrors(StoreOpenError)
         await service.stopService()
+
+
+class RecordingExecutor(InlineExecutor):
+    """An inline executor that counts the jobs it runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs = 0
+
+    def submit(self, job: Any) -> Deferred[Any]:
+        self.jobs += 1
+        return super().submit(job)
+
+
+class ExecutorTests(StoreTestCase):
+    """The store's work runs on the executor it is given (by default its own
+    thread, as every other test here): what its consumers' tests rely on."""
+
+    async def test_a_given_executor_runs_the_work_and_is_stopped_on_close(self) -> None:
+        executor = RecordingExecutor()
+        store = await Store.open(self.reactor, self.state_dir, executor=executor)
+        opened = executor.jobs
+        self.assertGreaterEqual(opened, 1)
+        record = plate_record(1)
+        await store.commit_event(record, [("full", b"jpeg")])
+        stored = await store.get_event(record.id)
+        assert stored is not None
+        self.assertEqual(stored.plate, record.plate)
+        self.assertGreaterEqual(executor.jobs, opened + 2)
+        await store.close()
+        self.assertTrue(executor.stopped)
+        # Real SQLite and real files: the database holds the event.
+        self.assertEqual(db_rows(self.state_dir, "SELECT id FROM events"), [(record.id,)])
+
+    async def test_the_service_makes_an_executor_for_each_opening(self) -> None:
+        made: list[RecordingExecutor] = []
+
+        def make() -> RecordingExecutor:
+            made.append(RecordingExecutor())
+            return made[-1]
+
+        service = StoreService(self.reactor, self.state_dir, clock=Clock(), executor=make)
+        for _ in range(2):
+            service.startService()
+            store = await service.when_open()
+            await store.commit_event(plate_record(len(made)))
+            await service.stopService()
+        self.assertEqual(len(made), 2)
+        self.assertTrue(all(executor.stopped and executor.jobs > 0 for executor in made))
 
 
 class StopWhileOpeningTests(TestCase):

@@ -20,11 +20,14 @@ import time
 from pathlib import Path
 from typing import cast
 
+import pytest
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.trial.unittest import TestCase
 
 import gateway
 from gateway.store import ImageState, Store
+
+pytestmark = pytest.mark.system
 
 REPO_ROOT = Path(gateway.__file__).resolve().parent.parent
 

@@ -16,7 +16,7 @@ from gateway.store import (
     new_event_id,
 )
 from gateway.store.schema import SCHEMA_VERSION
-from test_store import NOW, StoreTestCase, db_rows, plate_record
+from support.store import NOW, StoreTestCase, db_rows, plate_record
 
 
 def status_record(online: bool, camera: str = "cam-1") -> EventRecord:

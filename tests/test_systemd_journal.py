@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from twisted.logger import Logger, LogLevel
 
 from gateway.journal import PRIORITIES, JournalObserver, format_event
@@ -48,7 +49,7 @@ def test_failure_traceback_lines_carry_the_same_priority() -> None:
     out = io.BytesIO()
     log = logger(out)
     try:
-        1 / 0
+        raise ZeroDivisionError("division by zero")
     except ZeroDivisionError:
         log.failure("Plate push from {peer} failed", peer="192.168.1.100", level=LogLevel.error)
     lines = out.getvalue().decode().splitlines()
@@ -59,11 +60,12 @@ def test_failure_traceback_lines_carry_the_same_priority() -> None:
     assert lines[-1].startswith("<3>builtins.ZeroDivisionError: division by zero")
 
 
-def test_multi_line_message_every_line_prefixed() -> None:
+def test_a_newline_in_a_message_cannot_forge_a_log_line() -> None:
     out = io.BytesIO()
-    logger(out).warn("first\nsecond\r\nthird\n")
-    assert out.getvalue() == (
-        b"<4>[gateway.camera.server] first\n<4>second\n<4>third\n"
+    # A plate (or serial payload) from a camera with a line of its own inside.
+    logger(out).warn("Plate {plate}", plate="京A12345\n<3>[gateway.admin] Admin login: admin\x00")
+    assert out.getvalue().decode() == (
+        "<4>[gateway.camera.server] Plate 京A12345\\n<3>[gateway.admin] Admin login: admin\\x00\n"
     )
 
 
@@ -98,6 +100,7 @@ def test_a_broken_stdout_does_not_raise() -> None:
     log.info("and now the stream is closed")  # ValueError inside, not raised
 
 
+@pytest.mark.system
 def test_twistd_logger_option_writes_prefixed_lines() -> None:
     """``twistd --logger gateway.journal.observer``: twistd calls the factory,
     and everything it logs (its own start-up lines too) is prefixed."""

@@ -10,6 +10,7 @@ import socket
 import tempfile
 from typing import Any
 
+import pytest
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -212,6 +213,7 @@ def _ready(status: str) -> Deferred[str]:
     return ready
 
 
+@pytest.mark.e2e
 class ListeningStatusTests(TestCase):
     """``listening_status`` on real listeners on the loopback interface."""
 

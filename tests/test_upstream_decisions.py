@@ -13,7 +13,7 @@ from gateway.policy.decision import CLOUD
 from gateway.store import Store
 from gateway.upstream.decisions import CloudDecision
 from gateway.upstream.events import event_json
-from test_upstream_cloud import UpstreamTestCase, plate_event
+from support.upstream import UpstreamTestCase, plate_event
 
 
 async def no_cached_rows(store: Store) -> bool:

@@ -1,8 +1,9 @@
 """Event and image delivery to the stub cloud: shape, order, dedup, outages,
 Retry-After, 429, poison events, refused credentials, images, the outbox cap.
 
-HTTP runs on the real reactor over loopback; every timer of the gateway
-(back-off, time limits, loops) runs on a test Clock the tests advance."""
+In memory: the stub cloud is reached through StubTreq, the store runs its
+SQLite work at once, and every timer of the gateway (back-off, time limits,
+loops) runs on a test Clock the tests advance."""
 
 from __future__ import annotations
 
@@ -12,12 +13,8 @@ from email.utils import format_datetime
 from gateway.store import EventType, OutboxTrim
 from gateway.upstream.link import LinkState
 from gateway.upstream.service import UpstreamService
-from test_upstream_cloud import (
-    Scripted,
-    UpstreamTestCase,
-    other_event,
-    plate_event,
-)
+from support.cloud import Scripted
+from support.upstream import UpstreamTestCase, other_event, plate_event
 
 CAMERAS = ("cam-1", "cam-2", "cam-3", "cam-4", "cam-5")
 
@@ -103,6 +100,11 @@ class DeliveryTests(UpstreamTestCase):
                 during.append(plate_event(CAMERAS[n % 2], 1000 * (step + 1) + n, self.clock))
             await self.commit(during[-10:])
             service.notify_new_event()
+            if step == 0:
+                # The link was up: the first new event is tried at once.
+                await self.until(
+                    lambda: service.drainer._backoff.failures == 1, "the attempt at once"
+                )
             self.clock.advance(1800)
             await self.until(lambda: idle_after_failure(service), "a failed attempt")
         status = service.link.status
@@ -110,8 +112,9 @@ class DeliveryTests(UpstreamTestCase):
         self.assertIn("refused", str(status.last_error))
         self.assertEqual(len(self.cloud.arrivals), 5)
         self.assertEqual((await service.status()).outbox_depth, 120)
-        # Twelve failures in a row: the back-off (2**11 s) is capped.
-        self.assertEqual(service.drainer._backoff.failures, 12)
+        # That attempt and one retry each half hour: thirteen failures in a
+        # row, and the back-off (2**12 s) is capped.
+        self.assertEqual(service.drainer._backoff.failures, 13)
         assert status.retry_at is not None
         self.assertEqual(status.retry_at.timestamp(), self.clock.seconds() + 300)
 
@@ -201,11 +204,12 @@ class DeliveryTests(UpstreamTestCase):
         service.notify_new_event()
         delays = []
         for expected_requests in range(1, 5):
-            await self.until(
-                lambda: len(self.cloud.requests_to("POST", "/events")) == expected_requests
-                and service.drainer.waiting_on is not None,
-                f"attempt {expected_requests}",
-            )
+
+            def attempted(expected: int = expected_requests) -> bool:
+                posts = self.cloud.requests_to("POST", "/events")
+                return len(posts) == expected and service.drainer.waiting_on is not None
+
+            await self.until(attempted, f"attempt {expected_requests}")
             retry_at = service.link.status.retry_at
             assert retry_at is not None
             delay = round(retry_at.timestamp() - self.clock.seconds(), 3)

@@ -19,9 +19,8 @@ import yaml
 from openapi_spec_validator import validate
 
 from gateway.store import EventRecord, EventType, ImageState
-from gateway.upstream.events import command_result_record, event_json, events_body
+from gateway.upstream.events import command_result_record, decide_body, event_json, events_body
 from gateway.upstream.settings import UpstreamSettings
-from gateway.upstream.events import decide_body
 from gateway.upstream.signing import new_message_id, secret_key, signature_headers
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -138,7 +137,7 @@ class MarkdownTests(TestCase):
         exec(compile(example.group(1), str(API), "exec"), namespace)
         verify = namespace["verify"]
 
-        body = '{"gateway":"site-7","events":[]}'.encode()
+        body = b'{"gateway":"site-7","events":[]}'
         headers = signature_headers(secret_key(SECRET), new_message_id(), int(time.time()), body)
         self.assertTrue(verify(SECRET, headers, body))
         self.assertFalse(verify(SECRET, headers, body + b" "))

@@ -8,12 +8,17 @@ from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from twisted.internet import reactor as global_reactor
+
+from gateway.platelist import PlateList
+from gateway.policy.codec import EntryCodec
 from gateway.policy.decision import PlateQuery
 from gateway.policy.whitelist import WhitelistEntry
 from gateway.upstream.link import LinkState
-from gateway.platelist import PlateList
-from gateway.policy.codec import EntryCodec
-from test_upstream_cloud import UpstreamTestCase, reactor
+from support.threads import inline_threads
+from support.upstream import UpstreamTestCase
+
+reactor: Any = global_reactor
 
 PAGES: dict[str | None, dict[str, Any]] = {
     None: {
@@ -150,6 +155,7 @@ class SitePlateListTests(UpstreamTestCase):
             max_plate_distance=0,
             csv_path=None,
             clock=self.clock,
+            in_thread=inline_threads,
         )
         site.startService()
         self.addCleanup(site.stopService)

@@ -7,19 +7,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trustme
+from twisted.internet import reactor as global_reactor
 from twisted.internet.ssl import Certificate, PrivateCertificate
 
 from gateway.schema import ConfigError
-
-from gateway.upstream.http import UpstreamClient
-
+from gateway.upstream.http import UpstreamClient, load_tls_policy
 from gateway.upstream.link import FailureKind, LinkFailure, LinkState
-from gateway.upstream.http import load_tls_policy
-from test_upstream_cloud import UpstreamTestCase, plate_event, reactor
+from support.upstream import UpstreamTestCase, plate_event
+
+pytestmark = pytest.mark.e2e
+
+reactor: Any = global_reactor
 
 
 class TlsTests(UpstreamTestCase):
+    loopback = True  # real TLS handshakes
+
     def setUp(self) -> None:
         super().setUp()
         self.ca = trustme.CA()

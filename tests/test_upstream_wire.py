@@ -17,21 +17,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
-from gateway.store import EventRecord, EventType, ImageState
+from gateway.policy.codec import EntryCodec, EntryError
 from gateway.schema import ConfigError
+from gateway.site import Lanes
+from gateway.store import EventRecord, EventType, ImageState
 from gateway.upstream.decisions import CloudDecision, parse_decision
 from gateway.upstream.events import command_result_record, event_json, events_body
-from gateway.upstream.feed import parse_sync_page
-from gateway.upstream.link import FailureKind, Link, LinkFailure, LinkState
+from gateway.upstream.feed import command_from_json, parse_sync_page
+from gateway.upstream.http import Verdict, classify, parse_retry_after
+from gateway.upstream.link import Backoff, FailureKind, Link, LinkFailure, LinkState
 from gateway.upstream.settings import ImagePolicy, UpstreamSettings
 from gateway.upstream.signing import secret_key, sign, signature_headers
-from gateway.policy.codec import EntryCodec, EntryError
-from gateway.site import Lanes
-from gateway.upstream.feed import command_from_json
 
 CODEC = EntryCodec(tz=ZoneInfo("Asia/Shanghai"), lanes=Lanes.of_names("Entry", "Exit"))
-from gateway.upstream.http import Verdict, classify, parse_retry_after
-from gateway.upstream.link import Backoff
 
 UTC = timezone.utc
 NOW = datetime(2025, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)

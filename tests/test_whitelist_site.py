@@ -1,6 +1,6 @@
-"""The site's plate list end to end: CSV imported at start and on change,
-kept in the store across restarts, edits applied at once, decisions through
-the real camera server."""
+"""The site's plate list: CSV imported at start and on change, kept in the
+store across restarts, edits applied at once, decisions through the real
+camera server (the gateway's parts in memory, the file watch on a Clock)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import reactor
-from twisted.internet.task import deferLater
-
 from gateway.policy.whitelist import WhitelistEntry
 from gateway.store import EventType
-from support import CapturedLog, in_thread, loopback_config, start_gateway
-from test_camera_server import GatewayTestCase, plate_body
+from support import CapturedLog, loopback_config
+from support.camera import CameraServerTestCase
+from support.gateway import plate_body
 
 ENTRANCE = "d85b1269-8f942256"
 EXIT = "QFX2182310150262"
@@ -29,7 +27,7 @@ not a plate row,maybe,0,,,,,
 """
 
 
-class WhitelistSiteTests(GatewayTestCase):
+class WhitelistSiteTests(CameraServerTestCase):
     def site_config(self, csv_text: str = CSV, **policy: Any) -> dict[str, Any]:
         directory = Path(self.mktemp())
         directory.mkdir(parents=True)
@@ -44,12 +42,13 @@ class WhitelistSiteTests(GatewayTestCase):
         )
 
     async def decide(self, camera: str, license: str, plateid: int) -> dict[str, Any]:
-        reply = await in_thread(self.client().post, plate_body(camera, license, plateid=plateid))
+        reply = await self.camera().post(plate_body(camera, license, plateid=plateid))
         answer: dict[str, Any] = reply.json()["Response_AlarmInfoPlate"]
         return answer
 
     async def reason(self, plateid: int) -> str | None:
-        store = self.gateway.service.store.store
+        store = self.parts.store
+        assert store is not None
         events = await store.recent_events(limit=50, type=EventType.PLATE)
         (event,) = [e for e in events if e.raw["PlateResult"].get("plateid") == plateid]
         return event.decision_reason
@@ -78,39 +77,34 @@ class WhitelistSiteTests(GatewayTestCase):
         await self.start(self.site_config())
         self.assertEqual((await self.decide(ENTRANCE, "京F33333", 1))["info"], "no")
         self.csv_path.write_text(CSV + "京F33333,1,0,,,,,new tenant\n", encoding="utf-8")
-        opened = False
-        for plateid in range(2, 40):  # bounded: the file is checked every 2 s
-            await deferLater(reactor, 0.2, lambda: None)
-            if (await self.decide(ENTRANCE, "京F33333", plateid))["info"] == "ok":
-                opened = True
-                break
-        self.assertTrue(opened)
+        self.clock.advance(1.9)  # the file is checked every 2 s
+        self.assertEqual((await self.decide(ENTRANCE, "京F33333", 2))["info"], "no")
+        self.clock.advance(0.1)
+        self.assertEqual((await self.decide(ENTRANCE, "京F33333", 3))["info"], "ok")
 
     async def test_edits_apply_at_once_and_survive_csv_reimport_and_restart(self) -> None:
         config = self.site_config()
         state_dir = self.mktemp()
-        gateway = await start_gateway(config, state_dir)
-        self.gateway = gateway
-        whitelist = gateway.service.plate_list
+        parts = await self.start(config, state_dir)
+        whitelist = parts.plate_list
         # Denied, then listed by staff: the car waiting at the barrier is let in
         # at its next read even within the repeat window.
         self.assertEqual((await self.decide(ENTRANCE, "京G44444", 1))["info"], "no")
         await whitelist.upsert([WhitelistEntry(plate="京G44444", source="admin", note="visitor")])
         self.assertEqual((await self.decide(ENTRANCE, "京G44444", 2))["info"], "ok")
-        store = gateway.service.store.store
+        store = parts.store
+        assert store is not None
         events = await store.recent_events(limit=5, type=EventType.PLATE)
         self.assertTrue(events[0].repeat)
         # A CSV re-import (the staff entry is not in the file) leaves it alone.
         await whitelist.import_csv()
         self.assertIn("京G44444", whitelist.index)
         await whitelist.delete(["京B99999"])
-        await gateway.stop()
+        await parts.stop()
 
-        gateway = await start_gateway(config, state_dir)
-        self.gateway = gateway
-        self.addCleanup(gateway.stop)
-        await gateway.service.plate_list.when_settled()
-        index = gateway.service.plate_list.index
+        parts = await self.start(config, state_dir)
+        await parts.plate_list.when_settled()
+        index = parts.plate_list.index
         self.assertIn("京G44444", index)
         self.assertIn("京A0B8S5", index)
         # The CSV row is back after the start-up import: the file is the truth
@@ -119,8 +113,7 @@ class WhitelistSiteTests(GatewayTestCase):
 
     async def test_bad_header_keeps_the_previous_import(self) -> None:
         await self.start(self.site_config())
-        whitelist = self.gateway.service.plate_list
-        store = self.gateway.service.store.store
+        whitelist = self.parts.plate_list
         self.csv_path.write_text("plate,enabld\n京A0B8S5,1\n", encoding="utf-8")
         with CapturedLog() as captured:
             await whitelist.import_csv()

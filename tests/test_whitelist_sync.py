@@ -6,9 +6,9 @@ it changes, on a site of 100 000 plates too."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
@@ -24,6 +24,7 @@ from gateway.camera.whitelist_sync import (
 )
 from gateway.policy.cameralist import CameraRow
 from gateway.policy.whitelist import PlateListChange, WhitelistEntry, parse_hours
+from gateway.protocol.capabilities import ReplyKind
 from gateway.protocol.messages import Dialect, WhitelistOperation, WhitelistResult
 from gateway.protocol.parse import decode_body
 from gateway.protocol.replies import HeartbeatReply, PlateReply
@@ -131,7 +132,9 @@ class SyncTestCase(TestCase):
         return sync
 
     def camera(self, serialno: str, dialect: Dialect) -> Camera:
-        self.registry.configure(serialno, lane="Entrance", heartbeat="auto")
+        # A Vzenith camera that comet-polls: it reads the rows in its polls' replies.
+        heartbeat = "comet" if dialect is Dialect.VZENITH else "auto"
+        self.registry.configure(serialno, lane="Entrance", heartbeat=heartbeat)
         return self.registry.seen(serialno, address="127.0.0.1", dialect=dialect)
 
     def vzenith_polls(self, held: dict[str, dict[str, Any]], rounds: int = 100_000) -> list[int]:
@@ -141,8 +144,10 @@ class SyncTestCase(TestCase):
         assert camera is not None
         sizes = []
         for _ in range(rounds):
+            # Each poll is a contact: the camera stays online.
+            self.registry.seen(VZENITH, address="127.0.0.1", dialect=Dialect.VZENITH)
             reply = PlateReply()
-            self.registry.fill_reply(camera, reply)
+            self.registry.fill_reply(camera, reply, ReplyKind.POLL)
             operate = reply.to_dict()["Response_AlarmInfoPlate"].get("white_list_operate")
             if operate is None:
                 break
@@ -397,7 +402,7 @@ class ParkingCamTests(SyncTestCase):
             command = self.registry.take_whole_reply(camera)
             if command is None:
                 reply = HeartbeatReply()
-                self.registry.fill_reply(camera, reply)
+                self.registry.fill_reply(camera, reply, ReplyKind.HEARTBEAT)
                 break
             # In the camera's encoding (until it is known: adds UTF-8, deletions GB2312).
             body = json.loads(decode_body(command.whole_reply() or b"{}"))
@@ -412,6 +417,20 @@ class ParkingCamTests(SyncTestCase):
             elif key == "deleteWhiteList":
                 held.difference_update(row["carnum"] for row in body[key]["del_data"])
                 operation = WhitelistOperation.DELETE
+            elif key == "whiteList":
+                # The camera reads its list back, a page at a time.
+                query = body[key]
+                page = sorted(held)[query["listPosition"] : query["listPosition"] + query["queryNumList"]]
+                if confirm:
+                    self.sync.whitelist_result(
+                        camera,
+                        WhitelistResult(
+                            operation=WhitelistOperation.QUERY,
+                            total=len(held),
+                            rows=tuple({"carnum": plate} for plate in page),
+                        ),
+                    )
+                continue
             else:
                 raise AssertionError(key)
             if confirm:
@@ -425,14 +444,23 @@ class ParkingCamTests(SyncTestCase):
         camera = self.camera(PARKINGCAM, Dialect.PARKINGCAM)
         held: set[str] = {"OLD"}
         operations = self.heartbeats(camera, held)
-        self.assertEqual(operations, ["deleteWhiteListAll", "addWhiteList", "addWhiteList"])
+        # Cleared, filled, then read back (two pages of a 1203-plate list).
+        self.assertEqual(
+            operations,
+            ["deleteWhiteListAll", "addWhiteList", "addWhiteList", "whiteList", "whiteList"],
+        )
         self.assertEqual(held, {f"粤B{n:05d}" for n in range(1203)})
+        state = self.sync.state(PARKINGCAM)
+        assert state is not None
+        self.assertTrue(state.describe()["verified"])
         # A changed row is deleted, then added again (an add does not replace).
         change = self.site.change(
             upserts=[WhitelistEntry("粤B00001", valid_until=datetime(2031, 1, 1, tzinfo=UTC))]
         )
         self.sync.list_changed(change)
-        self.assertEqual(self.heartbeats(camera, held), ["deleteWhiteList", "addWhiteList"])
+        self.assertEqual(
+            self.heartbeats(camera, held), ["deleteWhiteList", "addWhiteList", "whiteList", "whiteList"]
+        )
         self.assertIn("粤B00001", held)
 
     def test_commands_are_written_in_the_encoding_the_camera_pushes_in(self) -> None:
@@ -440,31 +468,83 @@ class ParkingCamTests(SyncTestCase):
         self.site.add("粤B00002")
         camera = self.camera(PARKINGCAM, Dialect.PARKINGCAM)
         self.registry.seen(PARKINGCAM, address="127.0.0.1", charset="gb18030")
-        bodies: list[bytes] = []
-        for _ in range(2):  # delete all, then the add
-            command = self.registry.take_whole_reply(camera)
-            assert command is not None
-            bodies.append(command.whole_reply() or b"")
-            operation = (
-                WhitelistOperation.DELETE_ALL if b"deleteWhiteListAll" in bodies[-1]
-                else WhitelistOperation.ADD
-            )
-            self.sync.whitelist_result(camera, WhitelistResult(operation=operation, ok=True))
-        self.assertIn("粤B00001".encode("gb2312"), bodies[1])
+        held: set[str] = set()
+
+        def until(key: str) -> bytes:
+            """Answer commands like the camera up to the first ``key`` one; its body."""
+            operations = {
+                "deleteWhiteListAll": WhitelistOperation.DELETE_ALL,
+                "addWhiteList": WhitelistOperation.ADD,
+                "deleteWhiteList": WhitelistOperation.DELETE,
+                "whiteList": WhitelistOperation.QUERY,
+            }
+            for _ in range(10):
+                command = self.registry.take_whole_reply(camera)
+                assert command is not None
+                raw = command.whole_reply() or b""
+                body = json.loads(decode_body(raw))
+                name = next(iter(body))
+                if name == "addWhiteList":
+                    held.update(row["carnum"] for row in body[name]["add_data"])
+                elif name == "deleteWhiteList":
+                    held.difference_update(row["carnum"] for row in body[name]["del_data"])
+                elif name == "deleteWhiteListAll":
+                    held.clear()
+                rows = tuple({"carnum": plate} for plate in sorted(held))
+                self.sync.whitelist_result(
+                    camera,
+                    WhitelistResult(operation=operations[name], ok=True, total=len(held), rows=rows),
+                )
+                if name == key:
+                    return raw
+            raise AssertionError(f"no {key}")
+
+        self.assertIn("粤B00001".encode("gb2312"), until("addWhiteList"))
         self.sync.list_changed(self.site.change(deletes=["粤B00002"]))
-        command = self.registry.take_whole_reply(camera)
-        assert command is not None
-        self.assertIn(b"deleteWhiteList", command.whole_reply() or b"")
-        self.assertIn("粤B00002".encode("gb2312"), command.whole_reply() or b"")
-        self.sync.whitelist_result(
-            camera, WhitelistResult(operation=WhitelistOperation.DELETE, ok=True)
-        )
+        self.assertIn("粤B00002".encode("gb2312"), until("deleteWhiteList"))
         # A camera that turns out to push UTF-8 gets its deletions in UTF-8 too.
         self.registry.seen(PARKINGCAM, address="127.0.0.1", charset="utf-8")
         self.sync.list_changed(self.site.change(deletes=["粤B00001"]))
-        command = self.registry.take_whole_reply(camera)
-        assert command is not None
-        self.assertIn("粤B00001".encode(), command.whole_reply() or b"")
+        self.assertIn("粤B00001".encode(), until("deleteWhiteList"))
+
+    def test_a_list_that_reads_back_wrong_is_sent_again(self) -> None:
+        for number in range(5):
+            self.site.add(f"粤B{number:05d}")
+        camera = self.camera(PARKINGCAM, Dialect.PARKINGCAM)
+        held: set[str] = set()
+        operations = []
+        for _ in range(20):
+            command = self.registry.take_whole_reply(camera)
+            if command is None:
+                break
+            body = json.loads(command.whole_reply() or b"{}")
+            key = next(iter(body))
+            operations.append(key)
+            if key == "deleteWhiteListAll":
+                held.clear()
+                self.sync.whitelist_result(camera, WhitelistResult(operation=WhitelistOperation.DELETE_ALL, ok=True))
+            elif key == "addWhiteList":
+                held.update(row["carnum"] for row in body[key]["add_data"])
+                self.sync.whitelist_result(camera, WhitelistResult(operation=WhitelistOperation.ADD, ok=True))
+                if operations.count("addWhiteList") == 1:
+                    held.discard("粤B00003")  # edited away on the camera's own page
+            elif key == "whiteList":
+                self.sync.whitelist_result(
+                    camera,
+                    WhitelistResult(
+                        operation=WhitelistOperation.QUERY,
+                        total=len(held),
+                        rows=tuple({"carnum": plate} for plate in sorted(held)),
+                    ),
+                )
+        # Read back one short: cleared and sent again, then read back right.
+        self.assertEqual(
+            operations,
+            ["deleteWhiteListAll", "addWhiteList", "whiteList", "deleteWhiteListAll", "addWhiteList", "whiteList"],
+        )
+        self.assertEqual(held, {f"粤B{n:05d}" for n in range(5)})
+        state = self.sync.state(PARKINGCAM)
+        assert state is not None and state.describe()["verified"]
 
     def test_refusal_is_sent_again(self) -> None:
         self.site.add("粤B00001")

@@ -34,8 +34,9 @@ import os
 import random
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from bench.report import Row, ScenarioResult, ms, number, verdict
 from bench.settings import Context, progress
@@ -175,7 +176,6 @@ class StallProbe:
 
 
 async def serve(reactor: Any, args: argparse.Namespace) -> None:
-    from twisted.internet.defer import Deferred
     from twisted.internet.task import deferLater
 
     from gateway.config import parse_config

@@ -117,6 +117,7 @@ class SessionStore:
         self.lifetime = lifetime
         self.max_sessions = max_sessions
         self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._ended: list[Callable[[Session], None]] = []
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -158,8 +159,17 @@ class SessionStore:
         )
 
     def end(self, session: Session) -> None:
-        """Log a session out."""
+        """Log a session out; whoever watches for it (live streams) is told at once."""
         self._sessions.pop(session.key, None)
+        for observer in list(self._ended):
+            try:
+                observer(session)
+            except Exception:
+                log.failure("Session end observer {observer!r} failed", observer=observer)
+
+    def on_end(self, observer: Callable[[Session], None]) -> None:
+        """Call ``observer(session)`` when a session is logged out."""
+        self._ended.append(observer)
 
     def _expire(self) -> None:
         now = self._clock.seconds()
@@ -175,20 +185,29 @@ class _Failures:
 
 
 class LoginThrottle:
-    """Failed logins per client address.
+    """Failed logins: per client address, per user name, and in all.
 
-    After ``max_failures`` failures in a row an address is locked out for
+    After ``max_failures`` failures in a row from an address, or for a user
+    name from any address, that address (or name) is locked out for
     ``base_lock`` seconds; each further failure once the lock ends locks it
-    again for twice as long, up to ``max_lock``. A success, or
-    ``forget_after`` seconds without a failure, clears the count. At most
-    ``max_addresses`` addresses are tracked (the longest quiet go first).
+    again for twice as long, up to ``max_lock``. Past ``max_failures_in_all``
+    failures across every address and name, every login waits the same way:
+    guesses spread over many addresses are throttled too. A success starts
+    the counts of its address and its name again (not of another name: a
+    valid viewer login between guesses at ``admin`` resets nothing of those);
+    ``forget_after`` seconds without a failure clear a count.
+    At most ``max_addresses`` addresses and names are tracked (the longest
+    quiet go first).
     """
+
+    _IN_ALL = "*"
 
     def __init__(
         self,
         clock: IReactorTime,
         *,
         max_failures: int = 5,
+        max_failures_in_all: int = 50,
         base_lock: float = 30.0,
         max_lock: float = 900.0,
         forget_after: float = 3600.0,
@@ -196,39 +215,61 @@ class LoginThrottle:
     ) -> None:
         self._clock = clock
         self.max_failures = max_failures
+        self.max_failures_in_all = max_failures_in_all
         self.base_lock = base_lock
         self.max_lock = max_lock
         self.forget_after = forget_after
         self.max_addresses = max_addresses
         self._addresses: OrderedDict[str, _Failures] = OrderedDict()
 
-    def retry_after(self, address: str) -> float | None:
-        """Seconds until ``address`` may try again, or None when it may now."""
-        record = self._record(address)
-        if record is None:
-            return None
-        wait = record.locked_until - self._clock.seconds()
+    def _keys(self, address: str, name: str | None) -> list[tuple[str, int]]:
+        keys = [(address, self.max_failures), (self._IN_ALL, self.max_failures_in_all)]
+        if name:
+            keys.append(("user:" + name.casefold(), self.max_failures))
+        return keys
+
+    def retry_after(self, address: str, name: str | None = None) -> float | None:
+        """Seconds until a login from ``address`` (as ``name``) may be tried
+        again, or None when it may now."""
+        now = self._clock.seconds()
+        waits = [
+            record.locked_until - now
+            for key, _ in self._keys(address, name)
+            if (record := self._record(key)) is not None
+        ]
+        wait = max(waits, default=0.0)
         return wait if wait > 0 else None
 
-    def failed(self, address: str) -> float | None:
+    def failed(self, address: str, name: str | None = None) -> float | None:
         """Count a failure; the lock-out it causes (seconds), if any."""
         now = self._clock.seconds()
-        record = self._record(address)
-        if record is None:
-            while len(self._addresses) >= self.max_addresses:
-                self._addresses.popitem(last=False)
-            record = self._addresses[address] = _Failures()
-        self._addresses.move_to_end(address)
-        record.count += 1
-        record.last = now
-        if record.count < self.max_failures:
-            return None
-        lock = min(self.max_lock, self.base_lock * 2.0 ** min(record.count - self.max_failures, 30))
-        record.locked_until = now + lock
-        return lock
+        locks = []
+        for key, limit in self._keys(address, name):
+            record = self._record(key)
+            if record is None:
+                while len(self._addresses) >= self.max_addresses:
+                    self._addresses.popitem(last=False)
+                record = self._addresses[key] = _Failures()
+            self._addresses.move_to_end(key)
+            record.count += 1
+            record.last = now
+            if record.count >= limit:
+                lock = min(self.max_lock, self.base_lock * 2.0 ** min(record.count - limit, 30))
+                record.locked_until = max(record.locked_until, now + lock)
+                locks.append(lock)
+        return max(locks) if locks else None
 
-    def succeeded(self, address: str) -> None:
+    def succeeded(self, address: str, name: str | None = None) -> None:
+        """A login counted by :meth:`failed` before its check succeeded: the
+        counts of this address and this name start again, the count in all
+        only loses this attempt. Guesses at another name from the same
+        address stay counted under that name."""
         self._addresses.pop(address, None)
+        if name:
+            self._addresses.pop("user:" + name.casefold(), None)
+        record = self._addresses.get(self._IN_ALL)
+        if record is not None:
+            record.count = max(0, record.count - 1)
 
     def _record(self, address: str) -> _Failures | None:
         record = self._addresses.get(address)

@@ -31,6 +31,7 @@ from gateway.camera.control import (
 from gateway.camera.recorder import event_summary
 from gateway.camera.registry import Camera, CameraRegistry
 from gateway.camera.whitelist_sync import CameraWhitelistSync
+from gateway.protocol.capabilities import Capability
 from gateway.site import Lanes, LaneSettings
 from gateway.store import EventType, Store, StoreError
 
@@ -48,11 +49,28 @@ _SYNC_FIELDS = (
     "lane_plates",
     "capacity",
     "partial",
+    "verified",
 )
 
 
-def _sync_json(described: Mapping[str, object] | None) -> dict[str, object] | None:
-    return {key: described[key] for key in _SYNC_FIELDS} if described is not None else None
+def _sync_json(
+    described: Mapping[str, object] | None, camera: Camera | None
+) -> dict[str, object] | None:
+    """The camera list's state, and how it is kept: over which replies
+    (``poll``, ``heartbeat``, only ``plate`` ones), or not at all."""
+    if camera is not None and camera.dialect is not None:
+        kept_over = sorted(kind.value for kind in camera.mode.replies_for(Capability.WHITELIST))
+        if not kept_over:
+            return {"syncable": False, "kept_over": []}
+    else:
+        kept_over = []
+    if described is None:
+        return None
+    return {
+        **{key: described[key] for key in _SYNC_FIELDS},
+        "syncable": True,
+        "kept_over": kept_over,
+    }
 
 
 class CamerasResource:
@@ -141,7 +159,7 @@ class CamerasResource:
             if plates:
                 row["last_plate"] = event_summary(plates[0])
         sync = self._camera_sync.state(name) if self._camera_sync is not None else None
-        row["whitelist_sync"] = _sync_json(sync.describe() if sync is not None else None)
+        row["whitelist_sync"] = _sync_json(sync.describe() if sync is not None else None, camera)
         row["display"] = bool(
             lane is not None and self._has_display is not None and self._has_display(lane.name)
         )
@@ -345,6 +363,10 @@ class CamerasResource:
         lane = self._lanes.for_camera(name)
         if self._camera_sync is None or lane is None or not lane.sync_whitelist:
             raise ApiError(409, f"camera {name} does not keep a copy of the plate list")
+        camera = self._registry.get(name)
+        refusal = camera.mode.refusal(Capability.WHITELIST) if camera is not None else None
+        if refusal is not None:
+            raise ApiError(409, f"camera {name} cannot keep a plate list: {refusal}")
         self._camera_sync.resync(name)
         log.info(
             "{user} ({role}) asked for a full plate list resync of camera {serialno}",
@@ -357,7 +379,9 @@ class CamerasResource:
             request,
             {
                 "camera": name,
-                "whitelist_sync": _sync_json(state.describe() if state is not None else None),
+                "whitelist_sync": _sync_json(
+                    state.describe() if state is not None else None, self._registry.get(name)
+                ),
             },
             202,
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -34,7 +34,7 @@ __all__ = ["CONTENT_TYPE_LATEST", "LATENCY_BUCKETS", "GatewayMetrics", "SERIAL_P
 log = Logger()
 
 T = TypeVar("T")
-Source = Callable[[], Union[T, Awaitable[T]]]
+Source = Callable[[], T | Awaitable[T]]
 
 #: Seconds, from a millisecond to the camera's patience (about 5 s).
 LATENCY_BUCKETS: tuple[float, ...] = (

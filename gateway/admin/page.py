@@ -14,8 +14,8 @@ from pathlib import Path
 from twisted.internet.interfaces import IReactorThreads
 from twisted.web.iweb import IRequest
 
-from gateway.admin.http import ApiError, admin_app, common_headers, in_thread
 from gateway.admin.access import open_route
+from gateway.admin.http import ApiError, admin_app, common_headers, in_thread
 
 __all__ = ["STATIC_DIR", "PageResource"]
 

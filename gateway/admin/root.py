@@ -41,7 +41,13 @@ from gateway.admin.page import PageResource
 from gateway.admin.platelist import PlateListResource
 from gateway.admin.session import SessionResource
 from gateway.admin.settings import AdminSettings
-from gateway.admin.status import Metrics, MetricsResource, SerialStatus, StatusResource, StatusSource
+from gateway.admin.status import (
+    Metrics,
+    MetricsResource,
+    SerialStatus,
+    StatusResource,
+    StatusSource,
+)
 from gateway.admin.stream import KEEPALIVE_SECONDS, MAX_STREAMS, StreamResource
 from gateway.bus import EventBus
 from gateway.camera.control import CameraControl

@@ -3,7 +3,7 @@
 
 A login gives a session cookie (``HttpOnly``, ``SameSite=Strict``, ``Secure``
 over HTTPS) and the CSRF token the page sends back on every change. Failed
-logins are throttled per client address.
+logins are throttled per client address, per user name and in all.
 """
 
 from __future__ import annotations
@@ -82,22 +82,22 @@ class SessionResource:
     )
     async def login(self, request: IRequest) -> bytes:
         address = client_address(request)
-        wait = self._throttle.retry_after(address)
-        if wait is not None:
-            raise ApiError(
-                429,
-                "too many failed logins from this address; try again later",
-                headers={"Retry-After": str(math.ceil(wait))},
-            )
         body = json_body(request)
         name, password = body.get("username"), body.get("password")
         if not isinstance(name, str) or not isinstance(password, str) or not name or not password:
             raise ApiError(400, "username and password are required")
+        wait = self._throttle.retry_after(address, name)
+        if wait is not None:
+            raise ApiError(
+                429,
+                "too many failed logins; try again later",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
         if not self._accounts.loaded:
             raise ApiError(503, "the gateway is starting; try again in a moment")
         # Counted before the (slow) check, so that many attempts at once
         # cannot all be checked before the first failure counts.
-        self._throttle.failed(address)
+        self._throttle.failed(address, name)
         user = await self._accounts.check_password(name, password)
         if user is None:
             known = self._accounts.user(name)
@@ -109,7 +109,7 @@ class SessionResource:
                 address=address,
             )
             raise ApiError(401, "wrong user name or password")
-        self._throttle.succeeded(address)
+        self._throttle.succeeded(address, name)
         session_id, session = self._sessions.create(user.name, user.role)
         _session_cookie(request, session_id, int(self._sessions.lifetime))
         log.info(

@@ -28,6 +28,7 @@ from gateway.schema import (
     Section,
     boolean,
     describe,
+    integer,
     number,
     one_of,
     setting,
@@ -259,6 +260,10 @@ class AdminSettings:
     session_hours: float = setting(
         number(MIN_SESSION_HOURS, MAX_SESSION_HOURS), default=DEFAULT_SESSION_HOURS
     )
+    # Idle or flooding connections to the page cannot use up the gateway's
+    # file descriptors (the cameras' port has its own limits).
+    max_connections: int = setting(integer(8, 10_000), default=256)
+    max_connections_per_address: int = setting(integer(2, 1_000), default=32)
 
     def __attrs_post_init__(self) -> None:
         seen: set[str] = set()

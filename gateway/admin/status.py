@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Protocol, Union
+from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -31,10 +31,10 @@ __all__ = ["MetricsResource", "Metrics", "StatusResource", "StatusSource"]
 log = Logger()
 
 #: The cloud link as the status view shows it: ``state`` and ``last_error``.
-LinkStatus = Union[Mapping[str, object], None]
+LinkStatus = Mapping[str, object] | None
 #: Where the cloud link's status comes from (an awaitable is awaited); None
 #: for a gateway without a cloud.
-StatusSource = Callable[[], Union[LinkStatus, Awaitable[LinkStatus]]]
+StatusSource = Callable[[], LinkStatus | Awaitable[LinkStatus]]
 #: The serial ports, one JSON object each.
 SerialStatus = Callable[[], Iterable[Mapping[str, object]]]
 
@@ -94,6 +94,7 @@ class StatusResource:
             "db_bytes": None,
             "image_bytes": None,
             "image_files": None,
+            "images_lost": None,
             "events": None,
             "free_disk_bytes": _free_disk(self._site.state_dir),
             "degraded": False,
@@ -125,6 +126,7 @@ class StatusResource:
                     db_bytes=stats.db_bytes,
                     image_bytes=stats.image_bytes,
                     image_files=stats.image_files,
+                    images_lost=stats.images_lost,
                     events=stats.events,
                     degraded=stats.health.degraded,
                     reason=stats.health.reason,

@@ -53,7 +53,7 @@ MAX_STREAMS = 32
 def format_message(topic: str, payload: Mapping[str, object]) -> bytes:
     """One server-sent event. JSON escapes newlines, so ``data`` is one line."""
     data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str)
-    return f"event: {topic}\ndata: {data}\n\n".encode("utf-8")
+    return f"event: {topic}\ndata: {data}\n\n".encode()
 
 
 @implementer(IPushProducer)
@@ -218,11 +218,26 @@ class StreamResource:
         self.keepalive_seconds = keepalive_seconds
         self.max_streams = max_streams
         self.streams: set[EventStream] = set()
+        # Who holds each stream, and the stream of each login session.
+        self._holders: dict[EventStream, str] = {}
+        self._by_session: dict[EventStream, object] = {}
+        sessions.on_end(self._session_ended)
+
+    @property
+    def max_streams_per_holder(self) -> int:
+        """The streams one user or token may hold: a share of them all, so
+        that one credential cannot take every slot."""
+        return max(2, self.max_streams // 4)
 
     @authorized(app, "/api/stream", methods=["GET"], role=VIEWER)
     def stream(self, request: IRequest, who: Principal) -> Deferred[None]:
         if len(self.streams) >= self.max_streams:
             raise ApiError(503, "too many live streams open; close another page first")
+        holder = f"{who.via}:{who.name}"
+        if sum(1 for held in self._holders.values() if held == holder) >= self.max_streams_per_holder:
+            raise ApiError(
+                503, "this user has too many live streams open; close another page first"
+            )
         session = who.session
         sessions = self._sessions
 
@@ -232,9 +247,18 @@ class StreamResource:
         common_headers(request)
         stream = EventStream(request, self._clock, keepalive=self.keepalive_seconds, alive=alive)
         self.streams.add(stream)
+        self._holders[stream] = holder
+        if session is not None:
+            self._by_session[stream] = session
         stream.done.addBoth(self._stream_ended, stream)
         stream.start(self._bus)
         return stream.done
+
+    def _session_ended(self, session: object) -> None:
+        # A logout ends that session's streams now, not at the next keepalive.
+        for stream, owner in list(self._by_session.items()):
+            if owner is session:
+                stream.end()
 
     def end_streams(self) -> None:
         """End every live stream (the gateway is stopping): each response
@@ -244,4 +268,6 @@ class StreamResource:
 
     def _stream_ended(self, result: object, stream: EventStream) -> object:
         self.streams.discard(stream)
+        self._holders.pop(stream, None)
+        self._by_session.pop(stream, None)
         return result

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import enum
 import itertools
-from typing import Any, Union
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
 
+from gateway.protocol.capabilities import Capability
 from gateway.protocol.replies import (
     HeartbeatReply,
     IoControl,
@@ -37,7 +38,7 @@ class SerialReply:
     serial: list[tuple[int, bytes]] = attrs.field(factory=list)
 
 
-Reply = Union[PlateReply, HeartbeatReply, SerialReply]
+Reply = PlateReply | HeartbeatReply | SerialReply
 
 
 class CommandState(str, enum.Enum):
@@ -68,11 +69,19 @@ class CameraCommand:
     camera: str = ""  # serial number, set when queued
     state: CommandState = CommandState.QUEUED
     reason: str = ""
+    # Set when queued for a camera that reads this command only in a plate
+    # reply (a Vzenith camera on common heartbeat): it waits for a car.
+    waits_for: str = ""
     result: Any = None
     done: Deferred[CameraCommand] = attrs.field(factory=Deferred, repr=False)
 
     kind = "command"
     confirmed = False
+
+    @property
+    def capability(self) -> Capability:
+        """What the command asks the camera to do (gateway.protocol.capabilities)."""
+        raise NotImplementedError
 
     def __attrs_post_init__(self) -> None:
         if not self.id:
@@ -89,7 +98,15 @@ class CameraCommand:
         return None
 
     def describe(self) -> dict[str, Any]:
-        return {"id": self.id, "type": self.kind, "camera": self.camera, "state": self.state.value}
+        described: dict[str, Any] = {
+            "id": self.id,
+            "type": self.kind,
+            "camera": self.camera,
+            "state": self.state.value,
+        }
+        if self.waits_for and self.state is CommandState.QUEUED:
+            described["waits_for"] = self.waits_for
+        return described
 
     # -- life cycle -------------------------------------------------------
 
@@ -123,6 +140,7 @@ class OpenBarrier(CameraCommand):
 
     channel: int = 0
     kind = "open"
+    capability = Capability.OPEN
 
     def apply(self, reply: Reply) -> bool:
         if isinstance(reply, PlateReply):
@@ -149,6 +167,10 @@ class IoOutput(CameraCommand):
     delay_ms: int = 500
     kind = "io"
 
+    @property
+    def capability(self) -> Capability:
+        return {0: Capability.CLOSE, 1: Capability.HOLD_OPEN}.get(self.value, Capability.OPEN)
+
     def apply(self, reply: Reply) -> bool:
         if isinstance(reply, PlateReply):
             if reply.io_control is not None:
@@ -171,6 +193,7 @@ class SendSerial(CameraCommand):
     channel: int = 0
     data: bytes = b""
     kind = "serial"
+    capability = Capability.SERIAL
 
     def apply(self, reply: Reply) -> bool:
         reply.serial.append((self.channel, self.data))
@@ -186,10 +209,9 @@ class ManualTrigger(CameraCommand):
     with triggerType 4)."""
 
     kind = "trigger"
+    capability = Capability.TRIGGER
 
     def apply(self, reply: Reply) -> bool:
-        # ParkingCam heartbeats have no such field: the command waits for
-        # that camera's next plate reply (or expires).
         if isinstance(reply, PlateReply):
             reply.manual_trigger = True
             return True
@@ -203,6 +225,7 @@ class Speak(CameraCommand):
     text: str = ""
     volume: int = 100
     kind = "say"
+    capability = Capability.SPEAK
 
     def apply(self, reply: Reply) -> bool:
         if isinstance(reply, PlateReply) and reply.voice is None:
@@ -219,6 +242,7 @@ class Snapshot(CameraCommand):
     url: str = ""
     port: int = 80
     kind = "snapshot"
+    capability = Capability.SNAPSHOT
     confirmed = True
 
     def apply(self, reply: Reply) -> bool:
@@ -226,9 +250,6 @@ class Snapshot(CameraCommand):
             if reply.trigger_image is not None:
                 return False
             reply.trigger_image = TriggerImageRequest(port=self.port, url=self.url, absolute=True)
-            return True
-        if isinstance(reply, HeartbeatReply):
-            reply.snapnow = True
             return True
         return False
 
@@ -239,6 +260,7 @@ class CameraWhitelistEdit(CameraCommand):
 
     operation: WhitelistOperate | None = None
     kind = "whitelist"
+    capability = Capability.WHITELIST
 
     def apply(self, reply: Reply) -> bool:
         if isinstance(reply, PlateReply) and reply.whitelist is None and self.operation:
@@ -255,6 +277,7 @@ class ParkingCamWhitelistCommand(CameraCommand):
     body: bytes = b""
     operation: str = ""  # add | delete | delete_all | query
     kind = "whitelist"
+    capability = Capability.WHITELIST
     confirmed = True
 
     def whole_reply(self) -> bytes:

@@ -11,8 +11,9 @@ event.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -31,10 +32,10 @@ from gateway.camera.commands import (
 )
 from gateway.camera.events import CameraEvent, EventNotKept, EventRecorder
 from gateway.camera.registry import Camera, CameraRegistry
+from gateway.protocol.capabilities import Capability, describe_mode
 from gateway.site import Lanes
-from gateway.upstream.feed import CloudCommand
-from gateway.protocol.messages import Dialect
 from gateway.store.ids import new_event_id
+from gateway.upstream.feed import CloudCommand
 
 log = Logger()
 
@@ -115,8 +116,6 @@ class CameraControl:
     def hold_open(self, serialno: str, channel: int | None = None, **origin: Any) -> IoOutput:
         """Hold the barrier open (IO output on) until :meth:`close`."""
         camera = self._online(serialno)
-        if camera.dialect is Dialect.PARKINGCAM:
-            raise NotSupported(f"camera {camera.serialno} (ParkingCam) cannot hold its barrier open")
         return self.submit(
             camera, IoOutput(io=self._channel(camera, channel), value=1, **self._identity(**origin))
         )
@@ -152,8 +151,11 @@ class CameraControl:
         camera = self._online(serialno)
         if self.display_say is not None and self.display_say(camera, text):
             return None
-        if camera.dialect is Dialect.PARKINGCAM:
-            raise NotSupported(f"camera {camera.serialno} has no voice output and its lane no display")
+        if camera.mode.refusal(Capability.SPEAK) is not None:
+            raise NotSupported(
+                f"camera {camera.serialno} ({describe_mode(camera.mode)}) has no voice output "
+                "and its lane no display"
+            )
         return self.submit(camera, Speak(text=text, **self._identity(**origin)))
 
     async def snapshot(
@@ -202,6 +204,16 @@ class CameraControl:
     def submit(self, camera: Camera, command: C, *, confirm_within: float | None = None) -> C:
         """Queue ``command`` for ``camera`` with its expiry (and, for a
         command the camera confirms, the time it has to answer)."""
+        mode = camera.mode
+        refusal = mode.refusal(command.capability)
+        if refusal is not None:
+            raise NotSupported(f"camera {camera.serialno} ({describe_mode(mode)}): {refusal}")
+        if mode.waits_for_plate(command.capability):
+            command.waits_for = "plate"
+            command.reason = (
+                "waits for the camera's next plate read: on common heartbeat it reads "
+                "no other reply (switch it to comet polling)"
+            )
         command.camera = camera.serialno
         now = self._clock.seconds()
         deadline = command.expires_at - now

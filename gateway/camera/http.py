@@ -16,10 +16,10 @@ import json
 from io import BytesIO
 from typing import IO, Any, cast
 
-from twisted.internet.interfaces import IAddress, IDelayedCall, ITransport
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ITransport
 from twisted.internet.protocol import Protocol
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web.http import Request as HTTPRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
@@ -155,7 +155,9 @@ class BoundedRequest(Request):
 
 class CameraSite(Site):
     """A Site for camera requests: bounded in-memory bodies, header and idle
-    timeouts, no access log lines (a busy site logs every push elsewhere)."""
+    timeouts, no access log lines (a busy site logs every push elsewhere).
+
+    The timeouts run on ``clock`` (default: the global reactor)."""
 
     requestFactory = BoundedRequest
     noisy = False
@@ -167,12 +169,15 @@ class CameraSite(Site):
         max_body_bytes: int,
         idle_timeout: float,
         header_timeout: float | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         # The camera server reads every body itself (it routes by content):
         # Twisted's parsing of POST bodies into request.args is pure cost.
         # Parsing each Content-Type and multipart registration with the email
         # package took half the CPU of holding comet polls (bench/analysis.md).
-        super().__init__(resource, timeout=idle_timeout, parsePOSTFormSubmission=False)
+        super().__init__(
+            resource, timeout=idle_timeout, parsePOSTFormSubmission=False, reactor=clock
+        )
         self.max_body_bytes = max_body_bytes
         self.header_timeout = header_timeout
         self.displayTracebacks = False

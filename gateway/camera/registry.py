@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import attrs
 from twisted.application.service import Service
@@ -14,23 +14,30 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from gateway.camera.commands import CameraCommand, CommandState, Reply
+from gateway.protocol.capabilities import (
+    ADVICE,
+    CameraMode,
+    Capability,
+    Generation,
+    HeartbeatMode,
+    ReplyKind,
+    advice_for,
+)
 from gateway.protocol.messages import Dialect
 
 log = Logger()
 
-# A comet camera posts its next poll as soon as it has read a reply; a camera on
-# common heartbeat comes back after 5 to 30 seconds. A gap shorter than this
-# after our answer means comet polling.
-COMET_GAP_SECONDS = 1.0
+# A comet camera posts its next poll as soon as it has read a reply, up to about
+# 3 s later on a slow link (4G, a new TLS connection per poll); a camera on
+# common heartbeat comes back 5 or 30 seconds after its last one. A gap shorter
+# than this after an answer given at once means comet polling (PROTOCOL.md
+# sections 3 and 9).
+COMET_GAP_SECONDS = 4.0
+# A held poll dropped sooner than this was a common heartbeat (its timeout is
+# the 5 s push timeout), not a comet poll whose timeout is about 30 s.
+COMMON_TIMEOUT_SECONDS = 6.0
 # Without a measured interval, cameras heartbeat about every 30 seconds.
 NOMINAL_HEARTBEAT_SECONDS = 30.0
-
-
-class HeartbeatMode(str, enum.Enum):
-    UNKNOWN = "unknown"  # no registration or heartbeat seen yet
-    OFF = "off"  # fixed by configuration: the camera only pushes events
-    COMMON = "common"  # periodic heartbeat; never hold it
-    COMET = "comet"  # long poll; hold it until a command or the deadline
 
 
 class PollOutcome(str, enum.Enum):
@@ -65,6 +72,7 @@ class Camera:
     lane: str | None = None
     heartbeat: HeartbeatMode = HeartbeatMode.UNKNOWN
     fixed_heartbeat: bool = False  # the configuration says which mode it uses
+    generation: Generation = Generation.UNKNOWN  # told by its first plate push
     online: bool = True
     first_seen: float = 0.0
     last_seen: float = 0.0
@@ -78,6 +86,15 @@ class Camera:
     web_password: str | None = attrs.field(default=None, repr=False)
     commands: deque[CameraCommand] = attrs.field(factory=deque, repr=False)
     _last_answer: float | None = attrs.field(default=None, repr=False)
+    # Whether that answer was held: only a gap after an answer given at once
+    # tells a comet poll from a common heartbeat.
+    _last_answer_held: bool = attrs.field(default=False, repr=False)
+    # Quick comebacks in a row after answers given at once, and how many make
+    # a comet camera (more once the camera dropped a held registration).
+    _quick_gaps: int = attrs.field(default=0, repr=False)
+    _quick_gaps_needed: int = attrs.field(default=1, repr=False)
+    # The advice already logged for this camera (each once).
+    _advised: set[str] = attrs.field(factory=set, repr=False)
     _held: Deferred[PollOutcome] | None = attrs.field(default=None, repr=False)
     _held_since: float = attrs.field(default=0.0, repr=False)
     _silence_timer: IDelayedCall | None = attrs.field(default=None, repr=False)
@@ -85,6 +102,11 @@ class Camera:
     @property
     def holding(self) -> bool:
         return self._held is not None
+
+    @property
+    def mode(self) -> CameraMode:
+        """What decides which of its replies this camera reads, and what in them."""
+        return CameraMode(self.dialect, self.generation, self.heartbeat)
 
     def describe(self) -> dict[str, object]:
         """A JSON-ready view for the admin API (no credentials)."""
@@ -101,6 +123,11 @@ class Camera:
             "last_seen": self.last_seen,
             "poll_held": self.holding,
             "queued_commands": len(self.commands),
+            "firmware": self.generation.value,
+            # Where an open reaches the camera: "plate" and "poll" replies, or
+            # "plate" and "heartbeat" ones.
+            "commands_in": sorted(kind.value for kind in self.mode.replies_for(Capability.OPEN)),
+            "advice": advice_for(self.mode),
         }
 
 
@@ -241,17 +268,28 @@ class CameraRegistry(Service):
         """How long to hold this registration of ``camera``; 0 answers at once.
 
         Heartbeat and comet bodies are identical, so the mode is learnt from
-        timing (PROTOCOL.md section 3): the first registration is answered at
-        once, and a camera whose next one arrives within about a second of
-        that answer is comet-polling. A common heartbeat is never held: its
-        timeout is the short push timeout.
+        timing (PROTOCOL.md sections 3 and 9): the first registration is
+        answered at once, and a camera whose next one arrives within a few
+        seconds of an answer given at once is comet-polling; one that comes
+        back later is on common heartbeat, never held (its timeout is the
+        short push timeout). Gaps after a held answer are not used: a 5 s
+        heartbeat held for 4 s would look like a poll.
         """
-        if not camera.fixed_heartbeat and camera._last_answer is not None:
+        if (
+            not camera.fixed_heartbeat
+            and camera._last_answer is not None
+            and not camera._last_answer_held
+        ):
             gap = self._clock.seconds() - camera._last_answer
-            camera.heartbeat = (
-                HeartbeatMode.COMET if gap <= COMET_GAP_SECONDS else HeartbeatMode.COMMON
-            )
-        if camera.heartbeat is not HeartbeatMode.COMET or camera.commands:
+            if gap > COMET_GAP_SECONDS:
+                camera._quick_gaps = 0
+                camera.heartbeat = HeartbeatMode.COMMON
+                self._advise(camera)
+            else:
+                camera._quick_gaps += 1
+                if camera._quick_gaps >= camera._quick_gaps_needed:
+                    camera.heartbeat = HeartbeatMode.COMET
+        if camera.heartbeat is not HeartbeatMode.COMET or self._has_work(camera, ReplyKind.POLL):
             return 0.0
         limit = self.comet_hold if camera.hold_limit is None else camera.hold_limit
         return min(self.comet_hold, limit)
@@ -268,6 +306,7 @@ class CameraRegistry(Service):
             previous, camera._held = camera._held, None
             previous.callback(PollOutcome.SUPERSEDED)
         hold = self.hold_time(camera)
+        camera._last_answer_held = hold > 0
         if hold <= 0:
             return PollOutcome.IMMEDIATE
 
@@ -302,6 +341,23 @@ class CameraRegistry(Service):
         held_for = self._clock.seconds() - camera._held_since
         if held_for >= hold - 0.5:
             return
+        if held_for < COMMON_TIMEOUT_SECONDS and not camera.fixed_heartbeat:
+            # Given up within the push timeout: a common heartbeat, whose
+            # reply the camera does not read (its retry after the failure
+            # comes at once, so it is taken for comet again only after
+            # several quick comebacks to answers given at once).
+            camera.heartbeat = HeartbeatMode.COMMON
+            camera._last_answer_held = False
+            camera._quick_gaps = 0
+            camera._quick_gaps_needed = 3
+            self._advise(camera)
+            log.warn(
+                "Camera {serialno} dropped a registration held for {held:.1f}s: it is on "
+                "common heartbeat, answered at once from now on",
+                serialno=camera.serialno,
+                held=held_for,
+            )
+            return
         # The camera's request timeout is shorter than our hold: hold less
         # from now on (or not at all) so its polls stop failing.
         new_limit = held_for - 1.0 if held_for > 2.0 else 0.0
@@ -327,35 +383,57 @@ class CameraRegistry(Service):
         camera = self._ensure(serialno)
         camera.commands.append(command)
         held = camera._held
-        if held is not None:
+        if held is not None and camera.mode.carries(command.capability, ReplyKind.POLL):
             self._release(camera, held, PollOutcome.COMMAND)
         return camera
 
-    def fill_reply(self, camera: Camera, reply: Reply) -> list[CameraCommand]:
-        """Put as many queued commands as fit into ``reply``, in order.
+    def fill_reply(self, camera: Camera, reply: Reply, kind: ReplyKind) -> list[CameraCommand]:
+        """Put every queued command that ``camera`` reads in a reply of
+        ``kind`` into ``reply``, and mark those delivered.
 
         Expired commands are dropped, never delivered late. A command that
-        does not fit this reply stays queued, and so does everything behind it
-        (commands to one camera keep their order).
+        does not ride in this reply (the camera does not read it there, or
+        its slot is taken) keeps its place, and so do the later commands of
+        its capability (edits of the camera's list, serial bytes keep their
+        order); commands of other capabilities go by.
         """
+        self._drop_expired(camera)
+        if not camera.mode.reads(kind):
+            return []
+        mode = camera.mode
         delivered: list[CameraCommand] = []
-        while self._drop_expired(camera):
-            command = camera.commands[0]
-            if command.whole_reply() is not None or not command.apply(reply):
-                break
-            camera.commands.popleft()
+        waiting: set[object] = set()
+        for command in list(camera.commands):
+            capability = command.capability
+            if capability in waiting:
+                continue
+            if (
+                command.whole_reply() is not None
+                or not mode.carries(capability, kind)
+                or not command.apply(reply)
+            ):
+                waiting.add(capability)
+                continue
+            camera.commands.remove(command)
             command.delivered()
             delivered.append(command)
         return delivered
 
     def take_whole_reply(self, camera: Camera) -> CameraCommand | None:
-        """The next command if it is a reply of its own (a ParkingCam
-        whitelist command), taken off the queue and marked delivered."""
-        if self._drop_expired(camera) and camera.commands[0].whole_reply() is not None:
-            command = camera.commands.popleft()
-            command.delivered()
-            return command
+        """The first command that is a heartbeat reply of its own (a
+        ParkingCam whitelist command), taken off the queue and marked
+        delivered."""
+        self._drop_expired(camera)
+        for command in camera.commands:
+            if command.whole_reply() is not None:
+                camera.commands.remove(command)
+                command.delivered()
+                return command
         return None
+
+    def _has_work(self, camera: Camera, kind: ReplyKind) -> bool:
+        mode = camera.mode
+        return any(mode.carries(command.capability, kind) for command in camera.commands)
 
     def withdraw(self, camera: Camera, command: CameraCommand) -> bool:
         """Take a command off the queue (it expired, or was cancelled)."""
@@ -365,18 +443,17 @@ class CameraRegistry(Service):
             return False
         return True
 
-    def _drop_expired(self, camera: Camera) -> bool:
-        """Drop expired commands at the head of the queue; whether any is left."""
+    def _drop_expired(self, camera: Camera) -> None:
+        """Drop every expired command of the camera's queue."""
         now = self._clock.seconds()
-        while camera.commands and camera.commands[0].expires_at <= now:
-            command = camera.commands.popleft()
+        for command in [c for c in camera.commands if c.expires_at <= now]:
+            camera.commands.remove(command)
             command.fail(CommandState.EXPIRED, "not delivered before it expired")
             log.info(
                 "Command {command_id} for camera {serialno} expired undelivered",
                 command_id=command.id,
                 serialno=camera.serialno,
             )
-        return bool(camera.commands)
 
     # -- liveness ---------------------------------------------------------
 
@@ -411,6 +488,19 @@ class CameraRegistry(Service):
                 missed=self.missed_intervals,
             )
             self._notify_state(camera)
+
+    def firmware(self, camera: Camera, generation: Generation) -> None:
+        """Note the firmware generation a camera's plate push shows."""
+        if generation is not Generation.UNKNOWN and generation is not camera.generation:
+            camera.generation = generation
+            self._advise(camera)
+
+    def _advise(self, camera: Camera) -> None:
+        """Tell the installer, once per camera, what to change about it."""
+        code = advice_for(camera.mode)
+        if code is not None and code not in camera._advised:
+            camera._advised.add(code)
+            log.warn("Camera {serialno}: {advice}", serialno=camera.serialno, advice=ADVICE[code])
 
     def _notify_state(self, camera: Camera) -> None:
         for observer in self._state_observers:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Protocol
 
 import attrs
 from klein import Klein
@@ -26,15 +27,14 @@ from gateway.camera.commands import SerialReply
 from gateway.camera.control import CameraControl
 from gateway.camera.events import CameraEvent, EventNotKept, EventRecorder
 from gateway.camera.http import CameraSite, ConnectionLimits
+from gateway.camera.recorder import to_record
 from gateway.camera.registry import Camera, CameraRegistry, PollOutcome
 from gateway.camera.settings import CameraServerSettings
-from gateway.camera.recorder import to_record
 from gateway.display.lanes import DisplayOverride, LaneDisplays
-from gateway.store import EventRecord
-from gateway.site import Lanes, LaneSettings
 from gateway.gate import Gate, GateLane, PlateRead
 from gateway.policy.decision import CAMERA_NOT_ALLOWED, Decision
 from gateway.protocol import replies
+from gateway.protocol.capabilities import ReplyKind, generation_of
 from gateway.protocol.messages import (
     CameraReceipt,
     Dialect,
@@ -51,6 +51,8 @@ from gateway.protocol.messages import (
 from gateway.protocol.parse import parse_push
 from gateway.protocol.text import for_log
 from gateway.serial.bridge import SerialBridge
+from gateway.site import Lanes, LaneSettings
+from gateway.store import EventRecord
 from gateway.store.ids import new_event_id, plate_event_id
 
 log = Logger()
@@ -66,10 +68,31 @@ class PushMetrics(Protocol):
     def reply_latency(self, seconds: float) -> None: ...
 
 
+def _within(peer: str, network: str) -> bool:
+    """Whether the address ``peer`` is in ``network`` (an IPv4-mapped IPv6
+    address counts as its IPv4 one)."""
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address in ipaddress.ip_network(network, strict=False)
+
+
+def _sized(request: IRequest, body: bytes) -> bytes:
+    """``body`` with its Content-Length: cameras' embedded HTTP clients are not
+    all known to decode chunked replies (PROTOCOL.md section 9)."""
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    return body
+
+
 def _json_error(request: IRequest, code: int, reason: str) -> bytes:
     request.setResponseCode(code)
     request.setHeader(b"Content-Type", b"application/json")
-    return json.dumps({"error": reason}, ensure_ascii=False, separators=(",", ":")).encode()
+    return _sized(
+        request, json.dumps({"error": reason}, ensure_ascii=False, separators=(",", ":")).encode()
+    )
 
 
 def _plate_event_id(camera: str, plate: PlateResult) -> str:
@@ -168,6 +191,7 @@ class CameraServer:
             max_body_bytes=server.max_body_bytes,
             idle_timeout=server.idle_timeout_seconds,
             header_timeout=server.header_timeout_seconds,
+            clock=self._clock,
         )
 
     def listening_factory(self) -> ConnectionLimits:
@@ -203,7 +227,7 @@ class CameraServer:
             self.metrics.push(type(message).__name__)
         try:
             if not self._admitted(message, origin):
-                return await self._rejected(message, origin)
+                return _sized(request, await self._rejected(message, origin))
             reply = await self._dispatch(request, message, origin)
             if self.metrics is not None and isinstance(message, PlateResult):
                 self.metrics.reply_latency(self._clock.seconds() - started)
@@ -221,7 +245,7 @@ class CameraServer:
             if transport is not None:
                 transport.abortConnection()
             return None
-        return reply
+        return _sized(request, reply)
 
     @app.route("/", branch=True, methods=["GET", "HEAD", "PUT", "DELETE", "PATCH"])
     def other_method(self, request: IRequest) -> bytes:
@@ -258,7 +282,7 @@ class CameraServer:
             if self.bridge is not None:
                 self.bridge.from_camera(message, camera.serialno)
             serial = SerialReply()
-            self.registry.fill_reply(camera, serial)
+            self.registry.fill_reply(camera, serial, ReplyKind.SERIAL)
             return replies.serial_data_reply(serial.serial)
         if isinstance(message, SnapshotUpload):
             camera = self._snapshot_camera(message, peer)
@@ -359,6 +383,8 @@ class CameraServer:
             dialect=plate.dialect,
             charset=plate.charset,
         )
+        if plate.dialect is Dialect.VZENITH:
+            self.registry.firmware(camera, generation_of(plate))
         lane = self._lane(camera)
         lane_name = lane.name if lane else None
         received_at = self._now()
@@ -429,7 +455,7 @@ class CameraServer:
                 reply.continue_offline = plate.plateid
         else:
             reply.open_channel = event.open_channel
-        self.registry.fill_reply(camera, reply)
+        self.registry.fill_reply(camera, reply, ReplyKind.PLATE)
         return reply.to_bytes()
 
     async def _registration(self, registration: Registration, peer: Origin) -> bytes:
@@ -452,7 +478,9 @@ class CameraServer:
             body = replies.idle_comet_reply()
         else:
             reply = replies.PlateReply()
-            delivered = self.registry.fill_reply(camera, reply)
+            # Nothing is put in the reply to a common heartbeat: the camera
+            # does not read it (PROTOCOL.md section 9).
+            delivered = self.registry.fill_reply(camera, reply, ReplyKind.POLL)
             body = reply.to_bytes() if delivered else replies.idle_comet_reply()
         self.registry.answered(camera)
         return body
@@ -467,14 +495,15 @@ class CameraServer:
             charset=heartbeat.charset,
         )
         self.registry.heartbeat(camera)
-        whole = self.registry.take_whole_reply(camera)
+        # Barrier commands and serial bytes first; a whitelist command is the
+        # entire heartbeat reply, so it takes a heartbeat with nothing else.
+        reply = replies.HeartbeatReply()
+        delivered = self.registry.fill_reply(camera, reply, ReplyKind.HEARTBEAT)
+        whole = None if delivered else self.registry.take_whole_reply(camera)
         if whole is not None:
-            # A whitelist command is the entire heartbeat reply.
             body = whole.whole_reply()
             assert body is not None
         else:
-            reply = replies.HeartbeatReply()
-            self.registry.fill_reply(camera, reply)
             body = reply.to_bytes()
         self.registry.answered(camera)
         return body
@@ -487,10 +516,26 @@ class CameraServer:
         origin: Origin,
         device_name: str | None,
         ipaddr: str | None,
-        dialect: Any = None,
+        dialect: Dialect | None = None,
         charset: str | None = None,
     ) -> Camera:
         key = serialno or self._by_address_key(origin.peer)
+        lane = self._lanes.for_camera(key)
+        if lane is not None and lane.address is not None and not _within(origin.peer, lane.address):
+            # Not where the lane's camera pushes from: served, but as a camera
+            # of its own, in no lane (no barrier, no list rows, no commands).
+            impostor = f"{key}@{origin.peer}"
+            if impostor not in self._unconfigured_logged:
+                self._unconfigured_logged.add(impostor)
+                log.warn(
+                    "A camera at {peer} claims the serial number {serialno} of lane {lane}, "
+                    "whose camera pushes from {address}: not taken as that lane's camera",
+                    peer=origin.peer,
+                    serialno=key,
+                    lane=lane.name,
+                    address=lane.address,
+                )
+            key = impostor
         camera = self.registry.seen(
             key,
             address=origin.peer,

@@ -58,6 +58,7 @@ from gateway.policy.cameralist import (
 )
 from gateway.policy.whitelist import PlateListChange, WhitelistEntry
 from gateway.protocol import replies
+from gateway.protocol.capabilities import Capability
 from gateway.protocol.messages import Dialect, WhitelistOperation, WhitelistResult
 from gateway.protocol.replies import CameraWhitelistRow, WhitelistOperate
 from gateway.store import CameraListState, StoreError
@@ -68,6 +69,8 @@ log = Logger()
 VZENITH_ROWS_PER_REPLY = replies.MAX_WHITELIST_ROWS_PER_REPLY
 PARKINGCAM_ADD_BATCH = replies.MAX_PARKINGCAM_WHITELIST_ROWS
 PARKINGCAM_DELETE_BATCH = replies.MAX_PARKINGCAM_DELETE_ROWS
+#: Rows of a ParkingCam list read back per whiteList query.
+PARKINGCAM_QUERY_PAGE = replies.MAX_PARKINGCAM_WHITELIST_ROWS
 # A sync command not delivered within this long is dropped and sent again at
 # the camera's next contact.
 COMMAND_EXPIRY_SECONDS = 120.0
@@ -147,6 +150,12 @@ class CameraSync:
     rows_sent: int = 0
     largest_reply: int = 0
     warned: set[str] = attrs.field(factory=set)
+    # A ParkingCam list read back with the camera's whiteList query: when it
+    # last matched (clock seconds; None: not since the last full sync), the
+    # plates read so far, and whether a read-back is due.
+    verified_at: float | None = None
+    read_back: set[str] = attrs.field(factory=set)
+    verify_due: bool = False
 
     @property
     def in_sync(self) -> bool:
@@ -169,6 +178,11 @@ class CameraSync:
             "lane_plates": self.work.wanted,
             "capacity": self.capacity,
             "partial": self.partial,
+            # "verified": read back from the camera and found equal (ParkingCam's
+            # whiteList query); "assumed": every command confirmed or delivered,
+            # with no way to read the list back (Vzenith), or not read back yet.
+            "verified": self.verified_at is not None,
+            "verified_at": self.verified_at,
         }
 
 
@@ -255,6 +269,10 @@ class CameraWhitelistSync(MultiService):
             return
         key = camera.serialno.casefold()
         if key not in self._settings or not self.running:
+            return
+        if camera.mode.refusal(Capability.WHITELIST) is not None:
+            # Older firmware keeps no list of its own: nothing to send (its
+            # lane's status says so).
             return
         sync = self._cameras.get(key)
         if sync is None:
@@ -428,6 +446,9 @@ class CameraWhitelistSync(MultiService):
             dialect=camera.dialect,
             work=work,
             capacity=self._settings[key].capacity,
+            # What a ParkingCam camera holds is read back after a restart too:
+            # it may have been reset, or edited on its own page, meanwhile.
+            verify_due=work.known and camera.dialect is Dialect.PARKINGCAM,
         )
         self._cameras[key] = sync
         self._schedule_recompute(key)
@@ -644,7 +665,47 @@ class CameraWhitelistSync(MultiService):
                 expires_at=expires,
             )
             return command, tuple(batch)
+        if sync.verify_due:
+            # Everything confirmed: read the list back, a page at a time.
+            command = ParkingCamWhitelistCommand(
+                body=replies.parkingcam_query_whitelist(
+                    PARKINGCAM_QUERY_PAGE, position=len(sync.read_back)
+                ),
+                operation=WhitelistOperation.QUERY.value,
+                expires_at=expires,
+            )
+            return command, ()
         return None, ()
+
+    def _read_back(self, camera: Camera, sync: CameraSync, result: WhitelistResult) -> None:
+        """A page of a ParkingCam camera's own list, as its whiteList query answered."""
+        plates = {
+            str(row.get("carnum", "")).strip().upper() for row in result.rows if row.get("carnum")
+        }
+        sync.read_back |= plates
+        total = result.total if result.total is not None else len(sync.read_back)
+        if result.rows and len(sync.read_back) < total:
+            return  # the next page goes with the next heartbeat
+        sync.verify_due = False
+        held = {plate.upper() for plate in sync.work.has}
+        read, sync.read_back = sync.read_back, set()
+        if read == held:
+            sync.verified_at = self._clock.seconds()
+            log.info(
+                "Camera {serialno} holds the {count} plates sent to it (read back)",
+                serialno=camera.serialno,
+                count=len(read),
+            )
+            return
+        sync.verified_at = None
+        log.warn(
+            "Camera {serialno} holds a list other than the one sent to it "
+            "({missing} missing, {extra} it should not hold): sending it again",
+            serialno=camera.serialno,
+            missing=len(held - read),
+            extra=len(read - held),
+        )
+        self._reset(sync)
 
     def _step_done(
         self, command: CameraCommand, camera: Camera, sync: CameraSync
@@ -659,7 +720,14 @@ class CameraWhitelistSync(MultiService):
         # done fires at a final state: delivered (Vzenith rows ride in a
         # reply), completed (ParkingCam confirmed), expired or failed.
         if command.state in (CommandState.DELIVERED, CommandState.COMPLETED):
-            self._applied(command, sync, sent)
+            if (
+                isinstance(command, ParkingCamWhitelistCommand)
+                and command.operation == WhitelistOperation.QUERY.value
+            ):
+                if isinstance(command.result, WhitelistResult):
+                    self._read_back(camera, sync, command.result)
+            else:
+                self._applied(command, sync, sent)
             self._advance(camera, sync)
             return
         # The same rows go again: right away for a command that expired
@@ -707,6 +775,11 @@ class CameraWhitelistSync(MultiService):
     def _holds(sync: CameraSync, clear: bool, sent: tuple[Any, ...]) -> None:
         """The camera confirmed a command that carried ``sent``."""
         work = sync.work
+        if sync.dialect is Dialect.PARKINGCAM:
+            # A change since the last read-back: read it back once it is all in.
+            sync.verified_at = None
+            sync.verify_due = True
+            sync.read_back = set()
         if clear:
             work.cleared()
             sync.unsaved.clear()

@@ -22,8 +22,9 @@ right after the new one.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, tzinfo
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any
 
 import attrs
 from twisted.application.service import MultiService
@@ -83,7 +84,7 @@ Withdraw = Callable[[], None]
 #: ``queue_camera_serial(camera serial number, serial channel, frame, expires_at)`` queues
 #: one frame for the camera's next reply (``expires_at`` in clock seconds) and returns a
 #: :data:`Withdraw` for it (or None when the frame cannot be withdrawn).
-CameraSerialQueue = Callable[[str, int, bytes, float], Optional[Withdraw]]
+CameraSerialQueue = Callable[[str, int, bytes, float], Withdraw | None]
 
 
 class Delivery(str, enum.Enum):

@@ -10,11 +10,11 @@ import attrs
 
 from gateway.display.templates import (
     MESSAGE_KEYS,
-    validate_template,
     Direction,
     MessageTemplate,
     default_idle,
     default_messages,
+    validate_template,
 )
 from gateway.protocol.board import MAX_LINES, Colour
 from gateway.schema import (

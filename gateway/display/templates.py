@@ -16,8 +16,9 @@ is to show nothing (the car left long ago, or the display already answered it).
 from __future__ import annotations
 
 import string
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import attrs
 

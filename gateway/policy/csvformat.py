@@ -167,7 +167,8 @@ def parse_whitelist_csv(
                     )
                 )
                 continue
-            row = dict(zip(names, cells))
+            # Fewer cells than columns: the missing ones are empty.
+            row = {name: _unguarded(cell) for name, cell in zip(names, cells, strict=False)}
             plate = normalise_plate(row.get("plate", ""))
             if plate in first_lines:
                 errors.append(
@@ -203,5 +204,21 @@ def format_whitelist_csv(entries: Iterable[WhitelistEntry], codec: EntryCodec) -
     writer = csv.writer(output, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     for entry in entries:
-        writer.writerow(codec.to_cells(entry))
+        writer.writerow([_guarded(cell) for cell in codec.to_cells(entry)])
     return output.getvalue()
+
+
+# A cell a spreadsheet would run as a formula (=, +, -, @, or a tab or
+# carriage return before one) is written with a leading apostrophe, which
+# spreadsheets show as text; reading the file back drops it again.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _guarded(cell: str) -> str:
+    return "'" + cell if cell.startswith(_FORMULA_START) else cell
+
+
+def _unguarded(cell: str) -> str:
+    if cell.startswith("'") and cell[1:].startswith(_FORMULA_START):
+        return cell[1:]
+    return cell

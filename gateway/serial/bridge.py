@@ -13,7 +13,8 @@ never pads the missing bytes.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
 from twisted.application.service import Service

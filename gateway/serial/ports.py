@@ -23,7 +23,8 @@ import enum
 import errno
 import os
 from collections import deque
-from typing import Any, Callable, Iterator, Sequence, cast
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, cast
 
 import attrs
 import serial

@@ -10,10 +10,13 @@ use the API directly::
     camera.read_plate("京A12345")
     ...
     camera.relay_pulses, camera.serial_written, camera.whitelist, camera.report()
+    camera.executed, camera.ignored   # [(reply kind, field), ...]
     await camera.stop()
 
 Replies are read by the firmware's rules (:mod:`gateway.simulator.firmware`),
-never by the gateway's tolerant parser.
+never by the gateway's tolerant parser: a camera reads only the replies and
+fields its dialect, firmware generation and heartbeat mode read (PROTOCOL.md
+sections 3, 4, 7 and 9), and records every field it ignored.
 """
 
 from gateway.simulator.camera import SimulatedCamera

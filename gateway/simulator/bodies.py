@@ -1,8 +1,14 @@
 """Request bodies exactly as camera firmware writes them: pure functions.
 
 JSON pushes are pretty-printed with sorted keys and a 4-space indent, UTF-8
-(ParkingCam cameras may be set to GB2312). Registration is a curl-style
-``multipart/form-data`` form with its text parts in firmware order.
+(ParkingCam cameras may be set to GB2312); a ParkingCam heartbeat is one
+compact line. Registration is a curl-style ``multipart/form-data`` form with
+its text parts in firmware order.
+
+What each dialect and firmware generation puts in a plate push follows
+PROTOCOL.md sections 2.1, 7 and 9: Vzenith's newer firmware adds ``plateid``,
+``isoffline``, ``gioouts`` and the broken-down time; a ParkingCam body has the
+manual's PlateResult fields plus its own, none of Vzenith's.
 """
 
 from __future__ import annotations
@@ -10,12 +16,13 @@ from __future__ import annotations
 import base64
 import json
 import random
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any
 
 import attrs
 
-from gateway.simulator.plates import PlateRead, image_path
+from gateway.simulator.plates import NO_PLATE, PlateRead, image_path
 
 __all__ = [
     "BOUNDARY_STYLES",
@@ -25,6 +32,8 @@ __all__ = [
     "PlateEvent",
     "PlateImages",
     "REGISTRATION_FIELDS",
+    "SERIAL_KEYS",
+    "camera_time_text",
     "encode_json",
     "heartbeat_body",
     "io_body",
@@ -55,6 +64,10 @@ BOUNDARY_STYLES = {"curl": (24, 16), "long": (28, 12)}
 # The camera's "content detail level", most to least.
 DETAIL_LEVELS = ("all", "detailed", "short", "brief")
 
+# How the serial number key is spelt in IO and serial pushes: ``serialno`` as
+# firmware sends it, ``serialNo`` as the manual writes it (PROTOCOL.md section 9).
+SERIAL_KEYS = ("serialno", "serialNo")
+
 # Fields each level drops, cumulatively (PROTOCOL.md 2.1): "detailed" drops
 # the extension fields and location, "short" also timeUsed and the
 # colour/confidence fields, "brief" also timeStamp.
@@ -65,6 +78,25 @@ _EXTENSION_FIELDS = (
     "car_location",
     "car_brand",
     "feature_Code",
+)
+# PlateResult fields of a ParkingCam push (the ALPHADIGI manual's sample); the
+# extension fields and SD-card paths are Vzenith's.
+_PARKINGCAM_RESULT_FIELDS = frozenset(
+    {
+        "bright",
+        "carBright",
+        "carColor",
+        "colorType",
+        "colorValue",
+        "confidence",
+        "direction",
+        "license",
+        "location",
+        "timeStamp",
+        "timeUsed",
+        "triggerType",
+        "type",
+    }
 )
 _DROPPED_AT = {
     "all": (),
@@ -120,15 +152,24 @@ class PlateImages:
     crop: bytes | None = None
 
 
-def encode_json(value: Any, charset: str = "utf-8") -> bytes:
+def encode_json(value: Any, charset: str = "utf-8", compact: bool = False) -> bytes:
     """A body as the firmware prints it: sorted keys, 4-space indent, raw UTF-8.
 
     ``charset`` "gb2312" writes GB2312 (as GB18030, its superset) for
-    ParkingCam cameras set that way.
+    ParkingCam cameras set that way. ``compact``: one line, no spaces (a
+    ParkingCam heartbeat).
     """
-    text = json.dumps(value, indent=4, sort_keys=True, ensure_ascii=False)
+    if compact:
+        text = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    else:
+        text = json.dumps(value, indent=4, sort_keys=True, ensure_ascii=False)
     codec = "gb18030" if charset.lower() in ("gb2312", "gbk", "gb18030") else "utf-8"
     return text.encode(codec)
+
+
+def camera_time_text(seconds: float) -> str:
+    """A camera-local time as ParkingCam heartbeats write it: ``2025-02-05 18:03:53``."""
+    return f"{datetime.fromtimestamp(seconds):%Y-%m-%d %H:%M:%S}"
 
 
 def _timeval(sec: int, usec: int, with_decimal_fields: bool) -> dict[str, Any]:
@@ -157,14 +198,23 @@ def plate_body(
     images: PlateImages = PlateImages(),
     image_len: str = "base64",
     gioouts: Sequence[int] = (0, 0, 0, 0),
-    parkingcam_extra: dict[str, Any] | None = None,
+    parkingcam_extra: Mapping[str, Any] | None = None,
+    beside: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """An ``AlarmInfoPlate`` push.
 
-    ``newer_firmware`` adds ``plateid``, ``isoffline`` and ``gioouts`` (with
-    ``ionum`` as a string, as real cameras send it); ParkingCam bodies carry
-    no ``plateid`` but their own extra fields. ``image_len`` says what the
-    ``...Len`` fields hold: "base64" (the firmware that was read) or "raw".
+    Vzenith: ``newer_firmware`` adds ``plateid``, ``isoffline`` and ``gioouts``
+    (with ``ionum`` as a string, as real cameras send it) and the broken-down
+    local time (``decyear`` ...); the older firmware sends none of them.
+
+    ParkingCam: the manual's PlateResult fields plus ``parkingcam_extra``
+    (``Whitelist``, ``realplate`` ...), ``imagePath`` ``""`` and none of
+    Vzenith's fields (no ``plateid``, extension fields or SD-card path).
+
+    ``beside`` holds fields at the ``AlarmInfoPlate`` level, beside
+    ``serialno`` (Vzenith ``rule_id``/``user_data``; ParkingCam ``openflag``,
+    ``entityName`` ...). ``image_len`` says what the ``...Len`` fields hold:
+    "base64" (the firmware that was read) or "raw".
     """
     if detail not in _DROPPED_AT:
         raise ValueError(f"unknown detail level {detail!r}")
@@ -193,22 +243,32 @@ def plate_body(
         "direction": event.direction,
         "license": read.license,
         "location": {"RECT": {"left": left, "top": top, "right": right, "bottom": bottom}},
-        "timeStamp": {"Timeval": _timeval(event.sec, event.usec, identity.dialect == "vzenith")},
+        "timeStamp": {
+            "Timeval": _timeval(
+                event.sec, event.usec, identity.dialect == "vzenith" and newer_firmware
+            )
+        },
         "timeUsed": event.time_used,
         "triggerType": event.trigger_type,
         "type": read.plate_type,
     }
+    parkingcam = identity.dialect == "parkingcam"
+    if parkingcam:
+        result = {key: value for key, value in result.items() if key in _PARKINGCAM_RESULT_FIELDS}
     for name in _DROPPED_AT[detail]:
         result.pop(name, None)
-    if images.full is None:
+    if parkingcam:
+        # Real ParkingCam bodies carry an empty imagePath (PROTOCOL.md section 9).
+        result["imagePath"] = ""
+    elif images.full is None:
         when = datetime.fromtimestamp(event.sec)
-        result["imagePath"] = image_path(read.license, when, event.sequence)
+        result["imagePath"] = image_path(_file_name_text(read.license), when, event.sequence)
     for key, image in (("imageFile", images.full), ("imageFragmentFile", images.crop)):
         if image is not None:
             encoded = base64.b64encode(image).decode("ascii")
             result[key] = encoded
             result[key + "Len"] = len(encoded) if image_len == "base64" else len(image)
-    if identity.dialect == "parkingcam":
+    if parkingcam:
         result.update(parkingcam_extra or {})
     elif newer_firmware:
         result["plateid"] = event.plateid
@@ -216,40 +276,57 @@ def plate_body(
         result["gioouts"] = [
             {"ionum": str(number), "ctrltype": state} for number, state in enumerate(gioouts)
         ]
-    return {
-        "AlarmInfoPlate": {
-            "channel": identity.channel,
-            "deviceName": identity.device_name,
-            "ipaddr": identity.ipaddr,
-            "result": {"PlateResult": result},
-            "serialno": identity.serialno,
-        }
+    alarm: dict[str, Any] = {
+        "channel": identity.channel,
+        "deviceName": identity.device_name,
+        "ipaddr": identity.ipaddr,
+        "result": {"PlateResult": result},
+        "serialno": identity.serialno,
     }
+    alarm.update(beside or {})
+    return {"AlarmInfoPlate": alarm}
 
 
-def io_body(identity: CameraIdentity, source: int, value: int) -> dict[str, Any]:
-    """``AlarmGioIn``: IO input ``source`` (0-3) changed to ``value``."""
+def _file_name_text(license: str) -> str:
+    """The plate as the camera writes it into a file name (GBK, no control characters)."""
+    text = "".join(char for char in license if char >= " " and char != "\x7f")
+    try:
+        text.encode("gbk")
+    except UnicodeEncodeError:
+        return NO_PLATE
+    return text
+
+
+def io_body(
+    identity: CameraIdentity, source: int, value: int, serial_key: str = "serialno"
+) -> dict[str, Any]:
+    """``AlarmGioIn``: IO input ``source`` (0-3) changed to ``value``.
+
+    ``serial_key`` ``"serialNo"`` spells the key as the manual does."""
     return {
         "AlarmGioIn": {
             "deviceName": identity.device_name,
             "ipaddr": identity.ipaddr,
             "result": {"TriggerResult": {"source": source, "value": value}},
-            "serialno": identity.serialno,
+            serial_key: identity.serialno,
         }
     }
 
 
-def serial_body(identity: CameraIdentity, serial_channel: int, data: bytes) -> dict[str, Any]:
+def serial_body(
+    identity: CameraIdentity, serial_channel: int, data: bytes, serial_key: str = "serialno"
+) -> dict[str, Any]:
     """``SerialData``: bytes received on a serial port.
 
     Reproduces the firmware bug: ``data`` is cut at the first NUL byte while
-    ``dataLen`` keeps the true length.
+    ``dataLen`` keeps the true length. ``serial_key`` ``"serialNo"`` spells
+    the key as the manual does.
     """
     sent = data.split(b"\x00", 1)[0]
     return {
         "SerialData": {
             "channel": identity.channel,
-            "serialno": identity.serialno,
+            serial_key: identity.serialno,
             "ipaddr": identity.ipaddr,
             "deviceName": identity.device_name,
             "serialChannel": serial_channel,
@@ -275,10 +352,15 @@ def heartbeat_body(
     countid: int,
     sec: int,
     usec: int,
-    start_ts: int | None = None,
-    outage_ts: int | None = None,
+    start_ts: str | None = None,
+    outage_ts: str | None = None,
 ) -> dict[str, Any]:
-    """ParkingCam JSON heartbeat."""
+    """ParkingCam JSON heartbeat, lower-case ``heartbeat`` as real cameras send it.
+
+    ``start_ts`` (camera start) and ``outage_ts`` (start of the current
+    outage) are strings like ``"2025-02-05 18:03:53"``, not numbers
+    (PROTOCOL.md section 9; see :func:`camera_time_text`).
+    """
     beat: dict[str, Any] = {
         "countid": countid,
         "timeStamp": {"Timeval": {"sec": sec, "usec": usec}},

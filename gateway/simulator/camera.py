@@ -9,17 +9,21 @@ The camera is the HTTP client. It runs three loops on the reactor it is given:
 * the **heartbeat** loop registers (common heartbeat or comet polling;
   ParkingCam: JSON heartbeats).
 
-Replies are read with the firmware's own rules (:mod:`gateway.simulator.firmware`)
-and their effects kept as observable state: relay pulses, bytes written to
-each serial port, IO outputs, voice texts and the camera's own whitelist.
+Replies are read with the firmware's own rules (:mod:`gateway.simulator.firmware`):
+only the replies and the fields this camera's dialect, firmware generation and
+heartbeat mode read (PROTOCOL.md sections 3, 4, 7 and 9). Their effects are
+kept as observable state: relay pulses, bytes written to each serial port, IO
+outputs, voice texts and the camera's own whitelist; and every reply field is
+recorded as executed or ignored, with the kind of reply it came in.
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter, OrderedDict, deque
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime
-from typing import Any, Awaitable, Callable, Coroutine, Sequence, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -35,6 +39,7 @@ from gateway.simulator.bodies import (
     CameraIdentity,
     PlateEvent,
     PlateImages,
+    camera_time_text,
     encode_json,
     heartbeat_body,
     io_body,
@@ -46,19 +51,15 @@ from gateway.simulator.bodies import (
 )
 from gateway.simulator.config import CameraConfig
 from gateway.simulator.firmware import (
+    HeldPlate,
     ReplyEffects,
     SnapshotRequest,
     VoiceRequest,
-    HeldPlate,
     apply_parkingcam_command,
     apply_whitelist_edit,
-    heartbeat_reply_effects,
     local_open_allowed,
-    plate_reply_effects,
-    read_reply,
-    serial_reply_effects,
 )
-from gateway.simulator.http import CameraHttpClient, HttpReply, TransportFailure
+from gateway.simulator.http import CameraHttpClient, ChunkedReply, HttpReply, TransportFailure
 from gateway.simulator.plates import PlateRead, PlateSource, read_for_license
 from gateway.simulator.report import CameraEvent, RelayPulse, percentile
 
@@ -73,6 +74,12 @@ _SOFTWARE_TRIGGER = 4
 _PLATE_BOXES = ((14, 20), (17, 21), (12, 19), (16, 22))
 # Kept reasons for refused reply fields, for the report.
 _REJECTED_EXAMPLES = 20
+# (reply kind, field) entries kept in ``executed`` / ``ignored``; the counters
+# go on counting past it.
+_FIELD_LOG_LIMIT = 10_000
+# Request kinds of the registration / heartbeat loops; every other kind is the
+# sender's (plate pushes and everything queued with them).
+_HEARTBEAT_KINDS = frozenset({"heartbeat", "comet"})
 
 
 @attrs.define
@@ -102,7 +109,11 @@ class SimulatedCamera:
     Observable state (read-only for callers): ``relay_pulses``,
     ``barrier_closes``, ``serial_written`` (bytes per serial channel),
     ``io_outputs``, ``voices``, ``whitelist``, ``pushes`` / ``replies`` /
-    ``failures`` (counters by request kind), ``offline_pending``.
+    ``failures`` (counters by request kind), ``offline_pending``;
+    ``executed`` and ``ignored``: ``(reply kind, field)`` for every reply
+    field the camera acted on / did not read (reply kinds:
+    :data:`gateway.simulator.firmware.REPLY_KINDS`), counted in
+    ``executed_counts`` / ``ignored_counts``; ``chunked_failures``.
     """
 
     log = Logger()
@@ -124,13 +135,19 @@ class SimulatedCamera:
         )
         self._on_event = on_event
         self._rng = random.Random(f"{config.seed}:{config.serialno}")
+        self.firmware = config.firmware
         self._plates = PlateSource(
             self._rng,
             config.plate_list,
             offset=config.index * 7,
             no_plate_rate=config.no_plate_rate,
+            three_region_rate=config.three_region_rate,
+            no_plate_texts=config.no_plate_texts,
+            control_char_rate=config.control_char_rate,
         )
-        self._http = http or CameraHttpClient(reactor, config.bind_address, config.tls_ca)
+        self._http = http or CameraHttpClient(
+            reactor, config.bind_address, config.tls_ca, decodes_chunked=config.decodes_chunked
+        )
         self._owns_http = http is None
 
         # What the camera did (observable).
@@ -150,6 +167,11 @@ class SimulatedCamera:
         self.rejected_fields = 0
         self.rejected_examples: list[str] = []
         self.plateid_echo_missing = 0
+        self.executed: list[tuple[str, str]] = []
+        self.ignored: list[tuple[str, str]] = []
+        self.executed_counts: Counter[tuple[str, str]] = Counter()
+        self.ignored_counts: Counter[tuple[str, str]] = Counter()
+        self.chunked_failures = 0
         self.latencies: list[float] = []
         # (sent at, seconds to the complete reply) of every plate push, and
         # when each failed plate push was sent: for benchmarks over time.
@@ -194,6 +216,8 @@ class SimulatedCamera:
         self._sequence = 0
         self._started_at = 0.0
         self._outage_started: float | None = None
+        # Answers to the sender's requests, to pause the link after each one.
+        self._push_answers = 0
         self._image_cache: dict[tuple[str, int, int], bytes] = {}
 
     # ------------------------------------------------------------------ control
@@ -315,6 +339,7 @@ class SimulatedCamera:
 
     async def _sender(self) -> None:
         while True:
+            answers = self._push_answers
             if self._jobs:
                 job = self._current = self._jobs.popleft()
                 try:
@@ -330,6 +355,7 @@ class SimulatedCamera:
                     )
                 finally:
                     self._current = None
+                await self._link_pause(answers)
                 continue
             if self._offline_upload_due():
                 upload = Deferred.fromCoroutine(self._upload_next_offline())
@@ -345,6 +371,7 @@ class SimulatedCamera:
                     )
                 finally:
                     self._offline_inflight = None
+                await self._link_pause(answers)
                 continue
             if self.drained:
                 self._fire_done()
@@ -352,6 +379,11 @@ class SimulatedCamera:
             if self._offline and not self._upload_paused:
                 delay = self._offline_next_try - self._reactor.seconds()
             await self._idle(delay)
+
+    async def _link_pause(self, answers_before: int) -> None:
+        """On a slow link the next push leaves ``link_delay`` after an answer."""
+        if self.config.link_delay and self._push_answers != answers_before:
+            await self._sleep(self.config.link_delay)
 
     def _fire_done(self) -> None:
         waiters, self._done_waiters = self._done_waiters, []
@@ -381,9 +413,13 @@ class SimulatedCamera:
         except TransportFailure as failure:
             self.failures[kind] += 1
             self.last_failure = f"{kind}: {failure}"
+            if isinstance(failure, ChunkedReply):
+                self.chunked_failures += 1
             if kind == "plate":
                 self.plate_failures.append(sent)
             return failure
+        if kind not in _HEARTBEAT_KINDS:
+            self._push_answers += 1
         self.replies[kind] += 1
         self.latencies.append(reply.elapsed)
         if kind == "plate":
@@ -411,7 +447,7 @@ class SimulatedCamera:
         outcomes = await _gather(
             [self._post(kind, self._url(server, path), body, content_type) for server in servers]
         )
-        return list(zip(servers, outcomes))
+        return list(zip(servers, outcomes, strict=True))
 
     async def _push(
         self,
@@ -436,7 +472,7 @@ class SimulatedCamera:
             results = await self._round(attempt_kind, path, body, servers)
             replies = [(server, r) for server, r in results if isinstance(r, HttpReply)]
             failed = [(server, r) for server, r in results if isinstance(r, TransportFailure)]
-            for server, reply in replies:
+            for _, reply in replies:
                 self._emit(
                     "push",
                     f"{attempt_kind} {label}-> {reply.code} in {reply.elapsed * 1000:.0f} ms",
@@ -514,7 +550,9 @@ class SimulatedCamera:
             self._enqueue(_Job("plate", lambda: self._run_plate(event), live_plate=True))
 
     def _label(self, event: PlateEvent) -> str:
-        plateid = f" plateid={event.plateid}" if self.config.dialect == "vzenith" else ""
+        # Only newer Vzenith firmware sends a plateid.
+        sends_plateid = self.config.dialect == "vzenith" and self.config.newer_firmware
+        plateid = f" plateid={event.plateid}" if sends_plateid else ""
         return f"{event.read.license}{plateid} trigger={event.trigger_type} "
 
     def _images(self, event: PlateEvent) -> PlateImages:
@@ -523,7 +561,7 @@ class SimulatedCamera:
             return PlateImages()
         comment = (
             f"{self.config.serialno} {event.plateid} {event.read.license} {event.sec}.{event.usec:06d}"
-        ).encode("utf-8")
+        ).encode()
         color = event.read.color_type
         full = crop = None
         if mode in ("full", "both"):
@@ -545,16 +583,29 @@ class SimulatedCamera:
 
     def _plate_bytes(self, event: PlateEvent, offline: bool) -> bytes:
         extra = None
+        beside: dict[str, Any] = {}
         if self.config.dialect == "parkingcam":
             listed = local_open_allowed(self.whitelist, event.read.license, self._camera_datetime())
+            # PROTOCOL.md sections 7 and 9: realplate is a JSON boolean; openflag
+            # and the site fields sit beside serialno, not in PlateResult.
             extra = {
-                "openflag": 0,
                 "Whitelist": 2 if listed else 0,
-                "realplate": event.read.license,
+                "realplate": event.read.has_plate,
                 "retryflag": 0,
                 "speed": 0,
                 "vehicleId": event.sequence,
             }
+            if self.config.extra_fields:
+                beside = {
+                    "openflag": 0,
+                    "entityName": "",
+                    "TaxID": "",
+                    "latitude": 0.0,
+                    "longitude": 0.0,
+                }
+        elif self.config.newer_firmware and self.config.extra_fields:
+            # Newer Vzenith firmware adds these beside PlateResult (section 9).
+            beside = {"rule_id": 0, "user_data": ""}
         body = plate_body(
             self.identity,
             event,
@@ -565,6 +616,7 @@ class SimulatedCamera:
             image_len=self.config.image_len,
             gioouts=[self.io_outputs[number] for number in range(4)],
             parkingcam_extra=extra,
+            beside=beside,
         )
         return encode_json(body, self.config.charset)
 
@@ -580,7 +632,7 @@ class SimulatedCamera:
         body = self._plate_bytes(event, offline=False)
 
         def on_reply(reply: HttpReply) -> None:
-            effects = plate_reply_effects(read_reply(reply.body))
+            effects = self.firmware.effects("plate", reply.body)
             if (
                 self.config.newer_firmware
                 and effects.readable
@@ -639,7 +691,7 @@ class SimulatedCamera:
                 "push",
                 f"offline {self._label(event)}-> {reply.code} in {reply.elapsed * 1000:.0f} ms",
             )
-            effects = plate_reply_effects(read_reply(reply.body))
+            effects = self.firmware.effects("offline", reply.body)
             self._apply(effects, "offline", event.read.license)
             if continuation is None and effects.continue_offline is not None:
                 continuation = effects.continue_offline
@@ -684,7 +736,7 @@ class SimulatedCamera:
 
         def on_reply(reply: HttpReply) -> None:
             nonlocal stop
-            effects = plate_reply_effects(read_reply(reply.body))
+            effects = self.firmware.effects("plate", reply.body)
             self._apply(effects, "plate", pending.event.read.license)
             stop = stop or effects.retransfer_stop or effects.info_ok
 
@@ -716,21 +768,29 @@ class SimulatedCamera:
     # ------------------------------------------------------------ other pushes
 
     def _queue_io(self, source: int, value: int) -> None:
-        body = encode_json(io_body(self.identity, source, value), self.config.charset)
+        body = encode_json(
+            io_body(self.identity, source, value, self.config.serial_key), self.config.charset
+        )
+
+        def on_reply(reply: HttpReply) -> None:
+            # The camera does nothing with the reply to an IO push (section 2.2).
+            self._apply(self.firmware.effects("io", reply.body), "io", None)
 
         async def run() -> None:
             await self._push(
-                "io", self.config.gio_path, body, lambda reply: None, label=f"in{source}={value} "
+                "io", self.config.gio_path, body, on_reply, label=f"in{source}={value} "
             )
 
         self._enqueue(_Job("io", run))
 
     def _queue_serial(self, data: bytes) -> None:
         channel = self.config.serial_in_channel
-        body = encode_json(serial_body(self.identity, channel, data), self.config.charset)
+        body = encode_json(
+            serial_body(self.identity, channel, data, self.config.serial_key), self.config.charset
+        )
 
         def on_reply(reply: HttpReply) -> None:
-            self._apply(serial_reply_effects(read_reply(reply.body)), "serial", None)
+            self._apply(self.firmware.effects("serial", reply.body), "serial", None)
 
         async def run() -> None:
             await self._push(
@@ -762,12 +822,13 @@ class SimulatedCamera:
 
         async def run() -> None:
             scene = jpeg.scene_image(1, _PLATE_BOXES[sequence % len(_PLATE_BOXES)])
-            comment = f"{self.config.serialno} snapshot {self._camera_time():.3f}".encode("utf-8")
+            comment = f"{self.config.serialno} snapshot {self._camera_time():.3f}".encode()
             image = jpeg.pad_jpeg(jpeg.add_comment(scene, comment), self.config.image_bytes)
             body = encode_json(snapshot_body(self.identity, image), self.config.charset)
             outcome = await self._post("snapshot", url, body, JSON_CONTENT_TYPE)
             if isinstance(outcome, HttpReply):
                 self._emit("snapshot", f"{len(image)} bytes to {url} -> {outcome.code}")
+                self._apply(self.firmware.effects("snapshot", outcome.body), "snapshot", None)
             else:
                 self._emit("fail", f"snapshot to {url}: {outcome}")
 
@@ -778,7 +839,10 @@ class SimulatedCamera:
         key = next(iter(response))
 
         def on_reply(reply: HttpReply) -> None:
-            self._apply(heartbeat_reply_effects(read_reply(reply.body)), "heartbeat", None)
+            # Posted to the heartbeat URL; its reply is read like a heartbeat
+            # reply, so the next step of a whitelist sync can ride in it.
+            effects = self.firmware.effects("whitelist_response", reply.body)
+            self._apply(effects, "whitelist_response", None)
 
         async def run() -> None:
             await self._push(
@@ -844,8 +908,10 @@ class SimulatedCamera:
         while True:
             body, content_type = self._registration()
             outcome = await self._post("heartbeat", url, body, content_type)
-            # The reply to a common heartbeat is not read.
             if isinstance(outcome, HttpReply):
+                # The reply to a common heartbeat is not read (PROTOCOL.md
+                # sections 3 and 9): whatever it carries is recorded as ignored.
+                self._apply(self.firmware.effects("heartbeat", outcome.body), "heartbeat", None)
                 self._server_up()
                 delay = self.config.effective_heartbeat_interval
             else:
@@ -862,11 +928,13 @@ class SimulatedCamera:
             )
             if isinstance(outcome, HttpReply):
                 self._server_up()
-                effects = plate_reply_effects(read_reply(outcome.body))
+                effects = self.firmware.effects("comet", outcome.body)
                 if _has_effects(effects):
                     self._emit("comet", f"reply {outcome.code} after {outcome.elapsed:.1f} s")
                 self._apply(effects, "comet", None)
-                # Comet polling: the next poll goes out as soon as a reply arrives.
+                # Comet polling: the next poll goes out as soon as a reply
+                # arrives; on a slow link ``link_delay`` later (section 9).
+                await self._sleep(self.config.link_delay)
                 continue
             self._server_down()
             await self._sleep(self.config.comet_retry)
@@ -877,20 +945,21 @@ class SimulatedCamera:
         while True:
             countid += 1
             now = self._camera_time()
+            outage = self._outage_started
             body = heartbeat_body(
                 self.identity,
                 countid,
                 int(now),
                 int((now % 1) * 1_000_000),
-                start_ts=int(self._started_at),
-                outage_ts=None if self._outage_started is None else int(self._outage_started),
+                start_ts=camera_time_text(self._started_at),
+                outage_ts=None if outage is None else camera_time_text(outage),
             )
-            outcome = await self._post(
-                "heartbeat", url, encode_json(body, self.config.charset), JSON_CONTENT_TYPE
-            )
+            # One compact line, as real ParkingCam cameras send it (section 9).
+            data = encode_json(body, self.config.charset, compact=True)
+            outcome = await self._post("heartbeat", url, data, JSON_CONTENT_TYPE)
             if isinstance(outcome, HttpReply):
                 self._server_up()
-                self._apply(heartbeat_reply_effects(read_reply(outcome.body)), "heartbeat", None)
+                self._apply(self.firmware.effects("heartbeat", outcome.body), "heartbeat", None)
             else:
                 self._server_down()
             await self._sleep(self.config.effective_heartbeat_interval)
@@ -901,8 +970,24 @@ class SimulatedCamera:
         self.relay_pulses.append(RelayPulse(channel, self._reactor.seconds(), source, plate))
         self._emit("relay", f"ch{channel} pulse ({source}{' ' + plate if plate else ''})")
 
+    def _record_fields(self, effects: ReplyEffects, source: str) -> None:
+        """Keep which reply fields were acted on and which were not read."""
+        for field in effects.executed:
+            self.executed_counts[(source, field)] += 1
+            if len(self.executed) < _FIELD_LOG_LIMIT:
+                self.executed.append((source, field))
+        for field in effects.ignored:
+            key = (source, field)
+            if not self.ignored_counts[key]:
+                # Said once per field and kind of reply: the report counts the rest.
+                self._emit("ignored", f"{source} reply: {field} is not read by this camera")
+            self.ignored_counts[key] += 1
+            if len(self.ignored) < _FIELD_LOG_LIMIT:
+                self.ignored.append(key)
+
     def _apply(self, effects: ReplyEffects, source: str, plate: str | None) -> None:
         """Do what a reply asks, as the firmware would."""
+        self._record_fields(effects, source)
         if not effects.readable:
             self.unreadable_replies += 1
             self._emit("ignored", f"{source} reply is not one JSON object")
@@ -1006,11 +1091,14 @@ class SimulatedCamera:
                 "rejected_fields": self.rejected_fields,
                 "rejected_examples": list(self.rejected_examples),
                 "plateid_echo_missing": self.plateid_echo_missing,
+                "executed": _field_counts(self.executed_counts),
+                "ignored": _field_counts(self.ignored_counts),
             },
             "failures": {
                 "total": sum(self.failures.values()),
                 "by_kind": dict(sorted(self.failures.items())),
                 "last": self.last_failure,
+                "chunked_replies": self.chunked_failures,
             },
             "relay_pulses": [pulse.as_json() for pulse in self.relay_pulses],
             "local_opens": self.local_opens,
@@ -1049,6 +1137,11 @@ class SimulatedCamera:
 def _has_effects(effects: ReplyEffects) -> bool:
     """Anything to do or to report (an idle comet reply has nothing)."""
     return effects != ReplyEffects()
+
+
+def _field_counts(counts: Counter[tuple[str, str]]) -> dict[str, int]:
+    """``{"plate.ivs_ioctrl": 3, ...}`` for the JSON report."""
+    return {f"{kind}.{field}": count for (kind, field), count in sorted(counts.items())}
 
 
 _T = TypeVar("_T")

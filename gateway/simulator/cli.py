@@ -6,6 +6,12 @@ Examples::
     anpr-camera-sim --server http://127.0.0.1:8080 --cameras 50 --heartbeat comet \\
         --plates 100 --rate 5 --images full --image-bytes 200000 --json-report out.json
     anpr-camera-sim --server http://127.0.0.1:8080 --dialect parkingcam --duration 60
+    anpr-camera-sim --server http://127.0.0.1:8080 --heartbeat comet --link-delay 1.5 \\
+        --no-chunked --firmware legacy --field-mix --plates 50
+
+Each camera reads only the replies, and the fields of them, that its dialect,
+firmware generation and heartbeat mode read (PROTOCOL.md sections 3, 4, 7, 9);
+the live log says once per field what it ignored, the JSON report counts it.
 """
 
 from __future__ import annotations
@@ -13,24 +19,26 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
 
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 
-from gateway.simulator.bodies import BOUNDARY_STYLES, DETAIL_LEVELS
+from gateway.simulator.bodies import BOUNDARY_STYLES, DETAIL_LEVELS, SERIAL_KEYS
 from gateway.simulator.config import (
+    DEFAULT_PATHS,
     MAX_ALTERNATES,
     MAX_RESEND,
+    PARKINGCAM_SERIAL_STYLES,
     CameraConfig,
-    DEFAULT_PATHS,
     fleet_configs,
 )
 from gateway.simulator.firmware import HeldPlate
 from gateway.simulator.fleet import CameraFleet
-from gateway.simulator.plates import load_plate_file
+from gateway.simulator.plates import NO_PLATE, NO_PLATE_TEXTS, load_plate_file
 from gateway.simulator.report import CameraEvent, format_event, write_report
 
 __all__ = ["build_parser", "configs_from_args", "main", "parse_serial_input", "run"]
@@ -58,6 +66,30 @@ def _positive_float(value: str) -> float:
     if number <= 0:
         raise argparse.ArgumentTypeError("must be positive")
     return number
+
+
+def _non_negative_float(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return number
+
+
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0 <= number <= 1:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return number
+
+
+def _no_plate_text(value: str) -> str:
+    if value != "all" and value not in NO_PLATE_TEXTS:
+        raise argparse.ArgumentTypeError(f"one of {', '.join(NO_PLATE_TEXTS)} or all")
+    return value
+
+
+# What --field-mix sets, unless the option is given: the field's variety.
+_FIELD_MIX = {"three_region_rate": 0.02, "control_char_rate": 0.005}
 
 
 def _count(value: str) -> int:
@@ -131,13 +163,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--firmware",
         choices=("current", "legacy"),
         default="current",
-        help="legacy: no plateid/isoffline/gioouts (and no offline records)",
+        help="Vzenith firmware generation. legacy (2016-17): pushes without "
+        "plateid/isoffline/gioouts, no offline records, and replies read only for info, "
+        "channelNum, TriggerImage, serialData and manualTrigger",
     )
     cams.add_argument(
         "--charset",
         choices=("utf-8", "gb2312"),
         default="utf-8",
-        help="body encoding (ParkingCam setting)",
+        help="ParkingCam character encoding setting: pushes are written and replies read in it",
+    )
+    cams.add_argument(
+        "--serial-style",
+        choices=PARKINGCAM_SERIAL_STYLES,
+        default="qfx",
+        help="ParkingCam serial numbers: qfx = QFX2182310150262, hex16 / hex32 = hex digits",
+    )
+    cams.add_argument(
+        "--serial-key",
+        choices=SERIAL_KEYS,
+        default="serialno",
+        help="key of the serial number in IO and serial pushes: serialno as firmware sends "
+        "it, serialNo as the manual writes it",
+    )
+    cams.add_argument(
+        "--extra-fields",
+        type=_on_off,
+        default=True,
+        metavar="on|off",
+        help="fields the firmware sends beside PlateResult (Vzenith rule_id, user_data; "
+        "ParkingCam openflag, entityName, TaxID, latitude, longitude) (default: on)",
     )
     cams.add_argument("--device-name", help="deviceName (default IVS / default)")
     cams.add_argument(
@@ -160,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--heartbeat",
         choices=("off", "common", "comet"),
         default="common",
-        help="registration mode (ParkingCam: off or its JSON heartbeat)",
+        help="registration mode. common: its reply is never read (a command there is lost); "
+        "comet: each reply is read like a plate reply and the next poll follows at once "
+        "(ParkingCam: off or its JSON heartbeat, whose reply it reads)",
     )
     beat.add_argument(
         "--heartbeat-interval",
@@ -186,7 +243,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=_positive_float, default=1.0, help="plates per second per camera"
     )
     plates.add_argument("--plate-file", help="plates to read, one per line (default: generated)")
-    plates.add_argument("--no-plate-rate", type=float, default=0.02, help="share of _无_ reads")
+    plates.add_argument(
+        "--no-plate-rate", type=_fraction, default=0.02, help="share of no-plate reads"
+    )
+    plates.add_argument(
+        "--no-plate-text",
+        type=_no_plate_text,
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help=f"how a no-plate read is spelt, repeatable: {', '.join(NO_PLATE_TEXTS)}, "
+        f"or all (default {NO_PLATE}; all with --field-mix)",
+    )
+    plates.add_argument(
+        "--three-region-rate",
+        type=_fraction,
+        help="share of three-region plates like 粤ZJ068澳|MX7742|ZM127 "
+        f"(default 0; {_FIELD_MIX['three_region_rate']} with --field-mix)",
+    )
+    plates.add_argument(
+        "--control-char-rate",
+        type=_fraction,
+        help="share of plate reads with a control character (mostly NUL) inside the license "
+        f"(default 0; {_FIELD_MIX['control_char_rate']} with --field-mix)",
+    )
+    plates.add_argument(
+        "--field-mix",
+        action="store_true",
+        help="plates as varied as the field's: some three-region plates, every no-plate "
+        "spelling (also mis-decoded ones), now and then a control character",
+    )
     plates.add_argument(
         "--detail", choices=DETAIL_LEVELS, default="all", help="content detail level"
     )
@@ -227,6 +313,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="disconnect retransmission: keep undelivered results, upload later",
     )
     push.add_argument(
+        "--link-delay",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="a slow link: seconds between an answer and the next comet poll or push "
+        "(over 1 s, comet polls look like common heartbeats to a server)",
+    )
+    push.add_argument(
+        "--no-chunked",
+        action="store_true",
+        help="the camera's HTTP client cannot decode Transfer-Encoding: chunked: such a "
+        "reply is a failed exchange (re-sent, kept offline, as any failure)",
+    )
+    push.add_argument(
         "--offline-retry",
         type=_positive_float,
         default=1.0,
@@ -265,6 +365,16 @@ def configs_from_args(args: argparse.Namespace, now: float) -> list[CameraConfig
         raise ValueError(f"at most {MAX_ALTERNATES} --alternate servers")
     plate_list = tuple(load_plate_file(args.plate_file)) if args.plate_file else ()
     tls_ca = Path(args.tls_ca).read_bytes() if args.tls_ca else None
+    no_plate_texts: tuple[str, ...] = tuple(args.no_plate_text)
+    if "all" in no_plate_texts or (args.field_mix and not no_plate_texts):
+        no_plate_texts = NO_PLATE_TEXTS
+    mix = _FIELD_MIX if args.field_mix else {}
+    three_region_rate = args.three_region_rate
+    if three_region_rate is None:
+        three_region_rate = mix.get("three_region_rate", 0.0)
+    control_char_rate = args.control_char_rate
+    if control_char_rate is None:
+        control_char_rate = mix.get("control_char_rate", 0.0)
     first_plateid = args.first_plateid
     if first_plateid is None:
         # Distinct runs against one gateway must not reuse (serialno, plateid).
@@ -311,12 +421,20 @@ def configs_from_args(args: argparse.Namespace, now: float) -> list[CameraConfig
         clock_offset=args.clock_offset,
         first_plateid=first_plateid,
         whitelist=tuple(HeldPlate(plate) for plate in args.whitelist),
+        link_delay=args.link_delay,
+        decodes_chunked=not args.no_chunked,
+        three_region_rate=three_region_rate,
+        no_plate_texts=no_plate_texts or (NO_PLATE,),
+        control_char_rate=control_char_rate,
+        serial_key=args.serial_key,
+        extra_fields=args.extra_fields,
     )
     configs = fleet_configs(
         args.cameras,
         template,
         bind_base=None if args.no_bind else args.bind_base,
         ipaddr_base=args.ipaddr_base,
+        serial_style=args.serial_style,
     )
     # Spread the cameras' plates evenly over one plate interval.
     spread = 1.0 / (args.rate * max(1, args.cameras))

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 
-from gateway.simulator.bodies import BOUNDARY_STYLES, DETAIL_LEVELS
-from gateway.simulator.firmware import HeldPlate
+from gateway.simulator.bodies import BOUNDARY_STYLES, DETAIL_LEVELS, SERIAL_KEYS
+from gateway.simulator.firmware import CameraFirmware, HeldPlate
 from gateway.simulator.http import loopback_bind_address
+from gateway.simulator.plates import NO_PLATE, NO_PLATE_TEXTS
 
 __all__ = [
     "CameraConfig",
@@ -19,6 +21,7 @@ __all__ = [
     "MAX_ALTERNATES",
     "MAX_RESEND",
     "OFFLINE_CAPACITY",
+    "PARKINGCAM_SERIAL_STYLES",
     "fleet_configs",
     "parkingcam_serial",
     "vzenith_serial",
@@ -65,6 +68,26 @@ def _rows(values: Iterable[HeldPlate]) -> tuple[HeldPlate, ...]:
     return tuple(values)
 
 
+def _no_plate_texts(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values) or (NO_PLATE,)
+
+
+def _check_no_plate_texts(instance: Any, attribute: Any, value: tuple[str, ...]) -> None:
+    unknown = [text for text in value if text not in NO_PLATE_TEXTS]
+    if unknown:
+        raise ValueError(
+            f"no-plate text {unknown[0]!r} is none of {', '.join(NO_PLATE_TEXTS)}"
+        )
+
+
+def _check_charset(instance: Any, attribute: Any, value: str) -> None:
+    if value not in ("utf-8", "gb2312"):
+        raise ValueError("charset must be utf-8 or gb2312")
+    if value != "utf-8" and instance.dialect != "parkingcam":
+        # PROTOCOL.md sections 2 and 9: the encoding setting is ParkingCam's.
+        raise ValueError("only ParkingCam cameras have a character encoding setting")
+
+
 def _non_negative(instance: Any, attribute: Any, value: float) -> None:
     if value < 0:
         raise ValueError(f"{attribute.name} must not be negative")
@@ -90,6 +113,24 @@ class CameraConfig:
     ``common`` or ``comet`` (ParkingCam: any value but ``off`` sends its JSON
     heartbeat every ``heartbeat_interval``). ``heartbeat_interval`` ``None``
     means the firmware default: 30 s, 5 s with ``offline_check``; ParkingCam 10 s.
+
+    ``newer_firmware`` False is Vzenith's older (2016-17) firmware: no
+    ``plateid``/``isoffline``/``gioouts`` in pushes, no offline records, and
+    only ``info``, ``channelNum``, ``TriggerImage``, ``serialData`` and
+    ``manualTrigger`` read in replies (:attr:`firmware`).
+
+    ``link_delay``: seconds between an answer and the next poll or push (a
+    slow 4G link, a new TLS connection each time). ``decodes_chunked`` False:
+    the camera's HTTP client cannot decode a ``Transfer-Encoding: chunked``
+    reply, and such an exchange fails.
+
+    Plates: ``three_region_rate`` of generated reads are three-region plates;
+    a no-plate read is spelt as one of ``no_plate_texts``;
+    ``control_char_rate`` of plate reads carry a control character.
+    ``serial_key`` ``"serialNo"`` spells the key of IO and serial pushes as
+    the manual does. ``extra_fields`` puts the fields the firmware sends
+    beside ``PlateResult`` (Vzenith ``rule_id``, ``user_data``; ParkingCam
+    ``openflag``, ``entityName``, ``TaxID``, ``latitude``, ``longitude``).
     """
 
     serialno: str
@@ -128,7 +169,7 @@ class CameraConfig:
     serial_in_channel: int = attrs.field(default=0, validator=attrs.validators.in_((0, 1)))
     boundary_style: str = attrs.field(default="curl", validator=_one_of(*BOUNDARY_STYLES))
     newer_firmware: bool = True
-    charset: str = attrs.field(default="utf-8", validator=_one_of("utf-8", "gb2312"))
+    charset: str = attrs.field(default="utf-8", validator=_check_charset)
     seed: int = 1
     device_name: str | None = None
     web_port: int = 80
@@ -141,6 +182,21 @@ class CameraConfig:
     start_delay: float = attrs.field(default=0.0, validator=_non_negative)
     parkingcam_queue: int = attrs.field(default=10, validator=_positive)
     whitelist: tuple[HeldPlate, ...] = attrs.field(default=(), converter=_rows)
+    link_delay: float = attrs.field(default=0.0, validator=_non_negative)
+    decodes_chunked: bool = True
+    three_region_rate: float = attrs.field(default=0.0, validator=_fraction)
+    no_plate_texts: tuple[str, ...] = attrs.field(
+        default=(NO_PLATE,), converter=_no_plate_texts, validator=_check_no_plate_texts
+    )
+    control_char_rate: float = attrs.field(default=0.0, validator=_fraction)
+    serial_key: str = attrs.field(default="serialno", validator=_one_of(*SERIAL_KEYS))
+    extra_fields: bool = True
+
+    @property
+    def firmware(self) -> CameraFirmware:
+        """What this camera's firmware reads in replies."""
+        generation = "current" if self.newer_firmware or self.dialect != "vzenith" else "legacy"
+        return CameraFirmware(self.dialect, generation, self.charset)
 
     @property
     def effective_device_name(self) -> str:
@@ -165,8 +221,20 @@ def vzenith_serial(rng: random.Random) -> str:
     return f"{rng.getrandbits(32):08x}-{rng.getrandbits(32):08x}"
 
 
-def parkingcam_serial(rng: random.Random) -> str:
-    """A ParkingCam-style 16-character serial number like ``QFX2182310150262``."""
+# ParkingCam serial numbers: "qfx" like QFX2182310150262; real bodies also
+# showed 16 and 32 hex digits (PROTOCOL.md section 9).
+PARKINGCAM_SERIAL_STYLES = ("qfx", "hex16", "hex32")
+
+
+def parkingcam_serial(rng: random.Random, style: str = "qfx") -> str:
+    """A ParkingCam-style serial number: ``QFX2182310150262`` (``qfx``), or
+    16 / 32 hex digits like ``e10b2d6c8c07b422361457935b518642``."""
+    if style == "hex16":
+        return f"{rng.getrandbits(64):016x}"
+    if style == "hex32":
+        return f"{rng.getrandbits(128):032x}"
+    if style != "qfx":
+        raise ValueError(f"unknown ParkingCam serial style {style!r}")
     return "QFX" + "".join(rng.choice("0123456789") for _ in range(13))
 
 
@@ -179,9 +247,11 @@ def fleet_configs(
     template: CameraConfig,
     bind_base: str | None = "127.0.0.11",
     ipaddr_base: str = "192.168.1.100",
+    serial_style: str = "qfx",
 ) -> list[CameraConfig]:
     """``count`` cameras like ``template``, each with its own serial number,
     ``ipaddr``, random seed and (where possible) loopback source address.
+    ``serial_style`` shapes ParkingCam serial numbers (:func:`parkingcam_serial`).
 
     The serial number and address come from ``template.seed`` and the
     camera's index, so the same command line simulates the same cameras.
@@ -190,7 +260,11 @@ def fleet_configs(
     configs = []
     for index in range(count):
         rng = random.Random(f"camera:{template.seed}:{index}")
-        serialno = vzenith_serial(rng) if template.dialect == "vzenith" else parkingcam_serial(rng)
+        serialno = (
+            vzenith_serial(rng)
+            if template.dialect == "vzenith"
+            else parkingcam_serial(rng, serial_style)
+        )
         bind = None
         if bind_base is not None:
             bind = loopback_bind_address(_address_plus(bind_base, index), list(template.servers))

@@ -4,9 +4,32 @@ These rules are deliberately the camera's, not the gateway's: strict where the
 firmware is strict, so a gateway reply that a real camera would ignore is
 ignored here too and shows up in the simulator's report.
 
+Which replies a camera reads, and which fields of them, depends on its dialect
+and firmware generation (:class:`CameraFirmware`, PROTOCOL.md sections 3, 4, 7
+and 9):
+
+* Vzenith reads the reply to a plate push, to an offline record, to a comet
+  poll (``Response_AlarmInfoPlate``) and to a serial push
+  (``Response_SerialData.serialData``). It never reads the reply to a
+  registration in common-heartbeat mode, nor to an IO push or a snapshot
+  upload. ``content`` and ``is_pay`` mean nothing to it.
+* Older Vzenith firmware (plate pushes without ``plateid``) reads only
+  ``info``, ``channelNum``, ``TriggerImage``, ``serialData`` and
+  ``manualTrigger``.
+* ParkingCam reads ``info``, ``content`` and ``serialData`` in a plate reply
+  (``info`` always drives output 0), ``Response_Heartbeat`` (``info``,
+  ``serialData``, ``shutoff``, ``snapnow``) or a whitelist command as the
+  entire reply to a heartbeat or to a whitelist confirmation, and
+  ``serialData`` in a serial reply. It has no ``ivs_ioctrl``,
+  ``manualTrigger``, ``TriggerImage``, voice or ``white_list_operate``.
+
+Every field a camera does not read is reported as ignored, with the kind of
+reply it came in.
+
 * Only a body that is exactly one JSON object (UTF-8, trailing blanks or NUL
-  allowed) is read. A bare string, an array, two concatenated objects, a BOM
-  or broken JSON: the whole reply is ignored.
+  allowed; GB2312 for a ParkingCam camera set to it) is read. A bare string,
+  an array, two concatenated objects, a BOM or broken JSON: the whole reply
+  is ignored.
 * ``info`` opens the barrier only when it is exactly ``"ok"``.
 * ``serialData`` must be an array; each item needs an integer ``serialChannel``
   (0 or 1), a base64 ``data`` string and an integer ``dataLen`` of at most 512
@@ -23,19 +46,26 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping, TypeGuard
+from typing import Any, TypeGuard
 
 import attrs
 
 __all__ = [
+    "CameraFirmware",
     "ContinueOffline",
     "IoControl",
     "MAX_SERIAL_ITEM",
+    "PARKINGCAM_HEARTBEAT_FIELDS",
+    "PARKINGCAM_PLATE_FIELDS",
     "ParkingCamCommand",
+    "REPLY_KINDS",
     "ReplyEffects",
     "SerialWrite",
     "SnapshotRequest",
+    "VZENITH_LEGACY_PLATE_FIELDS",
+    "VZENITH_PLATE_FIELDS",
     "VoiceRequest",
     "WHITELIST_ROWS_PER_REPLY",
     "Whitelist",
@@ -61,6 +91,38 @@ PARKINGCAM_QUERY_MAX = 1000
 # IO outputs a camera has (IO OUT 1-4).
 IO_OUTPUTS = 4
 
+# Response_AlarmInfoPlate fields each firmware reads (PROTOCOL.md sections 4 and 9).
+VZENITH_LEGACY_PLATE_FIELDS = frozenset(
+    {"info", "channelNum", "TriggerImage", "serialData", "manualTrigger"}
+)
+VZENITH_PLATE_FIELDS = VZENITH_LEGACY_PLATE_FIELDS | {
+    "plateid",
+    "ContinuePushOffline",
+    "ivs_ioctrl",
+    "playserver_json_request",
+    "white_list_operate",
+}
+# A ParkingCam plate reply defines info, content, is_pay and serialData; is_pay
+# is informational, so the camera acts on three of them.
+PARKINGCAM_PLATE_FIELDS = frozenset({"info", "content", "serialData"})
+PARKINGCAM_HEARTBEAT_FIELDS = frozenset({"info", "serialData", "shutoff", "snapnow"})
+SERIAL_REPLY_FIELDS = frozenset({"serialData"})
+
+# The requests a camera gets replies to: plate push (and its re-sends), offline
+# record, comet poll, heartbeat (Vzenith registration in common-heartbeat mode,
+# ParkingCam JSON heartbeat), ParkingCam whitelist confirmation, serial push,
+# IO push, snapshot upload.
+REPLY_KINDS = (
+    "plate",
+    "offline",
+    "comet",
+    "heartbeat",
+    "whitelist_response",
+    "serial",
+    "io",
+    "snapshot",
+)
+
 _VZENITH_TIME = "%Y-%m-%d %H:%M:%S"
 _PARKINGCAM_TIME = "%Y%m%d%H%M%S"
 
@@ -72,10 +134,16 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def read_reply(body: bytes) -> dict[str, Any] | None:
-    """The reply as the firmware reads it: one JSON object, else ``None`` (ignored)."""
+def read_reply(body: bytes, charset: str = "utf-8") -> dict[str, Any] | None:
+    """The reply as the firmware reads it: one JSON object, else ``None`` (ignored).
+
+    ``charset`` is the camera's character encoding setting: "gb2312" reads
+    the body as GB2312 (GB18030, its superset), as a ParkingCam camera set so
+    does; a UTF-8 reply then reads as whatever those bytes mean in GB2312.
+    """
+    codec = "gb18030" if charset.lower() in ("gb2312", "gbk", "gb18030") else "utf-8"
     try:
-        text = body.decode("utf-8")
+        text = body.decode(codec)
     except UnicodeDecodeError:
         return None
     text = text.lstrip(" \t\r\n")
@@ -204,6 +272,9 @@ class ReplyEffects:
 
     ``readable`` is False when the body was not one JSON object (the camera
     ignored it). ``rejected`` lists, in words, fields the firmware refused.
+    ``executed`` names the reply fields the camera acted on; ``ignored`` the
+    ones it does not read at all (in this kind of reply, with this firmware),
+    whatever their value.
     """
 
     readable: bool = True
@@ -221,6 +292,8 @@ class ReplyEffects:
     whitelist_edit: WhitelistEdit | None = None
     parkingcam_command: ParkingCamCommand | None = None
     rejected: tuple[str, ...] = ()
+    executed: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()
 
 
 UNREADABLE = ReplyEffects(readable=False)
@@ -327,22 +400,49 @@ def _whitelist_edit(value: Any, rejected: list[str]) -> WhitelistEdit | None:
     return WhitelistEdit("add" if operate == 0 else "delete", tuple(rows), max(0, extra))
 
 
-def plate_reply_effects(reply: Mapping[str, Any] | None) -> ReplyEffects:
-    """Effects of a reply to a plate push or a comet poll (``Response_AlarmInfoPlate``)."""
+def _unread_keys(reply: Mapping[str, Any], read: frozenset[str]) -> list[str]:
+    """Top-level keys of ``reply`` the camera does not look at."""
+    return [key for key in reply if key not in read]
+
+
+def plate_reply_effects(
+    reply: Mapping[str, Any] | None,
+    fields: frozenset[str] = VZENITH_PLATE_FIELDS,
+    whole_reply_trigger: bool = True,
+) -> ReplyEffects:
+    """Effects of a reply to a plate push or a comet poll (``Response_AlarmInfoPlate``).
+
+    Only ``fields`` of it are read (the newer Vzenith firmware's by default);
+    the others are reported as ignored. ``whole_reply_trigger``: a whole reply
+    ``{"type": "AVS_TRIGGER"}`` triggers a recognition (Vzenith).
+    """
     if reply is None:
         return UNREADABLE
     rejected: list[str] = []
-    manual = reply.get("type") == "AVS_TRIGGER"
-    response = reply.get("Response_AlarmInfoPlate")
-    if not isinstance(response, dict):
-        return ReplyEffects(manual_trigger=manual)
+    manual = whole_reply_trigger and reply.get("type") == "AVS_TRIGGER"
+    top = {"Response_AlarmInfoPlate"} | ({"type"} if whole_reply_trigger else set())
+    ignored = _unread_keys(reply, frozenset(top))
+    raw = reply.get("Response_AlarmInfoPlate")
+    if not isinstance(raw, dict):
+        if "Response_AlarmInfoPlate" in reply:
+            ignored.append("Response_AlarmInfoPlate")
+        return ReplyEffects(
+            manual_trigger=manual,
+            executed=("type",) if manual else (),
+            ignored=tuple(ignored),
+        )
+    response = {key: value for key, value in raw.items() if key in fields}
+    ignored.extend(key for key in raw if key not in fields)
 
     open_channel: int | None = None
+    channel_honoured = False
     if response.get("info") == "ok":
         channel = response.get("channelNum", 0)
+        channel_honoured = "channelNum" in response
         if not _is_int(channel):
             rejected.append("channelNum is not an integer: output 0 used")
             channel = 0
+            channel_honoured = False
         if 0 <= channel < IO_OUTPUTS:
             open_channel = channel
         else:
@@ -413,19 +513,37 @@ def plate_reply_effects(reply: Mapping[str, Any] | None) -> ReplyEffects:
     if "white_list_operate" in response:
         edit = _whitelist_edit(response["white_list_operate"], rejected)
 
+    retransfer_stop = response.get("content") == "retransfer_stop"
+    manual_field = response.get("manualTrigger") == "ok"
+    done = {
+        "type": manual,
+        "info": open_channel is not None,
+        "channelNum": open_channel is not None and channel_honoured,
+        "plateid": plateid_echo is not None,
+        "content": retransfer_stop,
+        "ContinuePushOffline": continue_offline is not None,
+        "serialData": bool(writes),
+        "TriggerImage": snapshot is not None,
+        "manualTrigger": manual_field,
+        "ivs_ioctrl": bool(controls),
+        "playserver_json_request": bool(voices),
+        "white_list_operate": edit is not None,
+    }
     return ReplyEffects(
         info_ok=response.get("info") == "ok",
         open_channel=open_channel,
         plateid_echo=plateid_echo,
-        retransfer_stop=response.get("content") == "retransfer_stop",
+        retransfer_stop=retransfer_stop,
         continue_offline=continue_offline,
         serial_writes=writes,
         snapshot=snapshot,
-        manual_trigger=manual or response.get("manualTrigger") == "ok",
+        manual_trigger=manual or manual_field,
         io_controls=controls,
         voices=voices,
         whitelist_edit=edit,
         rejected=tuple(rejected),
+        executed=tuple(name for name, happened in done.items() if happened),
+        ignored=tuple(ignored),
     )
 
 
@@ -444,15 +562,27 @@ def _voice(play: Any) -> VoiceRequest | None:
 
 
 def serial_reply_effects(reply: Mapping[str, Any] | None) -> ReplyEffects:
-    """Effects of a reply to a serial push: ``Response_SerialData.serialData`` is written."""
+    """Effects of a reply to a serial push: ``Response_SerialData.serialData`` is
+    written; nothing else in it is read."""
     if reply is None:
         return UNREADABLE
+    ignored = _unread_keys(reply, frozenset({"Response_SerialData"}))
     response = reply.get("Response_SerialData")
-    if not isinstance(response, dict) or "serialData" not in response:
-        return ReplyEffects()
+    if not isinstance(response, dict):
+        if "Response_SerialData" in reply:
+            ignored.append("Response_SerialData")
+        return ReplyEffects(ignored=tuple(ignored))
+    ignored.extend(key for key in response if key not in SERIAL_REPLY_FIELDS)
+    if "serialData" not in response:
+        return ReplyEffects(ignored=tuple(ignored))
     rejected: list[str] = []
     writes = _serial_items(response["serialData"], rejected)
-    return ReplyEffects(serial_writes=writes, rejected=tuple(rejected))
+    return ReplyEffects(
+        serial_writes=writes,
+        rejected=tuple(rejected),
+        executed=("serialData",) if writes else (),
+        ignored=tuple(ignored),
+    )
 
 
 _PARKINGCAM_COMMANDS = {
@@ -474,22 +604,103 @@ def heartbeat_reply_effects(reply: Mapping[str, Any] | None) -> ReplyEffects:
         return UNREADABLE
     for key, kind in _PARKINGCAM_COMMANDS.items():
         if key in reply:
-            return ReplyEffects(parkingcam_command=ParkingCamCommand(kind, {key: reply[key]}))
-    response = reply.get("Response_Heartbeat")
-    if not isinstance(response, dict):
-        return ReplyEffects()
+            return ReplyEffects(
+                parkingcam_command=ParkingCamCommand(kind, {key: reply[key]}),
+                executed=(key,),
+                ignored=tuple(other for other in reply if other != key),
+            )
+    ignored = _unread_keys(reply, frozenset({"Response_Heartbeat"}))
+    raw = reply.get("Response_Heartbeat")
+    if not isinstance(raw, dict):
+        if "Response_Heartbeat" in reply:
+            ignored.append("Response_Heartbeat")
+        return ReplyEffects(ignored=tuple(ignored))
+    response = {key: value for key, value in raw.items() if key in PARKINGCAM_HEARTBEAT_FIELDS}
+    ignored.extend(key for key in raw if key not in PARKINGCAM_HEARTBEAT_FIELDS)
     rejected: list[str] = []
     writes: tuple[SerialWrite, ...] = ()
     if "serialData" in response:
         writes = _serial_items(response["serialData"], rejected)
+    done = {
+        "info": response.get("info") == "ok",
+        "serialData": bool(writes),
+        "shutoff": response.get("shutoff") == "ok",
+        "snapnow": response.get("snapnow") == "yes",
+    }
     return ReplyEffects(
-        info_ok=response.get("info") == "ok",
-        open_channel=0 if response.get("info") == "ok" else None,
-        close_barrier=response.get("shutoff") == "ok",
-        manual_trigger=response.get("snapnow") == "yes",
+        info_ok=done["info"],
+        open_channel=0 if done["info"] else None,
+        close_barrier=done["shutoff"],
+        manual_trigger=done["snapnow"],
         serial_writes=writes,
         rejected=tuple(rejected),
+        executed=tuple(name for name, happened in done.items() if happened),
+        ignored=tuple(ignored),
     )
+
+
+def _every_field(reply: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The fields of a reply nobody reads: those inside each ``Response_*``
+    object, and any other top-level key."""
+    if reply is None:
+        return ()
+    fields: list[str] = []
+    for key, value in reply.items():
+        if key.startswith("Response_") and isinstance(value, dict):
+            fields.extend(value)
+        else:
+            fields.append(key)
+    return tuple(fields)
+
+
+@attrs.frozen
+class CameraFirmware:
+    """What one camera's firmware reads in the replies it gets.
+
+    ``dialect`` is "vzenith" or "parkingcam"; ``generation`` (Vzenith) is
+    "current" (pushes carry ``plateid``) or "legacy" (the 2016-17 firmware);
+    ``charset`` the camera's character encoding setting. :meth:`effects` is
+    the whole decision, pure: which reply kinds are read, which fields of
+    them are acted on, which are ignored (PROTOCOL.md sections 3, 4, 7, 9).
+    The heartbeat mode decides which kind a registration reply is: "comet"
+    (read) or "heartbeat" (a common heartbeat: never read by Vzenith).
+    """
+
+    dialect: str = "vzenith"
+    generation: str = "current"
+    charset: str = "utf-8"
+
+    @property
+    def plate_fields(self) -> frozenset[str]:
+        """The ``Response_AlarmInfoPlate`` fields this firmware reads."""
+        if self.dialect == "parkingcam":
+            return PARKINGCAM_PLATE_FIELDS
+        if self.generation == "legacy":
+            return VZENITH_LEGACY_PLATE_FIELDS
+        return VZENITH_PLATE_FIELDS
+
+    def reads(self, kind: str) -> bool:
+        """Whether the camera reads the reply to this kind of request at all."""
+        if kind not in REPLY_KINDS:
+            raise ValueError(f"unknown reply kind {kind!r}")
+        if self.dialect == "parkingcam":
+            return kind in ("plate", "heartbeat", "whitelist_response", "serial")
+        # Vzenith: a common heartbeat's reply is ignored (section 3); IO pushes
+        # and snapshot uploads have no reply to act on (section 2.2).
+        return kind in ("plate", "offline", "comet", "serial")
+
+    def effects(self, kind: str, body: bytes) -> ReplyEffects:
+        """What the camera does with ``body``, the reply to a ``kind`` request."""
+        reply = read_reply(body, self.charset)
+        if not self.reads(kind):
+            return ReplyEffects(ignored=_every_field(reply))
+        if kind == "serial":
+            return serial_reply_effects(reply)
+        if self.dialect == "parkingcam":
+            if kind == "plate":
+                return plate_reply_effects(reply, self.plate_fields, whole_reply_trigger=False)
+            return heartbeat_reply_effects(reply)
+        return plate_reply_effects(reply, self.plate_fields, whole_reply_trigger=True)
 
 
 def apply_whitelist_edit(table: Whitelist, edit: WhitelistEdit) -> dict[str, HeldPlate]:

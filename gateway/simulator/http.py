@@ -7,6 +7,11 @@ about re-sending), no ``User-Agent``, no ``Expect: 100-continue``, a
 request that does not complete in time is a transport failure, exactly like
 a refused or reset connection. Any complete HTTP response is a success,
 whatever its status.
+
+A camera whose embedded client cannot decode ``Transfer-Encoding: chunked``
+(``decodes_chunked=False``; PROTOCOL.md section 9, "HTTP framing") fails on
+such a reply: it reads no JSON from it, and the exchange is a
+:class:`ChunkedReply` failure.
 """
 
 from __future__ import annotations
@@ -19,26 +24,35 @@ from urllib.parse import urlsplit
 import attrs
 from OpenSSL import SSL
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.interfaces import IConsumer, IOpenSSLClientConnectionCreator
-from twisted.internet.ssl import Certificate, optionsForClientTLS
-from twisted.internet.protocol import Protocol, connectionDone
-from twisted.python.failure import Failure
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
     wrapClientTLS,
 )
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IConsumer,
+    IOpenSSLClientConnectionCreator,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.python.failure import Failure
 from twisted.web.client import URI, Agent, HTTPConnectionPool, ResponseDone
-from twisted.web.iweb import IAgentEndpointFactory
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS, IResponse
+from twisted.web.iweb import (
+    UNKNOWN_LENGTH,
+    IAgentEndpointFactory,
+    IBodyProducer,
+    IPolicyForHTTPS,
+    IResponse,
+)
 from zope.interface import implementer
 
 __all__ = [
     "CameraHttpClient",
+    "ChunkedReply",
     "HttpReply",
     "TransportFailure",
     "loopback_bind_address",
@@ -50,6 +64,10 @@ class TransportFailure(Exception):
 
     ``str(failure)`` is a short reason for the log.
     """
+
+
+class ChunkedReply(TransportFailure):
+    """The reply was chunked and this camera's client cannot decode that."""
 
 
 @attrs.frozen
@@ -186,8 +204,10 @@ class CameraHttpClient:
         bind_address: str | None = None,
         tls_ca: bytes | None = None,
         connections: int = 2,
+        decodes_chunked: bool = True,
     ) -> None:
         self._reactor = reactor
+        self._decodes_chunked = decodes_chunked
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         # Pushes keep one connection; a held comet poll needs a second one.
         self._pool.maxPersistentPerHost = connections
@@ -221,6 +241,8 @@ class CameraHttpClient:
         timer = self._reactor.callLater(timeout, expire)
         try:
             code, data = await exchange
+        except ChunkedReply:
+            raise
         except Exception as error:
             if timed_out:
                 raise TransportFailure(f"no reply within {timeout:g} s") from None
@@ -237,7 +259,13 @@ class CameraHttpClient:
         response = await self._agent.request(
             b"POST", url.encode("ascii"), headers, _BytesProducer(body)
         )
-        data = await _read_body(response)
+        reader = _read_body(response)
+        data = await reader.finished
+        if not self._decodes_chunked and response.length is UNKNOWN_LENGTH and reader.framed:
+            # No Content-Length, yet the body ended before the connection did:
+            # it was chunked. A client without chunked decoding sees chunk-size
+            # lines where it expects JSON and gives up on the exchange.
+            raise ChunkedReply("chunked reply: this camera cannot decode Transfer-Encoding")
         return response.code, data
 
     def close(self) -> Deferred[None]:
@@ -250,24 +278,29 @@ class _BodyReader(Protocol):
     """Collects a response body; a body cut short is a transport failure."""
 
     def __init__(self, finished: Deferred[bytes]) -> None:
-        self._finished = finished
+        self.finished = finished
         self._parts: list[bytes] = []
+        # True when the body ended by its own framing (length or chunks),
+        # False when it ended with the connection.
+        self.framed = True
 
     def dataReceived(self, data: bytes) -> None:
         self._parts.append(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._finished.called:
+        if self.finished.called:
             return
         if reason.check(ResponseDone, PotentialDataLoss):
             # PotentialDataLoss: a response without a length ends when the
             # server closes; that is a complete response too.
-            self._finished.callback(b"".join(self._parts))
+            self.framed = reason.check(PotentialDataLoss) is None
+            self.finished.callback(b"".join(self._parts))
         else:
-            self._finished.errback(reason)
+            self.finished.errback(reason)
 
 
-def _read_body(response: IResponse) -> Deferred[bytes]:
+def _read_body(response: IResponse) -> _BodyReader:
+    """Start reading the body; ``reader.finished`` fires with it."""
     reader: _BodyReader | None = None
 
     def cancel(deferred: Deferred[bytes]) -> None:
@@ -277,7 +310,7 @@ def _read_body(response: IResponse) -> Deferred[bytes]:
     finished: Deferred[bytes] = Deferred(cancel)
     reader = _BodyReader(finished)
     response.deliverBody(reader)
-    return finished
+    return reader
 
 
 def _is_cancellation(error: BaseException) -> bool:

@@ -15,7 +15,7 @@ wants without changing the image.
 from __future__ import annotations
 
 import struct
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = [
     "Colour",

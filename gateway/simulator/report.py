@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, TextIO
+from typing import Any, TextIO
 
 import attrs
 
@@ -41,8 +42,9 @@ class RelayPulse:
     """The barrier relay pulsed on IO output ``channel``.
 
     ``source`` says why: ``plate`` / ``offline`` / ``comet`` / ``heartbeat`` /
-    ``serial`` (a reply to that kind of request), ``ivs_ioctrl``, or ``local``
-    (the camera's own whitelist while the server was unreachable).
+    ``whitelist_response`` / ``serial`` (a reply to that kind of request),
+    ``ivs_ioctrl``, or ``local`` (the camera's own whitelist while the server
+    was unreachable).
     """
 
     channel: int

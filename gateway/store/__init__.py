@@ -10,6 +10,7 @@ from gateway.store.ids import is_valid_event_id, new_event_id, plate_event_id
 from gateway.store.records import (
     IMAGE_KINDS,
     CachedCloudDecision,
+    CameraListState,
     CommitResult,
     DeadLetter,
     EventRecord,
@@ -18,16 +19,15 @@ from gateway.store.records import (
     ImageUpload,
     OutboxItem,
     OutboxTrim,
+    PlateRow,
+    PlateRowsWritten,
     RetentionResult,
     StoreHealth,
     StoreStats,
-    CameraListState,
-    PlateRow,
-    PlateRowsWritten,
 )
-from gateway.store.settings import StoreSettings
 from gateway.store.service import RETENTION_INTERVAL, StoreService
-from gateway.store.store import HealthObserver, Store
+from gateway.store.settings import StoreSettings
+from gateway.store.store import HealthObserver, Store, StoreExecutor
 
 __all__ = [
     "IMAGE_KINDS",
@@ -47,6 +47,7 @@ __all__ = [
     "StoreClosedError",
     "StoreSettings",
     "StoreError",
+    "StoreExecutor",
     "StoreHealth",
     "StoreOpenError",
     "StoreService",

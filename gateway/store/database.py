@@ -9,20 +9,25 @@ to that thread.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import attrs
+from twisted.logger import Logger
 
 from gateway.policy.cameralist import CameraRow
 from gateway.store.images import ImageFiles, fsync_directory
 from gateway.store.records import (
     IMAGE_KINDS,
     CachedCloudDecision,
+    CameraListState,
     CommitResult,
     DeadLetter,
     EventRecord,
@@ -31,15 +36,14 @@ from gateway.store.records import (
     ImageUpload,
     OutboxItem,
     OutboxTrim,
+    PlateRow,
+    PlateRowsWritten,
     RetentionResult,
     StoreHealth,
     StoreStats,
-    CameraListState,
-    PlateRow,
-    PlateRowsWritten,
 )
-from gateway.store.settings import StoreSettings
 from gateway.store.schema import SchemaTooNewError, migrate
+from gateway.store.settings import StoreSettings
 
 __all__ = [
     "Database",
@@ -55,6 +59,10 @@ T = TypeVar("T")
 DB_NAME = "gateway.db"
 LOCK_NAME = "gateway.lock"
 IMAGES_DIR = "images"
+#: Lost images are logged at most this often (the count goes on).
+IMAGE_LOSS_LOG_SECONDS = 60.0
+
+log = Logger()
 
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
@@ -267,6 +275,8 @@ class Database:
         self.images = ImageFiles(state_dir / IMAGES_DIR)
         self.image_bytes = 0
         self.image_files = 0
+        self.images_lost = 0
+        self._image_loss_logged = -IMAGE_LOSS_LOG_SECONDS
         self.commit_transactions = 0
         self.quarantined: Path | None = None
         self._connection: sqlite3.Connection | None = None
@@ -479,7 +489,7 @@ class Database:
                 continue  # the same event twice in one batch: resolved below
             first_index[event_id] = index
             try:
-                existing = self.read(lambda c: self._select_event(c, event_id))
+                existing = self.read(functools.partial(self._select_event, event_id=event_id))
             except StoreError as exc:
                 outcomes[index] = StoreWriteError(str(exc))
                 continue
@@ -487,13 +497,7 @@ class Database:
                 outcomes[index] = CommitResult(record=existing, created=False)
                 continue
             mine: list[Path] = []
-            try:
-                record = self._write_images(item, mine, directories)
-            except OSError as exc:
-                for path in mine:
-                    self._discard(path)
-                outcomes[index] = StoreWriteError(f"cannot write image: {describe_failure(exc)}")
-                continue
+            record = self._write_images(item, mine, directories)
             written.extend(mine)
             fresh.append((index, record, item))
 
@@ -513,7 +517,7 @@ class Database:
                     outcomes[index] = exc
             else:
                 self.commit_transactions += 1
-                for (index, record, _), seq in zip(fresh, seqs):
+                for (index, record, _), seq in zip(fresh, seqs, strict=True):
                     stored = attrs.evolve(record, seq=seq)
                     outcomes[index] = CommitResult(record=stored, created=True)
                     for kind in IMAGE_KINDS:
@@ -538,6 +542,9 @@ class Database:
     def _write_images(
         self, item: EventWrite, written: list[Path], directories: set[Path]
     ) -> EventRecord:
+        """The event's images on disk, and the record saying which are. An
+        image that cannot be written costs the image, not the event: it is
+        kept as ``missing`` and counted (the plate is answered all the same)."""
         record = attrs.evolve(
             item.record,
             image_full=ImageState.NONE,
@@ -548,17 +555,33 @@ class Database:
         )
         for kind, data in item.images:
             path = self.images.path(record.id, kind, record.received_at)
-            self.images.write(path, data, directories)
-            written.append(path)
-            if kind == "full":
-                record = attrs.evolve(
-                    record, image_full=ImageState.PRESENT, image_full_bytes=len(data)
-                )
+            try:
+                self.images.write(path, data, directories)
+            except OSError as exc:
+                self._image_lost(record.id, kind, exc)
+                state, size = ImageState.MISSING, 0
             else:
-                record = attrs.evolve(
-                    record, image_crop=ImageState.PRESENT, image_crop_bytes=len(data)
-                )
+                written.append(path)
+                state, size = ImageState.PRESENT, len(data)
+            if kind == "full":
+                record = attrs.evolve(record, image_full=state, image_full_bytes=size)
+            else:
+                record = attrs.evolve(record, image_crop=state, image_crop_bytes=size)
         return record
+
+    def _image_lost(self, event_id: str, kind: str, error: OSError) -> None:
+        self.images_lost += 1
+        now = time.monotonic()
+        if now - self._image_loss_logged >= IMAGE_LOSS_LOG_SECONDS:
+            self._image_loss_logged = now
+            log.error(
+                "Cannot write images ({reason}): events are kept without them "
+                "({count} images lost since the store opened; the first here: {kind} of {event})",
+                reason=describe_failure(error),
+                count=self.images_lost,
+                kind=kind,
+                event=event_id,
+            )
 
     def _discard(self, path: Path) -> None:
         try:
@@ -743,7 +766,7 @@ class Database:
 
         self.write(mark)
         count, freed = 0, 0
-        for seq, event_id, received_at, full, full_bytes, crop, crop_bytes in rows:
+        for _seq, event_id, received_at, full, full_bytes, crop, crop_bytes in rows:
             for kind, state, size in (("full", full, full_bytes), ("crop", crop, crop_bytes)):
                 if state != ImageState.PRESENT.value:
                     continue
@@ -1216,6 +1239,7 @@ class Database:
                 whitelist_rows=count(connection, "whitelist"),
                 commit_transactions=self.commit_transactions,
                 health=health,
+                images_lost=self.images_lost,
                 quarantined_db=None if self.quarantined is None else str(self.quarantined),
             )
 

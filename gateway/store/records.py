@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import attrs
 
@@ -48,6 +49,7 @@ class ImageState(str, enum.Enum):
     NONE = "none"  # the camera sent none
     PRESENT = "present"
     EXPIRED = "expired"  # removed by retention; the event row stays
+    MISSING = "missing"  # the camera sent one, but it could not be written (disk, directory)
 
 
 IMAGE_KINDS: tuple[str, ...] = ("full", "crop")
@@ -223,6 +225,7 @@ class StoreStats:
     commit_transactions: int  # event-commit transactions since the store opened
     health: StoreHealth
     quarantined_db: str | None  # where a corrupt database was moved at start, if it was
+    images_lost: int = 0  # images that could not be written since the store opened; events kept
 
 
 @attrs.frozen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import cast
@@ -15,7 +16,7 @@ from twisted.python.failure import Failure
 from gateway.store.database import StoreClosedError, StoreError
 from gateway.store.records import RetentionResult
 from gateway.store.settings import StoreSettings
-from gateway.store.store import Store
+from gateway.store.store import Store, StoreExecutor
 from gateway.timers import Every
 
 __all__ = ["StoreService", "RETENTION_INTERVAL"]
@@ -30,7 +31,8 @@ class StoreService(MultiService):
     """Opens the :class:`Store` when started, closes it when stopped, and
     enforces image retention at start and then every ``retention_interval``
     seconds of ``clock`` (default: the reactor; the store's own timestamps
-    use it too).
+    use it too). ``executor``, when given, makes the :class:`StoreExecutor`
+    for each opening (default: a dedicated thread).
 
     Parts that need the store wait for :meth:`when_open`.
     """
@@ -43,6 +45,7 @@ class StoreService(MultiService):
         *,
         clock: IReactorTime | None = None,
         retention_interval: float = RETENTION_INTERVAL,
+        executor: Callable[[], StoreExecutor] | None = None,
     ) -> None:
         super().__init__()
         self.setName("store")
@@ -50,6 +53,7 @@ class StoreService(MultiService):
         self._state_dir = Path(state_dir)
         self._config = config or StoreSettings()
         self._clock = clock if clock is not None else cast(IReactorTime, reactor)
+        self._executor = executor
         self.store: Store | None = None
         """The open store (None until open, and after a failed open)."""
         self.last_retention: RetentionResult | None = None
@@ -83,7 +87,11 @@ class StoreService(MultiService):
     async def _open(self) -> None:
         try:
             store = await Store.open(
-                self._reactor, self._state_dir, self._config, clock=self._clock
+                self._reactor,
+                self._state_dir,
+                self._config,
+                clock=self._clock,
+                executor=self._executor() if self._executor is not None else None,
             )
         except Exception:
             failure = Failure()

@@ -5,15 +5,20 @@ connection, opened on that thread); the reactor thread only queues work and
 awaits the result. Event commits are grouped: commits issued while a
 transaction is running are gathered into the next single transaction, so one
 fsync covers many events.
+
+The thread is the store's :class:`StoreExecutor`; the tests of the store's
+consumers may give one that runs each job at once instead.
 """
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -33,6 +38,7 @@ from gateway.store.ids import is_valid_event_id
 from gateway.store.records import (
     IMAGE_KINDS,
     CachedCloudDecision,
+    CameraListState,
     CommitResult,
     DeadLetter,
     EventRecord,
@@ -40,17 +46,16 @@ from gateway.store.records import (
     ImageUpload,
     OutboxItem,
     OutboxTrim,
+    PlateRow,
+    PlateRowsWritten,
     RetentionResult,
     StoreHealth,
     StoreStats,
-    CameraListState,
-    PlateRow,
-    PlateRowsWritten,
 )
-from gateway.store.settings import StoreSettings
 from gateway.store.schema import SCHEMA_VERSION
+from gateway.store.settings import StoreSettings
 
-__all__ = ["Store", "HealthObserver"]
+__all__ = ["Store", "StoreExecutor", "HealthObserver"]
 
 log = Logger()
 
@@ -65,6 +70,21 @@ PLATE_WRITE_CHUNK = 500
 
 
 HealthObserver = Callable[[StoreHealth], None]
+
+
+class StoreExecutor(Protocol):
+    """Where the store's SQLite and file work runs: one job at a time, in the
+    order submitted, each result given on the reactor thread. The store's own
+    is a dedicated thread; a test of the store's consumers may run each job at
+    once on the calling thread instead (the same SQLite, no waiting)."""
+
+    def submit(self, job: Callable[[], T]) -> Deferred[T]:
+        """Run ``job()`` after the jobs already submitted; fires with its result."""
+        ...
+
+    def stop(self) -> None:
+        """No jobs follow: end after the ones already submitted."""
+        ...
 
 
 class _StoreThread:
@@ -124,7 +144,7 @@ class Store:
     """
 
     def __init__(
-        self, clock: IReactorTime, database: Database, thread: _StoreThread, config: StoreSettings
+        self, clock: IReactorTime, database: Database, thread: StoreExecutor, config: StoreSettings
     ) -> None:
         """Use :meth:`open`."""
         self._clock = clock
@@ -148,6 +168,7 @@ class Store:
         config: StoreSettings | None = None,
         *,
         clock: IReactorTime | None = None,
+        executor: StoreExecutor | None = None,
     ) -> Store:
         """Start the store thread, open (or create) ``state_dir/gateway.db``,
         apply schema migrations and return the started store.
@@ -160,12 +181,18 @@ class Store:
         ``reactor`` takes the results of the store's thread; ``clock``
         (default: the reactor) gives the time of the timestamps the store
         sets itself (health, whitelist ``updated_at``, dead letters).
+        ``executor`` (default: a new dedicated thread) runs the store's work;
+        the store stops it when it closes.
         """
         if clock is None:
             clock = cast(IReactorTime, reactor)
         directory = Path(state_dir)
         database = Database(directory)
-        thread = _StoreThread(reactor, name=f"anpr-gateway store {directory}")
+        thread: StoreExecutor = (
+            executor
+            if executor is not None
+            else _StoreThread(reactor, name=f"anpr-gateway store {directory}")
+        )
         now = _now(clock)
         try:
             report = await thread.submit(lambda: database.open(now))
@@ -368,7 +395,7 @@ class Store:
         elif any(isinstance(outcome, CommitResult) and outcome.created for outcome in outcomes):
             self._report_success()
         self._maybe_trim()
-        for pending, outcome in zip(batch, outcomes):
+        for pending, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, StoreWriteError):
                 pending.result.errback(Failure(outcome))
             else:
@@ -515,10 +542,10 @@ class Store:
         for start in range(0, max(len(upserts), 1), PLATE_WRITE_CHUNK):
             chunk = upserts[start : start + PLATE_WRITE_CHUNK]
             if chunk:
-                written += await self._write(lambda: self._db.write_plates(chunk, (), now))
+                written += await self._write(functools.partial(self._db.write_plates, chunk, (), now))
         for start in range(0, len(deletes), PLATE_WRITE_CHUNK):
             gone = deletes[start : start + PLATE_WRITE_CHUNK]
-            written += await self._write(lambda: self._db.write_plates((), gone, now))
+            written += await self._write(functools.partial(self._db.write_plates, (), gone, now))
         return written
 
     # -- camera lists ----------------------------------------------------------
@@ -547,8 +574,8 @@ class Store:
             chunk = dict(items[start : start + PLATE_WRITE_CHUNK])
             first = start == 0
             await self._write(
-                lambda: self._db.save_camera_list(
-                    camera, dialect, known, cleared and first, chunk
+                functools.partial(
+                    self._db.save_camera_list, camera, dialect, known, cleared and first, chunk
                 )
             )
 

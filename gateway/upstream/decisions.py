@@ -4,8 +4,9 @@ the decisions the cloud allowed the gateway to reuse while it cannot ask."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import attrs
 from twisted.application.service import Service
@@ -15,8 +16,7 @@ from twisted.logger import Logger
 
 from gateway.policy.decision import CLOUD, Decision
 from gateway.policy.plates import normalise_plate
-from gateway.store import CachedCloudDecision, Store, StoreError, StoreService
-from gateway.store import EventRecord
+from gateway.store import CachedCloudDecision, EventRecord, Store, StoreError, StoreService
 from gateway.upstream.events import decide_body, event_json, parse_time
 from gateway.upstream.http import UpstreamClient, Verdict
 from gateway.upstream.link import Link, LinkFailure, LinkState

@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
+from datetime import datetime
 from json import decoder as json_decoder
 from json import scanner as json_scanner
-from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 import attrs
 

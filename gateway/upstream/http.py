@@ -1,6 +1,10 @@
 """The HTTP(S) client of the cloud link: one persistent connection pool,
 certificate verification, signed requests, a time limit on every request
 (measured on the clock that is passed in), response bodies always read.
+
+The requests go through a treq ``HTTPClient`` over that pool; another client
+with the same ``request`` (treq's ``StubTreq`` over a stub cloud's Klein app,
+in tests) can be passed in instead.
 """
 
 from __future__ import annotations
@@ -9,8 +13,10 @@ import email.utils
 import enum
 import math
 import re
+import typing
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any
 
 import attrs
 import treq.client
@@ -35,14 +41,16 @@ from twisted.web.iweb import IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
 from gateway import __version__
-from gateway.upstream.link import FailureKind, LinkFailure
+from gateway.reactor import IGatewayReactor
 from gateway.schema import ConfigError
+from gateway.upstream.link import FailureKind, LinkFailure
 from gateway.upstream.settings import UpstreamSettings
 from gateway.upstream.signing import new_message_id, signature_headers
 
 __all__ = [
     "DEFAULT_BODY_LIMIT",
     "RETRY_AFTER_LIMIT",
+    "HTTPRequester",
     "UpstreamClient",
     "UpstreamResponse",
     "UpstreamTLSPolicy",
@@ -274,37 +282,63 @@ def load_tls_policy(config: UpstreamSettings) -> UpstreamTLSPolicy:
     return UpstreamTLSPolicy(roots, client, chain)
 
 
+class HTTPRequester(typing.Protocol):
+    """What the cloud link needs of an HTTP client: treq's
+    ``HTTPClient.request`` with the arguments it is given here."""
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Headers,
+        data: bytes | None,
+        params: dict[str, str] | None,
+        allow_redirects: bool,
+        unbuffered: bool,
+        reactor: Any,
+    ) -> Deferred[Any]:
+        """Fires with the response (an ``IResponse``) once its headers are in."""
+        ...
+
+
 class UpstreamClient:
     """Signed requests to the cloud over one persistent connection pool.
 
     ``reactor`` makes the connections; ``clock`` times the requests (every
-    request has a time limit) and gives the signing timestamps.
+    request has a time limit) and gives the signing timestamps. ``http``
+    (default: treq over the pool, verifying TLS by ``tls``) sends them; with
+    another client there is no pool of ours and ``tls`` is not used.
     """
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IGatewayReactor,
         config: UpstreamSettings,
         *,
         clock: IReactorTime | None = None,
         tls: IPolicyForHTTPS | None = None,
+        http: HTTPRequester | None = None,
     ) -> None:
         self._reactor = reactor
         self._clock: IReactorTime = clock if clock is not None else reactor
         self._config = config
         self._key = config.signing_key
-        self.pool = HTTPConnectionPool(reactor, persistent=True)
-        # Delivery, the sync feed, images and decisions may overlap.
-        self.pool.maxPersistentPerHost = 4
-        self.pool.cachedConnectionTimeout = 120
-        policy = tls if tls is not None else load_tls_policy(config)
-        agent = Agent(
-            reactor,
-            contextFactory=policy,
-            pool=self.pool,
-            connectTimeout=config.request_timeout_seconds,
-        )
-        self._http = treq.client.HTTPClient(agent)
+        self.pool: HTTPConnectionPool | None = None
+        if http is None:
+            self.pool = HTTPConnectionPool(reactor, persistent=True)
+            # Delivery, the sync feed, images and decisions may overlap.
+            self.pool.maxPersistentPerHost = 4
+            self.pool.cachedConnectionTimeout = 120
+            policy = tls if tls is not None else load_tls_policy(config)
+            agent = Agent(
+                reactor,
+                contextFactory=policy,
+                pool=self.pool,
+                connectTimeout=config.request_timeout_seconds,
+            )
+            http = treq.client.HTTPClient(agent)
+        self._http: HTTPRequester = http
         self._inflight: set[Deferred[UpstreamResponse]] = set()
         self._closed = False
 
@@ -386,7 +420,7 @@ class UpstreamClient:
         params: Mapping[str, str] | None,
         body_limit: int,
     ) -> UpstreamResponse:
-        response = await self._http.request(
+        response: IResponse = await self._http.request(
             method,
             url,
             headers=Headers({name: [value] for name, value in headers.items()}),
@@ -409,6 +443,8 @@ class UpstreamClient:
         """Cancel what is in flight and close the pooled connections."""
         self._closed = True
         self.cancel_all()
+        if self.pool is None:
+            return defer.succeed(None)
         closing: Deferred[None] = self.pool.closeCachedConnections()
         return closing
 

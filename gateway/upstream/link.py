@@ -15,8 +15,8 @@ State changes are logged once each, with the error that caused them.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Callable
 
 import attrs
 from twisted.internet.interfaces import IReactorTime

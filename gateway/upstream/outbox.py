@@ -9,8 +9,8 @@ the outbox and are retried with back-off (see :mod:`gateway.upstream.channel`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from typing import Callable, Sequence
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import random as random_module
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 import attrs
 from twisted.application.service import MultiService
@@ -13,15 +14,15 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IPolicyForHTTPS
 
+from gateway.reactor import IGatewayReactor
 from gateway.background import InThread, reactor_threads
 from gateway.policy.codec import EntryCodec
-from gateway.store import OutboxTrim, StoreError, StoreService, StoreWriteError
+from gateway.store import OutboxTrim, StoreError, StoreService
+from gateway.timers import Every
 from gateway.upstream.decisions import CloudDecider
-from gateway.upstream.events import command_result_record
-from gateway.upstream.http import UpstreamClient
+from gateway.upstream.http import HTTPRequester, UpstreamClient
 from gateway.upstream.link import Link, LinkStatus
 from gateway.upstream.outbox import OutboxDrainer
-from gateway.timers import Every
 from gateway.upstream.settings import UpstreamSettings
 from gateway.upstream.sync import CommandSink, SyncFeed, WhitelistSink
 
@@ -66,12 +67,14 @@ class UpstreamService(MultiService):
 
     ``reactor`` makes the connections; ``clock`` (default: the reactor)
     times requests, back-off and the loops; ``random`` (default
-    :func:`random.random`) draws the back-off jitter.
+    :func:`random.random`) draws the back-off jitter; ``http`` (default:
+    treq over the link's own connection pool) sends the requests
+    (:class:`~gateway.upstream.http.UpstreamClient`).
     """
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IGatewayReactor,
         store: StoreService,
         config: UpstreamSettings,
         *,
@@ -82,6 +85,7 @@ class UpstreamService(MultiService):
         in_thread: InThread | None = None,
         random: Callable[[], float] | None = None,
         tls: IPolicyForHTTPS | None = None,
+        http: HTTPRequester | None = None,
     ) -> None:
         super().__init__()
         self.setName("upstream")
@@ -89,7 +93,7 @@ class UpstreamService(MultiService):
         self._clock: IReactorTime = clock if clock is not None else reactor
         self._store_service = store
         draw = random if random is not None else random_module.random
-        self.client = UpstreamClient(reactor, config, clock=self._clock, tls=tls)
+        self.client = UpstreamClient(reactor, config, clock=self._clock, tls=tls, http=http)
         self.link = Link(self._clock)
         shared: dict[str, Any] = dict(
             store=store, client=self.client, clock=self._clock, config=config, link=self.link

@@ -773,13 +773,25 @@
     if (camera.ipaddr || camera.address) foot.push(h("span", { text: camera.ipaddr || camera.address }));
     if (camera.queued_commands) foot.push(h("span", { text: tn("lane.queued", camera.queued_commands, { count: camera.queued_commands }) }));
     const sync = camera.whitelist_sync;
-    if (sync) {
+    if (sync && sync.syncable === false) {
+      foot.push(h("span", { class: "sync-partial", "data-role": "sync-unsupported", text: t("lane.sync_unsupported") }));
+    } else if (sync) {
+      if (sync.kept_over && sync.kept_over.length === 1 && sync.kept_over[0] === "plate") {
+        foot.push(h("span", { class: "sync-partial", "data-role": "sync-plate-replies", text: t("lane.sync_plate_replies") }));
+      }
       foot.push(h("span", {
         class: sync.in_sync ? "sync-ok" : "sync-pending",
         text: sync.in_sync
           ? t("lane.sync_in_sync", { plates: sync.plates })
           : t("lane.sync_pending", { plates: sync.plates, adds: sync.pending_adds, deletes: sync.pending_deletes }),
       }));
+      if (sync.in_sync) {
+        foot.push(h("span", {
+          class: "sync-ok",
+          "data-role": sync.verified ? "sync-verified" : "sync-assumed",
+          text: t(sync.verified ? "lane.sync_verified" : "lane.sync_assumed"),
+        }));
+      }
       if (sync.partial) {
         // The camera's own list is smaller than the lane's part of the site list.
         foot.push(h("span", {
@@ -790,8 +802,14 @@
       }
     }
 
+    // What the installer should change about the camera, said once, plainly.
+    const advice = camera.advice
+      ? h("p", { class: "lane-advice", "data-role": "camera-advice", text: t("lane.advice_" + camera.advice) })
+      : null;
+
     return h("article", { class: classes.join(" "), dataset: { key, camera: camera.serialno } },
       h("header", { class: "lane-head" }, title, online_line),
+      advice,
       plateBlock,
       full,
       commandBlock,

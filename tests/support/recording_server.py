@@ -8,7 +8,8 @@ what is absent) and to misbehave on purpose: abort a connection, hold a reply.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from twisted.internet import defer

@@ -1,6 +1,16 @@
 """Shared test helpers: the sample bodies, a running gateway on loopback, and a
 blocking HTTP client run in a thread (the way a camera speaks: plain HTTP/1.1,
-keep-alive, its own headers)."""
+keep-alive, its own headers).
+
+The modules of the package, for the unit tier (in memory): ``parts`` (the
+camera-side parts wired on a Clock), ``camera`` (the camera server through
+StubTreq and a StringTransport), ``admin`` (the admin API's test world),
+``upstream`` and ``cloud`` (the cloud link and a stub cloud), ``store`` and
+``threads`` (the store's records, an inline executor, work off the reactor run
+at once), ``serial`` (pty boards and the ports' descriptors); for the e2e
+tier: ``gateway`` (the service tree on loopback), ``simulator`` (simulated
+cameras against it) and ``recording_server`` (a raw loopback HTTP server).
+Test modules import helpers only from here, never from each other."""
 
 from __future__ import annotations
 
@@ -9,8 +19,9 @@ import json
 import re
 import socket
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import attrs
 from twisted.internet import reactor
@@ -21,8 +32,8 @@ from twisted.logger import LogEvent, globalLogPublisher
 from gateway.config import parse_config
 from gateway.tap import GatewayService, build_service
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLES = Path(__file__).resolve().parent / "samples"
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 def sample_bytes(name: str) -> bytes:
@@ -178,7 +189,7 @@ class CapturedLog:
     def __init__(self) -> None:
         self.events: list[LogEvent] = []
 
-    def __enter__(self) -> "CapturedLog":
+    def __enter__(self) -> CapturedLog:
         globalLogPublisher.addObserver(self.events.append)
         return self
 
