@@ -377,10 +377,7 @@ def test_parkingcam_add_whitelist() -> None:
 
 
 def test_parkingcam_delete_and_query() -> None:
-    # Deletions to a camera whose encoding is not known yet carry their plates in GB2312
-    # (the ALPHADIGI manual).
-    body = parkingcam_delete_whitelist(["粤B12345", "京A00001"])
-    assert json.loads(body.decode("gb2312")) == {
+    assert load_reply(parkingcam_delete_whitelist(["粤B12345", "京A00001"])) == {
         "deleteWhiteList": {"del_data": [{"carnum": "粤B12345"}, {"carnum": "京A00001"}]}
     }
     parkingcam_delete_whitelist(["A1"] * 10)

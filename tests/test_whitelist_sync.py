@@ -404,7 +404,7 @@ class ParkingCamTests(SyncTestCase):
                 reply = HeartbeatReply()
                 self.registry.fill_reply(camera, reply, ReplyKind.HEARTBEAT)
                 break
-            # In the camera's encoding (until it is known: adds UTF-8, deletions GB2312).
+            # In the camera's encoding (UTF-8 until it is known).
             body = json.loads(decode_body(command.whole_reply() or b"{}"))
             key = next(iter(body))
             operations.append(key)

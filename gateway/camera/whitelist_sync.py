@@ -632,8 +632,8 @@ class CameraWhitelistSync(MultiService):
     def _parkingcam_step(
         self, sync: CameraSync, charset: str | None
     ) -> tuple[CameraCommand | None, tuple[Any, ...]]:
-        # Plates are written in the encoding the camera's pushes come in; until a push
-        # said (None), as the ALPHADIGI manual gives: adds UTF-8, deletions GB2312.
+        # Plates are written in the encoding the camera's pushes come in (None: not
+        # learnt yet, UTF-8).
         expires = self._clock.seconds() + COMMAND_EXPIRY_SECONDS
         work = sync.work
         if not work.known:

@@ -487,7 +487,7 @@ def parkingcam_add_whitelist(
     (PARKINGCAM_FOREVER_START / PARKINGCAM_FOREVER_END). The camera answers with a
     ``Response_AddWhiteList`` push. ``charset`` is the encoding the camera's pushes come
     in ("utf-8" or "gb18030"); None (not known yet) writes UTF-8, as the ALPHADIGI manual
-    gives for adds.
+    does.
     """
     _check_row_count("addWhiteList", len(rows), MAX_PARKINGCAM_WHITELIST_ROWS)
     add_data = []
@@ -512,15 +512,16 @@ def parkingcam_add_whitelist(
 def parkingcam_delete_whitelist(plates: Sequence[str], *, charset: str | None = None) -> bytes:
     """ParkingCam ``deleteWhiteList`` (entire heartbeat reply; up to 10 plates).
 
-    ``charset`` is the encoding the camera's pushes come in; None (not known yet) writes
-    GB2312, as the ALPHADIGI manual gives ``carnum`` of deletions.
+    ``charset`` is the encoding the camera's pushes come in: the ALPHADIGI manual's GB2312
+    ``carnum`` is that of a camera set to GB2312, and a camera reads every body in its own
+    setting. None (not known yet) writes UTF-8, the manual's encoding for bodies.
     """
     if isinstance(plates, str):
         raise TypeError("plates must be a sequence of plates, not one str")
     _check_row_count("deleteWhiteList", len(plates), MAX_PARKINGCAM_DELETE_ROWS)
     del_data = [{"carnum": _check_plate("carnum", plate)} for plate in plates]
     return _parkingcam_text_body(
-        {"deleteWhiteList": {"del_data": del_data}}, charset or "gb18030"
+        {"deleteWhiteList": {"del_data": del_data}}, charset or "utf-8"
     )
 
 
