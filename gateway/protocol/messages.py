@@ -13,8 +13,9 @@ fields hold the text exactly as sent.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, Mapping, Union
+from typing import Any
 
 import attrs
 
@@ -239,13 +240,13 @@ class CameraReceipt:
     charset: str | None = attrs.field(default=None, eq=False)
 
 
-Message = Union[
-    PlateResult,
-    IoInput,
-    SerialData,
-    SnapshotUpload,
-    Registration,
-    Heartbeat,
-    WhitelistResult,
-    CameraReceipt,
-]
+Message = (
+    PlateResult
+    | IoInput
+    | SerialData
+    | SnapshotUpload
+    | Registration
+    | Heartbeat
+    | WhitelistResult
+    | CameraReceipt
+)

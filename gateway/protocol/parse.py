@@ -16,8 +16,9 @@ import json
 import math
 import re
 import unicodedata
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import attrs
