@@ -302,3 +302,11 @@ class NoPlateGateTests(TestCase):
         gate = Gate(clock=Clock(), local=OpensEverything(), duplicate_window=0)
         verdict = await gate.decide(plate_read("_Œﬁ_", True, GateLane(name="Exit")))
         assert (verdict.decision.open, verdict.decision.reason) == (False, NO_PLATE)
+
+
+def test_every_no_plate_text_the_simulator_sends_is_no_plate() -> None:
+    from gateway.simulator.plates import NO_PLATE_TEXTS
+
+    for text in NO_PLATE_TEXTS:
+        assert is_no_plate(text), text
+        assert protocol.is_no_plate_license(text), text
