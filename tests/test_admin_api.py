@@ -15,9 +15,12 @@ from urllib.parse import quote, urlparse
 
 import pytest
 from twisted.internet import reactor
+from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import deferLater
+from twisted.internet.tcp import Connection
+from twisted.python.failure import Failure
 
 from gateway.admin.root import build_admin
 from gateway.admin.stream import EventStream
@@ -290,6 +293,7 @@ class CameraTests(AdminTestCase):
             f"Authorization: Bearer {MACHINE_TOKEN}\r\nContent-Length: 0\r\n\r\n".encode()
         )
         camera = self.registry.get(ENTRANCE)
+        assert camera is not None
         await self.until(lambda: len(camera.commands) == 1, "the snapshot command")
         (command,) = camera.commands
         page.transport.loseConnection()
@@ -561,7 +565,9 @@ class WhitelistTests(AdminTestCase):
         )
         self.assertEqual(changed.status, 200, changed.body)
         self.assertEqual((changed.json()["blacklist"], changed.json()["lanes"]), (True, []))
-        self.assertTrue(self.whitelist.policy.index.get("京A12345").blacklist)
+        changed_entry = self.whitelist.policy.index.get("京A12345")
+        assert changed_entry is not None
+        self.assertTrue(changed_entry.blacklist)
         mismatch = await client.request(
             "PUT", "/api/whitelist/" + quote("京A12345"), json_body={"plate": "京A99999"}
         )
@@ -730,6 +736,7 @@ class StatusTests(AdminTestCase):
                 "db_bytes",
                 "image_bytes",
                 "image_files",
+                "images_lost",
                 "events",
                 "free_disk_bytes",
                 "degraded",
@@ -845,11 +852,7 @@ class PageTests(AdminTestCase):
         reply = await Client(self.api).get("/")
         if (STATIC_DIR / "index.html").is_file():
             self.assertEqual(reply.status, 200)
-            self.assertTrue(
-                reply.header(
-                    "content-type",
-                ).startswith("text/html")
-            )
+            self.assertTrue((reply.header("content-type") or "").startswith("text/html"))
         else:
             self.assertEqual(reply.status, 404)
 
@@ -871,8 +874,18 @@ class _StreamReader(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.data += data
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost.callback(None)
+
+    @property
+    def tcp(self) -> Connection:
+        """The loopback TCP connection the reader was connected over."""
+        assert isinstance(self.transport, Connection)
+        return self.transport
+
+    def ended(self) -> bool:
+        """Whether the chunked response has ended."""
+        return self.data.endswith(b"\r\n0\r\n\r\n")
 
 
 @pytest.mark.e2e
@@ -884,10 +897,8 @@ class StreamTests(AdminTestCase):
 
         reader = _StreamReader()
         await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), reader)
-        self.addCleanup(
-            lambda: reader.transport.abortConnection() if reader.transport.connected else None
-        )
-        reader.transport.write(
+        self.addCleanup(lambda: reader.tcp.abortConnection() if reader.tcp.connected else None)
+        reader.tcp.write(
             b"GET /api/stream HTTP/1.1\r\nHost: gateway.test\r\nAccept: text/event-stream\r\n"
             + credentials.encode()
             + b"\r\n\r\n"
@@ -920,16 +931,16 @@ class StreamTests(AdminTestCase):
         self.clock.advance(15)
         await self.until(lambda: b": keepalive\n\n" in reader.data, "a keepalive")
         self.assertEqual(len(self.keepalive_timers()), 1)
-        reader.transport.loseConnection()
+        reader.tcp.loseConnection()
         await self.until(
             lambda: len(self.bus) == before and not self.api.stream.streams, "the unsubscription"
         )
         self.assertEqual(self.keepalive_timers(), [])
 
-    def keepalive_timers(self) -> list[Any]:
+    def keepalive_timers(self) -> list[DelayedCall]:
         return [
             call
-            for call in self.clock.getDelayedCalls()
+            for call in self.clock.calls
             if isinstance(getattr(call.func, "__self__", None), EventStream)
         ]
 
@@ -945,7 +956,7 @@ class StreamTests(AdminTestCase):
         # Not at the next keepalive: no time passes.
         await self.until(lambda: not self.api.stream.streams, "the stream to end")
         # The chunked response ends properly.
-        await self.until(lambda: reader.data.endswith(b"\r\n0\r\n\r\n"), "the end of the response")
+        await self.until(reader.ended, "the end of the response")
         self.assertEqual(self.keepalive_timers(), [])
 
     async def test_one_credential_cannot_take_every_stream(self) -> None:
@@ -972,10 +983,7 @@ class StreamTests(AdminTestCase):
         self.assertEqual(len(self.api.stream.streams), 2)
         self.api.end_streams()
         for reader in readers:
-            await self.until(
-                lambda reader=reader: reader.data.endswith(b"\r\n0\r\n\r\n"),
-                "the end of the response",
-            )
+            await self.until(reader.ended, "the end of the response")
         self.assertEqual(
             (self.api.stream.streams, len(self.bus), self.keepalive_timers()), (set(), before, [])
         )
@@ -985,7 +993,7 @@ class StreamTests(AdminTestCase):
         port = await self.listen()
         before = len(self.bus)
         reader = await self.open_stream(port, f"Authorization: Bearer {SCRAPER_TOKEN}")
-        reader.transport.pauseProducing()  # reads nothing more from the socket
+        reader.tcp.pauseProducing()  # reads nothing more from the socket
         payload = {"id": "x" * 32768}
         for _ in range(2000):  # bounded: at most 2000 * 4 * 32 KiB
             if not self.api.stream.streams:
@@ -995,7 +1003,7 @@ class StreamTests(AdminTestCase):
             await deferLater(reactor, 0.001, lambda: None)
         self.assertEqual(self.api.stream.streams, set())
         self.assertEqual(len(self.bus), before)
-        reader.transport.resumeProducing()
+        reader.tcp.resumeProducing()
         await reader.lost
 
     async def test_a_reading_client_gets_every_message_in_order(self) -> None:

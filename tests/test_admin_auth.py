@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
@@ -46,6 +45,7 @@ from support.admin import (
     default_settings,
     settle,
 )
+from support.threads import global_reactor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -203,7 +203,7 @@ class InitialAdminTests(AdminTestCase):
         terminal = io.StringIO()
         again = AdminAccounts(
             AdminSettings(),
-            reactor=reactor,
+            reactor=global_reactor,
             state_dir=str(self.state_dir),
             open_store=self.store_service.when_open,
             terminal=terminal,
@@ -226,7 +226,7 @@ class InitialAdminTests(AdminTestCase):
     async def test_a_damaged_stored_list_is_skipped_not_fatal(self) -> None:
         state_dir = Path(self.mktemp())
         state_dir.mkdir(parents=True)
-        store_service = StoreService(reactor, str(state_dir))
+        store_service = StoreService(global_reactor, str(state_dir))
         store_service.startService()
         self.addCleanup(store_service.stopService)
         store = await store_service.when_open()
@@ -234,7 +234,7 @@ class InitialAdminTests(AdminTestCase):
         await store.kv_set(USERS_KEY, json.dumps([{"name": "broken"}, good]))
         accounts = AdminAccounts(
             AdminSettings(users=(AdminUser("kept", HASHES["olga"], "operator"),)),
-            reactor=reactor,
+            reactor=global_reactor,
             state_dir=str(state_dir),
             open_store=store_service.when_open,
             terminal=io.StringIO(),
@@ -369,7 +369,9 @@ class RuleTests(AdminTestCase):
             f"/api/cameras/{ENTRANCE}/open", headers={"X-CSRF-Token": other.csrf or ""}
         )
         self.assertEqual(stolen.status, 403)
-        self.assertEqual(len(self.registry.get(ENTRANCE).commands), 0)
+        camera = self.registry.get(ENTRANCE)
+        assert camera is not None
+        self.assertEqual(len(camera.commands), 0)
         self.assertEqual(await self.store.whitelist_entries(), [])
         done = await client.post(f"/api/cameras/{ENTRANCE}/open")
         self.assertEqual(done.status, 202)
@@ -387,7 +389,9 @@ class RuleTests(AdminTestCase):
             reply = await viewer.request(method, path, json_body=body)
             self.assertEqual(reply.status, 403, path)
             self.assertIn("viewer", reply.json()["error"])
-        self.assertEqual(len(self.registry.get(ENTRANCE).commands), 0)
+        camera = self.registry.get(ENTRANCE)
+        assert camera is not None
+        self.assertEqual(len(camera.commands), 0)
         self.assertEqual(await self.store.whitelist_entries(), [])
 
     async def test_bearer_tokens(self) -> None:
@@ -495,7 +499,7 @@ class RuleTests(AdminTestCase):
         await self.build()
         loading = AdminAccounts(
             default_settings(),
-            reactor=reactor,
+            reactor=global_reactor,
             state_dir=str(self.state_dir),
             open_store=lambda: Deferred(),
             terminal=io.StringIO(),
@@ -512,7 +516,9 @@ class TokenSettingsTests(AdminTestCase):
         token = "door-robot-7f3a9c"
         settings = default_settings(tokens=(AdminToken("robot", token_digest(token), "admin"),))
         await self.build(settings=settings)
-        self.assertEqual(self.users.check_token(token).name, "robot")
+        robot = self.users.check_token(token)
+        assert robot is not None
+        self.assertEqual(robot.name, "robot")
         self.assertIsNone(self.users.check_token(token_digest(token)))
         self.assertIsNone(self.users.check_token(token.upper()))
 

@@ -81,7 +81,7 @@ class Fixture:
         protocol = self.site.buildProtocol(peer)
         assert protocol is not None
         # Every timer of the connection (idle, headers) on the test's clock.
-        protocol.callLater = self.clock.callLater  # type: ignore[attr-defined]
+        protocol.callLater = self.clock.callLater
         transport = StringTransport(peerAddress=peer, hostAddress=IPv4Address("TCP", "127.0.0.1", 8081))
         protocol.makeConnection(transport)
         return protocol, transport

@@ -6,15 +6,15 @@ from __future__ import annotations
 import os
 import threading
 
-from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from gateway.background import BULK_NICE, BackgroundStopped, BackgroundWork
+from support.threads import global_reactor
 
 
 class BackgroundWorkTests(TestCase):
     async def test_work_runs_in_a_lowered_thread_of_its_own(self) -> None:
-        work = BackgroundWork(reactor)
+        work = BackgroundWork(global_reactor)
         work.startService()
         self.addCleanup(work.stopService)
 
@@ -27,7 +27,7 @@ class BackgroundWorkTests(TestCase):
 
     async def test_work_after_stop_fails_at_once(self) -> None:
         # A start-up cut short by a stop must not wait for work that never runs.
-        work = BackgroundWork(reactor)
+        work = BackgroundWork(global_reactor)
         work.startService()
         work.stopService()
         failed = work(lambda: 1)

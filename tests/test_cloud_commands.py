@@ -122,7 +122,7 @@ class CloudCommandTests(SynchronousTestCase):
     def test_refusals_are_told_to_the_cloud_at_once(self) -> None:
         # The feed reports a ValueError to the cloud as "rejected".
         expired = datetime.fromtimestamp(NOW, tz=timezone.utc) - timedelta(seconds=1)
-        cases = [
+        cases: list[tuple[dict[str, Any], str]] = [
             ({"type": "open", "camera": "ffffffff-00000000"}, "no camera"),
             ({"type": "open", "expires_at": expired.isoformat()}, "expired"),
             ({"type": "serial", "channel": 3, "data": "AA=="}, "serial channel"),
@@ -130,7 +130,7 @@ class CloudCommandTests(SynchronousTestCase):
         for command, reason in cases:
             failure = self.failureResultOf(self.submit(**command), ValueError)
             self.assertIn(reason, str(failure.value))
-        self.registry.configure("offline-1", lane=None, heartbeat="auto")
+        self.registry.configure("offline-1", lane="Side gate", heartbeat="auto")
         failure = self.failureResultOf(self.submit(type="snapshot", camera="offline-1"), ValueError)
         self.assertIn("offline", str(failure.value))
         # Nothing refused reached the camera.

@@ -132,7 +132,12 @@ duplicate_window_seconds = 0
         fleet = CameraFleet(reactor, fleet_configs(4, template))
         rng = random.Random(os.environ.get("ANPR_CRASH_SEED", "4"))
         process = self.gateway(config)
-        self.addCleanup(lambda: process.poll() is None and process.kill())
+
+        def kill_if_running() -> None:
+            if process.poll() is None:
+                process.kill()
+
+        self.addCleanup(kill_if_running)
         await self.listening(port, process)
         fleet.start()
         self.addCleanup(fleet.stop)

@@ -36,7 +36,7 @@ class DiskStormTests(SimulatorTestCase):
                           "sync_interval_seconds": 1, "max_backoff_seconds": 1, "images": "none"},
             )
         )
-        store = self.gateway.service.store.store
+        store = self.gateway.store
         health: list[Any] = []
         store.add_health_observer(health.append)
         template = CameraConfig(
@@ -66,7 +66,7 @@ class DiskStormTests(SimulatorTestCase):
             lambda: sum(c.failures["plate"] for c in fleet.cameras) >= 4,
             what="cameras left holding their records",
         )
-        self.assertTrue(self.gateway.service.store.store.health.reason)
+        self.assertTrue(self.gateway.store.health.reason)
         await deferLater(reactor, 0.5, lambda: None)
         await store._run_on_store_thread(
             lambda c: c.execute("PRAGMA max_page_count = 1073741823").fetchone()

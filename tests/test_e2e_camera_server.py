@@ -98,6 +98,7 @@ class SampleTests(GatewayTestCase):
         self.assertEqual(answer["info"], "no")
         self.assertEqual(answer["content"], "retransfer_stop")
         camera = self.gateway.service.registry.get(PARKINGCAM_CAMERA)
+        assert camera is not None and camera.dialect is not None
         self.assertEqual(camera.dialect.value, "parkingcam")
 
     async def test_parkingcam_heartbeat_sample(self) -> None:
@@ -110,6 +111,7 @@ class SampleTests(GatewayTestCase):
         answer = self.assert_strict_reply(reply.body)
         self.assertEqual(answer, {"Response_Heartbeat": {"info": "no"}})
         camera = self.gateway.service.registry.get(PARKINGCAM_CAMERA)
+        assert camera is not None
         self.assertTrue(camera.online)
 
     async def test_parkingcam_heartbeat_carries_queued_open_and_serial(self) -> None:
@@ -175,6 +177,7 @@ class SampleTests(GatewayTestCase):
                 self.assert_strict_reply(reply.body), {"Response_AlarmInfoPlate": {"info": "no"}}
             )
             camera = self.gateway.service.registry.get(serialno)
+            assert camera is not None
             self.assertEqual(camera.web_port, 80)
             self.assertEqual(camera.web_password, "s3cret-pass")
             self.assertFalse(any("s3cret-pass" in text for text in captured.texts()))
@@ -309,6 +312,7 @@ class CometTests(GatewayTestCase):
             await deferLater(reactor, 0.01, lambda: None)
         self.assertEqual(registry.held_polls(), 0)
         camera = registry.get(serialno)
+        assert camera is not None
         # Given up within the push timeout: a common heartbeat, answered at
         # once from now on.
         self.assertEqual(camera.heartbeat, HeartbeatMode.COMMON)

@@ -25,7 +25,7 @@ ENTRANCE = "d85b1269-8f942256"
 EXIT = "a1b2c3d4-e5f60718"
 
 
-def frames(data: bytes) -> list[Any]:
+def frames(data: bytes | bytearray) -> list[Any]:
     """Decode every frame; fail on any byte outside a valid frame."""
     split = split_frames(bytes(data))
     assert (split.skipped, split.rest) == (0, b""), "bytes outside valid frames"

@@ -219,7 +219,7 @@ class IdentityTests(GatewayTestCase):
         self.assertEqual((answer["info"], answer["plateid"]), ("no", 5))
         allowed = await in_thread(client.post, plate_body(CAMERA, "京A12345", plateid=6))
         self.assertEqual(allowed.json()["Response_AlarmInfoPlate"]["info"], "ok")
-        store = self.gateway.service.store.store
+        store = self.gateway.store
         events = await store.recent_events(limit=10, type=EventType.PLATE)
         reasons = {e.camera: e.decision_reason for e in events}
         self.assertEqual(reasons["ffffffff-00000001"], "camera_not_allowed")

@@ -47,7 +47,7 @@ class LinkChaosTests(SimulatorTestCase):
                           "max_backoff_seconds": 1, "images": "none"},
             )
         )
-        store = self.gateway.service.store.store
+        store = self.gateway.store
         fleet = CameraFleet(reactor, fleet_configs(2, self.template(self.gateway.camera_port)))
         fleet.start()
         self.addCleanup(fleet.stop)

@@ -23,6 +23,7 @@ from gateway.store import EventType, Store, plate_event_id
 from support import in_thread, loopback_config, multipart_registration
 from support.camera import CameraServerTestCase, MemoryCamera
 from support.gateway import GatewayTestCase, plate_body
+from support.threads import global_reactor
 
 ENTRANCE = "d85b1269-8f942256"
 
@@ -208,14 +209,14 @@ class StoreNotOpenTests(GatewayTestCase):
         from gateway.tap import build_service
 
         config = parse_config({**loopback_config(), "gateway": {"state_dir": self.mktemp()}})
-        service = build_service(config, reactor)
+        service = build_service(config, global_reactor)
         # The store service is not started: listeners only.
         for child in list(service):
             if child.name.startswith("camera-listener"):
                 child.startService()
                 self.addCleanup(child.stopService)
         (listener,) = [c for c in service if c.name.startswith("camera-listener")]
-        port = (await listener._waitingForPort).getHost().port  # type: ignore[attr-defined]
+        port = (await listener._waitingForPort).getHost().port
 
         def push() -> str:
             sock = socket.create_connection(("127.0.0.1", port), timeout=5)

@@ -57,7 +57,7 @@ def test_the_order_plates_go_in_when_the_list_is_cut() -> None:
         WhitelistEntry("京L00001", lanes=frozenset({"Entrance"}), valid_until=datetime(2026, 7, 1, tzinfo=UTC)),
         WhitelistEntry("京A00000"),
     ]
-    order = []
+    order: list[str] = []
     for capacity in range(1, 7):
         desired = desired_rows(entries, CameraListRules(lane="Entrance", capacity=capacity), NOW)
         (new,) = set(desired.rows) - set(order)

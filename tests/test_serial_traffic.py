@@ -23,10 +23,10 @@ pytestmark = pytest.mark.e2e
 CAMERA = "d85b1269-8f942256"
 
 
-def plates_shown(data: bytes) -> list[str]:
+def plates_shown(data: bytes | bytearray) -> list[str]:
     split = split_frames(bytes(data))
     assert (split.skipped, split.rest) == (0, b""), "bytes outside valid frames"
-    shown = []
+    shown: list[str] = []
     for frame in split.frames:
         command = decode_frame(frame).command
         if isinstance(command, ShowLines):

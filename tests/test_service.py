@@ -9,11 +9,14 @@ from typing import Any
 import pytest
 from twisted.application.service import IServiceCollection
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 
 from gateway.camera.http import ConnectionLimits
 from gateway.camera.registry import CameraRegistry
 from gateway.config import ConfigError, parse_config
+from gateway.reactor import as_gateway_reactor
 from gateway.tap import build_service
 from gateway.timers import Every
 
@@ -26,7 +29,7 @@ def names(service: Any) -> list[str]:
 
 def tree(state_dir: Path, **sections: Any) -> Any:
     config = parse_config({"gateway": {"state_dir": str(state_dir), "timezone": "UTC"}, **sections})
-    return build_service(config, MemoryReactorClock())
+    return build_service(config, as_gateway_reactor(MemoryReactorClock()))
 
 
 def test_a_standalone_site_in_start_order(tmp_path: Path) -> None:
@@ -111,6 +114,7 @@ def timers(service: Any) -> dict[str, float]:
     found: dict[str, float] = {}
     for child in service:
         if isinstance(child, Every):
+            assert child.name is not None  # an Every is always named
             found[child.name] = child.step
         if IServiceCollection.providedBy(child):
             found.update(timers(child))
@@ -151,3 +155,7 @@ def test_the_admin_listener_has_connection_limits(tmp_path: Path) -> None:
         protocol.makeConnection(StringTransport(peerAddress=peer))
     assert limits.buildProtocol(peer) is None
     assert limits.buildProtocol(IPv4Address("TCP", "127.0.0.10", 40000)) is not None
+    # The connections end: their idle timers are not left on the reactor.
+    for protocol in opened:
+        assert protocol is not None
+        protocol.connectionLost(Failure(ConnectionDone()))

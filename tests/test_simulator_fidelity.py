@@ -803,11 +803,18 @@ class GatewayWithFaithfulCamerasTests(unittest.TestCase):
         registry = self.gateway.service.registry
         for held, (serialno, delay) in enumerate(((VZENITH, 1.2), ("d85b1269-8f94bbbb", 3.0)), 1):
             camera = self.camera(serialno=serialno, heartbeat="comet", link_delay=delay)
+
+            def polls_held(held: int = held) -> bool:
+                return registry.held_polls() >= held
+
+            def pulsed(camera: SimulatedCamera = camera) -> bool:
+                return bool(camera.relay_pulses)
+
             # Its second poll comes `delay` s after the first answer: taken for
             # a comet poll and held, not answered at once in a tight loop.
-            await _until(lambda held=held: registry.held_polls() >= held, 10)
+            await _until(polls_held, 10)
             self.gateway.service.control.open(serialno)
-            await _until(lambda camera=camera: bool(camera.relay_pulses), 10)
+            await _until(pulsed, 10)
             self.assertEqual(camera.relay_pulses[0].source, "comet")
 
     async def test_a_parkingcam_trigger_is_refused_or_obeyed(self) -> None:
@@ -904,6 +911,10 @@ class GatewayWithFaithfulCamerasTests(unittest.TestCase):
         # The first plate reply clears the camera's list, the next brings the rows.
         for number, plate in enumerate(("京Z99998", "京Z99999"), start=1):
             camera.read_plate(plate)
-            await _until(lambda n=number: len(camera.answered_plates) >= n)
+
+            def answered(n: int = number) -> bool:
+                return len(camera.answered_plates) >= n
+
+            await _until(answered)
         self.assertNotIn(("heartbeat", "white_list_operate"), camera.ignored)
         await _until(lambda: len(camera.whitelist) == 3, 5)

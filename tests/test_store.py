@@ -12,15 +12,16 @@ from typing import Any, cast
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
-from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from gateway.policy.cameralist import CameraRow
 from gateway.store import (
+    CommitResult,
     EventRecord,
     EventType,
     ImageState,
     PlateRow,
+    PlateRowsWritten,
     Store,
     StoreHealth,
     StoreOpenError,
@@ -451,8 +452,17 @@ class WhitelistTests(StoreTestCase):
         # the whole list: it is committed before the last chunk.
         committed = Deferred.fromCoroutine(store.commit_event(plate_record(1)))
         order: list[str] = []
-        committed.addCallback(lambda result: (order.append("event"), result)[1])
-        writing.addCallback(lambda result: (order.append("plates"), result)[1])
+
+        def event_committed(result: CommitResult) -> CommitResult:
+            order.append("event")
+            return result
+
+        def plates_written(result: PlateRowsWritten) -> PlateRowsWritten:
+            order.append("plates")
+            return result
+
+        committed.addCallback(event_committed)
+        writing.addCallback(plates_written)
         written = await writing
         await committed
         self.assertEqual(order, ["event", "plates"])
@@ -721,11 +731,10 @@ class StopWhileOpeningTests(TestCase):
     async def test_waiters_are_told_when_stopped_while_opening(self) -> None:
         """A stop during the opening must not leave when_open() waiting (a
         service that waits for it would hang the shutdown)."""
-        from twisted.internet import reactor
-
         from gateway.store import StoreClosedError, StoreService
+        from support.threads import global_reactor
 
-        service = StoreService(reactor, self.mktemp())
+        service = StoreService(global_reactor, self.mktemp())
         service.startService()
         waiting = service.when_open()
         await service.stopService()

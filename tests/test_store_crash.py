@@ -18,14 +18,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import cast
 
 import pytest
-from twisted.internet.interfaces import IReactorFromThreads
 from twisted.trial.unittest import TestCase
 
 import gateway
 from gateway.store import ImageState, Store
+from support.threads import global_reactor
 
 pytestmark = pytest.mark.system
 
@@ -119,8 +118,6 @@ class KillNineTests(TestCase):
         return committed
 
     async def test_every_reported_commit_survives_sigkill(self) -> None:
-        from twisted.internet import reactor
-
         rng = random.Random()
         reported: dict[str, int] = {}
         for _ in range(CYCLES):
@@ -134,7 +131,7 @@ class KillNineTests(TestCase):
             self.assertEqual(set(reported) - stored, set())
         self.assertGreater(len(reported), 0)
 
-        store = await Store.open(cast(IReactorFromThreads, reactor), self.state_dir)
+        store = await Store.open(global_reactor, self.state_dir)
         try:
             self.assertIsNone(store.quarantined_db)
             for event_id, size in reported.items():

@@ -71,6 +71,8 @@ PARKINGCAM_ADD_BATCH = replies.MAX_PARKINGCAM_WHITELIST_ROWS
 PARKINGCAM_DELETE_BATCH = replies.MAX_PARKINGCAM_DELETE_ROWS
 #: Rows of a ParkingCam list read back per whiteList query.
 PARKINGCAM_QUERY_PAGE = replies.MAX_PARKINGCAM_WHITELIST_ROWS
+#: How often a verified ParkingCam list is read back again.
+READ_BACK_SECONDS = 24 * 3600.0
 # A sync command not delivered within this long is dropped and sent again at
 # the camera's next contact.
 COMMAND_EXPIRY_SECONDS = 120.0
@@ -156,6 +158,9 @@ class CameraSync:
     verified_at: float | None = None
     read_back: set[str] = attrs.field(factory=set)
     verify_due: bool = False
+    # After a restart only the count is read (one query); after a full sync
+    # and daily, every row.
+    verify_rows: bool = True
 
     @property
     def in_sync(self) -> bool:
@@ -333,6 +338,13 @@ class CameraWhitelistSync(MultiService):
             self._last_expiry_pass = now
             for key in self._cameras:
                 self._schedule_recompute(key)
+        for sync in self._cameras.values():
+            if (
+                sync.dialect is Dialect.PARKINGCAM
+                and sync.verified_at is not None
+                and now - sync.verified_at >= READ_BACK_SECONDS
+            ):
+                sync.verify_due, sync.verify_rows = True, True
         for camera in self._registry:
             self.kick(camera.serialno)
 
@@ -446,9 +458,11 @@ class CameraWhitelistSync(MultiService):
             dialect=camera.dialect,
             work=work,
             capacity=self._settings[key].capacity,
-            # What a ParkingCam camera holds is read back after a restart too:
-            # it may have been reset, or edited on its own page, meanwhile.
+            # What a ParkingCam camera holds is checked after a restart too
+            # (it may have been reset, or edited on its own page, meanwhile):
+            # its count at once, every row at the daily read-back.
             verify_due=work.known and camera.dialect is Dialect.PARKINGCAM,
+            verify_rows=False,
         )
         self._cameras[key] = sync
         self._schedule_recompute(key)
@@ -666,10 +680,12 @@ class CameraWhitelistSync(MultiService):
             )
             return command, tuple(batch)
         if sync.verify_due:
-            # Everything confirmed: read the list back, a page at a time.
+            # Everything confirmed: read the list back, a page at a time (or
+            # only its count: a query for one row says how many it holds).
             command = ParkingCamWhitelistCommand(
                 body=replies.parkingcam_query_whitelist(
-                    PARKINGCAM_QUERY_PAGE, position=len(sync.read_back)
+                    PARKINGCAM_QUERY_PAGE if sync.verify_rows else 1,
+                    position=len(sync.read_back),
                 ),
                 operation=WhitelistOperation.QUERY.value,
                 expires_at=expires,
@@ -682,12 +698,27 @@ class CameraWhitelistSync(MultiService):
         plates = {
             str(row.get("carnum", "")).strip().upper() for row in result.rows if row.get("carnum")
         }
+        held = {plate.upper() for plate in sync.work.has}
+        if not sync.verify_rows and result.total is not None:
+            sync.verify_due, sync.verify_rows = False, True
+            if result.total == len(held):
+                sync.verified_at = self._clock.seconds()
+                return
+            log.warn(
+                "Camera {serialno} holds {held} plates, not the {sent} sent to it: "
+                "sending its list again",
+                serialno=camera.serialno,
+                held=result.total,
+                sent=len(held),
+            )
+            sync.verified_at = None
+            self._reset(sync)
+            return
         sync.read_back |= plates
         total = result.total if result.total is not None else len(sync.read_back)
         if result.rows and len(sync.read_back) < total:
             return  # the next page goes with the next heartbeat
         sync.verify_due = False
-        held = {plate.upper() for plate in sync.work.has}
         read, sync.read_back = sync.read_back, set()
         if read == held:
             sync.verified_at = self._clock.seconds()
@@ -775,10 +806,12 @@ class CameraWhitelistSync(MultiService):
     def _holds(sync: CameraSync, clear: bool, sent: tuple[Any, ...]) -> None:
         """The camera confirmed a command that carried ``sent``."""
         work = sync.work
-        if sync.dialect is Dialect.PARKINGCAM:
-            # A change since the last read-back: read it back once it is all in.
+        if clear and sync.dialect is Dialect.PARKINGCAM:
+            # A full sync: read the list back once it is all in. (Each later
+            # change is confirmed by the camera; the list is read back again
+            # after a restart and daily, which a change does not wait for.)
             sync.verified_at = None
-            sync.verify_due = True
+            sync.verify_due, sync.verify_rows = True, True
             sync.read_back = set()
         if clear:
             work.cleared()

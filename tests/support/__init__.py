@@ -24,13 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.threads import deferToThread
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from zope.interface import implementer
 
 from gateway.config import parse_config
+from gateway.store import Store
 from gateway.tap import GatewayService, build_service
+from support.threads import global_reactor
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -152,6 +154,13 @@ class RunningGateway:
     def admin_port(self) -> int:
         return self.admin_ports[0]
 
+    @property
+    def store(self) -> Store:
+        """The gateway's store: open once the gateway has started."""
+        store = self.service.store.store
+        assert store is not None, "the gateway's store is not open"
+        return store
+
     def stop(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
 
@@ -162,11 +171,12 @@ class RunningGateway:
 async def _start(data: dict[str, Any], state_dir: str) -> RunningGateway:
     data = {**data, "gateway": {**data.get("gateway", {}), "state_dir": state_dir}}
     config = parse_config(data, source="<test>")
-    service = build_service(config, reactor)
+    service = build_service(config, global_reactor)
     service.startService()
     await service.store.when_open()
     await service.plate_list.when_loaded()
-    camera_ports, admin_ports = [], []
+    camera_ports: list[int] = []
+    admin_ports: list[int] = []
     for child in service:
         waiting = getattr(child, "_waitingForPort", None)
         if waiting is None:
@@ -183,18 +193,22 @@ def start_gateway(data: dict[str, Any], state_dir: str) -> Deferred[RunningGatew
     return ensureDeferred(_start(data, state_dir))
 
 
+@implementer(ILogObserver)
 class CapturedLog:
     """Every log event emitted while it is installed."""
 
     def __init__(self) -> None:
         self.events: list[LogEvent] = []
 
+    def __call__(self, event: LogEvent) -> None:
+        self.events.append(event)
+
     def __enter__(self) -> CapturedLog:
-        globalLogPublisher.addObserver(self.events.append)
+        globalLogPublisher.addObserver(self)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        globalLogPublisher.removeObserver(self.events.append)
+        globalLogPublisher.removeObserver(self)
 
     def failures(self) -> list[LogEvent]:
         return [e for e in self.events if "log_failure" in e]

@@ -40,7 +40,7 @@ class SimulatorTestCase(GatewayTestCase):
 
     async def plate_events(self) -> list[Any]:
         """Every plate event, newest first (paging through the store)."""
-        store = self.gateway.service.store.store
+        store = self.gateway.store
         events: list[Any] = []
         before = None
         while True:

@@ -87,9 +87,9 @@ def db_rows(state_dir: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple
 
 class StoreTestCase(TestCase):
     def setUp(self) -> None:
-        from twisted.internet import reactor
+        from support.threads import global_reactor
 
-        self.reactor: Any = reactor
+        self.reactor = global_reactor
         self.state_dir = Path(tempfile.mkdtemp(prefix="anpr-store-test-")) / "state"
         self.addCleanup(shutil.rmtree, self.state_dir.parent, True)
 

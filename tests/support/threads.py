@@ -5,6 +5,10 @@ The plate list, the camera sync and the sync feed take an ``in_thread``:
 take a reactor for its thread pool (CSV files, password hashes):
 :class:`HeldThreads` holds the work until the test runs it. Either way it is
 the same code on the calling thread: no thread, nothing to wait for.
+
+Where a test does want the real thing (the store's own thread, password
+hashes in the pool, the service tree on loopback), it hands over
+:data:`global_reactor`.
 """
 
 from __future__ import annotations
@@ -12,12 +16,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 
-__all__ = ["HeldThreads", "forget_held_pools", "inline_threads", "run_held_work"]
+from gateway.reactor import as_gateway_reactor
+
+__all__ = [
+    "HeldThreads",
+    "forget_held_pools",
+    "global_reactor",
+    "inline_threads",
+    "run_held_work",
+]
 
 T = TypeVar("T")
+
+#: ``twisted.internet.reactor`` as the gateway types its reactor
+#: (``gateway.reactor.IGatewayReactor``: its thread pool included, which
+#: Twisted's own type for the global reactor leaves out).
+global_reactor = as_gateway_reactor(_reactor)
 
 
 def inline_threads(work: Callable[[], T]) -> Deferred[T]:

@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from gateway.policy.codec import EntryCodec
 from gateway.policy.whitelist import WhitelistEntry
+from gateway.reactor import as_gateway_reactor
 from gateway.site import Lanes
 from gateway.store import EventRecord, EventType, Store, StoreService, new_event_id, plate_event_id
 from gateway.upstream.feed import CloudCommand
@@ -32,7 +33,7 @@ from gateway.upstream.service import UpstreamService
 from gateway.upstream.settings import UpstreamSettings
 from support.cloud import SECRET, SECRET_BYTES, START, CloudLine, StubCloud, reactor
 from support.store import InlineExecutor
-from support.threads import inline_threads
+from support.threads import global_reactor, inline_threads
 
 
 @implementer(ILogObserver)
@@ -184,7 +185,7 @@ class UpstreamTestCase(TestCase):
             # The Clock as the reactor too: nothing reaches a real socket.
             in_memory = dict(http=self.line, in_thread=inline_threads)
         service = UpstreamService(
-            self.clock if self.line is not None else reactor,
+            as_gateway_reactor(self.clock) if self.line is not None else global_reactor,
             self.store_service,
             self.config(**settings),
             whitelist=self.whitelist,
