@@ -4,7 +4,11 @@ The camera server asks :meth:`Gate.decide` for every plate push and reads
 parse, gate, record, reply. In order of precedence:
 
 1. the rules no list overrides (:func:`~gateway.policy.decision.never_open`):
-   an offline record (the car passed long ago) or a no-plate read never opens;
+   an offline record (the car passed long ago) or a no-plate read never opens,
+   whatever the lane's unknown-plate rule or the cloud would say. A read is a
+   no-plate read when the camera says so or when its license is one of the
+   no-plate spellings (:func:`~gateway.policy.plates.is_no_plate`, mis-decoded
+   forms included); such a read is not sent to the cloud for a decision;
 2. the local blacklist: a plate blacklisted for this lane is refused whatever
    the cloud says, unless the lane sets ``cloud_overrides_blacklist``;
 3. the cloud, on lanes with ``ask_cloud``: its answer when it comes within
@@ -25,7 +29,15 @@ import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from gateway.policy.decision import BLACKLIST, DUPLICATE, Decision, GatePolicy, PlateQuery
+from gateway.policy.decision import (
+    BLACKLIST,
+    DUPLICATE,
+    NO_PLATE,
+    Decision,
+    GatePolicy,
+    PlateQuery,
+)
+from gateway.policy.plates import is_no_plate
 from gateway.policy.repeats import RepeatFilter, RepeatVerdict
 from gateway.policy.whitelist import PlateListChange
 from gateway.store import EventRecord
@@ -130,15 +142,20 @@ class Gate:
 
     async def decide(self, read: PlateRead) -> GateVerdict:
         lane = read.lane
+        # The camera's word is not enough: a mis-decoded "_无_" arrives as "_Œﬁ_".
+        has_plate = read.has_plate and not is_no_plate(read.license)
         local = self.local.decide(
             PlateQuery(
                 license=read.license,
-                has_plate=read.has_plate,
+                has_plate=has_plate,
                 at=read.received_at,
                 lane=lane.name if lane else None,
                 offline=read.offline,
             )
         )
+        if not has_plate and local.open:
+            # No policy may open for a read without a plate.
+            local = Decision(open=False, reason=NO_PLATE, source=local.source)
         decision = local
         display: tuple[str, ...] = ()
         voice = ""
@@ -146,7 +163,7 @@ class Gate:
             self.cloud is not None
             and lane is not None
             and lane.ask_cloud
-            and read.has_plate
+            and has_plate
             and not read.offline
             and (local.reason != BLACKLIST or lane.cloud_overrides_blacklist)
         )
@@ -155,7 +172,7 @@ class Gate:
             if answer is not None:
                 decision = answer.to_decision(local.plate)
                 display, voice = tuple(answer.display or ()), answer.voice or ""
-        if read.offline or not read.has_plate:
+        if read.offline or not has_plate:
             return GateVerdict(decision=decision, act=not read.offline)
         key = lane.name if lane else read.camera
         now = self._clock.seconds()

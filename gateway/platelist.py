@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from datetime import tzinfo
-from typing import Any, cast, TypeVar
+from typing import Any, TypeVar, cast
 
 import attrs
 from twisted.application.service import MultiService

@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, get_args
 
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.protocol import (
+    CameraReceipt,
     CameraTime,
     Dialect,
     Heartbeat,
@@ -176,13 +178,29 @@ def test_samples_directory_is_there() -> None:
     } <= names
 
 
+def pushes_in_sample(name: str) -> list[bytes]:
+    """The camera bodies a sample holds. Most are one body; some documents wrap theirs:
+    a cloud MQTT message (``payload.body``), a command with the camera's receipt
+    (``camera_ack``), several pushes by key (``pushes``)."""
+    if name.startswith("gio_vzenith_vzicloud_mqtt"):
+        return [body_of(sample_object(name)["payload"]["body"])]
+    if name.startswith("camera_ack_"):
+        return [body_of(sample_object(name)["camera_ack"])]
+    if name.startswith("whitelist_result_"):
+        pushes = sample_object(name)["pushes"]
+        return [body_of({key: value}) for key, value in pushes.items()]
+    return [sample_bytes(name)]
+
+
 def test_every_push_sample_parses_to_its_type() -> None:
-    expected_by_prefix = {
+    expected_by_prefix: dict[str, type] = {
         "plate_": PlateResult,
         "gio_": IoInput,
         "serial_": SerialData,
         "triggerimage_": SnapshotUpload,
         "heartbeat_": Heartbeat,
+        "camera_ack_": CameraReceipt,
+        "whitelist_result_": WhitelistResult,
     }
     checked = 0
     for path in sorted(SAMPLES.iterdir()):
@@ -190,10 +208,11 @@ def test_every_push_sample_parses_to_its_type() -> None:
             continue
         prefix = next((p for p in expected_by_prefix if path.name.startswith(p)), None)
         assert prefix is not None, f"no expectation for sample {path.name}"
-        message = parse_push(sample_bytes(path.name), JSON_TYPE)
-        assert isinstance(message, expected_by_prefix[prefix]), path.name
-        checked += 1
-    assert checked >= 7
+        for body in pushes_in_sample(path.name):
+            message = parse_push(body, JSON_TYPE)
+            assert isinstance(message, expected_by_prefix[prefix]), path.name
+            checked += 1
+    assert checked >= 13
 
 
 def test_sample_vzenith_io_input() -> None:
@@ -265,6 +284,9 @@ def test_sample_vzenith_serial_push() -> None:
         device_name="IVS",
         ipaddr="192.168.1.100",
         channel=0,
+        raw={key: value for key, value in sample_object("serial_push_vzenith_manual.json")[
+            "SerialData"
+        ].items() if key != "data"},
     )
 
 
@@ -315,7 +337,7 @@ def test_utf8_bom() -> None:
 
 
 def test_decode_body() -> None:
-    assert decode_body("粤B".encode("utf-8") + b"\x00 \r\n") == "粤B"
+    assert decode_body("粤B".encode() + b"\x00 \r\n") == "粤B"
     assert decode_body("粤B".encode("gb18030")) == "粤B"
     assert decode_body(b"\xef\xbb\xbf{}") == "{}"
     with pytest.raises(ProtocolError, match="not text"):
@@ -623,6 +645,8 @@ def test_lowercase_heartbeat_with_outage_fields() -> None:
         outage_ts=1700000000,
         start_ts=1690000000,
         raw=obj["heartbeat"],
+        outage_at=datetime.fromtimestamp(1700000000, tz=timezone.utc),
+        start_at=datetime.fromtimestamp(1690000000, tz=timezone.utc),
     )
 
 

@@ -145,6 +145,20 @@ class DecisionTests(UpstreamTestCase):
         await self.cloud.go_down()
         self.assertIsNone(await service.decider.decide({"plate": "京E12345", "lane": "Exit"}))
 
+    async def test_a_change_of_one_region_ends_the_multi_region_reads_cached_decision(
+        self,
+    ) -> None:
+        service = await self.start_upstream()
+        self.cloud.decide_answer = {"open": True, "cache_until": iso(self.clock.seconds() + 600)}
+        await service.decider.decide({"plate": "粤ZJ068澳|MX7742|ZM127", "lane": "Exit"})
+        await service.decider.decide({"plate": "粤ZJ068澳|MX7000|ZM100", "lane": "Exit"})
+        store = await self.open_store()
+        await self.settle(lambda: cached_rows(store, 2), "the two cached rows")
+        service.decider.forget(["MX7742"])
+        self.assertIsNone(service.decider.cached("粤ZJ068澳|MX7742|ZM127", "Exit"))
+        self.assertIsNotNone(service.decider.cached("粤ZJ068澳|MX7000|ZM100", "Exit"))
+        await self.settle(lambda: cached_rows(store, 1), "the forgotten row to leave the store")
+
     async def test_a_new_answer_without_cache_until_ends_the_cached_one(self) -> None:
         service = await self.start_upstream()
         event = {"plate": "京D12345", "lane": "Exit"}

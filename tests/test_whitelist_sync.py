@@ -26,6 +26,7 @@ from gateway.policy.cameralist import CameraRow
 from gateway.policy.whitelist import PlateListChange, WhitelistEntry, parse_hours
 from gateway.protocol.capabilities import ReplyKind
 from gateway.protocol.messages import Dialect, WhitelistOperation, WhitelistResult
+from gateway.protocol.parse import decode_body
 from gateway.protocol.replies import HeartbeatReply, PlateReply
 from gateway.store import CameraListState
 
@@ -403,7 +404,8 @@ class ParkingCamTests(SyncTestCase):
                 reply = HeartbeatReply()
                 self.registry.fill_reply(camera, reply, ReplyKind.HEARTBEAT)
                 break
-            body = json.loads(command.whole_reply() or b"{}")
+            # In the camera's encoding (UTF-8 until it is known).
+            body = json.loads(decode_body(command.whole_reply() or b"{}"))
             key = next(iter(body))
             operations.append(key)
             if key == "deleteWhiteListAll":
@@ -497,6 +499,50 @@ class ParkingCamTests(SyncTestCase):
                 self.assertFalse(state.describe()["verified"])
                 self.assertEqual(self.heartbeats(camera, held)[0], "deleteWhiteListAll")
                 self.assertEqual(held, {f"粤B{n:05d}" for n in range(5)})
+
+    def test_commands_are_written_in_the_encoding_the_camera_pushes_in(self) -> None:
+        self.site.add("粤B00001")
+        self.site.add("粤B00002")
+        camera = self.camera(PARKINGCAM, Dialect.PARKINGCAM)
+        self.registry.seen(PARKINGCAM, address="127.0.0.1", charset="gb18030")
+        held: set[str] = set()
+
+        def until(key: str) -> bytes:
+            """Answer commands like the camera up to the first ``key`` one; its body."""
+            operations = {
+                "deleteWhiteListAll": WhitelistOperation.DELETE_ALL,
+                "addWhiteList": WhitelistOperation.ADD,
+                "deleteWhiteList": WhitelistOperation.DELETE,
+                "whiteList": WhitelistOperation.QUERY,
+            }
+            for _ in range(10):
+                command = self.registry.take_whole_reply(camera)
+                assert command is not None
+                raw = command.whole_reply() or b""
+                body = json.loads(decode_body(raw))
+                name = next(iter(body))
+                if name == "addWhiteList":
+                    held.update(row["carnum"] for row in body[name]["add_data"])
+                elif name == "deleteWhiteList":
+                    held.difference_update(row["carnum"] for row in body[name]["del_data"])
+                elif name == "deleteWhiteListAll":
+                    held.clear()
+                rows = tuple({"carnum": plate} for plate in sorted(held))
+                self.sync.whitelist_result(
+                    camera,
+                    WhitelistResult(operation=operations[name], ok=True, total=len(held), rows=rows),
+                )
+                if name == key:
+                    return raw
+            raise AssertionError(f"no {key}")
+
+        self.assertIn("粤B00001".encode("gb2312"), until("addWhiteList"))
+        self.sync.list_changed(self.site.change(deletes=["粤B00002"]))
+        self.assertIn("粤B00002".encode("gb2312"), until("deleteWhiteList"))
+        # A camera that turns out to push UTF-8 gets its deletions in UTF-8 too.
+        self.registry.seen(PARKINGCAM, address="127.0.0.1", charset="utf-8")
+        self.sync.list_changed(self.site.change(deletes=["粤B00001"]))
+        self.assertIn("粤B00001".encode(), until("deleteWhiteList"))
 
     def test_a_list_that_reads_back_wrong_is_sent_again(self) -> None:
         for number in range(5):

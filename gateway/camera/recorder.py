@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -13,6 +14,7 @@ from gateway.bus import EventBus
 from gateway.camera.events import CameraEvent, EventNotKept
 from gateway.policy.decision import Decision
 from gateway.protocol.messages import (
+    CameraReceipt,
     Heartbeat,
     IoInput,
     PlateResult,
@@ -34,46 +36,55 @@ _TYPES = {
     "camera_offline": EventType.CAMERA_OFFLINE,
     "whitelist_result": EventType.COMMAND_RESULT,
     "command_result": EventType.COMMAND_RESULT,
+    "receipt": EventType.COMMAND_RESULT,
 }
 
 
 def _raw(event: CameraEvent) -> dict[str, Any]:
-    """What the camera sent, JSON-ready, without image data or secrets."""
+    """What the camera sent, JSON-ready: every field at every level of the push, as sent,
+    without image data (kept as files) or secrets; plus, under names of its own, what the
+    gateway read from it (``dialect``, ``imagePathDecoded``, ``imageErrors``, ``truncated``,
+    ``lengthOk``, ``kind``, ``operation``). Fields the body carried at its top level beside
+    the message's own key are under ``beside``."""
     message = event.message
+    raw: dict[str, Any]
     if isinstance(message, PlateResult):
-        envelope = {
-            "serialno": message.serialno,
-            "deviceName": message.device_name,
-            "ipaddr": message.ipaddr,
-            "channel": message.channel,
-            "dialect": message.dialect.value,
-        }
-        raw: dict[str, Any] = {"PlateResult": dict(message.raw), **envelope}
+        raw = {"PlateResult": dict(message.raw)}
+        for name, value in message.fields.items():
+            raw.setdefault(name, value)
+        raw["dialect"] = message.dialect.value
         if message.image_path is not None:
             raw["imagePathDecoded"] = message.image_path
         if message.image_errors:
             raw["imageErrors"] = list(message.image_errors)
-        return raw
-    if isinstance(message, SerialData):
-        return {
-            "serialChannel": message.serial_channel,
+    elif isinstance(message, SerialData):
+        raw = {
+            **dict(message.raw),
+            # The bytes received, in standard base64 (whitespace and padding as the
+            # camera wrote them are not kept; the bytes are).
             "data": base64.b64encode(message.data).decode("ascii"),
-            "dataLen": message.declared_length,
             "truncated": message.truncated,
-            "ipaddr": message.ipaddr,
         }
-    if isinstance(message, SnapshotUpload):
-        return {
-            "ipaddr": message.ipaddr,
-            "imageFileLen": message.image.declared_length,
-            "lengthOk": message.image.length_ok,
+    elif isinstance(message, SnapshotUpload):
+        raw = {**dict(message.raw), "lengthOk": message.image.length_ok}
+    elif isinstance(message, WhitelistResult):
+        raw = {
+            **dict(message.raw),
+            "kind": type(message).__name__,
+            "operation": message.operation.value,
+            "response": message.key,
         }
-    if isinstance(message, (IoInput, Heartbeat, WhitelistResult)):
-        return {**dict(message.raw), "kind": type(message).__name__}
-    if isinstance(message, Registration):
+    elif isinstance(message, (IoInput, Heartbeat, CameraReceipt)):
+        raw = {**dict(message.raw), "kind": type(message).__name__}
+    elif isinstance(message, Registration):
         # Never the camera's web login.
         return {"device_name": message.device_name, "ipaddr": message.ipaddr, "port": message.port}
-    return dict(event.details)
+    else:
+        return dict(event.details)
+    beside = getattr(message, "beside", None)
+    if beside:
+        raw["beside"] = dict(beside)
+    return raw
 
 
 def _images(event: CameraEvent) -> list[tuple[str, bytes]]:

@@ -61,6 +61,10 @@ class Camera:
     address: str | None = None  # source address of its last request
     ipaddr: str | None = None  # what it says its address is
     device_name: str | None = None
+    # The character encoding its pushes arrive in ("utf-8", "gb18030"), as last learnt
+    # from a push that was not plain ASCII; None until then. Commands with text
+    # (ParkingCam whitelist rows) are written in it.
+    charset: str | None = None
     web_port: int | None = None
     # Where the camera reaches the gateway (host, port, TLS): for URLs the
     # camera is asked to call back (snapshot uploads).
@@ -203,8 +207,10 @@ class CameraRegistry(Service):
         dialect: Dialect | None = None,
         device_name: str | None = None,
         ipaddr: str | None = None,
+        charset: str | None = None,
     ) -> Camera:
-        """Record any request from a camera: it is alive."""
+        """Record any request from a camera: it is alive. ``charset`` is the encoding
+        of its push, when the push said (None leaves what was learnt)."""
         camera = self._ensure(serialno)
         now = self._clock.seconds()
         camera.last_seen = now
@@ -216,6 +222,8 @@ class CameraRegistry(Service):
             camera.device_name = device_name
         if ipaddr:
             camera.ipaddr = ipaddr
+        if charset is not None:
+            camera.charset = charset
         if not camera.online:
             camera.online = True
             log.info(

@@ -36,6 +36,7 @@ from gateway.policy.decision import CAMERA_NOT_ALLOWED, Decision
 from gateway.protocol import replies
 from gateway.protocol.capabilities import ReplyKind, generation_of
 from gateway.protocol.messages import (
+    CameraReceipt,
     Dialect,
     Heartbeat,
     IoInput,
@@ -48,6 +49,7 @@ from gateway.protocol.messages import (
     WhitelistResult,
 )
 from gateway.protocol.parse import parse_push
+from gateway.protocol.text import for_log
 from gateway.serial.bridge import SerialBridge
 from gateway.site import Lanes, LaneSettings
 from gateway.store import EventRecord
@@ -215,7 +217,7 @@ class CameraServer:
             log.warn(
                 "Bad request from {peer} to {path}: {reason}",
                 peer=peer,
-                path=request.path.decode("latin-1", "replace"),
+                path=for_log(request.path.decode("latin-1", "replace")),
                 reason=str(error),
             )
             return _json_error(request, 400, str(error))
@@ -258,7 +260,13 @@ class CameraServer:
         if isinstance(message, Heartbeat):
             return self._parkingcam_heartbeat(message, peer)
         if isinstance(message, IoInput):
-            camera = self._camera(message.serialno, peer, message.device_name, message.ipaddr)
+            camera = self._camera(
+                message.serialno,
+                peer,
+                message.device_name,
+                message.ipaddr,
+                charset=message.charset,
+            )
             await self._record("io", camera, message)
             return replies.ack_reply()
         if isinstance(message, SerialData):
@@ -268,6 +276,7 @@ class CameraServer:
                 message.device_name,
                 message.ipaddr,
                 dialect=message.dialect,
+                charset=message.charset,
             )
             await self._record("serial", camera, message)
             if self.bridge is not None:
@@ -283,10 +292,17 @@ class CameraServer:
                 self.control.snapshot_arrived(camera, path, message.image.data)
             return replies.ack_reply()
         if isinstance(message, WhitelistResult):
-            camera = self._camera(message.serialno, peer, None, None)
+            camera = self._camera(message.serialno, peer, None, None, charset=message.charset)
             await self._record("whitelist_result", camera, message)
             for listener in self.whitelist_result_listeners:
                 listener(camera, message)
+            return replies.ack_reply()
+        if isinstance(message, CameraReceipt):
+            # A newer camera's receipt for a command: kept, and answered (any reply).
+            camera = self._camera(
+                message.serialno, peer, None, message.ipaddr, charset=message.charset
+            )
+            await self._record("receipt", camera, message)
             return replies.ack_reply()
         raise AssertionError(f"unhandled message type {type(message).__name__}")
 
@@ -360,7 +376,12 @@ class CameraServer:
 
     async def _plate(self, plate: PlateResult, peer: Origin) -> bytes:
         camera = self._camera(
-            plate.serialno, peer, plate.device_name, plate.ipaddr, dialect=plate.dialect
+            plate.serialno,
+            peer,
+            plate.device_name,
+            plate.ipaddr,
+            dialect=plate.dialect,
+            charset=plate.charset,
         )
         if plate.dialect is Dialect.VZENITH:
             self.registry.firmware(camera, generation_of(plate))
@@ -465,7 +486,14 @@ class CameraServer:
         return body
 
     def _parkingcam_heartbeat(self, heartbeat: Heartbeat, peer: Origin) -> bytes:
-        camera = self._camera(heartbeat.serialno, peer, None, None, dialect=Dialect.PARKINGCAM)
+        camera = self._camera(
+            heartbeat.serialno,
+            peer,
+            None,
+            None,
+            dialect=Dialect.PARKINGCAM,
+            charset=heartbeat.charset,
+        )
         self.registry.heartbeat(camera)
         # Barrier commands and serial bytes first; a whitelist command is the
         # entire heartbeat reply, so it takes a heartbeat with nothing else.
@@ -489,6 +517,7 @@ class CameraServer:
         device_name: str | None,
         ipaddr: str | None,
         dialect: Dialect | None = None,
+        charset: str | None = None,
     ) -> Camera:
         key = serialno or self._by_address_key(origin.peer)
         lane = self._lanes.for_camera(key)
@@ -508,7 +537,12 @@ class CameraServer:
                 )
             key = impostor
         camera = self.registry.seen(
-            key, address=origin.peer, dialect=dialect, device_name=device_name, ipaddr=ipaddr
+            key,
+            address=origin.peer,
+            dialect=dialect,
+            device_name=device_name,
+            ipaddr=ipaddr,
+            charset=charset,
         )
         camera.gateway_address = (origin.host, origin.port, origin.secure)
         if camera.lane is None and key not in self._unconfigured_logged:

@@ -586,7 +586,7 @@ class CameraWhitelistSync(MultiService):
         if not camera.online or not self.running:
             return
         if camera.dialect is Dialect.PARKINGCAM:
-            command, sent = self._parkingcam_step(sync)
+            command, sent = self._parkingcam_step(sync, camera.charset)
         else:
             command, sent = self._vzenith_step(sync)
         if command is None:
@@ -643,7 +643,11 @@ class CameraWhitelistSync(MultiService):
             return command, tuple(batch)
         return None, ()
 
-    def _parkingcam_step(self, sync: CameraSync) -> tuple[CameraCommand | None, tuple[Any, ...]]:
+    def _parkingcam_step(
+        self, sync: CameraSync, charset: str | None
+    ) -> tuple[CameraCommand | None, tuple[Any, ...]]:
+        # Plates are written in the encoding the camera's pushes come in (None: not
+        # learnt yet, UTF-8).
         expires = self._clock.seconds() + COMMAND_EXPIRY_SECONDS
         work = sync.work
         if not work.known:
@@ -656,7 +660,7 @@ class CameraWhitelistSync(MultiService):
         if work.to_delete:
             plates = list(itertools.islice(work.to_delete, PARKINGCAM_DELETE_BATCH))
             command = ParkingCamWhitelistCommand(
-                body=replies.parkingcam_delete_whitelist(plates),
+                body=replies.parkingcam_delete_whitelist(plates, charset=charset),
                 operation=WhitelistOperation.DELETE.value,
                 expires_at=expires,
             )
@@ -668,7 +672,8 @@ class CameraWhitelistSync(MultiService):
                     [
                         (row.plate, self._local(row.valid_from), self._local(row.valid_until))
                         for row in batch
-                    ]
+                    ],
+                    charset=charset,
                 ),
                 operation=WhitelistOperation.ADD.value,
                 expires_at=expires,

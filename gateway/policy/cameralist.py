@@ -135,9 +135,12 @@ def priority(entry: WhitelistEntry, lane: str | None) -> Priority:
     )
 
 
-# Max-heap helpers of the heapq module (public names from Python 3.14 on).
-_heapify_max = getattr(heapq, "heapify_max", None) or getattr(heapq, "_heapify_max")
-_heapreplace_max = getattr(heapq, "heapreplace_max", None) or getattr(heapq, "_heapreplace_max")
+# Max-heap helpers of the heapq module (public names from Python 3.14 on). The
+# private names go through getattr: typeshed does not declare them.
+_heapify_max = getattr(heapq, "heapify_max", None) or getattr(heapq, "_heapify_max")  # noqa: B009
+_heapreplace_max = (
+    getattr(heapq, "heapreplace_max", None) or getattr(heapq, "_heapreplace_max")  # noqa: B009
+)
 
 
 def _smallest(

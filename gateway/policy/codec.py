@@ -31,7 +31,6 @@ from typing import Any
 
 import attrs
 
-from gateway.site import Lanes
 from gateway.policy.plates import is_no_plate, normalise_plate
 from gateway.policy.whitelist import (
     ENTRY_SOURCES,
@@ -40,6 +39,7 @@ from gateway.policy.whitelist import (
     format_hours,
     parse_hours,
 )
+from gateway.site import Lanes
 
 __all__ = [
     "ENTRY_FIELDS",

@@ -107,7 +107,7 @@ def _read_header(cells: Sequence[str], line: int) -> tuple[list[str], list[CsvRo
     names = [name.strip().lower() for name in cells]
     errors: list[CsvRowError] = []
     seen: set[str] = set()
-    for name, original in zip(names, cells):
+    for name, original in zip(names, cells, strict=True):
         if name not in CSV_COLUMNS:
             errors.append(
                 CsvRowError(

@@ -4,6 +4,10 @@ Cameras and people write the same plate in many ways: ``京A·12345``,
 ``京a 12345``, full-width ``京Ａ１２３４５``. Everything the gateway compares is
 first brought to one form by :func:`normalise_plate`.
 
+A car with plates of several regions (Guangdong-Hong Kong-Macau) is read as one
+license with the regions joined by ``|``: ``粤ZJ068澳|MX7742|ZM127``. It stays
+one plate, normalised region by region (:func:`plate_regions` gives them).
+
 OCR misreads a handful of shapes systematically (``0`` for ``D``, ``8`` for
 ``B``...). :func:`fold_plate` maps every character of such a group to one
 representative, so that a lookup on the folded form finds the plate however
@@ -21,18 +25,56 @@ from collections.abc import Iterable
 
 __all__ = [
     "CONFUSABLE_GROUPS",
+    "NO_PLATE_MISREADINGS",
     "NO_PLATE_READS",
+    "NO_PLATE_SPELLINGS",
+    "REGION_SEPARATOR",
     "bounded_distance",
     "deletion_variants",
     "fold_plate",
     "is_no_plate",
     "normalise_plate",
     "plate_distance",
+    "plate_regions",
 ]
 
+#: What joins the regions of a multi-region plate.
+REGION_SEPARATOR = "|"
+
+#: How cameras and their peers spell "no plate read". The same list as
+#: gateway.protocol.parse.NO_PLATE_SPELLINGS (policy and protocol import
+#: nothing of each other; a test holds them equal).
+NO_PLATE_SPELLINGS: tuple[str, ...] = ("_无_", "无", "无牌", "未识别")
+
+#: Code pages a camera's or a peer's text conversion has read (or can read)
+#: the GBK bytes of those spellings in: ``_Œﬁ_`` is ``_无_`` read as Mac
+#: Roman, ``_нч_`` as KOI8-R. As gateway.protocol.parse.NO_PLATE_MISREADINGS.
+NO_PLATE_MISREADINGS: tuple[str, ...] = (
+    "utf-8",
+    "cp1252",
+    "latin-1",
+    "mac-roman",
+    "koi8-r",
+    "cp1251",
+    "cp866",
+    "cp437",
+    "cp850",
+)
+
 #: What cameras send when they saw a vehicle but read no plate (before
-#: normalisation). After normalisation all of these become ``""`` or ``"无"``.
-NO_PLATE_READS: frozenset[str] = frozenset({"_无_", "无", ""})
+#: normalisation): the spellings, their misreadings and empty text
+#: (docs/events.md lists them all).
+NO_PLATE_READS: frozenset[str] = frozenset(
+    {
+        "",
+        *NO_PLATE_SPELLINGS,
+        *(
+            spelling.encode("gbk").decode(page, errors="replace")
+            for spelling in NO_PLATE_SPELLINGS
+            for page in NO_PLATE_MISREADINGS
+        ),
+    }
+)
 
 #: Characters OCR confuses with each other. The first character of each group
 #: is the group's representative in folded plates.
@@ -57,19 +99,7 @@ def _normalise_once(text: str) -> str:
     return "".join(ch for ch in upper if ch.isalnum())
 
 
-def normalise_plate(text: str) -> str:
-    """The canonical form of a plate as written or read.
-
-    NFKC (full-width letters and digits become ASCII), upper case, and every
-    character that is not a letter or digit removed (spaces, dots, dashes,
-    middle dots, underscores and other separators). CJK characters (province
-    abbreviations, 警, 学, 挂...) are kept. Idempotent:
-    ``normalise_plate(normalise_plate(x)) == normalise_plate(x)``.
-
-    No-plate reads normalise to ``""`` or ``"无"``; see :func:`is_no_plate`.
-    """
-    if text.isalnum() and text == text.upper() and unicodedata.is_normalized("NFKC", text):
-        return text  # already normalised: the common case for stored plates
+def _normalise_region(text: str) -> str:
     current = text
     for _ in range(_MAX_NORMALISE_ROUNDS):
         following = _normalise_once(current)
@@ -79,17 +109,57 @@ def normalise_plate(text: str) -> str:
     return current
 
 
-_NORMALISED_NO_PLATE_READS = frozenset(normalise_plate(read) for read in NO_PLATE_READS)
+def normalise_plate(text: str) -> str:
+    """The canonical form of a plate as written or read.
+
+    NFKC (full-width letters and digits become ASCII), upper case, and every
+    character that is not a letter or digit removed (spaces, dots, dashes,
+    middle dots, underscores, control characters and other separators). CJK
+    characters (province abbreviations, 警, 学, 挂...) are kept. A
+    multi-region plate keeps its regions, each normalised, joined by ``|``
+    (empty regions dropped): ``粤zj068澳 | mx7742|ZM127`` is
+    ``粤ZJ068澳|MX7742|ZM127``. Idempotent:
+    ``normalise_plate(normalise_plate(x)) == normalise_plate(x)``.
+
+    No-plate reads normalise to ``""`` or a no-plate spelling; see
+    :func:`is_no_plate`.
+    """
+    if text.isalnum() and text == text.upper() and unicodedata.is_normalized("NFKC", text):
+        return text  # already normalised: the common case for stored plates
+    if REGION_SEPARATOR in text or "\uff5c" in text:  # "|" or its full-width form
+        regions = unicodedata.normalize("NFKC", text).split(REGION_SEPARATOR)
+        return REGION_SEPARATOR.join(
+            region for region in map(_normalise_region, regions) if region
+        )
+    return _normalise_region(text)
+
+
+def plate_regions(plate: str) -> tuple[str, ...]:
+    """The regions of a normalised plate that are plates: one for most cars,
+    each region of a multi-region plate (no-plate regions left out)."""
+    if REGION_SEPARATOR not in plate:
+        return () if plate in _NORMALISED_NO_PLATE_READS else (plate,)
+    return tuple(
+        region
+        for region in plate.split(REGION_SEPARATOR)
+        if region not in _NORMALISED_NO_PLATE_READS
+    )
+
+
+_NORMALISED_NO_PLATE_READS = frozenset(_normalise_region(read) for read in NO_PLATE_READS)
 
 
 def is_no_plate(text: str) -> bool:
     """Whether a camera's ``license`` means "no plate was read".
 
-    True for ``_无_``, ``无`` and empty text, in any of the forms
-    normalisation accepts (surrounding spaces, full-width underscores...).
-    Such a read is an event but never a plate to look up.
+    True for :data:`NO_PLATE_READS` (``_无_``, ``无``, ``无牌``, ``未识别``,
+    their misreadings such as ``_Œﬁ_`` and ``_нч_``, empty text), in any of
+    the forms normalisation accepts (surrounding spaces, control characters,
+    full-width underscores, case...), and for a multi-region read none of
+    whose regions is a plate. Such a read is an event but never a plate to
+    look up, and never opens a barrier.
     """
-    return normalise_plate(text) in _NORMALISED_NO_PLATE_READS
+    return not plate_regions(normalise_plate(text))
 
 
 def fold_plate(plate: str) -> str:

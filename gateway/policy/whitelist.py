@@ -29,6 +29,14 @@ plate matches at least as closely as every allowed one, the blacklist wins.
 More generally, when several entries match equally closely the read is
 ambiguous, and the most restrictive outcome stands (see
 :class:`WhitelistPolicy`).
+
+A multi-region read (``粤ZJ068澳|MX7742|ZM127``) is one car with several
+plates, any of which may be the one on the list: each region is looked up as
+above, and the whole read too (exactly, for an entry listing the whole
+license). The closest tier over all of them counts, holding the matches of
+every region that matched that closely (:meth:`WhitelistIndex.closest`). A
+read costs one lookup per region (at most :data:`MAX_REGIONS` of them),
+whatever the size of the list.
 """
 
 from __future__ import annotations
@@ -62,11 +70,13 @@ from gateway.policy.plates import (
     fold_plate,
     is_no_plate,
     normalise_plate,
+    plate_regions,
 )
 
 __all__ = [
     "ENTRY_SOURCES",
     "MAX_PLATE_DISTANCE",
+    "MAX_REGIONS",
     "PlateListChange",
     "PlateMatch",
     "WeeklyWindow",
@@ -83,6 +93,16 @@ ENTRY_SOURCES: frozenset[str] = frozenset({"csv", "admin", "cloud"})
 #: The largest edit distance the index supports. Beyond 2, a plate of 7 or 8
 #: characters matches too many others to identify a car.
 MAX_PLATE_DISTANCE = 2
+
+#: The most regions of a multi-region read that are looked up (three-region
+#: plates exist); further ones are kept in the plate but not looked up, so a
+#: license of many ``|`` costs no more than this many lookups.
+MAX_REGIONS = 4
+
+# A read longer than this is looked up exactly and by confusables only: no
+# listed plate is that long (the entry codec allows 32 characters), and the
+# fuzzy tiers cost in proportion to the square of the read's length.
+_MAX_FUZZY_READ_CHARS = 32 + MAX_PLATE_DISTANCE
 
 _DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _DAY_WORDS: dict[str, int] = {}
@@ -604,9 +624,49 @@ class WhitelistIndex:
             )
         return self._search(normalise_plate(plate), max_distance)
 
+    def closest(self, read: str, max_distance: int = 0) -> tuple[PlateMatch, ...]:
+        """The closest tier of entries matching a read (empty: none), ordered
+        by plate.
+
+        For a multi-region read (regions joined by ``|``) each region is
+        looked up (the first :data:`MAX_REGIONS`), and the whole read exactly
+        and by confusables; the closest tier over them all counts, with the
+        matches of every region found that closely. One lookup per region:
+        once a region matched at some tier, the next ones are searched only
+        that far. Raises ``ValueError`` as :meth:`search` does.
+        """
+        if not 0 <= max_distance <= self._max_distance:
+            raise ValueError(
+                f"this index serves plate distances 0 to {self._max_distance}, not {max_distance}"
+            )
+        plate = normalise_plate(read)
+        if "|" not in plate:
+            return next(self._search(plate, max_distance), ())
+        keys = [(plate, 0)]
+        keys += [(region, max_distance) for region in plate_regions(plate)[:MAX_REGIONS]]
+        best: dict[str, PlateMatch] = {}
+        best_rank: int | None = None
+        for key, distance in keys:
+            if best_rank is not None:
+                # Rank r is distance r - 1: nothing farther can count any more.
+                distance = min(distance, max(best_rank - 1, 0))
+            tier = next(self._search(key, distance), None)
+            if tier is None:
+                continue
+            rank = tier[0].rank
+            if best_rank is not None and rank > best_rank:
+                continue
+            if best_rank is None or rank < best_rank:
+                best_rank, best = rank, {}
+            for match in tier:
+                best.setdefault(match.entry.plate, match)
+        return tuple(best[plate] for plate in sorted(best))
+
     def _search(self, read: str, max_distance: int) -> Iterator[tuple[PlateMatch, ...]]:
         if not read:
             return
+        if len(read) > _MAX_FUZZY_READ_CHARS:
+            max_distance = 0
         exact = self._entries.get(read)
         if exact is not None:
             yield (PlateMatch(exact, exact=True, distance=0),)
@@ -698,9 +758,11 @@ class WhitelistPolicy:
 
     1. :func:`~gateway.policy.decision.never_open`: offline records and
        no-plate reads are denied whatever the list says (a read that
-       normalises to nothing or to ``无`` is a no-plate read too);
+       :func:`~gateway.policy.plates.is_no_plate` calls no plate, whatever
+       the camera said, is a no-plate read too);
     2. the closest matching entries (see the module docstring: exact, then
-       confusable, then edit distance up to ``max_plate_distance``);
+       confusable, then edit distance up to ``max_plate_distance``; for a
+       multi-region read, over all its regions);
     3. each of those entries gives a decision:
 
        * an enabled blacklist entry in force (lane, validity, hours) denies
@@ -785,7 +847,8 @@ class WhitelistPolicy:
     def _decide(self, query: PlateQuery, plate: str) -> Decision:
         at = query.at if query.at.utcoffset() is not None else query.at.replace(tzinfo=self._tz)
         unknown_allowed = self.unknown_allowed(query.lane)
-        for tier in self._index.search(plate, self._max_distance):
+        tier = self._index.closest(plate, self._max_distance)
+        if tier:
             decisions = [
                 self._entry_decision(match.entry, plate, at, query.lane, unknown_allowed)
                 for match in tier

@@ -6,6 +6,7 @@ simulator and the tests. See PROTOCOL.md for the protocol itself.
 
 from gateway.protocol.messages import (
     CameraImage,
+    CameraReceipt,
     CameraTime,
     Dialect,
     Heartbeat,
@@ -27,9 +28,12 @@ from gateway.protocol.multipart import (
 )
 from gateway.protocol.parse import (
     NO_PLATE_LICENSES,
+    NO_PLATE_MISREADINGS,
+    NO_PLATE_SPELLINGS,
     PARKINGCAM_PLATE_FIELDS,
     decode_body,
     decode_image_path,
+    is_no_plate_license,
     looks_like_vzenith_serial,
     parse_push,
 )
@@ -40,13 +44,13 @@ from gateway.protocol.replies import (
     MAX_WHITELIST_ROWS_PER_REPLY,
     PARKINGCAM_FOREVER_END,
     PARKINGCAM_FOREVER_START,
+    CameraWhitelistRow,
     HeartbeatReply,
     IoControl,
     PlateReply,
     TriggerImageRequest,
     VoiceRequest,
     WhitelistOperate,
-    CameraWhitelistRow,
     ack_reply,
     encode_reply,
     idle_comet_reply,
@@ -60,6 +64,7 @@ from gateway.protocol.replies import (
 
 __all__ = [
     "CameraImage",
+    "CameraReceipt",
     "CameraTime",
     "Dialect",
     "Heartbeat",
@@ -72,6 +77,8 @@ __all__ = [
     "MAX_WHITELIST_ROWS_PER_REPLY",
     "Message",
     "NO_PLATE_LICENSES",
+    "NO_PLATE_MISREADINGS",
+    "NO_PLATE_SPELLINGS",
     "PARKINGCAM_FOREVER_END",
     "PARKINGCAM_FOREVER_START",
     "PARKINGCAM_PLATE_FIELDS",
@@ -94,6 +101,7 @@ __all__ = [
     "decode_image_path",
     "encode_reply",
     "idle_comet_reply",
+    "is_no_plate_license",
     "looks_like_vzenith_serial",
     "parkingcam_add_whitelist",
     "parkingcam_delete_all_whitelist",

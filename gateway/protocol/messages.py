@@ -1,14 +1,21 @@
 """Typed messages a camera pushes, as parsed from the wire.
 
 Every field a camera may leave out is optional here; what a camera sent is kept
-in ``raw`` (without image data) so nothing is lost on the way upstream.
+beside the typed fields (``raw``, ``fields``, ``beside``: every field at every level,
+without image data) so nothing is lost on the way upstream. Typed text fields are
+stripped of control characters (:func:`gateway.protocol.text.strip_control`); the kept
+fields hold the text exactly as sent.
+
+``charset`` is the character encoding the body arrived in: ``"utf-8"``, ``"gb18030"``
+(a camera set to GB2312), or None when the body was plain ASCII and so says nothing.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, Mapping, Union
+from typing import Any
 
 import attrs
 
@@ -59,9 +66,11 @@ class PlateResult:
     """``AlarmInfoPlate``: one plate read (or a no-plate read)."""
 
     dialect: Dialect
-    serialno: str | None
-    license: str  # as the camera sent it, stripped of surrounding blanks
-    has_plate: bool  # False for "_无_", "无" and empty reads
+    serialno: str | None  # ``serialno`` (or the manual's ``serialNo``)
+    # As the camera sent it, without control characters and surrounding blanks. A
+    # multi-region plate keeps its regions joined with "|" (粤ZJ068澳|MX7742|ZM127).
+    license: str
+    has_plate: bool  # False for no-plate reads (parse.NO_PLATE_LICENSES) and empty ones
     device_name: str | None = None
     ipaddr: str | None = None
     channel: int | None = None
@@ -78,6 +87,14 @@ class PlateResult:
     # Images that came corrupt and were dropped (the plate read is kept).
     image_errors: tuple[str, ...] = ()
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False)  # PlateResult minus image data
+    # Every other field of AlarmInfoPlate as sent (serialno, deviceName, rule_id, user_data,
+    # openflag, entityName, TaxID, latitude, longitude, ...); ``result`` only when it held
+    # more than PlateResult, and then without it.
+    fields: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    # Fields at the top of the body beside AlarmInfoPlate.
+    beside: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    # How the body was encoded, not what it said: not part of equality.
+    charset: str | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -91,7 +108,10 @@ class IoInput:
     ipaddr: str | None = None
     channel: int | None = None
     key: str = "AlarmGioIn"
-    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False)  # the object as sent
+    beside: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    # How the body was encoded, not what it said: not part of equality.
+    charset: str | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -111,6 +131,11 @@ class SerialData:
     device_name: str | None = None
     ipaddr: str | None = None
     channel: int | None = None
+    # Every field of SerialData as sent except ``data`` (whose bytes are ``data`` above).
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    beside: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    # How the body was encoded, not what it said: not part of equality.
+    charset: str | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -120,6 +145,11 @@ class SnapshotUpload:
     image: CameraImage
     ipaddr: str | None = None
     serialno: str | None = None
+    # Every field of TriggerImage as sent except the image data.
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    beside: Mapping[str, Any] = attrs.field(factory=dict, repr=False)  # e.g. ipaddr
+    # How the body was encoded, not what it said: not part of equality.
+    charset: str | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -141,7 +171,13 @@ class Registration:
 
 @attrs.frozen
 class Heartbeat:
-    """ParkingCam JSON heartbeat (``heartbeat`` or ``Heartbeat``)."""
+    """ParkingCam JSON heartbeat (``heartbeat`` or ``Heartbeat``).
+
+    ``outageTs`` and ``startTs`` come as epoch seconds (the manual) or as the camera's
+    wall-clock time ``"2025-02-05 18:03:53"`` (real cameras). ``outage_at`` / ``start_at``
+    read both: timezone-aware (UTC) from seconds, naive from a wall-clock string (a camera
+    has no time zone). ``outage_ts`` / ``start_ts`` are the seconds, when seconds were sent.
+    """
 
     serialno: str
     countid: int | None = None
@@ -149,6 +185,11 @@ class Heartbeat:
     outage_ts: int | None = None
     start_ts: int | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    outage_at: datetime | None = None
+    start_at: datetime | None = None
+    beside: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    # How the body was encoded, not what it said: not part of equality.
+    charset: str | None = attrs.field(default=None, eq=False)
 
 
 class WhitelistOperation(str, enum.Enum):
@@ -160,16 +201,52 @@ class WhitelistOperation(str, enum.Enum):
 
 @attrs.frozen
 class WhitelistResult:
-    """A ParkingCam camera's answer to a whitelist command (``Response_*``)."""
+    """A ParkingCam camera's answer to a whitelist command (``Response_*``).
+
+    ``operation`` is the command it answers, from the response's key (``key``, as sent).
+    """
 
     operation: WhitelistOperation
     serialno: str | None = None
     ok: bool | None = None  # "reponse": "ok" / "no" (None when not said)
     total: int | None = None  # Response_whiteList: totalList
     rows: tuple[Mapping[str, Any], ...] = ()
+    # The response object as sent ({"value": ...} when the camera sent a bare value).
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    key: str = ""
+    beside: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    # How the body was encoded, not what it said: not part of equality.
+    charset: str | None = attrs.field(default=None, eq=False)
 
 
-Message = Union[
-    PlateResult, IoInput, SerialData, SnapshotUpload, Registration, Heartbeat, WhitelistResult
-]
+@attrs.frozen
+class CameraReceipt:
+    """A newer camera's receipt for a command it was sent
+    (``{"error_msg": "success", "msgId": ..., "cmd": "manualTrigger", "state_code": 200}``).
+
+    ``ok`` is True for state code 200 or ``error_msg`` "success", False for another code,
+    None when the receipt says neither.
+    """
+
+    serialno: str | None = None
+    msg_id: str | None = None
+    command: str | None = None
+    state_code: int | None = None
+    error_msg: str | None = None
+    ok: bool | None = None
+    ipaddr: str | None = None
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False)  # the body as sent
+    # How the body was encoded, not what it said: not part of equality.
+    charset: str | None = attrs.field(default=None, eq=False)
+
+
+Message = (
+    PlateResult
+    | IoInput
+    | SerialData
+    | SnapshotUpload
+    | Registration
+    | Heartbeat
+    | WhitelistResult
+    | CameraReceipt
+)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from gateway.protocol.messages import ProtocolError, Registration
+from gateway.protocol.text import strip_control
 
 __all__ = [
     "boundary_from_body",
@@ -162,11 +163,14 @@ def _int_field(value: str | None) -> int | None:
 
 
 def _text_field(fields: dict[str, str], *names: str) -> str | None:
-    """The first non-blank value among ``names`` (old firmware spells some names differently)."""
+    """The first non-blank value among ``names`` (old firmware spells some names differently),
+    without control characters."""
     for name in names:
         value = fields.get(name)
-        if value is not None and value.strip():
-            return value.strip()
+        if value is not None:
+            text = strip_control(value).strip()
+            if text:
+                return text
     return None
 
 

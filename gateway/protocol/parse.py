@@ -15,11 +15,17 @@ import binascii
 import json
 import math
 import re
-from typing import Any, Callable, Mapping
+import unicodedata
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any
 from urllib.parse import unquote_to_bytes
+
+import attrs
 
 from gateway.protocol.messages import (
     CameraImage,
+    CameraReceipt,
     CameraTime,
     Dialect,
     Heartbeat,
@@ -37,18 +43,81 @@ from gateway.protocol.multipart import (
     boundary_from_content_type,
     parse_registration,
 )
+from gateway.protocol.text import strip_control
 
 __all__ = [
     "NO_PLATE_LICENSES",
+    "NO_PLATE_MISREADINGS",
+    "NO_PLATE_SPELLINGS",
     "PARKINGCAM_PLATE_FIELDS",
     "decode_body",
     "decode_image_path",
+    "is_no_plate_license",
     "looks_like_vzenith_serial",
     "parse_push",
 ]
 
-#: What a camera puts in ``license`` when it read no plate.
-NO_PLATE_LICENSES = frozenset({"_无_", "无", ""})
+#: How cameras and their peers spell "no plate read" (PROTOCOL.md section 9): the
+#: firmware's ``_无_`` (sometimes ``无``), and ``无牌`` / ``未识别`` from peers.
+NO_PLATE_SPELLINGS: tuple[str, ...] = ("_无_", "无", "无牌", "未识别")
+
+#: Code pages in which a camera's or a peer's text conversion has read (``_Œﬁ_``: Mac
+#: Roman, ``_нч_``: KOI8-R) or can read the GBK bytes of those spellings before the text
+#: reached the gateway as UTF-8. "utf-8" is GBK read as UTF-8 with replacement characters.
+NO_PLATE_MISREADINGS: tuple[str, ...] = (
+    "utf-8",
+    "cp1252",
+    "latin-1",
+    "mac-roman",
+    "koi8-r",
+    "cp1251",
+    "cp866",
+    "cp437",
+    "cp850",
+)
+
+
+def _misread(spelling: str, code_page: str) -> str:
+    return spelling.encode("gbk").decode(code_page, errors="replace")
+
+
+#: What a camera puts in ``license`` when it read no plate: the spellings, their
+#: mis-decoded forms, and empty text (docs/events.md lists them). Compared after
+#: normalisation (case, width, separators and blanks do not matter): see
+#: :func:`is_no_plate_license`.
+NO_PLATE_LICENSES: frozenset[str] = frozenset(
+    {
+        "",
+        *NO_PLATE_SPELLINGS,
+        *(
+            _misread(spelling, page)
+            for spelling in NO_PLATE_SPELLINGS
+            for page in NO_PLATE_MISREADINGS
+        ),
+    }
+)
+
+
+def _plate_key(text: str) -> str:
+    # The comparison form of gateway.policy.plates.normalise_plate (one round of it):
+    # NFKC, upper case, letters and digits only.
+    upper = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).upper())
+    return "".join(ch for ch in upper if ch.isalnum())
+
+
+_NO_PLATE_KEYS = frozenset(_plate_key(license) for license in NO_PLATE_LICENSES)
+
+
+def is_no_plate_license(license: str) -> bool:
+    """Whether a camera's ``license`` says it read no plate: one of
+    :data:`NO_PLATE_LICENSES` once normalised, or a multi-region license (regions joined
+    with ``|``) none of whose regions is a plate. Such a read is an event, never a plate
+    to look up, and never opens a barrier."""
+    return all(
+        _plate_key(part) in _NO_PLATE_KEYS
+        for part in unicodedata.normalize("NFKC", license).split("|")
+    )
+
 
 #: PlateResult fields only ParkingCam / Qianyi firmware sends (PROTOCOL.md section 7).
 PARKINGCAM_PLATE_FIELDS = frozenset(
@@ -97,16 +166,24 @@ def decode_body(body: bytes) -> str:
     falls back to GB18030, since ParkingCam cameras can be set to send GB2312.
     Raises ProtocolError when the body is neither.
     """
+    return _decode_body(body)[0]
+
+
+def _decode_body(body: bytes) -> tuple[str, str | None]:
+    """The text of a push body and the encoding it was in: "utf-8", "gb18030", or None
+    for plain ASCII (which says nothing about the camera's encoding setting)."""
     data = body.rstrip(_TRAILING_JUNK)
+    if data.isascii():
+        return data.decode("ascii"), None
     try:
-        text = data.decode("utf-8-sig")
+        text, charset = data.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
         try:
-            text = data.decode("gb18030")
+            text, charset = data.decode("gb18030"), "gb18030"
         except UnicodeDecodeError:
             raise ProtocolError("body is not text (neither UTF-8 nor GB18030)") from None
     # A GB18030 BOM decodes to U+FEFF, which json refuses.
-    return text.removeprefix("\ufeff")
+    return text.removeprefix("\ufeff"), charset
 
 
 def _reject_constant(name: str) -> Any:
@@ -145,8 +222,8 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-def _load_json_object(body: bytes) -> dict[str, Any]:
-    text = decode_body(body)
+def _load_json_object(body: bytes) -> tuple[dict[str, Any], str | None]:
+    text, charset = _decode_body(body)
     if not text.strip():
         raise ProtocolError("empty body")
     try:
@@ -168,7 +245,7 @@ def _load_json_object(body: bytes) -> dict[str, Any]:
     # or sent upstream; a camera never sends them, so refuse the body here.
     if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
         raise ProtocolError("malformed JSON: unpaired surrogate escape")
-    return value
+    return value, charset
 
 
 def _json_type(value: Any) -> str:
@@ -225,11 +302,65 @@ def _int(value: Any) -> int | None:
 
 
 def _str(value: Any) -> str | None:
-    """A text field, stripped; None when absent, blank or not a string."""
+    """A text field without control characters, stripped; None when absent, blank or
+    not a string."""
     if not isinstance(value, str):
         return None
-    text = value.strip()
+    text = strip_control(value).strip()
     return text or None
+
+
+def _serialno_key(container: Mapping[str, Any]) -> str | None:
+    """The key that holds the serial number: firmware writes ``serialno``, the manual
+    ``serialNo`` in some pushes; any other capitalisation is accepted too."""
+    for key in ("serialno", "serialNo"):
+        if key in container:
+            return key
+    return next(
+        (key for key in container if isinstance(key, str) and key.lower() == "serialno"), None
+    )
+
+
+def _serialno(*containers: Mapping[str, Any]) -> str | None:
+    """The serial number from the first of ``containers`` that gives one."""
+    for container in containers:
+        key = _serialno_key(container)
+        if key is not None:
+            value = _str(container[key])
+            if value is not None:
+                return value
+    return None
+
+
+def _beside(top: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """The fields at the top of a body beside the message's own key."""
+    return {name: value for name, value in top.items() if name != key} if len(top) > 1 else {}
+
+
+_WALL_CLOCK = re.compile(
+    r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})[ T](\d{1,2}):(\d{2}):(\d{2})|"
+    r"(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})"
+)
+
+
+def _camera_clock(value: Any) -> datetime | None:
+    """A time a camera sent either as epoch seconds (timezone-aware, UTC) or as its own
+    wall-clock time ``YYYY-MM-DD hh:mm:ss`` / ``YYYYMMDDhhmmss`` (naive: a camera has no
+    time zone). None when absent or unusable."""
+    if isinstance(value, str):
+        match = _WALL_CLOCK.fullmatch(value.strip())
+        if match is not None:
+            year, month, day, hour, minute, second = (
+                int(group) for group in match.groups() if group is not None
+            )
+            try:
+                return datetime(year, month, day, hour, minute, second)
+            except ValueError:
+                return None
+    seconds = _int(value)
+    if seconds is None or not 0 <= seconds <= _MAX_EPOCH_SECONDS:
+        return None
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
 
 
 def _dict(value: Any) -> dict[str, Any] | None:
@@ -323,19 +454,36 @@ def decode_image_path(path: str) -> str:
 # --------------------------------------------------------------------------- messages
 
 
-def _parse_plate(top: dict[str, Any], inner: dict[str, Any]) -> PlateResult:
+@attrs.frozen
+class _Push:
+    """One JSON push as the message handlers see it."""
+
+    top: dict[str, Any]  # the whole body
+    key: str  # the top-level key that names the message, as sent
+    inner: dict[str, Any]  # the object under it
+    charset: str | None
+
+    @property
+    def beside(self) -> dict[str, Any]:
+        return _beside(self.top, self.key)
+
+
+def _parse_plate(push: _Push) -> PlateResult:
+    inner = push.inner
     result = _dict(inner.get("result"))
     plate = _dict(result.get("PlateResult")) if result is not None else None
-    if plate is None:
+    if result is None or plate is None:
         raise ProtocolError("AlarmInfoPlate without result.PlateResult object")
     if "license" not in plate:
         raise ProtocolError("plate result without license")
     license_value = plate["license"]
     if not isinstance(license_value, str):
         raise ProtocolError(f"plate result: license is a {_json_type(license_value)}, not a string")
-    license_text = license_value.strip()
+    # The raw record keeps the license as sent; the typed one is safe for plates, displays
+    # and log lines (a NUL or a line break inside a license has been seen).
+    license_text = strip_control(license_value).strip()
 
-    serialno = _str(inner.get("serialno"))
+    serialno = _serialno(inner, push.top)
     # A corrupt image must not cost the plate: a 400 would make the camera
     # drop the whole event (PROTOCOL.md section 4). Keep the read, note the loss.
     images: list[CameraImage] = []
@@ -356,12 +504,22 @@ def _parse_plate(top: dict[str, Any], inner: dict[str, Any]) -> PlateResult:
         dialect = Dialect.PARKINGCAM
     else:
         dialect = Dialect.VZENITH
+    # Every field beside PlateResult, at every level, as sent (rule_id, user_data,
+    # openflag, entityName, TaxID, latitude, longitude...).
+    fields: dict[str, Any] = {}
+    for name, value in inner.items():
+        if name != "result":
+            fields[name] = value
+            continue
+        rest = {key: item for key, item in result.items() if key != "PlateResult"}
+        if rest:
+            fields[name] = rest
     offline = _int(plate.get("isoffline"))
     return PlateResult(
         dialect=dialect,
         serialno=serialno,
         license=license_text,
-        has_plate=license_text not in NO_PLATE_LICENSES,
+        has_plate=not is_no_plate_license(license_text),
         device_name=_str(inner.get("deviceName")),
         ipaddr=_str(inner.get("ipaddr")),
         channel=_int(inner.get("channel")),
@@ -377,27 +535,34 @@ def _parse_plate(top: dict[str, Any], inner: dict[str, Any]) -> PlateResult:
         images=tuple(images),
         image_errors=tuple(image_errors),
         raw={key: value for key, value in plate.items() if key not in _IMAGE_KEYS},
+        fields=fields,
+        beside=push.beside,
+        charset=push.charset,
     )
 
 
-def _parse_io_input(key: str, top: dict[str, Any], inner: dict[str, Any]) -> IoInput:
+def _parse_io_input(push: _Push) -> IoInput:
+    inner = push.inner
     result = _dict(inner.get("result"))
     trigger = _dict(result.get("TriggerResult")) if result is not None else None
     if trigger is None:
         trigger = {}
     return IoInput(
-        serialno=_str(inner.get("serialno")),
+        serialno=_serialno(inner, push.top),
         source=_int(trigger.get("source")),
         value=_int(trigger.get("value")),
         device_name=_str(inner.get("deviceName")),
         ipaddr=_str(inner.get("ipaddr")),
         channel=_int(inner.get("channel")),
-        key=key,
+        key=push.key,
         raw=dict(inner),
+        beside=push.beside,
+        charset=push.charset,
     )
 
 
-def _parse_serial(top: dict[str, Any], inner: dict[str, Any]) -> SerialData:
+def _parse_serial(push: _Push) -> SerialData:
+    inner = push.inner
     if "data" not in inner:
         raise ProtocolError("serial push without data")
     encoded = inner["data"]
@@ -406,7 +571,7 @@ def _parse_serial(top: dict[str, Any], inner: dict[str, Any]) -> SerialData:
     data = _b64decode(encoded, "serial push: data")
     declared = _int(inner.get("dataLen"))
     serial_channel = _int(inner.get("serialChannel"))
-    serialno = _str(inner.get("serialno"))
+    serialno = _serialno(inner, push.top)
     return SerialData(
         serialno=serialno,
         serial_channel=serial_channel if serial_channel is not None else 0,
@@ -419,10 +584,14 @@ def _parse_serial(top: dict[str, Any], inner: dict[str, Any]) -> SerialData:
         device_name=_str(inner.get("deviceName")),
         ipaddr=_str(inner.get("ipaddr")),
         channel=_int(inner.get("channel")),
+        raw={key: value for key, value in inner.items() if key != "data"},
+        beside=push.beside,
+        charset=push.charset,
     )
 
 
-def _parse_snapshot(top: dict[str, Any], inner: dict[str, Any]) -> SnapshotUpload:
+def _parse_snapshot(push: _Push) -> SnapshotUpload:
+    top, inner = push.top, push.inner
     encoded = inner.get("imageFile")
     if encoded is None:
         raise ProtocolError("snapshot upload without imageFile")
@@ -443,39 +612,60 @@ def _parse_snapshot(top: dict[str, Any], inner: dict[str, Any]) -> SnapshotUploa
     return SnapshotUpload(
         image=image,
         ipaddr=_str(top.get("ipaddr")) or _str(inner.get("ipaddr")),
-        serialno=_str(top.get("serialno")) or _str(inner.get("serialno")),
+        serialno=_serialno(top, inner),
+        raw={key: value for key, value in inner.items() if key != "imageFile"},
+        beside=push.beside,
+        charset=push.charset,
     )
 
 
-def _parse_heartbeat(top: dict[str, Any], inner: dict[str, Any]) -> Heartbeat:
-    if "serialno" not in inner:
+def _epoch_seconds(moment: datetime | None) -> int | None:
+    if moment is None or moment.tzinfo is None:
+        return None
+    return int(moment.timestamp())
+
+
+def _parse_heartbeat(push: _Push) -> Heartbeat:
+    inner = push.inner
+    key = _serialno_key(inner)
+    if key is None:
         raise ProtocolError("heartbeat without serialno")
-    serialno = inner["serialno"]
+    serialno = inner[key]
     if not isinstance(serialno, str):
         raise ProtocolError(f"heartbeat: serialno is a {_json_type(serialno)}, not a string")
-    if not serialno.strip():
+    serialno = strip_control(serialno).strip()
+    if not serialno:
         raise ProtocolError("heartbeat with an empty serialno")
+    # Real cameras send these as wall-clock strings ("2025-02-05 18:03:53"), the manual as
+    # epoch seconds.
+    outage_at = _camera_clock(inner.get("outageTs"))
+    start_at = _camera_clock(inner.get("startTs"))
     return Heartbeat(
-        serialno=serialno.strip(),
+        serialno=serialno,
         countid=_int(inner.get("countid")),
         camera_time=_camera_time(inner.get("timeStamp")),
-        outage_ts=_int(inner.get("outageTs")),
-        start_ts=_int(inner.get("startTs")),
+        outage_ts=_epoch_seconds(outage_at),
+        start_ts=_epoch_seconds(start_at),
         raw=dict(inner),
+        outage_at=outage_at,
+        start_at=start_at,
+        beside=push.beside,
+        charset=push.charset,
     )
 
 
 def _parse_whitelist_result(
-    operation: WhitelistOperation, top: dict[str, Any], value: Any
+    operation: WhitelistOperation, top: dict[str, Any], key: str, charset: str | None
 ) -> WhitelistResult:
+    value = top[key]
     if isinstance(value, dict):
         # Firmware spells these inconsistently ("reponse", sic): match names case-insensitively.
-        fields = {str(key).lower(): item for key, item in value.items()}
+        fields = {str(name).lower(): item for name, item in value.items()}
         raw: dict[str, Any] = dict(value)
     else:
         # Some builds answer with a bare "ok" under the key.
         fields = {"response": value}
-        raw = {}
+        raw = {"value": value}
     answer = fields.get("reponse", fields.get("response"))
     ok: bool | None = None
     if isinstance(answer, str):
@@ -486,11 +676,46 @@ def _parse_whitelist_result(
         rows = tuple(row for row in rows_value if isinstance(row, dict))
     return WhitelistResult(
         operation=operation,
-        serialno=_str(fields.get("serialno")) or _str(top.get("serialno")),
+        serialno=_str(fields.get("serialno")) or _serialno(top),
         ok=ok,
         total=_int(fields.get("totallist")),
         rows=rows,
         raw=raw,
+        key=key,
+        beside=_beside(top, key),
+        charset=charset,
+    )
+
+
+#: Keys that make a body without a message key a camera's receipt for a command.
+_RECEIPT_KEYS = frozenset({"state_code", "error_msg"})
+
+
+def _is_receipt(top: dict[str, Any]) -> bool:
+    return not _RECEIPT_KEYS.isdisjoint(top) and ("msgId" in top or "cmd" in top)
+
+
+def _parse_receipt(top: dict[str, Any], charset: str | None) -> CameraReceipt:
+    state_code = _int(top.get("state_code"))
+    error_msg = _str(top.get("error_msg"))
+    ok: bool | None = None
+    if state_code is not None:
+        ok = state_code == 200
+    elif error_msg is not None:
+        ok = error_msg.lower() == "success"
+    msg_id = top.get("msgId")
+    if isinstance(msg_id, int) and not isinstance(msg_id, bool):
+        msg_id = str(msg_id)
+    return CameraReceipt(
+        serialno=_serialno(top),
+        msg_id=_str(msg_id),
+        command=_str(top.get("cmd")),
+        state_code=state_code,
+        error_msg=error_msg,
+        ok=ok,
+        ipaddr=_str(top.get("ipaddr")),
+        raw=dict(top),
+        charset=charset,
     )
 
 
@@ -502,13 +727,14 @@ def _inner_object(top: dict[str, Any], key: str) -> dict[str, Any]:
     return inner
 
 
-_Handler = Callable[[dict[str, Any], dict[str, Any]], Message]
+_Handler = Callable[[_Push], Message]
 
-# In priority order: a body with several recognised keys is read as the first one listed.
+# In priority order: a body with several recognised keys is read as the first one listed
+# (the others are kept, beside it).
 _HANDLERS: tuple[tuple[str, _Handler], ...] = (
     ("AlarmInfoPlate", _parse_plate),
-    ("AlarmGioIn", lambda top, inner: _parse_io_input("AlarmGioIn", top, inner)),
-    ("AlarmIoIn", lambda top, inner: _parse_io_input("AlarmIoIn", top, inner)),
+    ("AlarmGioIn", _parse_io_input),
+    ("AlarmIoIn", _parse_io_input),
     ("SerialData", _parse_serial),
     ("TriggerImage", _parse_snapshot),
     ("heartbeat", _parse_heartbeat),
@@ -517,14 +743,16 @@ _HANDLERS: tuple[tuple[str, _Handler], ...] = (
 
 
 def _parse_json_push(body: bytes) -> Message:
-    top = _load_json_object(body)
+    top, charset = _load_json_object(body)
     for key, handler in _HANDLERS:
         if key in top:
-            return handler(top, _inner_object(top, key))
-    for key, value in top.items():
+            return handler(_Push(top=top, key=key, inner=_inner_object(top, key), charset=charset))
+    for key in top:
         operation = _WHITELIST_RESULT_KEYS.get(key.lower())
         if operation is not None:
-            return _parse_whitelist_result(operation, top, value)
+            return _parse_whitelist_result(operation, top, key, charset)
+    if _is_receipt(top):
+        return _parse_receipt(top, charset)
     if not top:
         raise ProtocolError("unrecognised push: empty JSON object")
     keys = [_short(key, _MAX_KEY_CHARS_IN_ERROR) for key in list(top)[:_MAX_KEYS_IN_ERROR]]

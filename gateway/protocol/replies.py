@@ -456,12 +456,38 @@ def _check_row_count(what: str, count: int, most: int) -> None:
         raise ValueError(f"{what} takes 1..{most} rows, not {count}")
 
 
-def parkingcam_add_whitelist(rows: Sequence[tuple[str, datetime | None, datetime | None]]) -> bytes:
+#: How ParkingCam whitelist bodies with plates may be written: the camera's "character
+#: encoding" setting is UTF-8 or GB2312 (written as its superset GB18030: the same bytes
+#: for every GB2312 character).
+_PARKINGCAM_CHARSETS = {
+    "utf-8": "utf-8",
+    "gb18030": "gb18030",
+    "gbk": "gb18030",
+    "gb2312": "gb18030",
+}
+
+
+def _parkingcam_text_body(obj: dict[str, Any], charset: str) -> bytes:
+    """A whitelist command in the camera's character encoding (PROTOCOL.md section 9):
+    one compact JSON object, non-ASCII text as ``charset`` bytes."""
+    codec = _PARKINGCAM_CHARSETS.get(charset.lower())
+    if codec is None:
+        raise ValueError(f"ParkingCam cameras read UTF-8 or GB2312, not {charset!r}")
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
+        codec
+    )
+
+
+def parkingcam_add_whitelist(
+    rows: Sequence[tuple[str, datetime | None, datetime | None]], *, charset: str | None = None
+) -> bytes:
     """ParkingCam ``addWhiteList`` (sent as the entire heartbeat reply; up to 1000 rows).
 
     Each row is (plate, start, end); a missing start or end means unlimited on that side
     (PARKINGCAM_FOREVER_START / PARKINGCAM_FOREVER_END). The camera answers with a
-    ``Response_AddWhiteList`` push.
+    ``Response_AddWhiteList`` push. ``charset`` is the encoding the camera's pushes come
+    in ("utf-8" or "gb18030"); None (not known yet) writes UTF-8, as the ALPHADIGI manual
+    does.
     """
     _check_row_count("addWhiteList", len(rows), MAX_PARKINGCAM_WHITELIST_ROWS)
     add_data = []
@@ -480,16 +506,23 @@ def parkingcam_add_whitelist(rows: Sequence[tuple[str, datetime | None, datetime
                 "endtime": PARKINGCAM_FOREVER_END if end is None else _parkingcam_time(end),
             }
         )
-    return encode_reply({"addWhiteList": {"add_data": add_data}})
+    return _parkingcam_text_body({"addWhiteList": {"add_data": add_data}}, charset or "utf-8")
 
 
-def parkingcam_delete_whitelist(plates: Sequence[str]) -> bytes:
-    """ParkingCam ``deleteWhiteList`` (entire heartbeat reply; up to 10 plates)."""
+def parkingcam_delete_whitelist(plates: Sequence[str], *, charset: str | None = None) -> bytes:
+    """ParkingCam ``deleteWhiteList`` (entire heartbeat reply; up to 10 plates).
+
+    ``charset`` is the encoding the camera's pushes come in: the ALPHADIGI manual's GB2312
+    ``carnum`` is that of a camera set to GB2312, and a camera reads every body in its own
+    setting. None (not known yet) writes UTF-8, the manual's encoding for bodies.
+    """
     if isinstance(plates, str):
         raise TypeError("plates must be a sequence of plates, not one str")
     _check_row_count("deleteWhiteList", len(plates), MAX_PARKINGCAM_DELETE_ROWS)
     del_data = [{"carnum": _check_plate("carnum", plate)} for plate in plates]
-    return encode_reply({"deleteWhiteList": {"del_data": del_data}})
+    return _parkingcam_text_body(
+        {"deleteWhiteList": {"del_data": del_data}}, charset or "utf-8"
+    )
 
 
 def parkingcam_delete_all_whitelist() -> bytes:

@@ -302,9 +302,16 @@ class CloudDecider(Service):
         gone = {normalise_plate(plate) for plate in plates}
         if not gone:
             return
-        for key in [key for key in self._cache if key[0] in gone]:
+        # A multi-region read ("粤ZJ068澳|MX7742|ZM127") was decided on any of
+        # its regions: a change of one of them ends its cached decision too.
+        stale = [
+            key
+            for key in self._cache
+            if key[0] in gone or ("|" in key[0] and not gone.isdisjoint(key[0].split("|")))
+        ]
+        for key in stale:
             del self._cache[key]
-        plates_list = sorted(gone)
+        plates_list = sorted(gone | {key[0] for key in stale})
         self._store_later(lambda store: store.forget_cloud_decisions(plates_list))
 
     async def expire(self) -> int:

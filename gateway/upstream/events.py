@@ -7,8 +7,9 @@ are that contract.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from gateway.policy.plates import normalise_plate
 from gateway.store import EventRecord, EventType, ImageState, new_event_id
