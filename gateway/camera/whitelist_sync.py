@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone, tzinfo
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import attrs
 from twisted.application.service import MultiService
@@ -521,9 +521,9 @@ class CameraWhitelistSync(MultiService):
 
         def compute() -> list[tuple[CameraListWork, DesiredList]]:
             lists = desired_lists(entries, rules, now)
-            for work, desired in zip(fresh, lists):
+            for work, desired in zip(fresh, lists, strict=True):
                 work.replace(desired)
-            return list(zip(fresh, lists))
+            return list(zip(fresh, lists, strict=True))
 
         try:
             results = await self._in_thread(compute)
@@ -533,7 +533,7 @@ class CameraWhitelistSync(MultiService):
                 sync.stale = True
                 self._take_confirmed(sync)
             raise
-        for sync, rule, (computed, desired) in zip(syncs, rules, results):
+        for sync, rule, (computed, desired) in zip(syncs, rules, results, strict=True):
             self.recomputes += 1
             self._landed(sync, rule, computed, desired)
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 import enum
 import re
 import struct
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable, Union
+from typing import Any
 
 import attrs
 
@@ -421,7 +422,7 @@ class SetClock:
         )
 
 
-BoardCommand = Union[Speak, ShowLine, ShowLines, SetClock]
+BoardCommand = Speak | ShowLine | ShowLines | SetClock
 
 
 @attrs.frozen

@@ -14,9 +14,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IPolicyForHTTPS
 
-from gateway.reactor import IGatewayReactor
 from gateway.background import InThread, reactor_threads
 from gateway.policy.codec import EntryCodec
+from gateway.reactor import IGatewayReactor
 from gateway.store import OutboxTrim, StoreError, StoreService
 from gateway.timers import Every
 from gateway.upstream.decisions import CloudDecider
