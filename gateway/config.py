@@ -10,8 +10,9 @@ Each area declares its settings and their checks once (see :mod:`gateway.schema`
 ``[policy]`` in :mod:`gateway.policy.settings`, ``[store]`` in
 :mod:`gateway.store.settings`, ``[serial.NAME]`` and ``[lane.serial_bridge]`` in
 :mod:`gateway.serial.settings`, ``[lane.display]`` in
-:mod:`gateway.display.settings` and ``[upstream]`` in
-:mod:`gateway.upstream.settings`. This module only reads the file, composes the
+:mod:`gateway.display.settings`, ``[upstream]`` in
+:mod:`gateway.upstream.settings` and ``[mqtt]`` in
+:mod:`gateway.mqtt.settings`. This module only reads the file, composes the
 sections and checks what spans them (a port a lane names exists, listeners
 apart). Adding a setting means adding one field to its area's class.
 """
@@ -30,6 +31,7 @@ import attrs
 
 from gateway.admin.settings import ADMIN_SECTION, AdminSettings
 from gateway.camera.settings import CAMERA_SERVER, CameraServerSettings
+from gateway.mqtt.settings import MQTT, MqttSettings, lane_slug
 from gateway.policy.settings import POLICY, PolicySettings, UnknownPlate
 from gateway.schema import ConfigError, Section, describe, reject_unknown_keys
 from gateway.serial.settings import SERIAL_PORT, SerialPortSettings
@@ -71,6 +73,7 @@ class GatewayConfig:
     source: str
     serial: tuple[SerialPortSettings, ...] = ()
     upstream: UpstreamSettings | None = None  # None: a standalone site
+    mqtt: MqttSettings | None = None  # None: nothing is published to a broker
 
     def serial_port(self, name: str) -> SerialPortSettings | None:
         for port in self.serial:
@@ -106,7 +109,8 @@ _SECTIONS: dict[str, Section[Any]] = {
 }
 _SERIAL_KEY = "serial"
 _UPSTREAM_KEY = "upstream"
-_TOP_LEVEL_KEYS = (*_SECTIONS, LANE_KEY, _SERIAL_KEY, _UPSTREAM_KEY)
+_MQTT_KEY = "mqtt"
+_TOP_LEVEL_KEYS = (*_SECTIONS, LANE_KEY, _SERIAL_KEY, _UPSTREAM_KEY, _MQTT_KEY)
 
 
 def _parse_serial(value: object) -> tuple[SerialPortSettings, ...]:
@@ -156,6 +160,21 @@ def _check_serial_uses(lanes: Lanes, ports: tuple[SerialPortSettings, ...]) -> N
             used[port] = user
 
 
+def _check_lane_slugs(lanes: Lanes) -> None:
+    # MQTT topics and Home Assistant ids name a lane by its slug: two lanes
+    # with one slug would share a state topic.
+    seen: dict[str, str] = {}
+    for number_from_one, lane in enumerate(lanes, start=1):
+        slug = lane_slug(lane.name)
+        if slug in seen:
+            raise ConfigError(
+                f"{LANE_KEY}[{number_from_one}].name",
+                f"{describe(lane.name)} and {describe(seen[slug])} have the same MQTT topic "
+                f"name {describe(slug)}; rename one",
+            )
+        seen[slug] = lane.name
+
+
 def _check_listeners_apart(camera_server: CameraServerSettings, admin: AdminSettings) -> None:
     # The same endpoint twice cannot bind; say which keys collide rather than
     # letting the second listen() fail with "address already in use".
@@ -185,6 +204,13 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> GatewayCo
             if _UPSTREAM_KEY in data
             else None
         )
+        mqtt = (
+            MQTT.parse(data[_MQTT_KEY], _MQTT_KEY, gateway_id=sections["gateway"].id)
+            if _MQTT_KEY in data
+            else None
+        )
+        if mqtt is not None:
+            _check_lane_slugs(lanes)
         _check_serial_uses(lanes, serial)
         _check_listeners_apart(sections["camera_server"], sections["admin"])
     except ConfigError as error:
@@ -201,6 +227,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> GatewayCo
         source=source,
         serial=serial,
         upstream=upstream,
+        mqtt=mqtt,
     )
 
 

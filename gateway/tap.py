@@ -40,6 +40,9 @@ from gateway.display.settings import LaneDisplay
 from gateway.gate import Gate
 from gateway.heap import HeapSweep, share_the_lock
 from gateway.listeners import LISTEN_ERROR_EXIT, CannotListen, Listener, parse_endpoint
+from gateway.mqtt.client import BrokerClient
+from gateway.mqtt.service import MqttService
+from gateway.mqtt.settings import MqttSettings
 from gateway.platelist import PlateList
 from gateway.policy.codec import EntryCodec
 from gateway.reactor import IGatewayReactor, as_gateway_reactor
@@ -97,6 +100,7 @@ class GatewayService(MultiService):
         self.devices: Devices | None = None
         self.cameras: Cameras | None = None
         self.upstream: UpstreamService | None = None
+        self.mqtt: MqttService | None = None
         self.admin: admin.AdminRoot | None = None
         self.listeners: list[Listener] = []
 
@@ -198,6 +202,8 @@ class Seams:
     clock: IReactorTime | None = None
     store_executor: Callable[[], StoreExecutor] | None = None
     in_thread: InThread | None = None
+    # The broker session for [mqtt], given the settings and the Last Will's topic.
+    mqtt_client: Callable[[MqttSettings, str], BrokerClient] | None = None
 
 
 @attrs.frozen
@@ -461,6 +467,45 @@ def build_upstream(
     return upstream
 
 
+def build_mqtt(
+    root: MultiService,
+    core: Core,
+    settings: MqttSettings,
+    lanes: Lanes,
+    upstream: UpstreamService | None = None,
+    seams: Seams = Seams(),
+) -> MqttService:
+    """The MQTT link: events from the store's own cursor, retained state,
+    discovery and commands (docs/mqtt.md)."""
+    will_topic = f"{settings.prefix}/status"
+    if seams.mqtt_client is not None:
+        client = seams.mqtt_client(settings, will_topic)
+    else:
+        from gateway.mqtt.paho import PahoBroker
+
+        client = PahoBroker(core.reactor, settings, will_topic=will_topic)
+    async def gateway_state() -> dict[str, Any]:
+        store = core.store.store
+        state: dict[str, Any] = {
+            "outbox_depth": await store.outbox_depth() if store is not None else None,
+            "cloud_link": upstream.link.state.value if upstream is not None else "none",
+        }
+        return state
+
+    mqtt = MqttService(
+        client=client,
+        store=core.store,
+        config=settings,
+        clock=core.clock,
+        lanes=lanes,
+        gateway_state=gateway_state,
+    )
+    # After the store: it stops before it (the cursor is saved on the way).
+    mqtt.setServiceParent(root)
+    core.bus.subscribe(lambda topic, payload: mqtt.notify_new_event() if topic == "event" else None)
+    return mqtt
+
+
 def build_listeners(
     root: MultiService,
     reactor: IGatewayReactor,
@@ -576,6 +621,8 @@ def build_service(
     root.cameras = cameras = build_cameras(root, core, devices, config)
     if config.upstream is not None:
         root.upstream = build_upstream(root, core, cameras, config.upstream, config.source)
+    if config.mqtt is not None:
+        root.mqtt = build_mqtt(root, core, config.mqtt, config.lanes, root.upstream, seams)
     root.listeners = build_listeners(
         root,
         reactor,

@@ -16,6 +16,7 @@ from gateway.admin.settings import AdminSettings
 from gateway.camera.settings import CameraServerSettings
 from gateway.config import ConfigError, GatewayConfig, load_config, main, parse_config
 from gateway.display.settings import DisplaySettings, MessageChange
+from gateway.mqtt.settings import MqttSettings
 from gateway.policy.settings import PolicySettings
 from gateway.schema import Section
 from gateway.serial.settings import SerialBridgeSettings, SerialPortSettings
@@ -179,6 +180,7 @@ def test_reference_file_documents_every_key() -> None:
         ("[lane.serial_bridge]", SerialBridgeSettings),
         ("[serial.", SerialPortSettings),
         ("[upstream]", UpstreamSettings),
+        ("[mqtt]", MqttSettings),
     ]:
         assert section in reference
         for key in Section(cls).key_names:
@@ -285,7 +287,7 @@ def test_invalid_values_name_the_key_and_the_reason(data: dict[str, Any], path: 
 @pytest.mark.parametrize(
     ("data", "path", "known"),
     [
-        ({"lanes": []}, "lanes", "admin, camera_server, gateway, lane, policy, serial, store, upstream"),
+        ({"lanes": []}, "lanes", "admin, camera_server, gateway, lane, mqtt, policy, serial, store, upstream"),
         ({"camera_server": {"comet_hold": 20}}, "camera_server.comet_hold", "allowed_cameras, allowed_networks, comet_hold_seconds, header_timeout_seconds, idle_timeout_seconds, listen, max_body_bytes, max_connections, max_connections_per_address, offline_missed_intervals"),
         ({"lane": [lane(), lane(name="Exit", camera="Q", barrier=1)]}, "lane[2].barrier", "address, ask_cloud, barrier_channel, camera, camera_list_max, cloud_overrides_blacklist, direction, display, heartbeat, name, serial_bridge, sync_whitelist, unknown_plate"),
     ],

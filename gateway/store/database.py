@@ -1195,6 +1195,55 @@ class Database:
             ).rowcount
         )
 
+    # -- consumer cursors ------------------------------------------------------
+
+    def cursor(self, consumer: str) -> int | None:
+        def work(connection: sqlite3.Connection) -> int | None:
+            row = connection.execute(
+                "SELECT seq FROM consumer_cursors WHERE consumer = ?", (consumer,)
+            ).fetchone()
+            return None if row is None else int(row[0])
+
+        return self.read(work)
+
+    def start_cursor(self, consumer: str) -> int:
+        """The consumer's cursor; a new consumer starts at the newest event
+        (it is not handed the site's history)."""
+
+        def work(connection: sqlite3.Connection) -> int:
+            row = connection.execute(
+                "SELECT seq FROM consumer_cursors WHERE consumer = ?", (consumer,)
+            ).fetchone()
+            if row is not None:
+                return int(row[0])
+            newest = connection.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+            seq = int(newest[0])
+            connection.execute(
+                "INSERT INTO consumer_cursors (consumer, seq) VALUES (?, ?)", (consumer, seq)
+            )
+            return seq
+
+        return self.write(work)
+
+    def set_cursor(self, consumer: str, seq: int) -> None:
+        def work(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT INTO consumer_cursors (consumer, seq) VALUES (?, ?) "
+                "ON CONFLICT (consumer) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+                (consumer, seq),
+            )
+
+        self.write(work)
+
+    def events_after(self, seq: int, limit: int) -> list[EventRecord]:
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+        return self.read(lambda c: [_event_from_row(row) for row in c.execute(sql, (seq, limit))])
+
+    def events_behind(self, seq: int) -> int:
+        return self.read(
+            lambda c: int(c.execute("SELECT COUNT(*) FROM events WHERE seq > ?", (seq,)).fetchone()[0])
+        )
+
     # -- key/value -----------------------------------------------------------
 
     def kv_get(self, key: str) -> str | None:

@@ -144,6 +144,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "DELETE FROM kv WHERE key LIKE 'camera_whitelist:%'",
     ),
+    # 4: cursors of consumers that read the events table in commit order on
+    # their own (MQTT): the seq of the last event each has handed over.
+    (
+        """
+        CREATE TABLE consumer_cursors (
+            consumer TEXT PRIMARY KEY,
+            seq INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

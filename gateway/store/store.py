@@ -687,6 +687,30 @@ class Store:
         """Delete cached cloud decisions no longer valid at ``now``; return how many."""
         return await self._write(lambda: self._db.expire_cloud_decisions(now))
 
+    # -- consumer cursors ----------------------------------------------------------
+
+    async def start_cursor(self, consumer: str) -> int:
+        """The seq of the last event ``consumer`` handed over. A consumer seen
+        for the first time starts at the newest event, durably: it gets what
+        is committed from now on, not the site's history."""
+        return await self._write(lambda: self._db.start_cursor(consumer))
+
+    async def cursor(self, consumer: str) -> int | None:
+        """``consumer``'s cursor, or None if it never started."""
+        return await self._read(lambda: self._db.cursor(consumer))
+
+    async def set_cursor(self, consumer: str, seq: int) -> None:
+        """Move ``consumer``'s cursor forward to ``seq`` (never back), durably."""
+        await self._write(lambda: self._db.set_cursor(consumer, seq))
+
+    async def events_after(self, seq: int, limit: int) -> list[EventRecord]:
+        """Up to ``limit`` events committed after ``seq``, in commit order."""
+        return await self._read(lambda: self._db.events_after(seq, limit))
+
+    async def events_behind(self, seq: int) -> int:
+        """How many events were committed after ``seq``."""
+        return await self._read(lambda: self._db.events_behind(seq))
+
     # -- key/value state -------------------------------------------------------
 
     async def kv_get(self, key: str) -> str | None:

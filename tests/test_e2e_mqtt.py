@@ -1,0 +1,111 @@
+"""The MQTT link against a real Mosquitto started by the test on a loopback
+port: events pushed while the broker is down all arrive once it is up, in
+order per camera; each with its stable id."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from support import loopback_config
+from support.mqtt import MOSQUITTO, NO_MOSQUITTO, Mosquitto, Subscriber
+from support.simulator import PARKINGCAM, VZENITH, SimulatorTestCase
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(MOSQUITTO is None, reason=NO_MOSQUITTO),
+]
+
+PREFIX = "anpr/site-7"
+
+
+class MqttBrokerTests(SimulatorTestCase):
+    timeout = 60
+
+    def broker(self, **options: Any) -> Mosquitto:
+        broker = Mosquitto(self.mktemp(), **options)
+        self.addCleanup(broker.stop)
+        return broker
+
+    def subscriber(self, broker: Mosquitto, *filters: str, **options: Any) -> Subscriber:
+        subscriber = Subscriber(broker.port, filters or (f"{PREFIX}/#",), **options)
+        self.addCleanup(subscriber.close)
+        return subscriber
+
+    def site(self, broker: Mosquitto, **mqtt: Any) -> dict[str, Any]:
+        return loopback_config(
+            gateway={"id": "site-7"},
+            lane=[
+                {"name": "Entrance", "camera": VZENITH, "sync_whitelist": False},
+                {"name": "Exit", "camera": PARKINGCAM, "sync_whitelist": False},
+            ],
+            policy={"unknown_plate": "allow"},
+            mqtt={"url": broker.url, "max_backoff_seconds": 1, "discovery": False, **mqtt},
+        )
+
+    async def test_plates_pushed_while_the_broker_is_down_all_arrive_in_order(self) -> None:
+        broker = self.broker()
+        broker.start()
+        # A kept session, so nothing is missed while it and the gateway reconnect.
+        subscriber = self.subscriber(broker, f"{PREFIX}/events/#", session="e2e-watcher")
+        broker.stop()
+        await self.start(self.site(broker))
+        cameras = [
+            self.camera(serialno=VZENITH, plates=30, rate=50, no_plate_rate=0.0),
+            self.camera(serialno=PARKINGCAM, plates=30, rate=50, no_plate_rate=0.0),
+        ]
+        await self.until(
+            lambda: all(len(c.answered_plates) == 30 for c in cameras), 20, "60 answered plates"
+        )
+        stored = sorted(await self.plate_events(), key=lambda e: e.seq)
+        self.assertEqual(len(stored), 60)
+        broker.start()
+
+        def plates() -> list[dict[str, Any]]:
+            return [json.loads(p) for p in subscriber.on(f"{PREFIX}/events/plate")]
+
+        await self.until(lambda: len({e["id"] for e in plates()}) == 60, 20, "the 60 plates")
+        received = plates()
+        for camera in (VZENITH, PARKINGCAM):
+            expected = [e.id for e in stored if e.camera == camera]
+            seen: list[str] = []
+            for event in received:
+                if event["camera"] == camera and event["id"] not in seen:
+                    seen.append(event["id"])
+            self.assertEqual(seen, expected)
+        mqtt = self.gateway.service.mqtt
+        assert mqtt is not None
+        await self.until(lambda: mqtt.publisher.in_flight == 0, 5, "everything acknowledged")
+        status = await mqtt.status()
+        self.assertEqual((status.state.value, status.queued), ("up", 0))
+        self.assertEqual(subscriber.on(f"{PREFIX}/status"), [])  # not subscribed to it here
+
+    async def test_a_late_subscriber_gets_the_retained_lane_state_and_status(self) -> None:
+        broker = self.broker()
+        broker.start()
+        await self.start(self.site(broker, discovery=True))
+        camera = self.camera(serialno=VZENITH, plates=3, rate=50, no_plate_rate=0.0)
+        await self.until(lambda: len(camera.answered_plates) == 3, 10, "three answered plates")
+        mqtt = self.gateway.service.mqtt
+        assert mqtt is not None
+        await self.until(lambda: mqtt.is_connected and mqtt.publisher.in_flight == 0
+                         and mqtt.publisher.published >= 3, 10, "the plates published")
+        last = sorted(await self.plate_events(), key=lambda e: e.seq)[-1]
+        late = self.subscriber(broker, f"{PREFIX}/lane/+/state", f"{PREFIX}/status",
+                               "homeassistant/#")
+
+        def entrance() -> list[bytes]:
+            return late.on(f"{PREFIX}/lane/entrance/state")
+
+        await self.until(lambda: entrance() and late.on(f"{PREFIX}/status"), 5, "retained state")
+        state = json.loads(entrance()[-1])
+        self.assertEqual((state["plate"], state["event_id"]), (last.plate, last.id))
+        self.assertTrue(state["camera_online"])
+        self.assertEqual(late.on(f"{PREFIX}/status"), [b"online"])
+        await self.until(lambda: late.matching("homeassistant/binary_sensor/site-7/"), 5,
+                         "discovery configs")
+        await mqtt.disownServiceParent()  # a clean stop of the link alone
+        await self.until(lambda: late.on(f"{PREFIX}/status")[-1:] == [b"offline"], 5,
+                         "offline on a clean stop")
