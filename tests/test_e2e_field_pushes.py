@@ -41,9 +41,25 @@ class GB2312ParkingCamTests(SimulatorTestCase):
         )
         expected = {f"粤B{n:05d}" for n in range(12)}
         await self.until(lambda: set(camera.whitelist) == expected, 30, "12 plates in the camera")
+        sync = gateway.service.camera_sync
+
+        def confirmed() -> bool:
+            state = sync.state(PARKINGCAM)
+            return state is not None and state.in_sync and len(state.work.has) == 12
+
+        # The deletion comes once the adds are confirmed (a deletion while the add of the
+        # same plate is on its way is another matter: see the whitelist sync).
+        await self.until(confirmed, 30, "the adds confirmed")
         await whitelist.delete([f"粤B{n:05d}" for n in range(3)])
         expected -= {f"粤B{n:05d}" for n in range(3)}
-        await self.until(lambda: set(camera.whitelist) == expected, 30, "3 plates deleted")
+        try:
+            await self.until(lambda: set(camera.whitelist) == expected, 30, "3 plates deleted")
+        except BaseException:
+            state = gateway.service.camera_sync.state(PARKINGCAM)
+            print("WL", sorted(camera.whitelist), "EXE", camera.executed[-12:])
+            print("STATE", state.describe() if state else None, state.pending if state else None,
+                  state.work.to_delete if state else None, list(state.incoming) if state else None)
+            raise
         self.assertEqual(camera.whitelist_ignored_rows, 0)
         (first, *_) = reversed(await self.plate_events())
         self.assertEqual(first.license, "粤B00001")

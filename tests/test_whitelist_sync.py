@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
@@ -582,6 +583,29 @@ class ParkingCamTests(SyncTestCase):
         self.assertEqual(held, {f"粤B{n:05d}" for n in range(5)})
         state = self.sync.state(PARKINGCAM)
         assert state is not None and state.describe()["verified"]
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="a plate deleted while its add is on its way stays in the camera until the "
+        "next full recompute: settle() drops it from to_add, added() then puts it in has",
+    )
+    def test_a_plate_deleted_while_its_add_is_on_its_way_is_deleted(self) -> None:
+        self.site.add("粤B00001")
+        self.site.add("粤B00002")
+        camera = self.camera(PARKINGCAM, Dialect.PARKINGCAM)
+        clear = self.registry.take_whole_reply(camera)
+        assert clear is not None
+        self.sync.whitelist_result(
+            camera, WhitelistResult(operation=WhitelistOperation.DELETE_ALL, ok=True)
+        )
+        add = self.registry.take_whole_reply(camera)
+        assert add is not None and b"addWhiteList" in (add.whole_reply() or b"")
+        # The plate leaves the list while the camera is applying the add.
+        self.sync.list_changed(self.site.change(deletes=["粤B00002"]))
+        self.sync.whitelist_result(camera, WhitelistResult(operation=WhitelistOperation.ADD, ok=True))
+        state = self.sync.state(PARKINGCAM)
+        assert state is not None
+        self.assertIn("粤B00002", state.work.to_delete)
 
     def test_refusal_is_sent_again(self) -> None:
         self.site.add("粤B00001")
