@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
@@ -584,11 +583,6 @@ class ParkingCamTests(SyncTestCase):
         state = self.sync.state(PARKINGCAM)
         assert state is not None and state.describe()["verified"]
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="a plate deleted while its add is on its way stays in the camera until the "
-        "next full recompute: settle() drops it from to_add, added() then puts it in has",
-    )
     def test_a_plate_deleted_while_its_add_is_on_its_way_is_deleted(self) -> None:
         self.site.add("粤B00001")
         self.site.add("粤B00002")

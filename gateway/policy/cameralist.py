@@ -490,8 +490,16 @@ class CameraListWork:
         """The camera confirmed these rows (as they were sent)."""
         for row in rows:
             self.has[row.plate] = row
-            if self.to_add.get(row.plate) == row:
+            pending = self.to_add.get(row.plate)
+            if pending == row:
                 del self.to_add[row.plate]
+            elif pending is None:
+                # It left the list while its add was on its way: the camera
+                # holds it now, so it goes again.
+                self.to_delete[row.plate] = None
+            elif self.replace_on_change:
+                # Changed while on its way: an add does not replace a row.
+                self.to_delete[row.plate] = None
 
     def cleared(self) -> None:
         """The camera confirmed its whole list is gone."""
