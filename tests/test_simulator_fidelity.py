@@ -751,10 +751,9 @@ class LoopbackTests(unittest.TestCase):
 
 # ------------------------------------ the real gateway and faithful cameras (e2e)
 #
-# What the gateway does for cameras as PROTOCOL.md describes them. The
-# ``xfail(strict=True)`` ones are issue 16's gateway side: the gateway sends a
-# camera what it does not read. Each asserts only what the camera shows, so any
-# fix (refusing the command, or routing it where the camera reads it) passes.
+# What the gateway does for cameras as PROTOCOL.md describes them: a command
+# reaches a camera in a reply it reads, or is refused up front. Each test
+# asserts only what the camera shows (what it executed, what it ignored).
 
 LEGACY_VZENITH = "d85b1269-8f94aaaa"
 
