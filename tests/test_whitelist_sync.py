@@ -42,9 +42,19 @@ class MemoryLists:
     def __init__(self) -> None:
         self.saved: dict[str, CameraListState] = {}
         self.writes: list[int] = []  # rows written per save
+        self.kv: dict[str, str] = {}
 
     async def camera_list(self, camera: str) -> CameraListState | None:
         return self.saved.get(camera)
+
+    async def kv_get(self, key: str) -> str | None:
+        return self.kv.get(key)
+
+    async def kv_set(self, key: str, value: str | None) -> None:
+        if value is None:
+            self.kv.pop(key, None)
+        else:
+            self.kv[key] = value
 
     async def save_camera_list(
         self,
@@ -543,6 +553,19 @@ class ParkingCamTests(SyncTestCase):
         self.registry.seen(PARKINGCAM, address="127.0.0.1", charset="utf-8")
         self.sync.list_changed(self.site.change(deletes=["粤B00001"]))
         self.assertIn("粤B00001".encode(), until("deleteWhiteList"))
+
+    def test_a_camera_s_encoding_is_kept_across_a_restart(self) -> None:
+        self.site.add("粤B00001")
+        camera = self.camera(PARKINGCAM, Dialect.PARKINGCAM)
+        camera.charset = "gb2312"  # as its pushes showed
+        held: set[str] = set()
+        self.heartbeats(camera, held)
+        self.successResultOf(self.sync.stopService())
+        # A new gateway process, before the camera sent anything in GB2312.
+        self.registry = CameraRegistry(self.clock)
+        self.sync = self.make_sync()
+        camera = self.camera(PARKINGCAM, Dialect.PARKINGCAM)
+        self.assertEqual(camera.charset, "gb2312")
 
     def test_a_list_that_reads_back_wrong_is_sent_again(self) -> None:
         for number in range(5):

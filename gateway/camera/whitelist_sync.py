@@ -71,6 +71,8 @@ PARKINGCAM_ADD_BATCH = replies.MAX_PARKINGCAM_WHITELIST_ROWS
 PARKINGCAM_DELETE_BATCH = replies.MAX_PARKINGCAM_DELETE_ROWS
 #: Rows of a ParkingCam list read back per whiteList query.
 PARKINGCAM_QUERY_PAGE = replies.MAX_PARKINGCAM_WHITELIST_ROWS
+#: Where a ParkingCam camera's encoding is kept (key + case-folded serial number).
+_CHARSET_KEY = "camera_charset."
 #: How often a verified ParkingCam list is read back again.
 READ_BACK_SECONDS = 24 * 3600.0
 # A sync command not delivered within this long is dropped and sent again at
@@ -97,6 +99,10 @@ class CameraLists(Protocol):
     """Where what each camera holds is checkpointed (the store)."""
 
     async def camera_list(self, camera: str) -> CameraListState | None: ...
+
+    async def kv_get(self, key: str) -> str | None: ...
+
+    async def kv_set(self, key: str, value: str | None) -> None: ...
 
     async def save_camera_list(
         self,
@@ -161,6 +167,8 @@ class CameraSync:
     # After a restart only the count is read (one query); after a full sync
     # and daily, every row.
     verify_rows: bool = True
+    # The camera's encoding as last kept in the store.
+    saved_charset: str | None = None
 
     @property
     def in_sync(self) -> bool:
@@ -444,8 +452,13 @@ class CameraWhitelistSync(MultiService):
             if store is None:
                 return
             saved: CameraListState | None = await store.camera_list(key)
+            charset = await store.kv_get(_CHARSET_KEY + key)
         finally:
             self._loading.discard(key)
+        if camera.charset is None and charset:
+            # The encoding its pushes showed before a restart: its list
+            # commands are written in it before it shows it again.
+            camera.charset = charset
         if key in self._cameras or camera.dialect is None:
             return
         parkingcam = camera.dialect is Dialect.PARKINGCAM
@@ -586,6 +599,7 @@ class CameraWhitelistSync(MultiService):
         if not camera.online or not self.running:
             return
         if camera.dialect is Dialect.PARKINGCAM:
+            self._remember_charset(camera, sync)
             command, sent = self._parkingcam_step(sync, camera.charset)
         else:
             command, sent = self._vzenith_step(sync)
@@ -610,6 +624,23 @@ class CameraWhitelistSync(MultiService):
 
             command.done.addCallback(settled)
         self._registry.queue(camera.serialno, command)
+
+    def _remember_charset(self, camera: Camera, sync: CameraSync) -> None:
+        """Keep the encoding a ParkingCam camera's pushes showed, for after a restart."""
+        if camera.charset is None or camera.charset == sync.saved_charset:
+            return
+        store = self._store()
+        if store is None:
+            return
+        sync.saved_charset = camera.charset
+        saving = Deferred.fromCoroutine(
+            store.kv_set(_CHARSET_KEY + sync.serialno.casefold(), camera.charset)
+        )
+        saving.addErrback(
+            lambda failure: log.failure(
+                "Keeping camera {serialno}'s encoding failed", failure, serialno=camera.serialno
+            )
+        )
 
     def _unconfirmed(self, command: CameraCommand) -> None:
         if command.state is CommandState.DELIVERED:
