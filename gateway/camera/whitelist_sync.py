@@ -453,6 +453,15 @@ class CameraWhitelistSync(MultiService):
                 return
             saved: CameraListState | None = await store.camera_list(key)
             charset = await store.kv_get(_CHARSET_KEY + key)
+        except StoreError as error:
+            # Closed while the gateway stops, or failing: the next kick tries again.
+            if self.running:
+                log.warn(
+                    "Camera {serialno}'s list state could not be read: {reason}",
+                    serialno=camera.serialno,
+                    reason=str(error),
+                )
+            return
         finally:
             self._loading.discard(key)
         if camera.charset is None and charset:
