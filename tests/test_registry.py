@@ -18,6 +18,7 @@ from gateway.camera.registry import CameraRegistry, PollOutcome
 from gateway.protocol.capabilities import HeartbeatMode, ReplyKind
 from gateway.protocol.messages import Dialect
 from gateway.protocol.replies import HeartbeatReply, PlateReply
+from support import CapturedLog
 
 
 def poll(registry: CameraRegistry, serialno: str) -> Deferred[PollOutcome]:
@@ -344,3 +345,50 @@ class LivenessTests(SynchronousTestCase):
         self.assertEqual(camera.web_password, "s3cret")
         self.assertNotIn("s3cret", repr(camera))
         self.assertNotIn("s3cret", repr(camera.describe()))
+
+
+class UnlistedCameraTests(SynchronousTestCase):
+    """Any push may claim a new serial number: cameras in no lane are capped,
+    the longest silent forgotten; the configured ones always stay."""
+
+    def test_twenty_thousand_claimed_serials_leave_the_registry_bounded(self) -> None:
+        clock = Clock()
+        registry = CameraRegistry(clock, max_unlisted=100)
+        registry.configure("lane-camera", lane="Entrance", heartbeat="auto")
+        registry.seen("regular-unlisted", address="10.0.0.2")
+        with CapturedLog() as captured:
+            for number in range(20_000):
+                clock.advance(0.01)
+                registry.seen(f"claimed-{number:05d}", address="10.9.9.9")
+                if number % 50 == 0:
+                    # A real camera in no lane keeps talking: it stays.
+                    registry.seen("regular-unlisted", address="10.0.0.2")
+        self.assertEqual(len(registry), 1 + 100)
+        self.assertIsNotNone(registry.get("lane-camera"))
+        self.assertIsNotNone(registry.get("regular-unlisted"))
+        self.assertIsNotNone(registry.get("claimed-19999"))
+        self.assertIsNone(registry.get("claimed-00000"))
+        self.assertEqual(registry.forgotten, 20_000 + 1 - 100)
+        self.assertEqual(sum("are forgotten" in text for text in captured.texts()), 1)
+        # A forgotten camera's timers went with it.
+        self.assertLessEqual(len(clock.getDelayedCalls()), 101)
+
+    def test_a_camera_in_no_lane_silent_for_a_day_is_forgotten(self) -> None:
+        clock = Clock()
+        registry = CameraRegistry(clock)
+        registry.configure("lane-camera", lane="Entrance", heartbeat="auto")
+        registry.seen("passing", address="10.0.0.3")
+        clock.advance(24 * 3600)
+        registry.seen("newcomer", address="10.0.0.4")
+        self.assertIsNone(registry.get("passing"))
+        self.assertIsNotNone(registry.get("lane-camera"))
+
+    def test_a_forgotten_camera_s_commands_end(self) -> None:
+        clock = Clock()
+        registry = CameraRegistry(clock, max_unlisted=1)
+        registry.seen("first", address="10.0.0.1")
+        command = OpenBarrier(channel=0, expires_at=30.0)
+        registry.queue("first", command)
+        registry.seen("second", address="10.0.0.2")
+        self.assertIsNone(registry.get("first"))
+        self.assertEqual(command.state, CommandState.EXPIRED)

@@ -4,7 +4,7 @@ held comet polls (PROTOCOL.md section 3)."""
 from __future__ import annotations
 
 import enum
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 
 import attrs
@@ -33,6 +33,10 @@ log = Logger()
 # than this after an answer given at once means comet polling (PROTOCOL.md
 # sections 3 and 9).
 COMET_GAP_SECONDS = 4.0
+#: The most cameras in no lane kept at once (any push may claim a serial number),
+#: and how long one is kept once silent.
+MAX_UNLISTED_CAMERAS = 1000
+UNLISTED_SILENCE_SECONDS = 24 * 3600.0
 # A held poll dropped sooner than this was a common heartbeat (its timeout is
 # the 5 s push timeout), not a comet poll whose timeout is about 30 s.
 COMMON_TIMEOUT_SECONDS = 6.0
@@ -146,12 +150,18 @@ class CameraRegistry(Service):
         *,
         comet_hold: float = 20.0,
         missed_intervals: int = 3,
+        max_unlisted: int = MAX_UNLISTED_CAMERAS,
     ) -> None:
         self.setName("cameras")
         self._clock = clock
         self.comet_hold = comet_hold
         self.missed_intervals = missed_intervals
+        self.max_unlisted = max_unlisted
         self._cameras: dict[str, Camera] = {}
+        # Cameras in no lane, the longest silent first: any push may claim a
+        # new serial number, so they are capped and the longest silent go.
+        self._unlisted: OrderedDict[str, None] = OrderedDict()
+        self.forgotten = 0
         self._state_observers: list[StateObserver] = []
         self._stopped = False
 
@@ -191,6 +201,7 @@ class CameraRegistry(Service):
         """Declare a camera of the configuration: its lane and, unless
         ``heartbeat`` is ``"auto"``, its heartbeat mode."""
         camera = self._ensure(serialno)
+        self._unlisted.pop(camera.serialno.casefold(), None)
         camera.lane = lane
         if heartbeat != "auto":
             camera.heartbeat = HeartbeatMode(heartbeat)
@@ -212,6 +223,9 @@ class CameraRegistry(Service):
         """Record any request from a camera: it is alive. ``charset`` is the encoding
         of its push, when the push said (None leaves what was learnt)."""
         camera = self._ensure(serialno)
+        key = serialno.casefold()
+        if key in self._unlisted:
+            self._unlisted.move_to_end(key)
         now = self._clock.seconds()
         camera.last_seen = now
         if address:
@@ -516,7 +530,42 @@ class CameraRegistry(Service):
             now = self._clock.seconds()
             camera = Camera(serialno=serialno, first_seen=now, last_seen=now)
             self._cameras[key] = camera
+            self._unlisted[key] = None  # until configure() says it is a lane's
+            while len(self._unlisted) > self.max_unlisted:
+                oldest, _ = self._unlisted.popitem(last=False)
+                self._forget(oldest)
+            # And those silent for a day, the longest silent being first.
+            while self._unlisted:
+                oldest = next(iter(self._unlisted))
+                if now - self._cameras[oldest].last_seen < UNLISTED_SILENCE_SECONDS:
+                    break
+                del self._unlisted[oldest]
+                self._forget(oldest)
         return camera
+
+    def _forget(self, key: str) -> None:
+        """Drop a camera in no lane: its timers, its held poll, its commands."""
+        camera = self._cameras.pop(key, None)
+        if camera is None:
+            return
+        timer = camera._silence_timer
+        if timer is not None and timer.active():
+            timer.cancel()
+        camera._silence_timer = None
+        held = camera._held
+        if held is not None:
+            self._release(camera, held, PollOutcome.SUPERSEDED)
+        for command in list(camera.commands):
+            command.fail(CommandState.EXPIRED, "the camera was forgotten (in no lane, long silent)")
+        camera.commands.clear()
+        self.forgotten += 1
+        if self.forgotten == 1:
+            log.warn(
+                "More than {limit} cameras in no lane have been heard from: the longest "
+                "silent are forgotten from now on (camera {serialno} first)",
+                limit=self.max_unlisted,
+                serialno=camera.serialno,
+            )
 
     def stopService(self) -> None:
         super().stopService()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Protocol
@@ -66,6 +67,25 @@ class PushMetrics(Protocol):
     def decision(self, reason: str, source: str) -> None: ...
 
     def reply_latency(self, seconds: float) -> None: ...
+
+
+class _Once:
+    """Which keys were already logged: bounded, since any push may claim a new
+    serial number (past the bound the oldest may be logged again)."""
+
+    LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    def first(self, key: str) -> bool:
+        """Whether ``key`` is new (and note it)."""
+        if key in self._seen:
+            return False
+        self._seen[key] = None
+        if len(self._seen) > self.LIMIT:
+            self._seen.popitem(last=False)
+        return True
 
 
 def _within(peer: str, network: str) -> bool:
@@ -165,8 +185,8 @@ class CameraServer:
         # Told of each ParkingCam whitelist command result (camera whitelist sync).
         self.whitelist_result_listeners: list[Callable[[Camera, WhitelistResult], None]] = []
         self._now = now or (lambda: datetime.fromtimestamp(clock.seconds(), tz=timezone.utc))
-        self._unconfigured_logged: set[str] = set()
-        self._rejected_logged: set[str] = set()
+        self._unconfigured_logged = _Once()
+        self._rejected_logged = _Once()
         self._allowed_cameras = {serialno.casefold() for serialno in settings.allowed_cameras}
         self._allowed_networks = [ipaddress.ip_network(n) for n in settings.allowed_networks]
         self._gate_lanes = {
@@ -335,8 +355,7 @@ class CameraServer:
         recorded as rejected and never open anything; nothing else happens."""
         serialno = getattr(message, "serialno", None) or f"@{origin.peer}"
         key = f"{serialno}@{origin.peer}"
-        if key not in self._rejected_logged:
-            self._rejected_logged.add(key)
+        if self._rejected_logged.first(key):
             log.warn(
                 "Rejected pushes from camera {serialno} at {peer}: not an allowed camera "
                 "(camera_server.allowed_cameras / allowed_networks)",
@@ -525,8 +544,7 @@ class CameraServer:
             # Not where the lane's camera pushes from: served, but as a camera
             # of its own, in no lane (no barrier, no list rows, no commands).
             impostor = f"{key}@{origin.peer}"
-            if impostor not in self._unconfigured_logged:
-                self._unconfigured_logged.add(impostor)
+            if self._unconfigured_logged.first(impostor):
                 log.warn(
                     "A camera at {peer} claims the serial number {serialno} of lane {lane}, "
                     "whose camera pushes from {address}: not taken as that lane's camera",
@@ -545,8 +563,7 @@ class CameraServer:
             charset=charset,
         )
         camera.gateway_address = (origin.host, origin.port, origin.secure)
-        if camera.lane is None and key not in self._unconfigured_logged:
-            self._unconfigured_logged.add(key)
+        if camera.lane is None and self._unconfigured_logged.first(key):
             log.warn(
                 "Camera {serialno} at {peer} is in no configured lane; its plates are "
                 "decided by the site's rule for unknown lanes (barrier channel 0)",
