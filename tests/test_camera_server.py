@@ -306,6 +306,18 @@ class BadInputTests(CameraServerTestCase):
         result: dict[str, Any] = bad.json()
         return result
 
+    async def test_repeated_bad_requests_are_logged_once_a_minute_with_a_count(self) -> None:
+        await self.start()
+        camera = self.camera()
+        with CapturedLog() as captured:
+            for _ in range(5):
+                self.assertEqual((await camera.post(b'{"AlarmInfoPlate":')).status, 400)
+            self.clock.advance(60)
+            self.assertEqual((await camera.post(b"[]")).status, 400)
+        lines = [text for text in captured.texts() if "Bad request from 127.0.0.1" in text]
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn("(4 more from it in the last minute)", lines[1])
+
     async def test_truncated_json(self) -> None:
         await self.start()
         body = sample_bytes("plate_parkingcam_alphadigi_manual_v1.2.json")

@@ -69,6 +69,33 @@ class PushMetrics(Protocol):
     def reply_latency(self, seconds: float) -> None: ...
 
 
+#: A peer's bad requests are logged at most this often (with a count).
+BAD_REQUEST_LOG_SECONDS = 60.0
+
+
+class _PerPeer:
+    """Counts of something per peer, to be said once per ``interval``: bounded
+    in peers (the longest quiet are dropped)."""
+
+    LIMIT = 10_000
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._peers: OrderedDict[str, tuple[float, int]] = OrderedDict()
+
+    def count(self, peer: str, now: float) -> int | None:
+        """Count one for ``peer``: how many came since it was last said, when
+        it is time to say it again, else None."""
+        said_at, since = self._peers.pop(peer, (None, 0))
+        if said_at is not None and now - said_at < self.interval:
+            self._peers[peer] = (said_at, since + 1)
+            return None
+        self._peers[peer] = (now, 0)
+        if len(self._peers) > self.LIMIT:
+            self._peers.popitem(last=False)
+        return since
+
+
 class _Once:
     """Which keys were already logged: bounded, since any push may claim a new
     serial number (past the bound the oldest may be logged again)."""
@@ -187,6 +214,7 @@ class CameraServer:
         self._now = now or (lambda: datetime.fromtimestamp(clock.seconds(), tz=timezone.utc))
         self._unconfigured_logged = _Once()
         self._rejected_logged = _Once()
+        self._bad_requests = _PerPeer(BAD_REQUEST_LOG_SECONDS)
         self._allowed_cameras = {serialno.casefold() for serialno in settings.allowed_cameras}
         self._allowed_networks = [ipaddress.ip_network(n) for n in settings.allowed_networks]
         self._gate_lanes = {
@@ -234,12 +262,16 @@ class CameraServer:
         try:
             message = parse_push(body, content_type.decode("latin-1") if content_type else None)
         except ProtocolError as error:
-            log.warn(
-                "Bad request from {peer} to {path}: {reason}",
-                peer=peer,
-                path=for_log(request.path.decode("latin-1", "replace")),
-                reason=str(error),
-            )
+            # Logged once per peer a minute, with how many came meanwhile.
+            since = self._bad_requests.count(peer, self._clock.seconds())
+            if since is not None:
+                log.warn(
+                    "Bad request from {peer} to {path}: {reason}{also}",
+                    peer=peer,
+                    path=for_log(request.path.decode("latin-1", "replace")),
+                    reason=str(error),
+                    also=f" ({since} more from it in the last minute)" if since else "",
+                )
             return _json_error(request, 400, str(error))
         request.setHeader(b"Content-Type", b"application/json")
         started = self._clock.seconds()
