@@ -13,6 +13,7 @@ the final state.
 
 from __future__ import annotations
 
+import abc
 import enum
 import itertools
 from typing import Any
@@ -57,7 +58,7 @@ def _next_id(prefix: str) -> str:
 
 
 @attrs.define(eq=False)
-class CameraCommand:
+class CameraCommand(abc.ABC):
     """A command for one camera. Subclasses say how it fits in a reply.
 
     ``confirmed`` commands stay open after delivery until the camera's answer
@@ -79,9 +80,10 @@ class CameraCommand:
     confirmed = False
 
     @property
+    @abc.abstractmethod
     def capability(self) -> Capability:
-        """What the command asks the camera to do (gateway.protocol.capabilities)."""
-        raise NotImplementedError
+        """What the command asks the camera to do (gateway.protocol.capabilities):
+        each kind of command says."""
 
     def __attrs_post_init__(self) -> None:
         if not self.id:
