@@ -743,9 +743,23 @@ class StatusTests(AdminTestCase):
                 "reason",
                 "image_retention_days",
                 "image_max_bytes",
+                "event_retention_days",
+                "max_db_bytes",
+                "db_live_bytes",
+                "events_expired",
+                "events_dropped",
+                "events_dropped_unsent",
+                "integrity",
             },
         )
         self.assertGreater(store["db_bytes"], 0)
+        self.assertGreater(store["db_live_bytes"], 0)
+        self.assertEqual(
+            (store["event_retention_days"], store["events_expired"], store["events_dropped"]),
+            (400, 0, 0),
+        )
+        # A new database: nothing to check at its first start.
+        self.assertEqual(store["integrity"], {"state": "clean", "detail": None, "at": None})
         self.assertGreater(store["free_disk_bytes"], 0)
         # The plate, and the camera coming online.
         kept = await self.store.recent_events(limit=100)

@@ -57,7 +57,12 @@ def test_builtin_defaults_are_the_demo_site(monkeypatch: pytest.MonkeyPatch, tmp
         max_plate_distance=0,
         whitelist_csv=None,
     )
-    assert config.store == StoreSettings(image_retention_days=30, image_max_bytes=2 * 1024**3)
+    assert config.store == StoreSettings(
+        image_retention_days=30,
+        image_max_bytes=2 * 1024**3,
+        event_retention_days=400,
+        max_db_bytes=4 * 1024**3,
+    )
     assert tuple(config.lanes) == ()
     assert config.gateway.state_dir == str(tmp_path / "anpr-gateway-state")
     assert os.path.isabs(config.gateway.state_dir)

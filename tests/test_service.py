@@ -130,7 +130,7 @@ def test_periodic_work_is_timer_services_in_the_tree(tmp_path: Path) -> None:
         upstream={"url": "http://127.0.0.1:9", "secret": SECRET},
     )
     assert set(timers(root)) == {
-        "image-retention",
+        "retention",
         "csv-watch",
         "display-clocks",
         "camera-list-tick",

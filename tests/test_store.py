@@ -3,14 +3,17 @@ driven through its own thread by the reactor trial runs."""
 
 from __future__ import annotations
 
+import base64
 import os
 import sqlite3
+import zlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.task import Clock
+from twisted.internet.threads import deferToThread
 from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
@@ -20,9 +23,12 @@ from gateway.store import (
     EventRecord,
     EventType,
     ImageState,
+    Integrity,
+    IntegrityState,
     PlateRow,
     PlateRowsWritten,
     Store,
+    StoreError,
     StoreHealth,
     StoreOpenError,
     StoreService,
@@ -31,7 +37,7 @@ from gateway.store import (
     new_event_id,
 )
 from gateway.store.schema import SCHEMA_VERSION
-from gateway.store.settings import MIN_IMAGE_BYTES
+from gateway.store.settings import MIN_DB_BYTES, MIN_IMAGE_BYTES
 from support import CapturedLog
 from support.store import (
     NOW,
@@ -223,7 +229,8 @@ class FailureTests(StoreTestCase):
         await store.commit_event(plate_record(1))
         await self.fill_disk(store)
 
-        big = plate_record(2, raw={"padding": "x" * 20000})
+        # Random text: the kept push is compressed, so padding must not compress.
+        big = plate_record(2, raw={"padding": base64.b64encode(os.urandom(15000)).decode()})
         with self.assertRaises(StoreWriteError) as raised:
             await store.commit_event(big, [("full", b"image")])
         self.assertIn("full", str(raised.exception))
@@ -275,7 +282,9 @@ class FailureTests(StoreTestCase):
             await store.commit_event(again, [("crop", b"c")])
         kept = await store.get_event(with_image.id)
         assert kept is not None
-        self.assertEqual((kept.image_full, kept.image_crop), (ImageState.MISSING, ImageState.MISSING))
+        self.assertEqual(
+            (kept.image_full, kept.image_crop), (ImageState.MISSING, ImageState.MISSING)
+        )
         self.assertEqual(kept.license, with_image.license)
         self.assertIsNone(await store.read_image(with_image.id, "full"))
         queued = [item.event.id for item in await store.outbox_batch(10)]
@@ -328,14 +337,63 @@ class CorruptionTests(StoreTestCase):
         (self.state_dir / "gateway.db").write_bytes(b"this is not a database\n" * 500)
         await self.check_quarantined(records)
 
-    async def test_damaged_pages_are_quarantined(self) -> None:
-        records = await self.store_with_events(40)
+    def damage_pages(self) -> None:
         path = self.state_dir / "gateway.db"
-        size = path.stat().st_size
-        self.assertGreater(size, 8 * 4096)
+        self.assertGreater(path.stat().st_size, 8 * 4096)
         with open(path, "r+b") as damaged:
             damaged.seek(4 * 4096)
             damaged.write(bytes(range(256)) * 32)
+
+    async def test_a_clean_close_is_not_checked_an_unclean_end_is(self) -> None:
+        await self.store_with_events(3)
+        store = await Store.open(self.reactor, self.state_dir)
+        self.assertFalse(store.check_needed)
+        self.assertEqual((await store.stats()).integrity, IntegrityState(Integrity.CLEAN))
+        await store.close()
+        # Any end but the gateway's own close (a power cut, kill -9) leaves no marker.
+        (self.state_dir / "gateway.db.clean").unlink()
+        store = await Store.open(self.reactor, self.state_dir)
+        self.assertTrue(store.check_needed)
+        await store.check_integrity(deferToThread)
+        self.assertEqual(store.integrity.state, Integrity.OK)
+        await store.close()
+
+    async def test_damaged_pages_after_an_unclean_end_are_found_then_quarantined(self) -> None:
+        records = await self.store_with_events(40)
+        (self.state_dir / "gateway.db.clean").unlink()
+        self.damage_pages()
+        # The start does not read the whole file: the store opens and serves.
+        store = await Store.open(self.reactor, self.state_dir)
+        self.assertIsNone(store.quarantined_db)
+        self.assertTrue(store.check_needed)
+        await store.check_integrity(deferToThread)
+        integrity = store.integrity
+        self.assertEqual(integrity.state, Integrity.DAMAGED)
+        self.assertTrue(integrity.detail)
+        # Reads that meet the damage fail, and are not said again.
+        with self.assertRaises(StoreError):
+            await store.stats()
+        critical = [e for e in self.logged if e.get("log_level") == LogLevel.critical]
+        self.assertEqual(len(critical), 1)
+        self.assertTrue((self.state_dir / "gateway.db.damaged").exists())
+        await store.close()
+        self.logged.clear()
+        # The next start moves it aside.
+        await self.check_quarantined(records)
+        self.assertFalse((self.state_dir / "gateway.db.damaged").exists())
+
+    async def test_a_damaged_page_met_in_use_is_said_once_and_quarantined_next(self) -> None:
+        records = await self.store_with_events(40)
+        self.damage_pages()
+        store = await Store.open(self.reactor, self.state_dir)
+        for _ in range(2):
+            with self.assertRaises(StoreError):
+                await store.stats()
+        critical = [e for e in self.logged if e.get("log_level") == LogLevel.critical]
+        self.assertEqual(len(critical), 1)
+        self.assertTrue((self.state_dir / "gateway.db.damaged").exists())
+        await store.close()
+        self.logged.clear()
         await self.check_quarantined(records)
 
 
@@ -636,6 +694,148 @@ class QueryTests(StoreTestCase):
         )
 
 
+class EventRetentionTests(StoreTestCase):
+    async def test_old_events_go_unless_still_to_be_delivered_and_the_file_shrinks(self) -> None:
+        store = await self.open_store(StoreSettings(event_retention_days=30))
+        # Random padding: the kept push is compressed, and the rows must fill pages.
+        old = [
+            plate_record(
+                n,
+                received_at=NOW - timedelta(days=40, seconds=-n),
+                raw={"padding": base64.b64encode(os.urandom(3000)).decode()},
+            )
+            for n in range(1200)
+        ]
+        delivered, unsent = old[:1100], old[1100:]
+        # Issued at once: group commits.
+        await gatherResults(
+            [
+                Deferred.fromCoroutine(
+                    store.commit_event(record, [("full", b"x" * 10)], outbox=False)
+                )
+                for record in delivered
+            ]
+            + [Deferred.fromCoroutine(store.commit_event(record)) for record in unsent]
+        )
+        recent = plate_record(5000, received_at=NOW - timedelta(days=1))
+        await store.commit_event(recent, outbox=False)
+        before = (self.state_dir / "gateway.db").stat().st_size
+
+        result = await store.enforce_retention(NOW)
+
+        self.assertEqual((result.events_expired, result.events_waiting), (1100, 100))
+        self.assertIsNone(await store.get_event(delivered[0].id))
+        self.assertIsNone(await store.get_event(delivered[-1].id))
+        self.assertIsNotNone(await store.get_event(unsent[0].id))
+        self.assertIsNotNone(await store.get_event(recent.id))
+        self.assertEqual(await store.outbox_depth(), 100)
+        stats = await store.stats()
+        self.assertEqual(stats.events, 101)
+        assert stats.retention is not None
+        self.assertEqual(stats.retention.expired, 1100)
+        # Their images had gone by the images' own (shorter) retention.
+        self.assertEqual((result.expired_by_age, stats.image_bytes), (1100, 0))
+        # The pages freed went back to the file system (after the checkpoint).
+        await store._run_on_store_thread(
+            lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        )
+        after = (self.state_dir / "gateway.db").stat().st_size
+        self.assertLess(after, before / 3)
+        self.assertEqual(db_rows(self.state_dir, "PRAGMA freelist_count"), [(0,)])
+
+        # Once the cloud accepts them they go at the next pass.
+        await store.outbox_ack([record.id for record in unsent])
+        again = await store.enforce_retention(NOW)
+        self.assertEqual((again.events_expired, again.events_waiting), (100, 0))
+        self.assertEqual((await store.stats()).events, 1)
+
+    async def test_past_max_db_bytes_delivered_events_go_first_unsent_last(self) -> None:
+        store = await self.open_store(
+            StoreSettings(event_retention_days=3650, max_db_bytes=MIN_DB_BYTES)
+        )
+        # Fill past the cap quickly, as rows straight into the table: 8 kB of
+        # incompressible push each, 9 000 events (72 MB), the newest 500 unsent.
+        count, unsent_from = 9000, 8500
+
+        now = int(NOW.timestamp() * 1_000_000)
+
+        def fill(connection: sqlite3.Connection) -> None:
+            connection.execute("BEGIN")
+            for n in range(count):
+                event_id = new_event_id("plate")
+                connection.execute(
+                    "INSERT INTO events (id, type, received_at, raw, raw_z) VALUES (?, ?, ?, '', ?)",
+                    (event_id, "plate", now + n, zlib.compress(os.urandom(8000), 1)),
+                )
+                if n >= unsent_from:
+                    connection.execute(
+                        "INSERT INTO outbox (event_id, enqueued_at) VALUES (?, ?)", (event_id, n)
+                    )
+            connection.execute("COMMIT")
+
+        await store._run_on_store_thread(fill)
+        self.assertGreater((await store.stats()).db_live_bytes, MIN_DB_BYTES)
+
+        result = await store.enforce_retention(NOW)
+
+        self.assertGreater(result.events_dropped, 0)
+        self.assertEqual(result.events_dropped_unsent, 0)
+        self.assertLessEqual(result.db_live_bytes, MIN_DB_BYTES)
+        self.assertEqual(await store.outbox_depth(), count - unsent_from)
+        stats = await store.stats()
+        assert stats.retention is not None
+        self.assertEqual(stats.retention.dropped, result.events_dropped)
+        self.assertLessEqual(stats.db_live_bytes, MIN_DB_BYTES)
+        self.assertEqual(stats.events, count - result.events_dropped)
+
+    async def test_when_only_unsent_events_are_left_they_are_dropped_and_counted(self) -> None:
+        store = await self.open_store(
+            StoreSettings(event_retention_days=3650, max_db_bytes=MIN_DB_BYTES)
+        )
+
+        now = int(NOW.timestamp() * 1_000_000)
+
+        def fill(connection: sqlite3.Connection) -> None:
+            connection.execute("BEGIN")
+            for n in range(9000):
+                event_id = new_event_id("plate")
+                connection.execute(
+                    "INSERT INTO events (id, type, received_at, raw, raw_z) VALUES (?, ?, ?, '', ?)",
+                    (event_id, "plate", now + n, zlib.compress(os.urandom(8000), 1)),
+                )
+                connection.execute(
+                    "INSERT INTO outbox (event_id, enqueued_at) VALUES (?, ?)", (event_id, n)
+                )
+            connection.execute("COMMIT")
+
+        await store._run_on_store_thread(fill)
+        result = await store.enforce_retention(NOW)
+        self.assertGreater(result.events_dropped_unsent, 0)
+        self.assertEqual(result.events_dropped, result.events_dropped_unsent)
+        self.assertEqual(await store.outbox_depth(), 9000 - result.events_dropped)
+        totals = await store.retention_totals()
+        self.assertEqual(totals.dropped_unsent, result.events_dropped_unsent)
+
+    async def test_rows_written_before_compression_read_as_before(self) -> None:
+        store = await self.open_store()
+        record = plate_record(7)
+        await store.commit_event(record)
+        stored = db_rows(self.state_dir, "SELECT raw, length(raw_z) FROM events")
+        self.assertEqual(stored[0][0], "")
+        self.assertGreater(stored[0][1], 0)
+
+        def as_text(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "UPDATE events SET raw = ?, raw_z = NULL WHERE id = ?",
+                ('{"license":"old","plateid":7}', record.id),
+            )
+
+        await store._run_on_store_thread(as_text)
+        old = await store.get_event(record.id)
+        assert old is not None
+        self.assertEqual(old.raw, {"license": "old", "plateid": 7})
+
+
 class ServiceTests(StoreTestCase):
     async def test_service_opens_runs_retention_on_the_clock_and_closes(self) -> None:
         clock = Clock()
@@ -649,11 +849,14 @@ class ServiceTests(StoreTestCase):
 
         aging = plate_record(1, received_at=NOW - timedelta(hours=12))
         await store.commit_event(aging, [("full", b"x" * 50)])
+        await service.retention_idle()
         self.assertIsNotNone(service.last_retention)  # the pass at start
 
         clock.advance(3600)  # not yet a day old: kept
+        await service.retention_idle()
         self.assertEqual(await full_image_state(store, aging.id), ImageState.PRESENT)
         clock.advance(13 * 3600)  # now a day and an hour old
+        await service.retention_idle()
         self.assertEqual(await full_image_state(store, aging.id), ImageState.EXPIRED)
         assert service.last_retention is not None
         self.assertEqual(service.last_retention.expired_by_age, 1)

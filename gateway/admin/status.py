@@ -101,7 +101,21 @@ class StatusResource:
             "reason": None if store is not None else "the event store is not open yet",
             "image_retention_days": self._store_settings.image_retention_days,
             "image_max_bytes": self._store_settings.image_max_bytes,
+            "event_retention_days": self._store_settings.event_retention_days,
+            "max_db_bytes": self._store_settings.max_db_bytes,
+            "db_live_bytes": None,
+            "events_expired": None,
+            "events_dropped": None,
+            "events_dropped_unsent": None,
+            "integrity": None,
         }
+        if store is not None:
+            integrity = store.integrity
+            store_json["integrity"] = {
+                "state": integrity.state.value,
+                "detail": integrity.detail,
+                "at": iso(integrity.at) if integrity.at is not None else None,
+            }
         outbox_depth = dead_count = dropped = None
         dead_letters: list[dict[str, object]] = []
         if store is not None:
@@ -130,7 +144,21 @@ class StatusResource:
                     events=stats.events,
                     degraded=stats.health.degraded,
                     reason=stats.health.reason,
+                    db_live_bytes=stats.db_live_bytes,
                 )
+                if stats.integrity is not None:
+                    integrity = stats.integrity
+                    store_json["integrity"] = {
+                        "state": integrity.state.value,
+                        "detail": integrity.detail,
+                        "at": iso(integrity.at) if integrity.at is not None else None,
+                    }
+                if stats.retention is not None:
+                    store_json.update(
+                        events_expired=stats.retention.expired,
+                        events_dropped=stats.retention.dropped,
+                        events_dropped_unsent=stats.retention.dropped_unsent,
+                    )
                 outbox_depth, dead_count = stats.outbox_depth, stats.dead_letters
         link = await self._upstream()
         return json_response(

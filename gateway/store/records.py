@@ -24,6 +24,10 @@ __all__ = [
     "RetentionResult",
     "StoreHealth",
     "StoreStats",
+    "EventExpiry",
+    "Integrity",
+    "IntegrityState",
+    "EventRetentionTotals",
     "CameraListState",
     "PlateRow",
     "PlateRowsWritten",
@@ -226,6 +230,9 @@ class StoreStats:
     health: StoreHealth
     quarantined_db: str | None  # where a corrupt database was moved at start, if it was
     images_lost: int = 0  # images that could not be written since the store opened; events kept
+    db_live_bytes: int = 0  # database pages in use (what max_db_bytes caps)
+    integrity: IntegrityState | None = None
+    retention: EventRetentionTotals | None = None
 
 
 @attrs.frozen
@@ -236,6 +243,49 @@ class RetentionResult:
     expired_by_size: int = 0  # images removed to get under the size cap
     bytes_freed: int = 0
     image_bytes: int = 0  # images left on disk afterwards
+    events_expired: int = 0  # event rows older than event_retention_days deleted
+    events_waiting: int = 0  # old enough, kept: still to be delivered upstream
+    events_dropped: int = 0  # the oldest event rows deleted to stay under max_db_bytes
+    events_dropped_unsent: int = 0  # of those, events not yet delivered
+    db_live_bytes: int = 0  # database pages in use afterwards
+
+
+class Integrity(str, enum.Enum):
+    """What is known of the database file's pages."""
+
+    CLEAN = "clean"  # closed by the gateway last time: not checked at this start
+    CHECKING = "checking"  # the last run ended without closing it: being checked
+    OK = "ok"  # checked page by page since this start: no problem
+    DAMAGED = "damaged"  # the check found damage: moved aside at the next start
+    UNCHECKED = "unchecked"  # the check could not run to its end
+
+
+@attrs.frozen
+class IntegrityState:
+    state: Integrity
+    detail: str | None = None  # the problems found, or why the check did not finish
+    at: datetime | None = None  # when the check ended
+
+
+@attrs.frozen
+class EventExpiry:
+    """What one step of event retention (by age or by size) did."""
+
+    removed: int = 0  # event rows deleted
+    kept_waiting: int = 0  # old enough, kept: still to be delivered upstream
+    dropped_unsent: int = 0  # deleted for the size cap before they were delivered
+    last_seq: int = 0  # where the walk got to
+    finished: bool = True  # nothing more to do in this pass
+    image_bytes_freed: int = 0
+
+
+@attrs.frozen
+class EventRetentionTotals:
+    """Event rows removed since the database was created."""
+
+    expired: int = 0  # older than event_retention_days
+    dropped: int = 0  # the oldest, to stay under max_db_bytes
+    dropped_unsent: int = 0  # of those, events the cloud had not accepted
 
 
 @attrs.frozen

@@ -154,6 +154,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID
         """,
     ),
+    # 5: the event's record of the camera's push, kept compressed (zlib of its
+    # JSON text) instead of as text; rows written before keep their text in
+    # ``raw``, new rows leave it empty.
+    ("ALTER TABLE events ADD COLUMN raw_z BLOB",),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -9,10 +9,16 @@ from typing import cast
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IReactorFromThreads,
+    IReactorThreads,
+    IReactorTime,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from gateway.background import InThread, reactor_threads
 from gateway.store.database import StoreClosedError, StoreError
 from gateway.store.records import RetentionResult
 from gateway.store.settings import StoreSettings
@@ -24,15 +30,20 @@ __all__ = ["StoreService", "RETENTION_INTERVAL"]
 log = Logger()
 
 RETENTION_INTERVAL = 3600.0
-"""Seconds between image retention passes (one also runs right after opening)."""
+"""Seconds between retention passes (one also runs right after opening)."""
+
+CHECK_DELAY = 10.0
+"""Seconds after opening before the whole-file check of a database the last
+run did not close: the plate list is loaded and cameras answered first."""
 
 
 class StoreService(MultiService):
     """Opens the :class:`Store` when started, closes it when stopped, and
-    enforces image retention at start and then every ``retention_interval``
+    enforces retention (images, then events) at start and then every ``retention_interval``
     seconds of ``clock`` (default: the reactor; the store's own timestamps
     use it too). ``executor``, when given, makes the :class:`StoreExecutor`
-    for each opening (default: a dedicated thread).
+    for each opening (default: a dedicated thread). ``checker`` runs the
+    whole-file check after an unclean shutdown (default: the reactor's pool).
 
     Parts that need the store wait for :meth:`when_open`.
     """
@@ -46,6 +57,7 @@ class StoreService(MultiService):
         clock: IReactorTime | None = None,
         retention_interval: float = RETENTION_INTERVAL,
         executor: Callable[[], StoreExecutor] | None = None,
+        checker: InThread | None = None,
     ) -> None:
         super().__init__()
         self.setName("store")
@@ -54,6 +66,8 @@ class StoreService(MultiService):
         self._config = config or StoreSettings()
         self._clock = clock if clock is not None else cast(IReactorTime, reactor)
         self._executor = executor
+        self._checker = checker
+        self._check_call: IDelayedCall | None = None
         self.store: Store | None = None
         """The open store (None until open, and after a failed open)."""
         self.last_retention: RetentionResult | None = None
@@ -62,7 +76,7 @@ class StoreService(MultiService):
         self._opening: Deferred[None] | None = None
         self._retention_running: Deferred[None] | None = None
         Every(
-            self._clock, retention_interval, self._retention_tick, name="image-retention"
+            self._clock, retention_interval, self._retention_tick, name="retention"
         ).setServiceParent(self)
 
     def startService(self) -> None:
@@ -120,11 +134,26 @@ class StoreService(MultiService):
         # The first pass right away: a gateway that was off for a month
         # catches up before it takes new images.
         self._retention_tick()
+        if store.check_needed:
+            log.warn(
+                "The database was not closed by the gateway last time (a power cut?): "
+                "its pages are checked in the background, starting in {delay:.0f} s",
+                delay=CHECK_DELAY,
+            )
+            self._check_call = self._clock.callLater(CHECK_DELAY, self._check, store)
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(store)
 
+    def _check(self, store: Store) -> None:
+        self._check_call = None
+        checker = self._checker or reactor_threads(cast(IReactorThreads, self._reactor))
+        store.check_integrity(checker)
+
     async def _stop(self, timers: Deferred[object]) -> None:
+        if self._check_call is not None and self._check_call.active():
+            self._check_call.cancel()
+        self._check_call = None
         await timers
         if self._opening is not None:
             await self._opening
@@ -133,6 +162,20 @@ class StoreService(MultiService):
         if self.store is not None:
             store, self.store = self.store, None
             await store.close()
+
+    def retention_idle(self) -> Deferred[None]:
+        """Fires once no retention pass is running."""
+        running = self._retention_running
+        if running is None:
+            return succeed(None)
+        idle: Deferred[None] = Deferred()
+
+        def done(result: object) -> object:
+            idle.callback(None)
+            return result
+
+        running.addBoth(done)
+        return idle
 
     def _retention_tick(self) -> Deferred[None]:
         # The timer waits for this Deferred, and a pass still running is
@@ -162,6 +205,6 @@ class StoreService(MultiService):
             pass
         except StoreError as exc:
             # Reported through the store's health; try again next time.
-            log.warn("Image retention failed: {reason}", reason=str(exc))
+            log.warn("Retention failed: {reason}", reason=str(exc))
         except Exception:
-            log.failure("Image retention failed")
+            log.failure("Retention failed")

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import functools
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
@@ -26,12 +27,15 @@ from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from gateway.background import InThread
 from gateway.policy.cameralist import CameraRow
 from gateway.store.database import (
     Database,
     EventWrite,
     StoreClosedError,
     StoreWriteError,
+    check_database,
+    describe_failure,
     encode_raw,
 )
 from gateway.store.ids import is_valid_event_id
@@ -42,8 +46,11 @@ from gateway.store.records import (
     CommitResult,
     DeadLetter,
     EventRecord,
+    EventRetentionTotals,
     EventType,
     ImageUpload,
+    Integrity,
+    IntegrityState,
     OutboxItem,
     OutboxTrim,
     PlateRow,
@@ -70,6 +77,9 @@ PLATE_WRITE_CHUNK = 500
 
 
 HealthObserver = Callable[[StoreHealth], None]
+
+# SQLite's primary result codes that mean the file itself is damaged.
+_DAMAGE_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
 
 
 class StoreExecutor(Protocol):
@@ -159,6 +169,10 @@ class Store:
         self._drained: list[Deferred[None]] = []
         self._health = StoreHealth()
         self._observers: list[HealthObserver] = []
+        self.integrity = IntegrityState(Integrity.CLEAN)
+        """What is known of the database file's pages (see :meth:`check_integrity`)."""
+        self._checking: Deferred[None] | None = None
+        self._check_connection: sqlite3.Connection | None = None
 
     @classmethod
     async def open(
@@ -215,7 +229,10 @@ class Store:
                 version=SCHEMA_VERSION,
                 count=report.migrations_applied,
             )
-        return cls(clock, database, thread, config or StoreSettings())
+        store = cls(clock, database, thread, config or StoreSettings())
+        if report.check_needed:
+            store.integrity = IntegrityState(Integrity.CHECKING)
+        return store
 
     async def close(self) -> None:
         """Finish the commits already requested, then close the database and stop the thread."""
@@ -226,6 +243,12 @@ class Store:
                 await waiter
             return
         self._closing = True
+        if self._checking is not None:
+            # A check takes minutes on a large file: the next start checks again.
+            connection = self._check_connection
+            if connection is not None:
+                connection.interrupt()
+            await self._checking
         while self._committing or self._pending:
             waiter = Deferred()
             self._drained.append(waiter)
@@ -298,6 +321,78 @@ class Store:
                 observer(health)
             except Exception:
                 log.failure("Store health observer {observer!r} failed", observer=observer)
+
+    # -- the whole-file check --------------------------------------------------
+
+    @property
+    def check_needed(self) -> bool:
+        """Whether the last run ended without closing the database (a power
+        cut, a kill): its pages are then checked, by :meth:`check_integrity`."""
+        return self.integrity.state is Integrity.CHECKING
+
+    def check_integrity(self, in_thread: InThread) -> Deferred[None]:
+        """Check every page of the database in ``in_thread`` (a thread of its
+        own: the check reads the whole file, minutes on a large one on an SD
+        card), beside the store, which serves on meanwhile. Damage found is
+        logged, shown in :attr:`integrity`, and the database is moved aside
+        at the next start (see docs/reliability.md)."""
+        if self._checking is None:
+            self._checking = Deferred.fromCoroutine(self._check(in_thread))
+        return self._checking
+
+    async def _check(self, in_thread: InThread) -> None:
+        self.integrity = IntegrityState(Integrity.CHECKING)
+        started = self._clock.seconds()
+
+        def run() -> list[str]:
+            def connected(connection: sqlite3.Connection) -> None:
+                self._check_connection = connection
+
+            try:
+                return check_database(self._db.path, connected)
+            finally:
+                self._check_connection = None
+
+        try:
+            problems = await in_thread(run)
+        except sqlite3.DatabaseError as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            if self._closing or code is None or code & 0xFF not in _DAMAGE_CODES:
+                self.integrity = IntegrityState(
+                    Integrity.UNCHECKED, detail=describe_failure(exc), at=_now(self._clock)
+                )
+                if not self._closing:
+                    log.warn("The database check did not finish: {reason}", reason=str(exc))
+                return
+            problems = [describe_failure(exc)]
+        except Exception as exc:
+            self.integrity = IntegrityState(
+                Integrity.UNCHECKED, detail=describe_failure(exc), at=_now(self._clock)
+            )
+            log.failure("The database check failed")
+            return
+        seconds = self._clock.seconds() - started
+        if not problems:
+            self.integrity = IntegrityState(Integrity.OK, at=_now(self._clock))
+            log.info(
+                "Database {path} checked after an unclean shutdown: no damage ({seconds:.1f} s)",
+                path=str(self._db.path),
+                seconds=seconds,
+            )
+            return
+        detail = "; ".join(problems[:5])
+        self.integrity = IntegrityState(Integrity.DAMAGED, detail=detail, at=_now(self._clock))
+        log.critical(
+            "Database {path} is damaged ({detail}). The gateway goes on with it; at the "
+            "next start it is moved aside and a fresh database is started.",
+            path=str(self._db.path),
+            detail=detail,
+        )
+        if not self._closing:
+            try:
+                await self._thread.submit(lambda: self._db.mark_damaged(detail))
+            except Exception:
+                log.failure("Could not record that the database is damaged")
 
     # -- running work on the store thread -------------------------------------
 
@@ -495,16 +590,82 @@ class Store:
     async def stats(self) -> StoreStats:
         """Sizes, counts and health for the status page and metrics."""
         health = self._health
-        return await self._read(lambda: self._db.stats(health))
+        stats = await self._read(lambda: self._db.stats(health))
+        integrity = self.integrity
+        damage = self._db.damage
+        if damage is not None and integrity.state is not Integrity.DAMAGED:
+            integrity = IntegrityState(Integrity.DAMAGED, detail=damage)
+        return attrs.evolve(stats, integrity=integrity)
 
     # -- retention -------------------------------------------------------------
 
     async def enforce_retention(self, now: datetime) -> RetentionResult:
         """Remove images older than ``image_retention_days``, then the oldest
-        until the total is at most ``image_max_bytes``. Event rows stay, their
-        images marked expired."""
+        until the total is at most ``image_max_bytes`` (their event rows stay,
+        images marked expired); then delete event rows older than
+        ``event_retention_days`` that are not waiting for delivery, then the
+        oldest events while the database is over ``max_db_bytes``; then give
+        the freed pages back to the file system.
+
+        Each step is a transaction of its own (a few hundred rows), so event
+        commits go on between them."""
         config = self.config
         result = await self._write(lambda: self._db.enforce_retention(now, config))
+        self._log_image_retention(result)
+        cutoff = now - timedelta(days=config.event_retention_days)
+        expired = waiting = dropped = unsent = 0
+        after = 0
+        while not self._closing:
+            step = await self._write(functools.partial(self._db.expire_events, cutoff, after))
+            expired += step.removed
+            waiting += step.kept_waiting
+            after = step.last_seq
+            if step.finished:
+                break
+        live = await self._read(self._db.live_bytes)
+        while live > config.max_db_bytes and not self._closing:
+            step = await self._write(self._db.drop_oldest_events)
+            dropped += step.removed
+            unsent += step.dropped_unsent
+            live = await self._read(self._db.live_bytes)
+            if step.removed == 0:
+                break
+        while not self._closing and await self._write(lambda: self._db.vacuum_step() > 0):
+            pass
+        if expired or dropped:
+            log.info(
+                "Event retention deleted {expired} events older than {days} days "
+                "({waiting} kept: not yet delivered upstream) and {dropped} more to stay "
+                "under {cap} bytes{unsent}",
+                expired=expired,
+                days=config.event_retention_days,
+                waiting=waiting,
+                dropped=dropped,
+                cap=config.max_db_bytes,
+                unsent=f", {unsent} of them never delivered" if unsent else "",
+            )
+        if unsent:
+            log.warn(
+                "{unsent} events the cloud had not accepted were dropped to keep the "
+                "database under max_db_bytes ({cap} bytes)",
+                unsent=unsent,
+                cap=config.max_db_bytes,
+            )
+        return attrs.evolve(
+            result,
+            events_expired=expired,
+            events_waiting=waiting,
+            events_dropped=dropped,
+            events_dropped_unsent=unsent,
+            db_live_bytes=live,
+        )
+
+    async def retention_totals(self) -> EventRetentionTotals:
+        """Event rows removed by retention since the database was created."""
+        return await self._read(self._db.retention_totals)
+
+    def _log_image_retention(self, result: RetentionResult) -> None:
+        config = self.config
         if result.expired_by_age or result.expired_by_size:
             log.info(
                 "Image retention removed {by_age} images older than {days} days and "
@@ -516,7 +677,6 @@ class Store:
                 freed=result.bytes_freed,
                 left=result.image_bytes,
             )
-        return result
 
     # -- whitelist -------------------------------------------------------------
 
@@ -542,7 +702,9 @@ class Store:
         for start in range(0, max(len(upserts), 1), PLATE_WRITE_CHUNK):
             chunk = upserts[start : start + PLATE_WRITE_CHUNK]
             if chunk:
-                written += await self._write(functools.partial(self._db.write_plates, chunk, (), now))
+                written += await self._write(
+                    functools.partial(self._db.write_plates, chunk, (), now)
+                )
         for start in range(0, len(deletes), PLATE_WRITE_CHUNK):
             gone = deletes[start : start + PLATE_WRITE_CHUNK]
             written += await self._write(functools.partial(self._db.write_plates, (), gone, now))

@@ -1472,15 +1472,20 @@
     const store = status.store;
     if (store) {
       const opening = store.open === false;
-      const pill = opening ? "pill-warn" : store.degraded ? "pill-bad" : "pill-good";
-      const word = opening ? t("status.store_opening") : store.degraded ? t("status.store_degraded") : t("status.store_ok");
+      const integrity = store.integrity || {};
+      const damaged = integrity.state === "damaged";
+      const pill = opening ? "pill-warn" : store.degraded || damaged ? "pill-bad" : "pill-good";
+      const word = opening ? t("status.store_opening") : damaged ? t("status.store_damaged") : store.degraded ? t("status.store_degraded") : t("status.store_ok");
       box.append(card(t("status.store"), pill, word, [
           [t("status.why"), store.reason ? store.reason : undefined, store.degraded ? "error-text" : null],
+          [t("status.integrity"), integrity.state ? t(`status.integrity.${integrity.state}`) + (integrity.detail ? ` (${integrity.detail})` : "") : undefined, damaged ? "error-text" : null],
           [t("status.db"), fmtBytes(store.db_bytes)],
           [t("status.images"), t("status.images_value", { size: fmtBytes(store.image_bytes), files: fmtNumber(store.image_files) })],
           [t("status.events"), fmtNumber(store.events)],
           [t("status.free"), fmtBytes(store.free_disk_bytes)],
           [t("status.retention"), t("status.retention_value", { days: store.image_retention_days, size: fmtBytes(store.image_max_bytes) })],
+          [t("status.event_retention"), t("status.event_retention_value", { days: store.event_retention_days, size: fmtBytes(store.max_db_bytes), used: fmtBytes(store.db_live_bytes) })],
+          [t("status.events_dropped"), store.events_dropped_unsent ? t("status.events_dropped_value", { count: fmtNumber(store.events_dropped_unsent) }) : undefined, "error-text"],
         ]));
     }
 
