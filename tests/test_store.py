@@ -13,10 +13,10 @@ from typing import Any, cast
 
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.task import Clock
-from twisted.internet.threads import deferToThread
 from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
+from gateway.background import reactor_threads
 from gateway.policy.cameralist import CameraRow
 from gateway.store import (
     CommitResult,
@@ -354,7 +354,7 @@ class CorruptionTests(StoreTestCase):
         (self.state_dir / "gateway.db.clean").unlink()
         store = await Store.open(self.reactor, self.state_dir)
         self.assertTrue(store.check_needed)
-        await store.check_integrity(deferToThread)
+        await store.check_integrity(reactor_threads(self.reactor))
         self.assertEqual(store.integrity.state, Integrity.OK)
         await store.close()
 
@@ -366,7 +366,7 @@ class CorruptionTests(StoreTestCase):
         store = await Store.open(self.reactor, self.state_dir)
         self.assertIsNone(store.quarantined_db)
         self.assertTrue(store.check_needed)
-        await store.check_integrity(deferToThread)
+        await store.check_integrity(reactor_threads(self.reactor))
         integrity = store.integrity
         self.assertEqual(integrity.state, Integrity.DAMAGED)
         self.assertTrue(integrity.detail)
