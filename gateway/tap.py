@@ -418,6 +418,7 @@ def build_cameras(root: MultiService, core: Core, devices: Devices, config: Gate
         displays=displays,
         bridge=devices.bridge,
         metrics=core.metrics,
+        ready=core.plate_list.when_loaded(),
     )
     sync = CameraWhitelistSync(
         clock=clock,

@@ -13,17 +13,21 @@ import json
 import os
 import socket
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock, deferLater
 from twisted.web.client import ResponseNeverReceived
 
+from gateway.camera.server import STARTUP_HOLD_SECONDS
 from gateway.store import EventType, Store, plate_event_id
 from support import in_thread, loopback_config, multipart_registration
-from support.camera import CameraServerTestCase, MemoryCamera
+from support.camera import CameraServerTestCase, MemoryCamera, RawConnection
 from support.gateway import GatewayTestCase, plate_body
+from support.parts import GatewayParts, build_parts, parts_config
 from support.threads import global_reactor
 
 ENTRANCE = "d85b1269-8f942256"
@@ -212,6 +216,61 @@ class PlatePathTests(CameraServerTestCase):
             plate_event_id(ENTRANCE, 2, "京A00002", 1_700_000_501, 0)
         )
         self.assertIsNotNone(event)
+
+
+class StartUpHoldTests(CameraServerTestCase):
+    """A push that comes while the gateway starts is held, not refused."""
+
+    def parts_with_list(self) -> GatewayParts:
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        csv_path = directory / "plates.csv"
+        csv_path.write_text("plate\n京A10000\n京A10001\n京A10002\n", encoding="utf-8")
+        config = loopback_config(
+            lane=[{"name": "Entrance", "camera": ENTRANCE}],
+            policy={"whitelist_csv": str(csv_path)},
+        )
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        parts = build_parts(parts_config(config, str(directory / "state")), self.clock)
+        self.addCleanup(lambda: Deferred.fromCoroutine(parts.stop()))
+        return parts
+
+    async def test_pushes_before_the_list_is_loaded_are_held_then_decided(self) -> None:
+        parts = self.parts_with_list()
+        camera = MemoryCamera(parts)
+        sent = [camera.send(timed_plate(f"京A1000{n}", n, 1_700_000_000 + n)) for n in range(3)]
+        self.clock.advance(STARTUP_HOLD_SECONDS - 0.5)
+        self.assertFalse(any(camera.answered(push) for push in sent))
+
+        await parts.start()  # the store opens, the list (from the CSV) loads
+
+        for push in sent:
+            reply = camera.reply(push)
+            self.assertEqual(reply.status, 200)
+            # Decided on the loaded list: the listed plate opens.
+            self.assertEqual(reply.json()["Response_AlarmInfoPlate"]["info"], "ok")
+        store = parts.store
+        assert store is not None
+        kept = await store.recent_events(limit=10, type=EventType.PLATE)
+        self.assertEqual(
+            sorted((e.decision_open, e.decision_reason) for e in kept), [(True, "whitelist")] * 3
+        )
+
+    async def test_a_push_not_served_in_time_is_closed_for_the_camera_to_keep(self) -> None:
+        parts = self.parts_with_list()
+        connection = RawConnection(parts.camera_server.listening_factory())
+        self.addCleanup(connection.drop)
+        body = timed_plate("京A12345", 1, 1_700_000_000)
+        connection.send(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        )
+        self.clock.advance(STARTUP_HOLD_SECONDS - 0.1)
+        self.assertFalse(connection.closed)
+        self.clock.advance(0.2)
+        # Closed without an answer, well inside the camera's 5 s.
+        self.assertTrue(connection.closed)
+        self.assertEqual(connection.received, b"")
 
 
 @pytest.mark.e2e

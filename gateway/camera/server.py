@@ -18,6 +18,7 @@ from typing import Protocol
 
 import attrs
 from klein import Klein
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -71,6 +72,12 @@ class PushMetrics(Protocol):
 
 #: A peer's bad requests are logged at most this often (with a count).
 BAD_REQUEST_LOG_SECONDS = 60.0
+
+STARTUP_HOLD_SECONDS = 3.0
+"""How long a push that arrives while the gateway starts (its store opening,
+its plate list loading) waits to be decided and kept: well inside the camera's
+5 s, so that a push still not served is closed in time for the camera to keep
+its record and send it again."""
 
 
 class _PerPeer:
@@ -132,6 +139,14 @@ def _sized(request: IRequest, body: bytes) -> bytes:
     all known to decode chunked replies (PROTOCOL.md section 9)."""
     request.setHeader(b"Content-Length", b"%d" % len(body))
     return body
+
+
+def _abort(request: IRequest) -> None:
+    """Close the connection without an answer: the camera keeps its record."""
+    channel = getattr(request, "channel", None)
+    transport = getattr(channel, "transport", None)
+    if transport is not None:
+        transport.abortConnection()
 
 
 def _json_error(request: IRequest, code: int, reason: str) -> bytes:
@@ -198,7 +213,11 @@ class CameraServer:
         bridge: SerialBridge | None = None,
         metrics: PushMetrics | None = None,
         now: Callable[[], datetime] | None = None,
+        ready: Deferred[None] | None = None,
     ) -> None:
+        """``ready`` fires once pushes can be decided and kept (the store
+        open, the plate list loaded); until then pushes are held, for
+        :data:`STARTUP_HOLD_SECONDS` at most. None: ready at once."""
         self._clock = clock
         self._settings = settings
         self._lanes = lanes
@@ -228,6 +247,47 @@ class CameraServer:
         for lane in lanes:
             registry.configure(lane.camera, lane=lane.name, heartbeat=lane.heartbeat)
         registry.on_state_change(self._camera_state_changed)
+        self.ready = ready is None
+        self._held: list[Deferred[None]] = []
+        self._held_total = 0
+        self._not_held = 0
+        if ready is not None:
+            ready.addCallback(self._now_ready)
+
+    def _now_ready(self, _: object) -> None:
+        self.ready = True
+        held, self._held = self._held, []
+        if self._held_total:
+            log.info(
+                "Serving: {count} pushes that came while the gateway started were held "
+                "and are answered now{late}",
+                count=self._held_total,
+                late=f" ({self._not_held} waited too long and were closed)"
+                if self._not_held
+                else "",
+            )
+        for waiter in held:
+            if not waiter.called:
+                waiter.callback(None)
+
+    async def _until_ready(self) -> bool:
+        """Hold a push until the gateway is ready; False past the deadline."""
+        waiter: Deferred[None] = Deferred()
+        self._held.append(waiter)
+        self._held_total += 1
+        waiter.addTimeout(STARTUP_HOLD_SECONDS, self._clock)
+        try:
+            await waiter
+        except defer.TimeoutError:
+            self._not_held += 1
+            if self._not_held == 1:
+                log.error(
+                    "The gateway is not ready after {seconds:.0f} s: pushes are closed "
+                    "without an answer until it is (the cameras keep them and send them again)",
+                    seconds=STARTUP_HOLD_SECONDS,
+                )
+            return False
+        return True
 
     def resource(self) -> IResource:
         return self.app.resource()
@@ -273,6 +333,9 @@ class CameraServer:
                     also=f" ({since} more from it in the last minute)" if since else "",
                 )
             return _json_error(request, 400, str(error))
+        if not self.ready and not await self._until_ready():
+            _abort(request)
+            return None
         request.setHeader(b"Content-Type", b"application/json")
         started = self._clock.seconds()
         if self.metrics is not None:
@@ -292,10 +355,7 @@ class CameraServer:
                 peer=peer,
                 reason=str(error),
             )
-            channel = getattr(request, "channel", None)
-            transport = getattr(channel, "transport", None)
-            if transport is not None:
-                transport.abortConnection()
+            _abort(request)
             return None
         return _sized(request, reply)
 

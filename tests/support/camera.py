@@ -103,7 +103,7 @@ class RawConnection:
         self, factory: Any, *, peer: str = "127.0.0.1", port: int = 40000
     ) -> None:
         self.factory = factory
-        self.transport = StringTransport(
+        self.transport = _SocketTransport(
             hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
             peerAddress=IPv4Address("TCP", peer, port),
         )
@@ -132,6 +132,27 @@ class RawConnection:
         if not self._lost and self.protocol is not None:
             self._lost = True
             self.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+class _SocketTransport(StringTransport):
+    """A StringTransport that treats an abort as a socket does: what is
+    written after it never leaves (a socket's buffer is dropped with it)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(lenient=True, **kwargs)
+        self.aborted = False
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
+
+    def write(self, data: bytes) -> None:
+        if not self.aborted:
+            super().write(data)
+
+    def writeSequence(self, data: Any) -> None:
+        if not self.aborted:
+            super().writeSequence(data)
 
 
 class CameraServerTestCase(TestCase):
