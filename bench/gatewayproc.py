@@ -42,6 +42,8 @@ class GatewaySetup:
     comet_hold_seconds: float = 20.0
     max_body_bytes: int = 8_388_608
     unknown_plate: str = "deny"
+    #: ``[store]`` settings, as TOML values (e.g. ``{"max_db_bytes": 1 << 30}``).
+    store: tuple[tuple[str, int], ...] = ()
     #: The admin API bearer token the harness uses (an operator: it may open barriers).
     admin_token: str = attrs.field(factory=lambda: secrets.token_urlsafe(24))
 
@@ -73,6 +75,8 @@ def write_config(
     ]
     if setup.whitelist_csv is not None:
         lines.append(f"whitelist_csv = {_toml(str(setup.whitelist_csv))}")
+    if setup.store:
+        lines += ["", "[store]"] + [f"{key} = {value}" for key, value in setup.store]
     lines += [
         "",
         "[[admin.tokens]]",

@@ -30,6 +30,7 @@ from bench.report import Row, ScenarioResult  # noqa: E402
 from bench.scenarios import (  # noqa: E402
     comet,
     footprint,
+    longlife,
     offline,
     outbox,
     platelist,
@@ -55,6 +56,7 @@ SCENARIOS: dict[str, Scenario] = {
     "whitelist": whitelist.run,
     "platelist": platelist.run,
     "footprint": footprint.run,
+    "longlife": longlife.run,
 }
 DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
 ANALYSIS = Path(__file__).resolve().parent / "analysis.md"

@@ -35,6 +35,8 @@ class Settings:
     site_lanes: int
     site_big_csv: int  # rows of the large CSV import
     site_new_camera_plates: int  # the list a new Vzenith camera receives
+    longlife_events: int  # the aged store of the long-life scenario
+    longlife_seconds: float  # each paced run of the long-life scenario
 
     @classmethod
     def full(cls) -> Settings:
@@ -59,6 +61,8 @@ class Settings:
             site_lanes=20,
             site_big_csv=500_000,
             site_new_camera_plates=100_000,
+            longlife_events=2_000_000,
+            longlife_seconds=20.0,
         )
 
     @classmethod
@@ -84,6 +88,8 @@ class Settings:
             site_lanes=4,
             site_big_csv=50_000,
             site_new_camera_plates=5_000,
+            longlife_events=100_000,
+            longlife_seconds=5.0,
         )
 
 

@@ -77,8 +77,11 @@ _SQLITE_NOTADB = 26
 # Rows touched per statement/transaction by bulk operations: bounds memory and
 # the time one transaction holds the thread.
 _CHUNK = 500
-#: Free pages given back to the file system per vacuum step (4 MiB of 4 KiB pages).
-VACUUM_STEP_PAGES = 1024
+#: Free pages given back to the file system per vacuum step (1 MiB of 4 KiB pages).
+VACUUM_STEP_PAGES = 256
+#: Event rows deleted per retention step: a plate committed meanwhile waits
+#: for one step at most (a few milliseconds).
+RETENTION_STEP = 100
 _INCREMENTAL = 2  # PRAGMA auto_vacuum's value for incremental vacuum
 #: kv totals of event retention, since the database was created.
 EVENTS_EXPIRED_KEY = "events.expired"
@@ -948,7 +951,9 @@ class Database:
         "FROM events "
     )
 
-    def expire_events(self, cutoff: datetime, after_seq: int, limit: int = _CHUNK) -> EventExpiry:
+    def expire_events(
+        self, cutoff: datetime, after_seq: int, limit: int = RETENTION_STEP
+    ) -> EventExpiry:
         """One step of event retention by age, in one transaction: of the next
         ``limit`` events after ``after_seq`` (in commit order), delete those
         received before ``cutoff`` that are not waiting for delivery. The walk
@@ -991,7 +996,7 @@ class Database:
         "AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.event_id = events.id) "
     )
 
-    def drop_oldest_events(self, limit: int = _CHUNK) -> EventExpiry:
+    def drop_oldest_events(self, limit: int = RETENTION_STEP) -> EventExpiry:
         """One step of the size cap, in one transaction: delete the ``limit``
         oldest events that are not waiting for delivery; when only such
         events are left, the oldest of those (counted as dropped unsent)."""

@@ -158,6 +158,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # JSON text) instead of as text; rows written before keep their text in
     # ``raw``, new rows leave it empty.
     ("ALTER TABLE events ADD COLUMN raw_z BLOB",),
+    # 6: the plate index goes: the event search matches any part of a plate
+    # (LIKE '%...%'), which no index serves, and every event paid a page of
+    # it in the write-ahead log (SD card writes).
+    ("DROP INDEX IF EXISTS events_plate",),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -74,6 +75,10 @@ MAX_BATCH = 64
 # Plate list rows written per transaction (see Store.write_plates): a plate
 # event committed meanwhile waits for one such transaction at most.
 PLATE_WRITE_CHUNK = 500
+# A database over max_db_bytes is trimmed to this fraction under it.
+SIZE_HEADROOM = 100
+# Seconds between the steps of a retention pass.
+RETENTION_PAUSE = 0.02
 
 
 HealthObserver = Callable[[StoreHealth], None]
@@ -622,16 +627,22 @@ class Store:
             after = step.last_seq
             if step.finished:
                 break
+            await self._between_steps()
         live = await self._read(self._db.live_bytes)
-        while live > config.max_db_bytes and not self._closing:
+        # Past the cap, down to a hundredth under it: the events of the hours
+        # until the next pass fit in that without going over.
+        target = config.max_db_bytes - config.max_db_bytes // SIZE_HEADROOM
+        over = live > config.max_db_bytes
+        while over and live > target and not self._closing:
             step = await self._write(self._db.drop_oldest_events)
             dropped += step.removed
             unsent += step.dropped_unsent
             live = await self._read(self._db.live_bytes)
             if step.removed == 0:
                 break
+            await self._between_steps()
         while not self._closing and await self._write(lambda: self._db.vacuum_step() > 0):
-            pass
+            await self._between_steps()
         if expired or dropped:
             log.info(
                 "Event retention deleted {expired} events older than {days} days "
@@ -659,6 +670,13 @@ class Store:
             events_dropped_unsent=unsent,
             db_live_bytes=live,
         )
+
+    async def _between_steps(self) -> None:
+        # Each step is a commit (an fsync) and keeps the store's thread for a
+        # few milliseconds; event commits queue behind it. A pause between
+        # steps lets them through first: a year's catch-up takes minutes, no
+        # plate waits for it.
+        await deferLater(self._clock, RETENTION_PAUSE, lambda: None)
 
     async def retention_totals(self) -> EventRetentionTotals:
         """Event rows removed by retention since the database was created."""
