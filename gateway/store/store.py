@@ -23,8 +23,8 @@ from typing import Any, Protocol, TypeVar, cast
 
 import attrs
 from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
