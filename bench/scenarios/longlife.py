@@ -185,7 +185,7 @@ def run(ctx: Context) -> ScenarioResult:
         try:
             if shutdown == "unclean":
                 # The whole-file check runs in the background; say how long it took.
-                def checked() -> bool:
+                def checked(gateway: GatewayProcess = gateway) -> bool:
                     state = gateway.status()["store"]["integrity"]["state"]
                     return bool(state != "checking")
 
