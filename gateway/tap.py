@@ -41,6 +41,7 @@ from gateway.gate import Gate
 from gateway.heap import HeapSweep, share_the_lock
 from gateway.listeners import LISTEN_ERROR_EXIT, CannotListen, Listener, parse_endpoint
 from gateway.mqtt.client import BrokerClient
+from gateway.mqtt.commands import MqttCommands
 from gateway.mqtt.service import MqttService
 from gateway.mqtt.settings import MqttSettings
 from gateway.platelist import PlateList
@@ -470,13 +471,15 @@ def build_upstream(
 def build_mqtt(
     root: MultiService,
     core: Core,
+    cameras: Cameras,
     settings: MqttSettings,
     lanes: Lanes,
     upstream: UpstreamService | None = None,
     seams: Seams = Seams(),
 ) -> MqttService:
     """The MQTT link: events from the store's own cursor, retained state,
-    discovery and commands (docs/mqtt.md)."""
+    discovery and, with ``commands``, the camera and plate list commands
+    (through the same camera commands as the admin page; docs/mqtt.md)."""
     will_topic = f"{settings.prefix}/status"
     if seams.mqtt_client is not None:
         client = seams.mqtt_client(settings, will_topic)
@@ -500,6 +503,20 @@ def build_mqtt(
         lanes=lanes,
         gateway_state=gateway_state,
     )
+    if settings.commands:
+        mqtt.take_commands(
+            MqttCommands(
+                prefix=settings.prefix,
+                lanes=lanes,
+                control=cameras.control,
+                plate_list=core.plate_list,
+                codec=core.codec,
+                keep=core.recorder.keep,
+                send=mqtt.send,
+                clock=core.clock,
+                image_max_bytes=settings.image_max_bytes,
+            )
+        )
     # After the store: it stops before it (the cursor is saved on the way).
     mqtt.setServiceParent(root)
     core.bus.subscribe(lambda topic, payload: mqtt.notify_new_event() if topic == "event" else None)
@@ -622,7 +639,9 @@ def build_service(
     if config.upstream is not None:
         root.upstream = build_upstream(root, core, cameras, config.upstream, config.source)
     if config.mqtt is not None:
-        root.mqtt = build_mqtt(root, core, config.mqtt, config.lanes, root.upstream, seams)
+        root.mqtt = build_mqtt(
+            root, core, cameras, config.mqtt, config.lanes, root.upstream, seams
+        )
     root.listeners = build_listeners(
         root,
         reactor,

@@ -109,3 +109,48 @@ class MqttBrokerTests(SimulatorTestCase):
         await mqtt.disownServiceParent()  # a clean stop of the link alone
         await self.until(lambda: late.on(f"{PREFIX}/status")[-1:] == [b"offline"], 5,
                          "offline on a clean stop")
+
+    async def test_open_published_on_the_broker_pulses_a_comet_cameras_relay(self) -> None:
+        broker = self.broker()
+        broker.start()
+        watcher = self.subscriber(broker, f"{PREFIX}/command_result", f"{PREFIX}/lane/+/snapshot")
+        command_topic = f"{PREFIX}/lane/entrance/command"
+        # A retained command left on the broker is never obeyed: it would
+        # fire again on every reconnect.
+        watcher.client.publish(command_topic, b'{"action":"open"}', qos=1, retain=True).wait_for_publish(5)
+        self.addCleanup(lambda: watcher.client.publish(command_topic, b"", qos=1, retain=True))
+        config = self.site(broker, commands=True)
+        config["lane"][0]["barrier_channel"] = 1
+        await self.start(config)
+        mqtt = self.gateway.service.mqtt
+        assert mqtt is not None
+        camera = self.camera(serialno=VZENITH, heartbeat="comet")
+        registry = self.gateway.service.registry
+        await self.until(lambda: registry.held_polls() == 1, 10, "a held comet poll")
+        await self.until(lambda: mqtt.is_connected, 10, "the MQTT link up")
+        watcher.client.publish(command_topic, b'{"action":"open","id":"ha-42"}', qos=1)
+        await self.until(lambda: camera.relay_pulses, 10, "the relay pulse")
+        self.assertEqual([(p.channel, p.source) for p in camera.relay_pulses], [(1, "comet")])
+
+        def answers() -> list[dict[str, Any]]:
+            return [json.loads(p) for p in watcher.on(f"{PREFIX}/command_result")]
+
+        await self.until(lambda: answers(), 10, "the command's answer")
+        [answer] = answers()
+        self.assertEqual((answer["id"], answer["outcome"], answer["lane"]),
+                         ("ha-42", "delivered", "Entrance"))
+        # The broker restarts: the gateway subscribes again and the broker
+        # hands it the retained open again.
+        broker.stop()
+        await self.until(lambda: not mqtt.is_connected, 10, "the link down")
+        broker.start()
+        await self.until(lambda: mqtt.is_connected and watcher.client.is_connected(), 10,
+                         "the link and the watcher back")
+        watcher.client.publish(command_topic, b'{"action":"snapshot","id":"snap-1"}', qos=1)
+        await self.until(lambda: len(answers()) == 2, 20, "the snapshot's answer")
+        snapshot = answers()[1]
+        self.assertEqual((snapshot["id"], snapshot["outcome"]), ("snap-1", "completed"))
+        image = watcher.on(f"{PREFIX}/lane/entrance/snapshot")
+        self.assertEqual(len(image[0]), snapshot["image_bytes"])
+        self.assertTrue(image[0].startswith(b"\xff\xd8"))
+        self.assertEqual(len(camera.relay_pulses), 1)  # the retained open never fired

@@ -51,7 +51,7 @@ class MqttTestCase(TestCase):
         parts = build_parts(gateway_config, self.clock)
         memory = MemoryBroker(will_topic=f"{gateway_config.mqtt.prefix}/status", **broker)
         mqtt = build_mqtt(
-            parts.root, parts.core, gateway_config.mqtt, gateway_config.lanes,
+            parts.root, parts.core, parts.cameras, gateway_config.mqtt, gateway_config.lanes,
             seams=Seams(mqtt_client=lambda settings, will: memory),
         )
         await parts.start()

@@ -32,8 +32,9 @@ class BrokerEvents(Protocol):
         """The connection could not be made, or it dropped (not after
         :meth:`BrokerClient.disconnect`)."""
 
-    def message(self, topic: str, payload: bytes) -> None:
-        """A message arrived on a subscribed topic."""
+    def message(self, topic: str, payload: bytes, retained: bool) -> None:
+        """A message arrived on a subscribed topic; ``retained``: the broker
+        kept it from before the subscription."""
 
 
 class BrokerClient(Protocol):

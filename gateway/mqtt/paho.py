@@ -284,7 +284,7 @@ class PahoBroker:
     def _on_message(self, client: Any, userdata: Any, message: paho.MQTTMessage) -> None:
         events = self._events
         if events is not None:
-            events.message(message.topic, bytes(message.payload))
+            events.message(message.topic, bytes(message.payload), bool(message.retain))
 
     def _force_close(self) -> None:
         self._client._sock_close()

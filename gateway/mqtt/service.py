@@ -27,6 +27,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from gateway.mqtt.client import BrokerClient
+from gateway.mqtt.commands import MqttCommands
 from gateway.mqtt.discovery import discovery_configs, gateway_state_topic
 from gateway.mqtt.lanes import LaneStates, lane_topic
 from gateway.mqtt.publisher import EventPublisher
@@ -123,6 +124,8 @@ class MqttService(MultiService):
         # state and discovery, subscriptions.
         self.on_connected: list[Callable[[], None]] = []
         self.on_message: Callable[[str, bytes], None] | None = None
+        self.commands: MqttCommands | None = None
+        self._retained_logged: set[str] = set()
         Every(clock, POLL_SECONDS, self.publisher.kick, name="mqtt-poll").setServiceParent(self)
         Every(
             clock, GATEWAY_STATE_SECONDS, self._publish_gateway_state, name="mqtt-gateway-state"
@@ -224,13 +227,39 @@ class MqttService(MultiService):
             self.failed_attempts += 1
         self._retry(MqttLinkState.BACKING_OFF, reason, self._backoff.next_delay())
 
-    def message(self, topic: str, payload: bytes) -> None:
+    def message(self, topic: str, payload: bytes, retained: bool) -> None:
         if self.on_message is None:
+            return
+        if retained:
+            # A retained command would be obeyed again on every reconnect.
+            if topic not in self._retained_logged:
+                self._retained_logged.add(topic)
+                log.warn(
+                    "MQTT: a retained message on {topic} is ignored: commands must be "
+                    "published without retain (clear it with an empty retained message)",
+                    topic=topic,
+                )
             return
         try:
             self.on_message(topic, payload)
         except Exception:
             log.failure("MQTT: handling a message on {topic} failed", topic=topic)
+
+    def take_commands(self, commands: MqttCommands) -> None:
+        """Obey ``commands``' topics. Subscribed at QoS 0, so the broker keeps
+        no command for the gateway while it is away: a barrier never opens
+        because of a command sent minutes before the gateway came back."""
+        self.commands = commands
+        self.on_connected.append(lambda: self.client.subscribe(commands.filters, 0))
+        self.on_message = commands.handle
+
+    def send(self, topic: str, payload: bytes) -> None:
+        """Publish a message that is not kept (QoS 1, not retained) if the
+        link is up (a command's answer, a snapshot)."""
+        if not self._connected:
+            return
+        sent = self.client.publish(topic, payload, qos=1, retain=False)
+        sent.addErrback(lambda failure: None)  # cancelled by a stop
 
     def _retry(self, state: MqttLinkState, reason: str, delay: float) -> None:
         self.last_error = reason

@@ -115,9 +115,17 @@ class MemoryBroker:
             if not sent.acked.called:
                 sent.acked.callback(None)
 
-    def deliver(self, topic: str, payload: bytes) -> None:
+    def deliver(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
         assert self.events is not None
-        self.events.message(topic, payload)
+        self.events.message(topic, payload, retained)
+
+    def answers(self) -> list[Any]:
+        """The command results published on ``.../command_result``, in order."""
+        return [
+            sent.json()
+            for sent in self.sent
+            if sent.topic.endswith("/command_result") and "/events/" not in sent.topic
+        ]
 
     def on(self, topic: str) -> list[Sent]:
         return [sent for sent in self.sent if sent.topic == topic]
