@@ -5,12 +5,13 @@ order per camera; each with its stable id."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support import loopback_config
-from support.mqtt import MOSQUITTO, NO_MOSQUITTO, Mosquitto, Subscriber
+from support import CapturedLog, loopback_config
+from support.mqtt import MOSQUITTO, NO_MOSQUITTO, BrokerTls, Mosquitto, Subscriber, password_file
 from support.simulator import PARKINGCAM, VZENITH, SimulatorTestCase
 
 pytestmark = [
@@ -154,3 +155,92 @@ class MqttBrokerTests(SimulatorTestCase):
         self.assertEqual(len(image[0]), snapshot["image_bytes"])
         self.assertTrue(image[0].startswith(b"\xff\xd8"))
         self.assertEqual(len(camera.relay_pulses), 1)  # the retained open never fired
+
+
+class MqttTlsTests(SimulatorTestCase):
+    """``mqtts://`` with a CA of the test's own and a client certificate, and
+    a login from a password file; wrong credentials and a wrong CA."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        directory = Path(self.mktemp())
+        self.broker_tls = BrokerTls.create(directory / "tls")
+        users = password_file(directory / "passwd", {"site-7": "right horse", "watcher": "w"})
+        self.mosquitto = Mosquitto(
+            str(directory / "broker"),
+            anonymous=False,
+            listener=self.broker_tls.listener(require_certificate=True),
+            extra=[f"password_file {users}"],
+        )
+        self.mosquitto.start()
+        self.addCleanup(self.mosquitto.stop)
+
+    def site(self, **mqtt: Any) -> dict[str, Any]:
+        settings = {
+            "url": f"mqtts://127.0.0.1:{self.mosquitto.port}",
+            "username": "site-7",
+            "password": "right horse",
+            "ca_file": self.broker_tls.ca,
+            "client_cert": self.broker_tls.client_cert,
+            "max_backoff_seconds": 1,
+            "discovery": False,
+            **mqtt,
+        }
+        return loopback_config(
+            gateway={"id": "site-7"},
+            lane=[{"name": "Entrance", "camera": VZENITH, "sync_whitelist": False}],
+            policy={"unknown_plate": "allow"},
+            mqtt=settings,
+        )
+
+    def mqtt_lines(self, captured: CapturedLog) -> list[str]:
+        return [text for text in captured.texts() if "MQTT" in text]
+
+    async def test_plates_reach_the_broker_over_tls_with_a_login(self) -> None:
+        watcher = Subscriber(self.mosquitto.port, [f"{PREFIX}/#"], tls=self.broker_tls.client_context(),
+                             username="watcher", password="w")
+        self.addCleanup(watcher.close)
+        await self.start(self.site())
+        camera = self.camera(serialno=VZENITH, plates=2, rate=50, no_plate_rate=0.0)
+        await self.until(lambda: len(camera.answered_plates) == 2, 10, "two answered plates")
+        await self.until(lambda: len(watcher.on(f"{PREFIX}/events/plate")) >= 2, 10,
+                         "the plates on the broker")
+        self.assertEqual(watcher.on(f"{PREFIX}/status")[-1:], [b"online"])
+        mqtt = self.gateway.service.mqtt
+        assert mqtt is not None
+        status = await mqtt.status()
+        self.assertEqual((status.state.value, status.last_error), ("up", None))
+
+    async def test_a_wrong_password_is_one_error_line_and_the_gateway_goes_on(self) -> None:
+        with CapturedLog() as captured:
+            await self.start(self.site(password="wrong horse"))
+            mqtt = self.gateway.service.mqtt
+            assert mqtt is not None
+            await self.until(lambda: mqtt.failed_attempts >= 3, 15, "three refused attempts")
+            camera = self.camera(serialno=VZENITH, plates=2, rate=50, no_plate_rate=0.0)
+            await self.until(lambda: len(camera.answered_plates) == 2, 10, "plates still answered")
+        lines = self.mqtt_lines(captured)
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("is down: the broker refused the connection: Not authorized", lines[0])
+        self.assertIn("Check [mqtt] username, password", lines[0])
+        self.assertNotIn("wrong horse", "\n".join(captured.texts()))
+        status = await mqtt.status()
+        self.assertEqual(status.state.value, "down")
+        self.assertIn("refused", status.last_error or "")
+        self.assertEqual(len(await self.plate_events()), 2)
+
+    async def test_a_broker_certificate_from_another_ca_is_one_clear_line(self) -> None:
+        other = BrokerTls.create(Path(self.mktemp()))
+        with CapturedLog() as captured:
+            await self.start(self.site(ca_file=other.ca))
+            mqtt = self.gateway.service.mqtt
+            assert mqtt is not None
+            await self.until(lambda: mqtt.failed_attempts >= 3, 15, "three failed attempts")
+        lines = self.mqtt_lines(captured)
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("is down: TLS: the broker's certificate is not trusted", lines[0])
+        self.assertIn("ca_file", lines[0])
+        status = await mqtt.status()
+        self.assertEqual(status.state.value, "down")
+        self.assertIn("not trusted", status.last_error or "")

@@ -223,7 +223,7 @@ class ConnectionTests(MqttTestCase):
         status = await mqtt.status()
         self.assertEqual(status.last_error, "the broker refused the connection: Not authorized")
         self.assertFalse(status.connected)
-        said = [e for e in captured.events if "refused the gateway" in str(e.get("log_format"))]
+        said = [e for e in captured.events if "is down:" in str(e.get("log_format"))]
         self.assertEqual(len(said), 1)
 
     async def test_reconnected_after_a_drop(self) -> None:

@@ -24,9 +24,10 @@ class BrokerEvents(Protocol):
         """The broker accepted the connection."""
 
     def refused(self, reason: str, credentials: bool) -> None:
-        """The broker answered the connection and refused it; ``credentials``:
-        because of the user name, password or certificate (it will not work
-        until the site's settings change)."""
+        """The broker answered the connection and refused it, or its TLS
+        certificate is not trusted; ``credentials``: because of the user name,
+        password or a certificate (it will not work until the site's settings
+        or the broker's change)."""
 
     def lost(self, reason: str) -> None:
         """The connection could not be made, or it dropped (not after

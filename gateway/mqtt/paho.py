@@ -212,7 +212,14 @@ class PahoBroker:
         self._misc.start(1.0, now=False)
 
     def _not_opened(self, failure: Failure) -> None:
-        self._fail(_describe(failure.value or Exception("connection failed")))
+        error = failure.value or Exception("connection failed")
+        if isinstance(error, ssl.SSLCertVerificationError) and not self._answered:
+            # Not a passing failure: it stays until ca_file or the broker changes.
+            self._answered = True
+            if self._events is not None:
+                self._events.refused(_describe(error), True)
+            return
+        self._fail(_describe(error))
 
     def _fail(self, reason: str) -> None:
         if self._answered:

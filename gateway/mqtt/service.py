@@ -7,8 +7,9 @@ States, shown on the status page and logged once per change:
 * ``up``: connected;
 * ``backing_off``: the connection failed or dropped; retried after an
   exponential back-off with jitter (1, 2, 4... s up to ``max_backoff_seconds``);
-* ``down``: the broker refused the gateway's credentials; retried every
-  ``max_backoff_seconds`` until the site's settings or the broker change.
+* ``down``: the broker refused the gateway's credentials, or its certificate
+  is not trusted; retried every ``max_backoff_seconds`` until the site's
+  settings or the broker change.
 """
 
 from __future__ import annotations
@@ -284,9 +285,9 @@ class MqttService(MultiService):
             )
         elif state is MqttLinkState.DOWN:
             log.error(
-                "MQTT link to {url} is down: the broker refused the gateway: {error}. "
-                "Check [mqtt] username, password and client certificate, and the "
-                "broker's ACL; retried every {delay:.0f} s.",
+                "MQTT link to {url} is down: {error}. Check [mqtt] username, password, "
+                "ca_file and client_cert, and the broker's users and ACL; events stay "
+                "queued; retried every {delay:.0f} s.",
                 url=url,
                 error=error,
                 delay=delay,
