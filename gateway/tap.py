@@ -517,6 +517,7 @@ def build_mqtt(
                 image_max_bytes=settings.image_max_bytes,
             )
         )
+    core.metrics.watch_mqtt(lambda: mqtt.status())
     # After the store: it stops before it (the cursor is saved on the way).
     mqtt.setServiceParent(root)
     core.bus.subscribe(lambda topic, payload: mqtt.notify_new_event() if topic == "event" else None)
@@ -555,6 +556,7 @@ def build_admin(
     cameras: Cameras,
     upstream: UpstreamService | None,
     config: GatewayConfig,
+    mqtt: MqttService | None = None,
 ) -> admin.AdminRoot:
     """The staff page and API (not listening: see :func:`build_listeners`)."""
     accounts = AdminAccounts(
@@ -570,6 +572,9 @@ def build_admin(
             return None
         status = upstream.link.status
         return {"state": status.state.value, "last_error": status.last_error}
+
+    async def mqtt_status() -> dict[str, Any] | None:
+        return (await mqtt.status()).to_json() if mqtt is not None else None
 
     ports = devices.ports
     return admin.build_admin(
@@ -592,6 +597,7 @@ def build_admin(
         has_display=devices.displays.has_display,
         serial_status=lambda: [status.to_dict() for status in ports.statuses()],
         upstream_status=upstream_status,
+        mqtt_status=mqtt_status if mqtt is not None else None,
         on_replay=upstream.notify_new_event if upstream is not None else None,
     )
 
@@ -651,7 +657,7 @@ def build_service(
         config.source,
     )
     if config.admin.listen:
-        root.admin = build_admin(root, core, devices, cameras, root.upstream, config)
+        root.admin = build_admin(root, core, devices, cameras, root.upstream, config, root.mqtt)
         admin_site = ConnectionLimits(
             root.admin.site(),
             max_connections=config.admin.max_connections,

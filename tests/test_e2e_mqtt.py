@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import treq
+from twisted.internet import reactor
+from twisted.web.client import HTTPConnectionPool
+from twisted.web.http_headers import Headers
 
+from gateway.admin.settings import token_digest
 from support import CapturedLog, loopback_config
 from support.mqtt import MOSQUITTO, NO_MOSQUITTO, BrokerTls, Mosquitto, Subscriber, password_file
 from support.simulator import PARKINGCAM, VZENITH, SimulatorTestCase
@@ -20,6 +25,7 @@ pytestmark = [
 ]
 
 PREFIX = "anpr/site-7"
+TOKEN = "monitor-token-0123456789"
 
 
 class MqttBrokerTests(SimulatorTestCase):
@@ -192,7 +198,20 @@ class MqttTlsTests(SimulatorTestCase):
             lane=[{"name": "Entrance", "camera": VZENITH, "sync_whitelist": False}],
             policy={"unknown_plate": "allow"},
             mqtt=settings,
+            admin={"tokens": [{"name": "monitor", "sha256": token_digest(TOKEN), "role": "viewer"}]},
         )
+
+    async def admin_get(self, path: str) -> bytes:
+        """``path`` from the gateway's admin listener, as a viewer."""
+        response = await treq.get(
+            f"http://127.0.0.1:{self.gateway.admin_port}{path}",
+            headers=Headers({"Authorization": [f"Bearer {TOKEN}"]}),
+            timeout=5,
+            pool=HTTPConnectionPool(reactor, persistent=False),
+        )
+        self.assertEqual(response.code, 200)
+        body: bytes = await response.content()
+        return body
 
     def mqtt_lines(self, captured: CapturedLog) -> list[str]:
         return [text for text in captured.texts() if "MQTT" in text]
@@ -225,10 +244,15 @@ class MqttTlsTests(SimulatorTestCase):
         self.assertIn("is down: the broker refused the connection: Not authorized", lines[0])
         self.assertIn("Check [mqtt] username, password", lines[0])
         self.assertNotIn("wrong horse", "\n".join(captured.texts()))
-        status = await mqtt.status()
-        self.assertEqual(status.state.value, "down")
-        self.assertIn("refused", status.last_error or "")
         self.assertEqual(len(await self.plate_events()), 2)
+        # The status page and the metrics say so.
+        link = json.loads(await self.admin_get("/api/status"))["mqtt"]
+        self.assertEqual((link["configured"], link["state"], link["connected"]), (True, "down", False))
+        self.assertIn("Not authorized", link["last_error"])
+        self.assertGreaterEqual(link["queued"], 3)  # two plates and the camera online
+        metrics = (await self.admin_get("/metrics")).decode()
+        self.assertIn("anpr_gateway_mqtt_connected 0.0", metrics)
+        self.assertIn(f"anpr_gateway_mqtt_queued {float(link['queued'])}", metrics)
 
     async def test_a_broker_certificate_from_another_ca_is_one_clear_line(self) -> None:
         other = BrokerTls.create(Path(self.mktemp()))

@@ -36,7 +36,7 @@ from gateway.mqtt.settings import MqttSettings
 from gateway.site import Lanes
 from gateway.store import EventRecord, ImageState, StoreError, StoreService
 from gateway.timers import Every
-from gateway.upstream.events import dump_json
+from gateway.upstream.events import dump_json, format_time
 from gateway.upstream.link import Backoff
 
 __all__ = ["MqttLinkState", "MqttService", "MqttStatus", "ONLINE", "OFFLINE"]
@@ -74,6 +74,27 @@ class MqttStatus:
     failed: int  # connection attempts that failed since start
     last_error: str | None
     url: str
+    in_flight: int = 0  # published, not yet acknowledged
+    commands: bool = False  # obeys commands from the broker
+    commands_taken: int = 0
+    commands_rejected: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The link as ``/api/status`` shows it (``mqtt``)."""
+        return {
+            "state": self.state.value,
+            "since": format_time(self.since),
+            "connected": self.connected,
+            "url": self.url,
+            "queued": self.queued,
+            "in_flight": self.in_flight,
+            "published": self.published,
+            "failed": self.failed,
+            "last_error": self.last_error,
+            "commands": self.commands,
+            "commands_taken": self.commands_taken,
+            "commands_rejected": self.commands_rejected,
+        }
 
 
 class MqttService(MultiService):
@@ -376,4 +397,8 @@ class MqttService(MultiService):
             failed=self.failed_attempts,
             last_error=self.last_error or self.publisher.last_error,
             url=self.config.url,
+            in_flight=self.publisher.in_flight,
+            commands=self.commands is not None,
+            commands_taken=self.commands.taken if self.commands is not None else 0,
+            commands_rejected=self.commands.rejected if self.commands is not None else 0,
         )
