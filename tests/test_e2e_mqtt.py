@@ -268,3 +268,58 @@ class MqttTlsTests(SimulatorTestCase):
         status = await mqtt.status()
         self.assertEqual(status.state.value, "down")
         self.assertIn("not trusted", status.last_error or "")
+
+
+class MqttFleetAclTests(SimulatorTestCase):
+    """The fleet ACL of etc/mosquitto/anpr-fleet.acl (docs/mqtt.md) on a real
+    Mosquitto: a gateway publishes its own topics and takes its commands;
+    Home Assistant sees it and opens its barrier; another gateway cannot."""
+
+    timeout = 60
+
+    async def test_the_documented_acl_lets_each_party_do_its_part_only(self) -> None:
+        directory = Path(self.mktemp())
+        users = password_file(directory / "passwd", {
+            "site-7": "p7", "site-8": "p8", "homeassistant": "ha",
+        })
+        acl = Path(__file__).parent.parent / "etc" / "mosquitto" / "anpr-fleet.acl"
+        broker = Mosquitto(str(directory / "broker"), anonymous=False,
+                           extra=[f"password_file {users}", f"acl_file {acl}"])
+        broker.start()
+        self.addCleanup(broker.stop)
+        home = Subscriber(broker.port, ["anpr/#", "homeassistant/#"], username="homeassistant",
+                          password="ha")
+        self.addCleanup(home.close)
+        intruder = Subscriber(broker.port, ["anpr/site-7/#"], username="site-8", password="p8")
+        self.addCleanup(intruder.close)
+        config = loopback_config(
+            gateway={"id": "site-7"},
+            lane=[{"name": "Entrance", "camera": VZENITH, "sync_whitelist": False}],
+            policy={"unknown_plate": "allow"},
+            mqtt={"url": broker.url, "username": "site-7", "password": "p7",
+                  "max_backoff_seconds": 1, "commands": True},
+        )
+        await self.start(config)
+        mqtt = self.gateway.service.mqtt
+        assert mqtt is not None
+        camera = self.camera(serialno=VZENITH, heartbeat="comet", plates=1, rate=50,
+                             no_plate_rate=0.0)
+        await self.until(lambda: home.on(f"{PREFIX}/events/plate"), 10, "the plate at HA")
+        await self.until(lambda: home.on(f"{PREFIX}/status") == [b"online"], 5, "online")
+        await self.until(lambda: home.matching("homeassistant/button/site-7/"), 5, "discovery")
+        await self.until(lambda: self.gateway.service.registry.held_polls() == 1, 10, "a held poll")
+        pulses = len(camera.relay_pulses)
+        command = f"{PREFIX}/lane/entrance/command"
+        # Another gateway's login may neither read site-7's events nor command it.
+        intruder.client.publish(command, b'{"action":"open","id":"intruder"}', qos=1).wait_for_publish(5)
+        home.client.publish(command, b'{"action":"open","id":"ha"}', qos=1).wait_for_publish(5)
+
+        def answers() -> list[str]:
+            return [json.loads(p)["id"] for p in home.on(f"{PREFIX}/command_result")]
+
+        await self.until(lambda: answers(), 10, "Home Assistant's command answered")
+        await self.until(lambda: len(camera.relay_pulses) == pulses + 1, 10, "the relay pulse")
+        self.assertEqual(answers(), ["ha"])
+        self.assertEqual(intruder.messages, [])
+        status = await mqtt.status()
+        self.assertEqual((status.state.value, status.commands_taken), ("up", 1))

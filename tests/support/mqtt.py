@@ -227,8 +227,9 @@ def password_file(path: Path, users: dict[str, str]) -> Path:
         lines.append(
             f"{user}:$7$101${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
         )
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
-    return path
+    return path.resolve()
 
 
 @attrs.frozen
