@@ -30,6 +30,7 @@ from bench.report import Row, ScenarioResult  # noqa: E402
 from bench.scenarios import (  # noqa: E402
     comet,
     footprint,
+    mqtt,
     offline,
     outbox,
     platelist,
@@ -52,6 +53,7 @@ SCENARIOS: dict[str, Scenario] = {
     "comet": comet.run,
     "offline": offline.run,
     "outbox": outbox.run,
+    "mqtt": mqtt.run,
     "whitelist": whitelist.run,
     "platelist": platelist.run,
     "footprint": footprint.run,

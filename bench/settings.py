@@ -35,6 +35,8 @@ class Settings:
     site_lanes: int
     site_big_csv: int  # rows of the large CSV import
     site_new_camera_plates: int  # the list a new Vzenith camera receives
+    mqtt_events: int  # queued during a broker outage, then drained
+    mqtt_paced: int  # events timed one at a time to the broker's acknowledgement
 
     @classmethod
     def full(cls) -> Settings:
@@ -59,6 +61,8 @@ class Settings:
             site_lanes=20,
             site_big_csv=500_000,
             site_new_camera_plates=100_000,
+            mqtt_events=100_000,
+            mqtt_paced=500,
         )
 
     @classmethod
@@ -84,6 +88,8 @@ class Settings:
             site_lanes=4,
             site_big_csv=50_000,
             site_new_camera_plates=5_000,
+            mqtt_events=10_000,
+            mqtt_paced=100,
         )
 
 
