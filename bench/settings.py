@@ -37,6 +37,8 @@ class Settings:
     site_new_camera_plates: int  # the list a new Vzenith camera receives
     longlife_events: int  # the aged store of the long-life scenario
     longlife_seconds: float  # each paced run of the long-life scenario
+    mqtt_events: int  # queued during a broker outage, then drained
+    mqtt_paced: int  # events timed one at a time to the broker's acknowledgement
 
     @classmethod
     def full(cls) -> Settings:
@@ -63,6 +65,8 @@ class Settings:
             site_new_camera_plates=100_000,
             longlife_events=2_000_000,
             longlife_seconds=20.0,
+            mqtt_events=100_000,
+            mqtt_paced=500,
         )
 
     @classmethod
@@ -90,6 +94,8 @@ class Settings:
             site_new_camera_plates=5_000,
             longlife_events=100_000,
             longlife_seconds=5.0,
+            mqtt_events=10_000,
+            mqtt_paced=100,
         )
 
 

@@ -33,6 +33,7 @@ from gateway.policy.csvformat import CsvImport, parse_whitelist_csv
 from gateway.policy.decision import Decision, PlateQuery
 from gateway.policy.plates import normalise_plate
 from gateway.policy.whitelist import (
+    ENTRY_SOURCES,
     PlateListChange,
     WhitelistEntry,
     WhitelistIndex,
@@ -122,7 +123,7 @@ def row_to_entry(row: PlateRow, tz: tzinfo, lanes: Lanes) -> tuple[WhitelistEntr
         hours=parse_hours(row.hours) if row.hours else (),
         lanes=frozenset(names),
         note=row.note,
-        source=row.source if row.source in ("csv", "admin", "cloud") else "admin",
+        source=row.source if row.source in ENTRY_SOURCES else "admin",
     )
     return entry, unknown
 

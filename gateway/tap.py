@@ -41,6 +41,7 @@ from gateway.gate import Gate
 from gateway.heap import HeapSweep, share_the_lock
 from gateway.listeners import LISTEN_ERROR_EXIT, CannotListen, Listener, parse_endpoint
 from gateway.mqtt.client import BrokerClient
+from gateway.mqtt.commands import MqttCommands
 from gateway.mqtt.service import MqttService
 from gateway.mqtt.settings import MqttSettings
 from gateway.platelist import PlateList
@@ -471,13 +472,15 @@ def build_upstream(
 def build_mqtt(
     root: MultiService,
     core: Core,
+    cameras: Cameras,
     settings: MqttSettings,
     lanes: Lanes,
     upstream: UpstreamService | None = None,
     seams: Seams = Seams(),
 ) -> MqttService:
     """The MQTT link: events from the store's own cursor, retained state,
-    discovery and commands (docs/mqtt.md)."""
+    discovery and, with ``commands``, the camera and plate list commands
+    (through the same camera commands as the admin page; docs/mqtt.md)."""
     will_topic = f"{settings.prefix}/status"
     if seams.mqtt_client is not None:
         client = seams.mqtt_client(settings, will_topic)
@@ -501,6 +504,21 @@ def build_mqtt(
         lanes=lanes,
         gateway_state=gateway_state,
     )
+    if settings.commands:
+        mqtt.take_commands(
+            MqttCommands(
+                prefix=settings.prefix,
+                lanes=lanes,
+                control=cameras.control,
+                plate_list=core.plate_list,
+                codec=core.codec,
+                keep=core.recorder.keep,
+                send=mqtt.send,
+                clock=core.clock,
+                image_max_bytes=settings.image_max_bytes,
+            )
+        )
+    core.metrics.watch_mqtt(lambda: mqtt.status())
     # After the store: it stops before it (the cursor is saved on the way).
     mqtt.setServiceParent(root)
     core.bus.subscribe(lambda topic, payload: mqtt.notify_new_event() if topic == "event" else None)
@@ -539,6 +557,7 @@ def build_admin(
     cameras: Cameras,
     upstream: UpstreamService | None,
     config: GatewayConfig,
+    mqtt: MqttService | None = None,
 ) -> admin.AdminRoot:
     """The staff page and API (not listening: see :func:`build_listeners`)."""
     accounts = AdminAccounts(
@@ -554,6 +573,9 @@ def build_admin(
             return None
         status = upstream.link.status
         return {"state": status.state.value, "last_error": status.last_error}
+
+    async def mqtt_status() -> dict[str, Any] | None:
+        return (await mqtt.status()).to_json() if mqtt is not None else None
 
     ports = devices.ports
     return admin.build_admin(
@@ -576,6 +598,7 @@ def build_admin(
         has_display=devices.displays.has_display,
         serial_status=lambda: [status.to_dict() for status in ports.statuses()],
         upstream_status=upstream_status,
+        mqtt_status=mqtt_status if mqtt is not None else None,
         on_replay=upstream.notify_new_event if upstream is not None else None,
     )
 
@@ -623,7 +646,9 @@ def build_service(
     if config.upstream is not None:
         root.upstream = build_upstream(root, core, cameras, config.upstream, config.source)
     if config.mqtt is not None:
-        root.mqtt = build_mqtt(root, core, config.mqtt, config.lanes, root.upstream, seams)
+        root.mqtt = build_mqtt(
+            root, core, cameras, config.mqtt, config.lanes, root.upstream, seams
+        )
     root.listeners = build_listeners(
         root,
         reactor,
@@ -633,7 +658,7 @@ def build_service(
         config.source,
     )
     if config.admin.listen:
-        root.admin = build_admin(root, core, devices, cameras, root.upstream, config)
+        root.admin = build_admin(root, core, devices, cameras, root.upstream, config, root.mqtt)
         admin_site = ConnectionLimits(
             root.admin.site(),
             max_connections=config.admin.max_connections,

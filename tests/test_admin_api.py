@@ -785,8 +785,21 @@ class StatusTests(AdminTestCase):
     async def test_standalone_and_async_upstream(self) -> None:
         await self.build()
         client = await self.operator()
-        upstream = (await client.get("/api/status")).json()["upstream"]
+        status = (await client.get("/api/status")).json()
+        upstream = status["upstream"]
         self.assertEqual((upstream["configured"], upstream["state"]), (False, None))
+        self.assertEqual(status["mqtt"], {"configured": False})
+
+    async def test_the_mqtt_link_beside_the_cloud_link(self) -> None:
+        async def link() -> dict[str, Any]:
+            return {"state": "down", "last_error": "Not authorized", "queued": 12}
+
+        await self.build(mqtt_status=link)
+        client = await self.operator()
+        mqtt = (await client.get("/api/status")).json()["mqtt"]
+        self.assertEqual(
+            mqtt, {"configured": True, "state": "down", "last_error": "Not authorized", "queued": 12}
+        )
 
     async def test_dead_letter_listed_and_replayed_by_an_admin_only(self) -> None:
         replays: list[bool] = []

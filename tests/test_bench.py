@@ -13,6 +13,7 @@ import pytest
 
 from bench import run
 from bench.report import MET, MISSED, NOT_MEASURED, ScenarioResult
+from bench.scenarios import mqtt as mqtt_scenario
 from bench.settings import Context, Settings
 from bench.system import describe_machine
 from bench.wrk import push_body
@@ -100,3 +101,13 @@ def test_the_push_template_makes_distinct_camera_plate_events() -> None:
     body = with_image.render({"serialno": "cam-9", "plateid": "7", "license": "京A12345"})
     image = json.loads(body)["AlarmInfoPlate"]["result"]["PlateResult"]["imageFile"]
     assert len(image) > 50_000  # base64 of a 50 KB JPEG
+
+
+@pytest.mark.skipif(mqtt_scenario._mosquitto() is None, reason="Mosquitto is not installed")
+def test_the_mqtt_scenario_drains_every_event_and_times_single_ones(tmp_path: Path) -> None:
+    settings = attrs.evolve(TINY, mqtt_events=300, mqtt_paced=5)
+    ctx = Context(settings=settings, workdir=tmp_path, machine=describe_machine(), wrk=None)
+    drain, latency = mqtt_scenario.run(ctx).rows
+    assert drain.scenario == "MQTT, 300 events queued during a broker outage"
+    assert "(300 in " in drain.measured and drain.result in (MET, MISSED)
+    assert "(5 events, one at a time)" in latency.measured and latency.result in (MET, MISSED)

@@ -28,6 +28,7 @@ REQUIRED = {
     "sensor": {"state_topic"},
     "binary_sensor": {"state_topic"},
     "image": {"image_topic"},
+    "button": {"command_topic"},
 }
 COMMON = {"unique_id", "name", "device", "availability_topic"}
 
@@ -45,7 +46,7 @@ def site(lanes: list[str], **mqtt: Any) -> dict[str, Any]:
 
 
 def test_every_component_carries_the_keys_home_assistant_requires() -> None:
-    config = parse_config(site(["Entrance", "Exit"], images="crop"))
+    config = parse_config(site(["Entrance", "Exit"], images="crop", commands=True))
     assert config.mqtt is not None
     configs = discovery_configs(config.mqtt, config.lanes)
     components = {topic.split("/")[1] for topic in configs}
@@ -56,10 +57,14 @@ def test_every_component_carries_the_keys_home_assistant_requires() -> None:
         assert REQUIRED[component] | COMMON <= set(payload), topic
         assert payload["availability_topic"] == STATUS
         assert payload["device"]["identifiers"]
+    button = configs["homeassistant/button/site-7/entrance_open/config"]
+    assert button["command_topic"] == f"{PREFIX}/lane/entrance/command"
+    assert json.loads(button["payload_press"]) == {"action": "open"}
+    assert button["retain"] is False  # a retained press is ignored by the gateway
     assert len({payload["unique_id"] for payload in configs.values()}) == len(configs)
 
 
-def test_no_image_unless_enabled() -> None:
+def test_no_image_or_button_unless_enabled() -> None:
     config = parse_config(site(["Entrance"]))
     assert config.mqtt is not None
     components = {topic.split("/")[1] for topic in discovery_configs(config.mqtt, config.lanes)}
@@ -78,7 +83,7 @@ class RetainedTests(TestCase):
         assert config.mqtt is not None
         parts = build_parts(config, self.clock)
         broker = MemoryBroker(will_topic=STATUS)
-        build_mqtt(parts.root, parts.core, config.mqtt, config.lanes,
+        build_mqtt(parts.root, parts.core, parts.cameras, config.mqtt, config.lanes,
                    seams=Seams(mqtt_client=lambda settings, will: broker))
         await parts.start()
         self.addCleanup(lambda: Deferred.fromCoroutine(parts.stop()))

@@ -51,7 +51,7 @@ class MqttTestCase(TestCase):
         parts = build_parts(gateway_config, self.clock)
         memory = MemoryBroker(will_topic=f"{gateway_config.mqtt.prefix}/status", **broker)
         mqtt = build_mqtt(
-            parts.root, parts.core, gateway_config.mqtt, gateway_config.lanes,
+            parts.root, parts.core, parts.cameras, gateway_config.mqtt, gateway_config.lanes,
             seams=Seams(mqtt_client=lambda settings, will: memory),
         )
         await parts.start()
@@ -223,7 +223,7 @@ class ConnectionTests(MqttTestCase):
         status = await mqtt.status()
         self.assertEqual(status.last_error, "the broker refused the connection: Not authorized")
         self.assertFalse(status.connected)
-        said = [e for e in captured.events if "refused the gateway" in str(e.get("log_format"))]
+        said = [e for e in captured.events if "is down:" in str(e.get("log_format"))]
         self.assertEqual(len(said), 1)
 
     async def test_reconnected_after_a_drop(self) -> None:

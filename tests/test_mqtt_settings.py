@@ -32,7 +32,7 @@ def test_defaults_come_from_the_gateway_id() -> None:
     assert settings.client == "anpr-gateway-site-7"
     assert settings.prefix == "anpr/site-7"
     assert (settings.qos, settings.discovery, settings.discovery_prefix) == (1, True, "homeassistant")
-    assert (settings.images, settings.protocol) == ("none", "3.1.1")
+    assert (settings.images, settings.commands, settings.protocol) == ("none", False, "3.1.1")
 
 
 def test_mqtts_defaults_to_port_8883_and_takes_certificates(tmp_path: Path) -> None:
@@ -64,6 +64,7 @@ def test_the_password_is_never_shown() -> None:
         ({"password": "x"}, "mqtt.password", "is only used together with username"),
         ({"keepalive_seconds": 1}, "mqtt.keepalive_seconds", "must be between 5 and 3600, got 1"),
         ({"qos": True}, "mqtt.qos", "must be an integer, got true"),
+        ({"commands": "yes"}, "mqtt.commands", 'must be true or false, got "yes"'),
         ({"port": 1883}, "mqtt.port", None),
     ],
 )

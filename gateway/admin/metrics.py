@@ -13,7 +13,7 @@ gateways in one process).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from prometheus_client import (
@@ -25,6 +25,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from twisted.logger import Logger
 
 from gateway import __version__
@@ -83,6 +84,54 @@ async def _read(source: Source[T] | None) -> T | None:
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+class _MqttCollector:
+    """The MQTT link's numbers, as read at the last scrape (a collector,
+    since its counters are counted by the link itself)."""
+
+    def __init__(self) -> None:
+        self.source: Source[Any] | None = None
+        self.status: Any = None
+        self.registered = False
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        status = self.status
+        if status is None:
+            return
+        yield GaugeMetricFamily(
+            "anpr_gateway_mqtt_connected", "1 while the MQTT link is up.", value=int(status.connected)
+        )
+        yield GaugeMetricFamily(
+            "anpr_gateway_mqtt_queued",
+            "Events committed and not yet acknowledged by the MQTT broker.",
+            value=status.queued,
+        )
+        yield CounterMetricFamily(
+            "anpr_gateway_mqtt_published",
+            "Events the MQTT broker acknowledged since start.",
+            value=status.published,
+        )
+        yield CounterMetricFamily(
+            "anpr_gateway_mqtt_failed",
+            "MQTT connection attempts that failed or were refused since start.",
+            value=status.failed,
+        )
+        yield _commands_family(status)
+
+
+def _commands_family(status: Any) -> Metric:
+    family = CounterMetricFamily(
+        "anpr_gateway_mqtt_commands",
+        "Commands taken from the MQTT broker since start, rejected or not.",
+        labels=["rejected"],
+    )
+    family.add_metric(["false"], status.commands_taken - status.commands_rejected)
+    family.add_metric(["true"], status.commands_rejected)
+    return family
 
 
 class GatewayMetrics:
@@ -174,6 +223,7 @@ class GatewayMetrics:
         ):
             if self._sources[name] is not None:
                 self._gauges[name] = Gauge(f"anpr_gateway_{name}", documentation, registry=registry)
+        self._mqtt = _MqttCollector()
         self._port_state: Gauge | None = None
         if serial_ports is not None:
             self.watch_serial_ports(serial_ports)
@@ -191,6 +241,14 @@ class GatewayMetrics:
                 ["port", "state"],
                 registry=self.registry,
             )
+
+    def watch_mqtt(self, mqtt: Source[Any]) -> None:
+        """Report the MQTT link: ``mqtt()`` gives its
+        :class:`gateway.mqtt.service.MqttStatus`."""
+        self._mqtt.source = mqtt
+        if not self._mqtt.registered:
+            self.registry.register(self._mqtt)
+            self._mqtt.registered = True
 
     def _labels(self, metric: str, *values: str) -> tuple[str, ...]:
         guard = self._guards.setdefault(metric, _LabelGuard())
@@ -247,6 +305,11 @@ class GatewayMetrics:
                 continue
             if value is not None:
                 gauge.set(value)
+        if self._mqtt.source is not None:
+            try:
+                self._mqtt.status = await _read(self._mqtt.source)
+            except Exception:
+                log.failure("Reading the MQTT metrics failed")
         if self._port_state is not None:
             try:
                 ports = await _read(self._serial_ports)

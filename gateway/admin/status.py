@@ -1,5 +1,5 @@
 """Is everything working: ``/api/status`` (the store, the cloud link, the
-serial ports, the cameras), sending a dead letter to the cloud again
+MQTT link, the serial ports, the cameras), sending a dead letter to the cloud again
 (``/api/dead-letters/{id}/replay``, admins only), and ``/metrics`` for
 Prometheus (public when ``metrics_public`` is set)."""
 
@@ -30,10 +30,11 @@ __all__ = ["MetricsResource", "Metrics", "StatusResource", "StatusSource"]
 
 log = Logger()
 
-#: The cloud link as the status view shows it: ``state`` and ``last_error``.
+#: A link as the status view shows it: the cloud's ``state`` and
+#: ``last_error``; MQTT's :meth:`gateway.mqtt.service.MqttStatus.to_json`.
 LinkStatus = Mapping[str, object] | None
-#: Where the cloud link's status comes from (an awaitable is awaited); None
-#: for a gateway without a cloud.
+#: Where a link's status comes from (an awaitable is awaited); None for a
+#: gateway without that link.
 StatusSource = Callable[[], LinkStatus | Awaitable[LinkStatus]]
 #: The serial ports, one JSON object each.
 SerialStatus = Callable[[], Iterable[Mapping[str, object]]]
@@ -54,8 +55,8 @@ def _free_disk(path: str) -> int | None:
 
 
 class StatusResource:
-    """The status view. ``upstream_status()`` gives the cloud link (see
-    :data:`StatusSource`); ``serial_status()`` lists the serial ports;
+    """The status view. ``upstream_status()`` gives the cloud link and
+    ``mqtt_status()`` the MQTT link (see :data:`StatusSource`); ``serial_status()`` lists the serial ports;
     ``on_replay()`` is called after a dead letter is queued again (to wake
     the outbox)."""
 
@@ -71,6 +72,7 @@ class StatusResource:
         store: Callable[[], Store | None],
         registry: CameraRegistry,
         upstream_status: StatusSource | None = None,
+        mqtt_status: StatusSource | None = None,
         serial_status: SerialStatus | None = None,
         on_replay: Callable[[], object] | None = None,
     ) -> None:
@@ -81,6 +83,7 @@ class StatusResource:
         self._store = store
         self._registry = registry
         self._upstream_status = upstream_status
+        self._mqtt_status = mqtt_status
         self._serial_status = serial_status
         self._on_replay = on_replay
         self._started = clock.seconds()
@@ -160,7 +163,8 @@ class StatusResource:
                         events_dropped_unsent=stats.retention.dropped_unsent,
                     )
                 outbox_depth, dead_count = stats.outbox_depth, stats.dead_letters
-        link = await self._upstream()
+        link = await self._read(self._upstream_status)
+        mqtt = await self._read(self._mqtt_status)
         return json_response(
             request,
             {
@@ -176,6 +180,7 @@ class StatusResource:
                     "dead_letters": dead_count,
                     "dropped": dropped,
                 },
+                "mqtt": {"configured": mqtt is not None, **(mqtt or {})},
                 "dead_letters": dead_letters,
                 "serial_ports": (
                     [dict(port) for port in self._serial_status()] if self._serial_status else []
@@ -188,10 +193,10 @@ class StatusResource:
             },
         )
 
-    async def _upstream(self) -> LinkStatus:
-        if self._upstream_status is None:
+    async def _read(self, source: StatusSource | None) -> LinkStatus:
+        if source is None:
             return None
-        value = self._upstream_status()
+        value = source()
         if inspect.isawaitable(value):
             return await value
         return value

@@ -73,6 +73,8 @@ class CameraCommand(abc.ABC):
     # Set when queued for a camera that reads this command only in a plate
     # reply (a Vzenith camera on common heartbeat): it waits for a car.
     waits_for: str = ""
+    # Who asked, when not the admin page or the cloud: "mqtt".
+    origin: str = ""
     result: Any = None
     done: Deferred[CameraCommand] = attrs.field(factory=Deferred, repr=False)
 

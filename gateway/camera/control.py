@@ -105,8 +105,9 @@ class CameraControl:
         """Pulse the barrier relay (the lane's barrier channel by default).
 
         Every command method takes ``command_id`` (the caller's own id, e.g.
-        the cloud's) and ``expires_at`` (clock seconds, at most the default
-        expiry from now) as keywords."""
+        the cloud's), ``expires_at`` (clock seconds, at most the default
+        expiry from now) and ``origin`` (who asked, kept in the command's
+        result event) as keywords."""
         camera = self._online(serialno)
         return self.submit(
             camera,
@@ -277,6 +278,8 @@ class CameraControl:
         for key in ("channel", "bytes", "io", "value"):
             if key in described:
                 details["command"][key] = described[key]
+        if command.origin:
+            details["command"]["origin"] = command.origin
         if isinstance(command, Snapshot) and isinstance(command.result, bytes):
             details["command"]["image_bytes"] = len(command.result)
         try:
@@ -314,15 +317,21 @@ class CameraControl:
         return channel
 
     def _identity(
-        self, *, command_id: str | None = None, expires_at: float | None = None
+        self,
+        *,
+        command_id: str | None = None,
+        expires_at: float | None = None,
+        origin: str | None = None,
     ) -> dict[str, Any]:
-        """A command's id and expiry: the caller's, or ours."""
+        """A command's id and expiry (the caller's, or ours), and its origin."""
         latest = self._clock.seconds() + self.expiry
         identity: dict[str, Any] = {
             "expires_at": latest if expires_at is None else min(expires_at, latest)
         }
         if command_id:
             identity["id"] = command_id
+        if origin:
+            identity["origin"] = origin
         return identity
 
 

@@ -195,11 +195,28 @@ class StoreRecorder:
         kept = event if result.created else as_kept(event, result.record)
         _log_event(kept)
         if result.created:
-            if self.bus is not None:
-                self.bus.publish("event", event_summary(result.record))
-            if self.on_commit is not None:
-                self.on_commit()
+            self._committed(result.record)
         return kept
+
+    async def keep(self, record: EventRecord) -> None:
+        """Keep an event the gateway made itself (the result of a command that
+        never reached a camera), told to the consumers like a camera's.
+        Raises :class:`EventNotKept`."""
+        store = self._store()
+        if store is None:
+            raise EventNotKept("the event store is not open yet")
+        try:
+            result = await store.commit_event(record, outbox=self.outbox)
+        except StoreWriteError as error:
+            raise EventNotKept(str(error)) from error
+        if result.created:
+            self._committed(result.record)
+
+    def _committed(self, record: EventRecord) -> None:
+        if self.bus is not None:
+            self.bus.publish("event", event_summary(record))
+        if self.on_commit is not None:
+            self.on_commit()
 
 
 def event_summary(record: EventRecord) -> dict[str, Any]:

@@ -1,3 +1,3 @@
 """The MQTT link: the store's events published to a broker from an outbox
-cursor of their own, the lanes' retained state and Home Assistant discovery.
-See docs/mqtt.md."""
+cursor of their own, the lanes' retained state, Home Assistant discovery and,
+when enabled, commands from the broker. See docs/mqtt.md."""

@@ -24,16 +24,18 @@ class BrokerEvents(Protocol):
         """The broker accepted the connection."""
 
     def refused(self, reason: str, credentials: bool) -> None:
-        """The broker answered the connection and refused it; ``credentials``:
-        because of the user name, password or certificate (it will not work
-        until the site's settings change)."""
+        """The broker answered the connection and refused it, or its TLS
+        certificate is not trusted; ``credentials``: because of the user name,
+        password or a certificate (it will not work until the site's settings
+        or the broker's change)."""
 
     def lost(self, reason: str) -> None:
         """The connection could not be made, or it dropped (not after
         :meth:`BrokerClient.disconnect`)."""
 
-    def message(self, topic: str, payload: bytes) -> None:
-        """A message arrived on a subscribed topic."""
+    def message(self, topic: str, payload: bytes, retained: bool) -> None:
+        """A message arrived on a subscribed topic; ``retained``: the broker
+        kept it from before the subscription."""
 
 
 class BrokerClient(Protocol):

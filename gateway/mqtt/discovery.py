@@ -89,6 +89,15 @@ def discovery_configs(settings: MqttSettings, lanes: Lanes) -> dict[str, dict[st
                 "content_type": "image/jpeg",
                 "device": device,
             })
+        if settings.commands:
+            add("button", f"{slug}_open", {
+                "name": "Open barrier",
+                "icon": "mdi:boom-gate-up",
+                "command_topic": lane_topic(prefix, lane.name, "command"),
+                "payload_press": '{"action":"open"}',
+                "retain": False,
+                "device": device,
+            })
     gateway_state = gateway_state_topic(prefix)
     for object_id, name, template, extra in (
         ("store", "Store", "{{ value_json.store }}", {"icon": "mdi:database"}),

@@ -212,7 +212,14 @@ class PahoBroker:
         self._misc.start(1.0, now=False)
 
     def _not_opened(self, failure: Failure) -> None:
-        self._fail(_describe(failure.value or Exception("connection failed")))
+        error = failure.value or Exception("connection failed")
+        if isinstance(error, ssl.SSLCertVerificationError) and not self._answered:
+            # Not a passing failure: it stays until ca_file or the broker changes.
+            self._answered = True
+            if self._events is not None:
+                self._events.refused(_describe(error), True)
+            return
+        self._fail(_describe(error))
 
     def _fail(self, reason: str) -> None:
         if self._answered:
@@ -284,7 +291,7 @@ class PahoBroker:
     def _on_message(self, client: Any, userdata: Any, message: paho.MQTTMessage) -> None:
         events = self._events
         if events is not None:
-            events.message(message.topic, bytes(message.payload))
+            events.message(message.topic, bytes(message.payload), bool(message.retain))
 
     def _force_close(self) -> None:
         self._client._sock_close()

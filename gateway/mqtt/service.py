@@ -7,8 +7,9 @@ States, shown on the status page and logged once per change:
 * ``up``: connected;
 * ``backing_off``: the connection failed or dropped; retried after an
   exponential back-off with jitter (1, 2, 4... s up to ``max_backoff_seconds``);
-* ``down``: the broker refused the gateway's credentials; retried every
-  ``max_backoff_seconds`` until the site's settings or the broker change.
+* ``down``: the broker refused the gateway's credentials, or its certificate
+  is not trusted; retried every ``max_backoff_seconds`` until the site's
+  settings or the broker change.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from gateway.mqtt.client import BrokerClient
+from gateway.mqtt.commands import MqttCommands
 from gateway.mqtt.discovery import discovery_configs, gateway_state_topic
 from gateway.mqtt.lanes import LaneStates, lane_topic
 from gateway.mqtt.publisher import EventPublisher
@@ -34,7 +36,7 @@ from gateway.mqtt.settings import MqttSettings
 from gateway.site import Lanes
 from gateway.store import EventRecord, ImageState, StoreError, StoreService
 from gateway.timers import Every
-from gateway.upstream.events import dump_json
+from gateway.upstream.events import dump_json, format_time
 from gateway.upstream.link import Backoff
 
 __all__ = ["MqttLinkState", "MqttService", "MqttStatus", "ONLINE", "OFFLINE"]
@@ -72,6 +74,27 @@ class MqttStatus:
     failed: int  # connection attempts that failed since start
     last_error: str | None
     url: str
+    in_flight: int = 0  # published, not yet acknowledged
+    commands: bool = False  # obeys commands from the broker
+    commands_taken: int = 0
+    commands_rejected: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The link as ``/api/status`` shows it (``mqtt``)."""
+        return {
+            "state": self.state.value,
+            "since": format_time(self.since),
+            "connected": self.connected,
+            "url": self.url,
+            "queued": self.queued,
+            "in_flight": self.in_flight,
+            "published": self.published,
+            "failed": self.failed,
+            "last_error": self.last_error,
+            "commands": self.commands,
+            "commands_taken": self.commands_taken,
+            "commands_rejected": self.commands_rejected,
+        }
 
 
 class MqttService(MultiService):
@@ -123,6 +146,8 @@ class MqttService(MultiService):
         # state and discovery, subscriptions.
         self.on_connected: list[Callable[[], None]] = []
         self.on_message: Callable[[str, bytes], None] | None = None
+        self.commands: MqttCommands | None = None
+        self._retained_logged: set[str] = set()
         Every(clock, POLL_SECONDS, self.publisher.kick, name="mqtt-poll").setServiceParent(self)
         Every(
             clock, GATEWAY_STATE_SECONDS, self._publish_gateway_state, name="mqtt-gateway-state"
@@ -224,13 +249,39 @@ class MqttService(MultiService):
             self.failed_attempts += 1
         self._retry(MqttLinkState.BACKING_OFF, reason, self._backoff.next_delay())
 
-    def message(self, topic: str, payload: bytes) -> None:
+    def message(self, topic: str, payload: bytes, retained: bool) -> None:
         if self.on_message is None:
+            return
+        if retained:
+            # A retained command would be obeyed again on every reconnect.
+            if topic not in self._retained_logged:
+                self._retained_logged.add(topic)
+                log.warn(
+                    "MQTT: a retained message on {topic} is ignored: commands must be "
+                    "published without retain (clear it with an empty retained message)",
+                    topic=topic,
+                )
             return
         try:
             self.on_message(topic, payload)
         except Exception:
             log.failure("MQTT: handling a message on {topic} failed", topic=topic)
+
+    def take_commands(self, commands: MqttCommands) -> None:
+        """Obey ``commands``' topics. Subscribed at QoS 0, so the broker keeps
+        no command for the gateway while it is away: a barrier never opens
+        because of a command sent minutes before the gateway came back."""
+        self.commands = commands
+        self.on_connected.append(lambda: self.client.subscribe(commands.filters, 0))
+        self.on_message = commands.handle
+
+    def send(self, topic: str, payload: bytes) -> None:
+        """Publish a message that is not kept (QoS 1, not retained) if the
+        link is up (a command's answer, a snapshot)."""
+        if not self._connected:
+            return
+        sent = self.client.publish(topic, payload, qos=1, retain=False)
+        sent.addErrback(lambda failure: None)  # cancelled by a stop
 
     def _retry(self, state: MqttLinkState, reason: str, delay: float) -> None:
         self.last_error = reason
@@ -255,9 +306,9 @@ class MqttService(MultiService):
             )
         elif state is MqttLinkState.DOWN:
             log.error(
-                "MQTT link to {url} is down: the broker refused the gateway: {error}. "
-                "Check [mqtt] username, password and client certificate, and the "
-                "broker's ACL; retried every {delay:.0f} s.",
+                "MQTT link to {url} is down: {error}. Check [mqtt] username, password, "
+                "ca_file and client_cert, and the broker's users and ACL; events stay "
+                "queued; retried every {delay:.0f} s.",
                 url=url,
                 error=error,
                 delay=delay,
@@ -346,4 +397,8 @@ class MqttService(MultiService):
             failed=self.failed_attempts,
             last_error=self.last_error or self.publisher.last_error,
             url=self.config.url,
+            in_flight=self.publisher.in_flight,
+            commands=self.commands is not None,
+            commands_taken=self.commands.taken if self.commands is not None else 0,
+            commands_rejected=self.commands.rejected if self.commands is not None else 0,
         )

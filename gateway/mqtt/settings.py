@@ -108,6 +108,7 @@ class MqttSettings:
     discovery_prefix: str = setting(_topic_prefix, default="homeassistant")
     images: str = setting(one_of("none", "crop"), default="none")
     image_max_bytes: int = setting(integer(1024, 1_048_576), default=262_144)
+    commands: bool = setting(boolean, default=False)
     protocol: str = setting(one_of("3.1.1", "5"), default="3.1.1")
     max_backoff_seconds: int = setting(integer(1, 3600), default=60)
     session_expiry_seconds: int = setting(integer(60, 4_294_967_295), default=604_800)

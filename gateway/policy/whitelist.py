@@ -87,8 +87,8 @@ __all__ = [
     "parse_hours",
 ]
 
-#: Where an entry came from: a CSV import, the admin page, the cloud's sync feed.
-ENTRY_SOURCES: frozenset[str] = frozenset({"csv", "admin", "cloud"})
+#: Where an entry came from: a CSV import, the admin page, the cloud's sync feed, MQTT.
+ENTRY_SOURCES: frozenset[str] = frozenset({"csv", "admin", "cloud", "mqtt"})
 
 #: The largest edit distance the index supports. Beyond 2, a plate of 7 or 8
 #: characters matches too many others to identify a car.

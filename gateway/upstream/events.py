@@ -136,26 +136,32 @@ def command_result_record(
     received_at: datetime,
     lane: str | None = None,
     detail: str = "",
+    origin: str = "",
+    extra: Mapping[str, Any] | None = None,
 ) -> EventRecord:
     """The event that tells the cloud how one of its commands ended.
 
     ``outcome`` is one of :data:`COMMAND_OUTCOMES`; ``detail`` says why
-    (for ``rejected`` and ``failed``) in a line of text.
+    (for ``rejected`` and ``failed``) in a line of text. ``origin`` says who
+    asked when it was not the cloud (``mqtt``); ``extra`` adds fields of the
+    command (the plate of a whitelist command).
     """
     if outcome not in COMMAND_OUTCOMES:
         raise ValueError(f"unknown command outcome {outcome!r}")
+    command: dict[str, Any] = {
+        "id": command_id,
+        "type": command_type,
+        "outcome": outcome,
+        "detail": detail,
+        **(extra or {}),
+    }
+    if origin:
+        command["origin"] = origin
     return EventRecord(
         id=new_event_id("cmd"),
         type=EventType.COMMAND_RESULT,
         received_at=received_at,
         camera=camera,
         lane=lane,
-        raw={
-            "command": {
-                "id": command_id,
-                "type": command_type,
-                "outcome": outcome,
-                "detail": detail,
-            }
-        },
+        raw={"command": command},
     )

@@ -203,6 +203,7 @@ class AdminTestCase(TestCase):
         has_display: Callable[[str], bool] | None = None,
         serial_status: Callable[[], Any] | None = None,
         upstream_status: Callable[[], Any] | None = None,
+        mqtt_status: Callable[[], Any] | None = None,
         on_replay: Callable[[], object] | None = None,
         static_dir: Path | None = None,
     ) -> AdminRoot:
@@ -283,6 +284,7 @@ class AdminTestCase(TestCase):
             has_display=has_display,
             serial_status=serial_status,
             upstream_status=upstream_status,
+            mqtt_status=mqtt_status,
             on_replay=on_replay,
             static_dir=static_dir,
         )

@@ -5,11 +5,14 @@ by the test, plus a subscriber that records what arrives."""
 
 from __future__ import annotations
 
+import base64
 import getpass
+import hashlib
 import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import trustme
 from twisted.internet.defer import Deferred, succeed
 
 from gateway.mqtt.client import BrokerEvents
@@ -115,9 +119,17 @@ class MemoryBroker:
             if not sent.acked.called:
                 sent.acked.callback(None)
 
-    def deliver(self, topic: str, payload: bytes) -> None:
+    def deliver(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
         assert self.events is not None
-        self.events.message(topic, payload)
+        self.events.message(topic, payload, retained)
+
+    def answers(self) -> list[Any]:
+        """The command results published on ``.../command_result``, in order."""
+        return [
+            sent.json()
+            for sent in self.sent
+            if sent.topic.endswith("/command_result") and "/events/" not in sent.topic
+        ]
 
     def on(self, topic: str) -> list[Sent]:
         return [sent for sent in self.sent if sent.topic == topic]
@@ -203,6 +215,62 @@ class Mosquitto:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+
+def password_file(path: Path, users: dict[str, str]) -> Path:
+    """A Mosquitto password file (its PBKDF2-SHA512 ``$7$`` format, as
+    ``mosquitto_passwd`` writes it) for ``users``: name -> password."""
+    lines = []
+    for number, (user, password) in enumerate(sorted(users.items())):
+        salt = hashlib.sha256(f"salt-{number}-{user}".encode()).digest()[:12]
+        digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 101)
+        lines.append(
+            f"{user}:$7$101${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path.resolve()
+
+
+@attrs.frozen
+class BrokerTls:
+    """A trustme CA, the broker's certificate for 127.0.0.1 and a client
+    certificate issued by the same CA, as files in ``directory``."""
+
+    ca: str
+    server_cert: str
+    server_key: str
+    client_cert: str  # certificate and key in one file
+    ca_object: trustme.CA
+
+    @classmethod
+    def create(cls, directory: Path) -> BrokerTls:
+        directory.mkdir(parents=True, exist_ok=True)
+        ca = trustme.CA()
+        server = ca.issue_cert("127.0.0.1")
+        client = ca.issue_cert("site-7.gateway.test")
+        paths = {name: str(directory / f"{name}.pem") for name in ("ca", "server", "key", "client")}
+        ca.cert_pem.write_to_path(paths["ca"])
+        for blob in server.cert_chain_pems:
+            blob.write_to_path(paths["server"], append=True)
+        server.private_key_pem.write_to_path(paths["key"])
+        client.private_key_and_cert_chain_pem.write_to_path(paths["client"])
+        return cls(paths["ca"], paths["server"], paths["key"], paths["client"], ca)
+
+    def listener(self, *, require_certificate: bool) -> list[str]:
+        """The Mosquitto listener lines for TLS with these files."""
+        return [
+            f"cafile {self.ca}",
+            f"certfile {self.server_cert}",
+            f"keyfile {self.server_key}",
+            f"require_certificate {'true' if require_certificate else 'false'}",
+        ]
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client's TLS context: trusts the CA, presents the client certificate."""
+        context = ssl.create_default_context(cafile=self.ca)
+        context.load_cert_chain(self.client_cert)
+        return context
 
 
 class Subscriber:

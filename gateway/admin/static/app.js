@@ -1469,6 +1469,19 @@
         ]));
     }
 
+    const mqtt = status.mqtt;
+    if (mqtt && mqtt.configured) {
+      const mqttState = mqtt.state || "connecting";
+      const pill = { up: "pill-good", backing_off: "pill-warn", down: "pill-bad", connecting: "pill-warn" }[mqttState] || "pill-neutral";
+      box.append(card(t("status.mqtt"), `${pill} mqtt-${mqttState}`,
+        has(`status.link.${mqttState}`) ? t(`status.link.${mqttState}`) : mqttState, [
+          [t("status.last_error"), mqtt.last_error || null, mqtt.last_error ? "error-text" : null],
+          [t("status.mqtt_queued"), fmtNumber(mqtt.queued)],
+          [t("status.mqtt_published"), fmtNumber(mqtt.published)],
+          [t("status.mqtt_commands"), mqtt.commands ? `${fmtNumber(mqtt.commands_taken)} (${fmtNumber(mqtt.commands_rejected)})` : undefined],
+        ]));
+    }
+
     const store = status.store;
     if (store) {
       const opening = store.open === false;
