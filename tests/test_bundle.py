@@ -125,8 +125,8 @@ def test_offline_install_answers_a_plate(bundle: Path, tmp_path: Path) -> None:
     # Nothing was looked up anywhere but in the bundle.
     assert "Looking in indexes" not in output and f":{closed}" not in output
     prefix = root / "opt/anpr-gateway"
-    assert (prefix / "docs/images/lanes.png").is_file()
-    assert (prefix / "docs/upstream-openapi.yaml").is_file()
+    assert (prefix / "current/docs/images/lanes.png").is_file()
+    assert (prefix / "current/docs/upstream-openapi.yaml").is_file()
 
     state = root / "var/lib/anpr-gateway"
     camera_port = _free_port()
@@ -179,7 +179,7 @@ def test_offline_install_answers_a_plate(bundle: Path, tmp_path: Path) -> None:
     # The installed program ran, not this tree's.
     assert shlex.split(command_line)[0].startswith(str(prefix))
     probe = subprocess.run(
-        [str(prefix / "bin/python"), "-c", "import gateway; print(gateway.__file__)"],
+        [str(prefix / "current/bin/python"), "-c", "import gateway; print(gateway.__file__)"],
         capture_output=True, text=True, timeout=60, cwd=tmp_path, env=_env(),
     )
-    assert probe.stdout.strip().startswith(str(prefix / "lib")), probe
+    assert Path(probe.stdout.strip()).resolve().is_relative_to((prefix / "releases").resolve()), probe
