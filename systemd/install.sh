@@ -727,6 +727,8 @@ if ! START_OUTPUT="$(service_start 2>&1)"; then
 elif ! CHECK_OUTPUT="$("$RELEASE/bin/anpr-gateway-self-check" --config "$CONFIG_DIR/gateway.toml" 2>&1)"; then
     REASON="its self-check failed (${CHECK_OUTPUT#anpr-gateway-self-check: error: })"
 fi
+# One paragraph: the reason on one line.
+REASON="$(printf '%s' "$REASON" | tr '\n' ' ')"
 if [ -z "$REASON" ]; then
     say "$VERSION is ready: ${CHECK_OUTPUT#anpr-gateway-self-check: ok: }"
     say "upgraded $OLD_VERSION to $VERSION (database copy: ${COPY:-none}; install.sh --rollback goes back)"
