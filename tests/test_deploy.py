@@ -62,7 +62,7 @@ class Installed:
         return self.root / "etc/systemd/system" / UNIT_NAME
 
     def site_packages(self) -> Path:
-        (path,) = self.prefix.glob("lib/python3*/site-packages")
+        (path,) = (self.prefix / "current").glob("lib/python3*/site-packages")
         return path
 
     def map(self, text: str) -> str:
@@ -123,11 +123,11 @@ def _clean_env() -> dict[str, str]:
 
 
 def test_install_lays_out_the_site(installed: Installed) -> None:
-    assert (installed.prefix / "bin/python").exists()
-    assert (installed.prefix / "bin/twistd").exists()
+    assert (installed.prefix / "current/bin/python").exists()
+    assert (installed.prefix / "current/bin/twistd").exists()
     # The commands docs/operations.md tells the installer to run.
-    assert (installed.prefix / "bin/anpr-gateway-check-config").exists()
-    assert (installed.prefix / "bin/anpr-gateway-make-cert").exists()
+    assert (installed.prefix / "current/bin/anpr-gateway-check-config").exists()
+    assert (installed.prefix / "current/bin/anpr-gateway-make-cert").exists()
     assert installed.unit.read_text() == (REPO / "systemd" / UNIT_NAME).read_text()
     # A first install starts from the commented reference, readable by the
     # service's group only.
@@ -135,15 +135,15 @@ def test_install_lays_out_the_site(installed: Installed) -> None:
     assert installed.config.stat().st_mode & 0o777 == 0o640
     assert installed.config.parent.stat().st_mode & 0o777 == 0o750
     assert installed.state.is_dir()
-    assert (installed.prefix / "docs/cameras.md").is_file()
-    assert (installed.prefix / "gateway.toml.reference").is_file()
+    assert (installed.prefix / "current/docs/cameras.md").is_file()
+    assert (installed.prefix / "current/gateway.toml.reference").is_file()
     # Under --root, the machine itself is left alone: what would change is said.
     assert "would run: useradd --system" in installed.output
     assert "would run: usermod --append --groups dialout anpr-gateway" in installed.output
     assert "would run: systemctl enable anpr-gateway.service" in installed.output
     # The gateway came from the wheel, into the virtualenv's own site-packages.
     probe = _run(
-        installed, str(installed.prefix / "bin/python"), "-c", "import gateway; print(gateway.__file__)"
+        installed, str(installed.prefix / "current/bin/python"), "-c", "import gateway; print(gateway.__file__)"
     )
     assert probe.stdout.strip().startswith(str(installed.site_packages())), probe
 
@@ -152,7 +152,7 @@ def test_plugin_cache_written_at_install_and_not_rewritten(installed: Installed)
     cache = installed.site_packages() / "twisted/plugins/dropin.cache"
     assert b"anpr_gateway" in cache.read_bytes()
     before = cache.stat().st_mtime_ns
-    result = _run(installed, str(installed.prefix / "bin/twistd"), "--help")
+    result = _run(installed, str(installed.prefix / "current/bin/twistd"), "--help")
     assert result.returncode == 0, result.stderr
     assert "anpr-gateway" in result.stdout
     # twistd found the cache fresh: the service user (who cannot write to
@@ -189,7 +189,7 @@ def test_reinstall_keeps_configuration_and_state(installed: Installed) -> None:
     assert "keeping the configuration" in output
     assert installed.config.read_text() == site_config
     assert kept.read_bytes() == b"\xff\xd8 a car"
-    result = _run(installed, str(installed.prefix / "bin/twistd"), "--help")
+    result = _run(installed, str(installed.prefix / "current/bin/twistd"), "--help")
     assert "anpr-gateway" in result.stdout
 
 
@@ -274,7 +274,7 @@ unknown_plate = "allow"
     )
     unit = installed.unit.read_text()
     command = shlex.split(installed.map(_unit_setting(unit, "ExecStart")))
-    assert command[0] == str(installed.prefix / "bin/twistd")
+    assert command[0] == str(installed.prefix / "current/bin/twistd")
     assert "--logger" in command and "gateway.journal.observer" in command
     working_directory = installed.map(_unit_setting(unit, "WorkingDirectory"))
     assert _unit_setting(unit, "Type") == "notify"
