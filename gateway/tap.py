@@ -547,6 +547,8 @@ def build_admin(
         open_store=core.store.when_open,
     )
     accounts.setServiceParent(root)
+    sessions = admin.session_store(core.clock, config.admin, core.store.when_open)
+    sessions.setServiceParent(root)
 
     def upstream_status() -> dict[str, Any] | None:
         if upstream is None:
@@ -576,6 +578,7 @@ def build_admin(
         serial_status=lambda: [status.to_dict() for status in ports.statuses()],
         upstream_status=upstream_status,
         on_replay=upstream.notify_new_event if upstream is not None else None,
+        sessions=sessions,
     )
 
 

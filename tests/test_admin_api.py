@@ -1070,9 +1070,9 @@ class AdminSiteTests(AdminTestCase):
     async def test_only_the_expected_routes_are_open_and_only_the_import_reads_more(self) -> None:
         await self.build()
         routes = self.api.routes()
-        self.assertEqual(len(routes), 27)
+        self.assertEqual(len(routes), 28)
         opened = sorted(route.url for route in routes if route.access.role is None)
-        self.assertEqual(opened, ["/", "/api/login", "/api/logout", "/static/<path:name>"])
+        self.assertEqual(opened, ["/", "/api/login", "/api/logout", "/static/<path:name>", "/wall"])
         public = [route.url for route in routes if route.access.reason and route.access.role]
         self.assertEqual(public, ["/metrics"])
         admins = [route.url for route in routes if route.access.role == "admin"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,10 +49,10 @@ from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.trial.unittest import SkipTest
 
 from gateway import __version__
-from gateway.admin.settings import hash_password
+from gateway.admin.settings import hash_password, token_digest
 from gateway.simulator.camera import SimulatedCamera
 from gateway.simulator.config import CameraConfig
-from support import REPO, RunningGateway, loopback_config
+from support import REPO, RunningGateway, loopback_config, start_gateway
 from support.gateway import GatewayTestCase
 
 pytestmark = pytest.mark.system
@@ -540,3 +541,116 @@ class AccessTests(AdminBrowserTestCase):
         expect(page.locator("#login-message")).to_contain_text("失败次数过多")
         expect(page.locator("#login-message")).to_contain_text("秒")
         context.close()
+
+
+WALL_TOKEN = "booth-wall-screen-token-5f1c9e"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (the gateway must come back
+    on the same ports after a restart)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RestartTests(AdminBrowserTestCase):
+    """A restart of the gateway, with a signed-in booth PC and a wall screen
+    watching: nobody is signed out; the wall screen says the gateway is
+    unreachable and the lanes unknown while it is down, and comes back by
+    itself."""
+
+    async def test_a_restart_signs_nobody_out_and_the_wall_screen_recovers(self) -> None:
+        camera_port, admin_port = free_port(), free_port()
+        self.restart_config = loopback_config(
+            gateway={"id": "north-car-park", "timezone": "Asia/Shanghai"},
+            camera_server={"listen": [f"tcp:{camera_port}:interface=127.0.0.1"]},
+            admin={
+                "listen": [f"tcp:port={admin_port}:interface=127.0.0.1"],
+                "tokens": [{"name": "wall", "sha256": token_digest(WALL_TOKEN), "role": "viewer"}],
+            },
+            lane=LANES,
+        )
+        self.state_dir = self.mktemp()
+        await self.start_gateway()
+        self.addCleanup(self.stop_gateway)
+        password_file = Path(self.gateway.service.config.gateway.state_dir) / "initial-admin-password"
+        await self.until(password_file.exists, what="the initial admin password")
+        password = password_file.read_text(encoding="ascii").strip()
+        camera = self.camera()
+        await self.until(lambda: self.gateway.service.registry.held_polls() == 1, what="a held comet poll")
+        await self.in_browser(lambda browser: self.restart(browser, camera, password))
+        self.no_page_errors()
+
+    async def start_gateway(self) -> None:
+        self.gateway = await start_gateway(self.restart_config, self.state_dir)
+
+    async def stop_gateway(self) -> None:
+        """Stop the gateway as its process ends: the service tree stops, then
+        every connection still open to its listeners is cut."""
+        service = self.gateway.service
+        if not service.running:
+            return
+        await self.gateway.stop()
+        for child in service:
+            factory: Any = getattr(child, "factory", None)
+            for protocol in list(getattr(factory, "protocols", {})):
+                if protocol.transport is not None:
+                    protocol.transport.abortConnection()
+
+    def restart(self, browser: Browser, camera: SimulatedCamera, password: str) -> None:
+        booth_context, booth = self.new_page(browser)
+        booth.goto(self.url())
+        self.sign_in(booth, "admin", password)
+        wall_context, wall = self.new_page(browser)
+        wall.goto(self.url(f"/wall?token={WALL_TOKEN}"))
+        # The token opened the page once and is gone from the address.
+        expect(wall.locator("#app")).to_be_visible()
+        self.assertNotIn(WALL_TOKEN, wall.url)
+        expect(wall.locator("#user-label")).to_contain_text("wall")
+        expect(wall.locator("#user-label .role")).to_have_text("viewer")
+        for page in (booth, wall):
+            expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
+        wall_entrance = wall.locator(f'.lane-card[data-camera="{ENTRANCE}"]')
+        expect(wall_entrance).to_have_class(re.compile(r"\bis-online\b"))
+        expect(wall.locator("#unreachable-banner")).to_be_hidden()
+
+        # The gateway stops (an upgrade, a power cut of the gateway alone).
+        self.on_reactor(self.stop_gateway)
+        expect(wall.locator("#live-state")).to_have_attribute("data-state", "reconnecting")
+        expect(wall.locator("#live-text")).to_have_text("Gateway unreachable, reconnecting…")
+        expect(wall.locator("#unreachable-banner")).to_be_visible()
+        expect(wall_entrance).to_have_class(re.compile(r"\bis-unknown\b"))
+        expect(wall_entrance.locator(".online-text")).to_have_text("Unknown")
+        expect(wall.locator(".lane-card.is-online")).to_have_count(0)
+        expect(booth.locator(f'.lane-card[data-camera="{ENTRANCE}"] [data-action="open"]')).to_be_disabled()
+        self.screenshot(wall, "lanes-unreachable")
+
+        # It comes back: both screens recover by themselves, still signed in.
+        self.on_reactor(self.start_gateway)
+        self.wait_on_reactor(
+            lambda: self.gateway.service.registry.held_polls() == 1, "the camera back on its comet poll"
+        )
+        for page in (wall, booth):
+            expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
+            expect(page.locator("#app")).to_be_visible()
+            expect(page.locator("#unreachable-banner")).to_be_hidden()
+        expect(wall_entrance).to_have_class(re.compile(r"\bis-online\b"))
+        expect(wall_entrance.locator(".online-text")).to_have_text("Online")
+
+        # A reload finds the sign-in kept, and its CSRF token still works:
+        # the barrier opens from the booth.
+        booth.reload()
+        expect(booth.locator("#app")).to_be_visible()
+        expect(booth.locator("#user-label")).to_contain_text("admin")
+        entrance = booth.locator(f'.lane-card[data-camera="{ENTRANCE}"]')
+        expect(entrance).to_have_class(re.compile(r"\bis-online\b"))
+        entrance.locator('[data-action="open"]').click()
+        booth.click("#confirm-ok")
+        pulses = self.wait_on_reactor(lambda: list(camera.relay_pulses), "the barrier relay")
+        self.assertEqual([p.channel for p in pulses], [1])
+        wall.reload()
+        expect(wall.locator("#app")).to_be_visible()
+        expect(wall.locator("#user-label")).to_contain_text("wall")
+        wall_context.close()
+        booth_context.close()

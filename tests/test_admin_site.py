@@ -21,7 +21,7 @@ from gateway.admin.access import Access, authorized, open_route
 from gateway.admin.auth import Principal, SessionStore
 from gateway.admin.http import MAX_JSON_BYTES, admin_app, json_response, read_body
 from gateway.admin.root import AdminRoot, AdminSite
-from gateway.admin.settings import OPERATOR, VIEWER, AdminToken, token_digest
+from gateway.admin.settings import OPERATOR, VIEWER, AdminToken, Role, token_digest
 from gateway.admin.stream import StreamResource
 from gateway.bus import EventBus
 
@@ -39,6 +39,9 @@ class CountingTokens:
         self.checks += 1
         if token == TOKEN:
             return AdminToken("robot", token_digest(TOKEN), "operator")
+        return None
+
+    def session_role(self, origin: str, name: str) -> Role | None:
         return None
 
 

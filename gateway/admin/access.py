@@ -27,6 +27,8 @@ from typing import Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import attrs
 from klein import Klein, KleinRenderable
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.routing import Map
 
@@ -46,6 +48,8 @@ __all__ = [
     "open_route",
 ]
 
+log = Logger()
+
 SESSION_COOKIE = b"anpr_session"
 CSRF_HEADER = b"x-csrf-token"
 _WRITE_METHODS = frozenset({b"POST", b"PUT", b"DELETE", b"PATCH"})
@@ -56,9 +60,12 @@ PUBLIC = Principal(name="(public)", role=VIEWER, via="public")
 
 
 class TokenCheck(Protocol):
-    """The machine tokens (:class:`~gateway.admin.auth.AdminAccounts`)."""
+    """The machine tokens and who sessions belong to
+    (:class:`~gateway.admin.auth.AdminAccounts`)."""
 
     def check_token(self, token: str) -> AdminToken | None: ...
+
+    def session_role(self, origin: str, name: str) -> Role | None: ...
 
 
 class Access:
@@ -84,9 +91,25 @@ class Access:
         cookie = request.getCookie(SESSION_COOKIE)
         if cookie:
             session = self.sessions.get(cookie.decode("ascii", "replace"))
+            if session is None and not self.sessions.loaded:
+                # Just restarted: the kept sessions are being read back.
+                raise ApiError(
+                    503,
+                    "the gateway is starting; try again in a moment",
+                    headers={"Retry-After": "2"},
+                )
             if session is not None:
+                role = self._tokens.session_role(session.origin, session.user)
+                if role is None:
+                    # The user was removed or disabled, or the wall screen's
+                    # token revoked, since this session opened.
+                    self.sessions.end(session).addErrback(_forget_failed)
+                    return None
+                # The account's role now, not at sign-in (a role lowered in
+                # the configuration counts from the next request).
+                session.role = role
                 return Principal(
-                    name=session.user, role=session.role, via="session", session=session
+                    name=session.user, role=role, via="session", session=session
                 )
         return None
 
@@ -103,6 +126,10 @@ class Access:
         if not role_allows(principal.role, needed):
             raise ApiError(403, f"the {principal.role} role may not do this")
         return principal
+
+
+def _forget_failed(failure: Failure) -> None:
+    log.failure("An ended admin session could not be removed from the store", failure)
 
 
 def _same(sent: str, expected: str) -> bool:

@@ -2,9 +2,11 @@
 CSRF tokens, the login throttle, and the ``anpr-gateway-password`` tool.
 
 * People log in with a name and password (``POST /api/login``) and get a
-  session: a random id in an ``HttpOnly; SameSite=Strict`` cookie, kept in
-  memory only (a restart logs everyone out), with a CSRF token the page
-  sends back in ``X-CSRF-Token`` on every state-changing request.
+  session: a random id in an ``HttpOnly; SameSite=Strict`` cookie, with a
+  CSRF token the page sends back in ``X-CSRF-Token`` on every
+  state-changing request. Sessions are kept in the store by the SHA-256 of
+  the id (never the id), so a restart signs nobody out. A wall screen opens
+  ``/wall?token=<viewer token>`` once and gets a long-lived viewer session.
 * Machines send ``Authorization: Bearer <token>``; only the token's SHA-256
   digest is configured.
 * Accounts come from the configuration and from the store (key
@@ -42,6 +44,8 @@ from twisted.python.failure import Failure
 
 from gateway.admin.settings import (
     ADMIN,
+    ROLES,
+    VIEWER,
     AdminSettings,
     AdminToken,
     AdminUser,
@@ -50,10 +54,12 @@ from gateway.admin.settings import (
     token_digest,
     verify_password,
 )
-from gateway.store import Store, StoreError
+from gateway.store import AdminSessionRow, Store, StoreError
 
 __all__ = [
     "INITIAL_PASSWORD_FILE",
+    "PASSWORD_ORIGIN",
+    "TOKEN_ORIGIN",
     "USERS_KEY",
     "AdminAccounts",
     "LoginThrottle",
@@ -91,10 +97,17 @@ class Principal:
     session: Session | None = None
 
 
+#: How a session was opened: by a person's password, or by a wall screen's
+#: viewer token opened once in a URL (``GET /wall?token=...``).
+PASSWORD_ORIGIN = "password"
+TOKEN_ORIGIN = "token"
+
+
 @attrs.define
 class Session:
-    """A logged-in person. ``key`` is the SHA-256 of the cookie's id (the id
-    itself is not kept, so a lookup reveals nothing by timing)."""
+    """A logged-in person (or wall screen). ``key`` is the SHA-256 of the
+    cookie's id (the id itself is not kept, so a lookup reveals nothing by
+    timing, and a copy of the store opens no session)."""
 
     key: str
     user: str
@@ -102,42 +115,130 @@ class Session:
     csrf_token: str = attrs.field(repr=False)
     created_at: float
     expires_at: float
+    origin: str = PASSWORD_ORIGIN
+
+    def row(self) -> AdminSessionRow:
+        return AdminSessionRow(
+            key=self.key,
+            user=self.user,
+            role=self.role,
+            origin=self.origin,
+            csrf_token=self.csrf_token,
+            created_at=self.created_at,
+            expires_at=self.expires_at,
+        )
 
 
 def _session_key(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("utf-8", "replace")).hexdigest()
 
 
-class SessionStore:
-    """Login sessions, in memory, each valid for ``lifetime`` seconds from
-    login. At most ``max_sessions`` are kept (the oldest go first)."""
+class SessionStore(Service):
+    """Login sessions, each valid for ``lifetime`` seconds from login (a
+    wall screen's for ``wall_lifetime``). At most ``max_sessions`` are kept
+    (the oldest go first).
 
-    def __init__(self, clock: IReactorTime, lifetime: float, *, max_sessions: int = 1000) -> None:
+    With ``open_store`` (``StoreService.when_open``) they are kept in the
+    store as well, so that a restart signs nobody out: read back when the
+    service starts (:attr:`loaded`), written before a login is answered,
+    deleted when a session ends. Lookups are in memory, on the reactor.
+    Without it (a test of another part) they live in memory only.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        lifetime: float,
+        *,
+        wall_lifetime: float | None = None,
+        max_sessions: int = 1000,
+        open_store: Callable[[], Awaitable[Store]] | None = None,
+    ) -> None:
+        self.setName("admin-sessions")
         self._clock = clock
         self.lifetime = lifetime
+        self.wall_lifetime = lifetime if wall_lifetime is None else wall_lifetime
         self.max_sessions = max_sessions
+        self._open_store = open_store
+        self._store: Store | None = None
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._ended: list[Callable[[Session], None]] = []
+        #: Whether the kept sessions were read back (always, without a store).
+        self.loaded = open_store is None
+        self._loading: Deferred[None] | None = None
 
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def create(self, user: str, role: Role) -> tuple[str, Session]:
+    # -- service ------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        if self._open_store is not None and not self.loaded:
+            self._loading = Deferred.fromCoroutine(self.load())
+            self._loading.addErrback(self._load_failed)
+
+    def _load_failed(self, failure: Failure) -> None:
+        if failure.check(StoreError):
+            if self.running:
+                log.error(
+                    "The admin page's sessions could not be read back: {reason}",
+                    reason=str(failure.value),
+                )
+            return
+        log.failure("The admin page's sessions could not be read back", failure)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        loading = self._loading
+        return loading if loading is not None else succeed(None)
+
+    async def load(self) -> None:
+        """Read back the sessions kept in the store (the expired ones go)."""
+        assert self._open_store is not None
+        store = await self._open_store()
+        rows = await store.admin_sessions(self._clock.seconds())
+        for row in rows[-self.max_sessions :]:
+            if row.role not in ROLES:
+                continue
+            self._sessions[row.key] = Session(
+                key=row.key,
+                user=row.user,
+                role=row.role,
+                csrf_token=row.csrf_token,
+                created_at=row.created_at,
+                expires_at=row.expires_at,
+                origin=row.origin,
+            )
+        self._store = store
+        self.loaded = True
+        log.info("Admin page sessions read back: {count}", count=len(self._sessions))
+
+    # -- sessions -------------------------------------------------------------
+
+    async def create(
+        self, user: str, role: Role, *, origin: str = PASSWORD_ORIGIN
+    ) -> tuple[str, Session]:
         """A new session for ``user``: its cookie value (32 random bytes) and
-        the session."""
-        self._expire()
-        while len(self._sessions) >= self.max_sessions:
-            self._sessions.popitem(last=False)
+        the session, kept (in the store too) before this returns."""
+        forget = self._expire()
+        while len(self._sessions) + 1 > self.max_sessions:
+            key, _ = self._sessions.popitem(last=False)
+            forget.append(key)
         session_id = secrets.token_urlsafe(32)
         now = self._clock.seconds()
+        lifetime = self.wall_lifetime if origin == TOKEN_ORIGIN else self.lifetime
         session = Session(
             key=_session_key(session_id),
             user=user,
             role=role,
             csrf_token=secrets.token_urlsafe(32),
             created_at=now,
-            expires_at=now + self.lifetime,
+            expires_at=now + lifetime,
+            origin=origin,
         )
+        if self._store is not None:
+            await self._store.put_admin_session(session.row(), forget)
         self._sessions[session.key] = session
         return session_id, session
 
@@ -158,23 +259,67 @@ class SessionStore:
             and session.expires_at > self._clock.seconds()
         )
 
-    def end(self, session: Session) -> None:
-        """Log a session out; whoever watches for it (live streams) is told at once."""
-        self._sessions.pop(session.key, None)
-        for observer in list(self._ended):
-            try:
-                observer(session)
-            except Exception:
-                log.failure("Session end observer {observer!r} failed", observer=observer)
+    def end(self, session: Session) -> Deferred[None]:
+        """Log a session out, at once here (whoever watches for it, live
+        streams, is told now); the Deferred fires once the store forgot it."""
+        return self._end([session])
+
+    def end_all(
+        self, user: str, origin: str = PASSWORD_ORIGIN, *, keep: Session | None = None
+    ) -> Deferred[None]:
+        """End every session of ``user`` (opened by ``origin``) but ``keep``:
+        a changed password, a disabled or removed user, a revoked token."""
+        wanted = user.casefold()
+        return self._end(
+            [
+                session
+                for session in self._sessions.values()
+                if session.origin == origin
+                and session.user.casefold() == wanted
+                and session is not keep
+            ]
+        )
+
+    def sessions_of(self, user: str, origin: str = PASSWORD_ORIGIN) -> list[Session]:
+        """The live sessions of ``user`` opened by ``origin``."""
+        wanted = user.casefold()
+        now = self._clock.seconds()
+        return [
+            session
+            for session in self._sessions.values()
+            if session.origin == origin
+            and session.user.casefold() == wanted
+            and session.expires_at > now
+        ]
+
+    def _end(self, sessions: Sequence[Session]) -> Deferred[None]:
+        for session in sessions:
+            self._sessions.pop(session.key, None)
+            for observer in list(self._ended):
+                try:
+                    observer(session)
+                except Exception:
+                    log.failure("Session end observer {observer!r} failed", observer=observer)
+        store = self._store
+        if store is None or not sessions:
+            return succeed(None)
+        keys = [session.key for session in sessions]
+
+        async def forget() -> None:
+            await store.delete_admin_sessions(keys)
+
+        return Deferred.fromCoroutine(forget())
 
     def on_end(self, observer: Callable[[Session], None]) -> None:
         """Call ``observer(session)`` when a session is logged out."""
         self._ended.append(observer)
 
-    def _expire(self) -> None:
+    def _expire(self) -> list[str]:
         now = self._clock.seconds()
-        for key in [k for k, s in self._sessions.items() if s.expires_at <= now]:
+        expired = [k for k, s in self._sessions.items() if s.expires_at <= now]
+        for key in expired:
             del self._sessions[key]
+        return expired
 
 
 @attrs.define
@@ -380,6 +525,23 @@ class AdminAccounts(Service):
             if hmac.compare_digest(candidate.sha256, digest):
                 found = candidate
         return found
+
+    def token(self, name: str) -> AdminToken | None:
+        """The token named ``name``, or None."""
+        for candidate in self.settings.tokens:
+            if candidate.name == name:
+                return candidate
+        return None
+
+    def session_role(self, origin: str, name: str) -> Role | None:
+        """The role a session of ``name`` opened by ``origin`` has now: the
+        user's (None once the user is gone), or viewer for a wall screen
+        while its token is still a viewer token."""
+        if origin == TOKEN_ORIGIN:
+            token = self.token(name)
+            return VIEWER if token is not None and token.role == VIEWER else None
+        user = self.user(name)
+        return user.role if user is not None else None
 
     # -- loading --------------------------------------------------------------
 

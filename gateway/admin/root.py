@@ -18,7 +18,7 @@ each request's route.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol, cast
 from urllib.parse import unquote_to_bytes
@@ -67,6 +67,7 @@ __all__ = [
     "AdminSite",
     "MountedRoute",
     "build_admin",
+    "session_store",
 ]
 
 #: How long a client may take to send its request headers.
@@ -221,6 +222,21 @@ class AdminSite(Site):
         return self._root.body_limit(method, target)
 
 
+def session_store(
+    clock: IReactorTime,
+    settings: AdminSettings,
+    open_store: Callable[[], Awaitable[Store]] | None = None,
+) -> SessionStore:
+    """The login sessions for ``settings``; kept in the store when
+    ``open_store`` is given (a service: add it to the tree)."""
+    return SessionStore(
+        clock,
+        settings.session_hours * 3600.0,
+        wall_lifetime=settings.wall_session_days * 86400.0,
+        open_store=open_store,
+    )
+
+
 def build_admin(
     *,
     reactor: IReactorThreads,
@@ -246,13 +262,17 @@ def build_admin(
     static_dir: Path | str | None = None,
     keepalive_seconds: float = KEEPALIVE_SECONDS,
     max_streams: int = MAX_STREAMS,
+    sessions: SessionStore | None = None,
 ) -> AdminRoot:
     """The admin API and page for the gateway's parts: each resource gets
     only what it uses.
 
     ``store()`` is the open store or None while it opens (answered 503).
+    ``sessions`` keeps the logins (:func:`session_store`; by default in
+    memory only).
     """
-    sessions = SessionStore(clock, settings.session_hours * 3600.0)
+    if sessions is None:
+        sessions = session_store(clock, settings)
     access = Access(users, sessions)
     stream = StreamResource(
         access=access,

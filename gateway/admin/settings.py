@@ -250,7 +250,8 @@ class AdminSettings:
 
     ``users`` log in to the page with a password; ``tokens`` are for
     machines. ``metrics_public`` serves ``/metrics`` without credentials (for
-    a scraper on a trusted network). A login lasts ``session_hours``.
+    a scraper on a trusted network). A login lasts ``session_hours``; a wall
+    screen's session, opened with a viewer token, ``wall_session_days``.
     """
 
     listen: tuple[str, ...] = setting(_endpoints, default=("tcp:8081:interface=127.0.0.1",))
@@ -260,6 +261,8 @@ class AdminSettings:
     session_hours: float = setting(
         number(MIN_SESSION_HOURS, MAX_SESSION_HOURS), default=DEFAULT_SESSION_HOURS
     )
+    # A wall screen's session (``/wall?token=``) lasts this many days.
+    wall_session_days: float = setting(number(1, 3650), default=365.0)
     # Idle or flooding connections to the page cannot use up the gateway's
     # file descriptors (the cameras' port has its own limits).
     max_connections: int = setting(integer(8, 10_000), default=256)

@@ -26,6 +26,7 @@ from gateway.policy.cameralist import CameraRow
 from gateway.store.images import ImageFiles, fsync_directory
 from gateway.store.records import (
     IMAGE_KINDS,
+    AdminSessionRow,
     CachedCloudDecision,
     CameraListState,
     CommitResult,
@@ -128,6 +129,10 @@ def from_us(value: int) -> datetime:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _seconds_to_us(value: float) -> int:
+    return int(round(value * 1_000_000))
 
 
 def _opt_us(value: datetime | None) -> int | None:
@@ -1243,6 +1248,62 @@ class Database:
         return self.read(
             lambda c: int(c.execute("SELECT COUNT(*) FROM events WHERE seq > ?", (seq,)).fetchone()[0])
         )
+
+    # -- admin sessions --------------------------------------------------------
+
+    def admin_sessions(self, now: float) -> list[AdminSessionRow]:
+        """The sessions still valid at ``now`` (expired ones are deleted),
+        oldest first."""
+
+        def work(connection: sqlite3.Connection) -> list[AdminSessionRow]:
+            connection.execute(
+                "DELETE FROM admin_sessions WHERE expires_at <= ?", (_seconds_to_us(now),)
+            )
+            rows = connection.execute(
+                "SELECT key, user, role, origin, csrf_token, created_at, expires_at "
+                "FROM admin_sessions ORDER BY created_at, key"
+            )
+            return [
+                AdminSessionRow(
+                    key=row[0],
+                    user=row[1],
+                    role=row[2],
+                    origin=row[3],
+                    csrf_token=row[4],
+                    created_at=row[5] / 1_000_000,
+                    expires_at=row[6] / 1_000_000,
+                )
+                for row in rows
+            ]
+
+        return self.write(work)
+
+    def put_admin_session(self, session: AdminSessionRow, forget: Sequence[str]) -> None:
+        """Keep ``session`` and forget the sessions keyed ``forget`` (those
+        it pushed out), in one transaction."""
+
+        def work(connection: sqlite3.Connection) -> None:
+            _delete_where_in(connection, "admin_sessions", "key", list(forget))
+            connection.execute(
+                "INSERT OR REPLACE INTO admin_sessions "
+                "(key, user, role, origin, csrf_token, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session.key,
+                    session.user,
+                    session.role,
+                    session.origin,
+                    session.csrf_token,
+                    _seconds_to_us(session.created_at),
+                    _seconds_to_us(session.expires_at),
+                ),
+            )
+
+        self.write(work)
+
+    def delete_admin_sessions(self, keys: Sequence[str]) -> int:
+        keys = list(keys)
+        return self.write(lambda c: _delete_where_in(c, "admin_sessions", "key", keys))
 
     # -- key/value -----------------------------------------------------------
 

@@ -12,6 +12,7 @@ import attrs
 from gateway.policy.cameralist import CameraRow
 
 __all__ = [
+    "AdminSessionRow",
     "CachedCloudDecision",
     "CommitResult",
     "DeadLetter",
@@ -281,3 +282,17 @@ class CachedCloudDecision:
     decided_at: datetime = attrs.field(validator=_require_aware)
     display: tuple[str, ...] = attrs.field(default=(), converter=_str_lines)
     voice: str = ""
+
+
+@attrs.frozen
+class AdminSessionRow:
+    """A login session of the admin page as kept: ``key`` is the SHA-256 of
+    its cookie, never the cookie. Times are unix seconds."""
+
+    key: str
+    user: str
+    role: str
+    origin: str
+    csrf_token: str = attrs.field(repr=False)
+    created_at: float
+    expires_at: float

@@ -154,6 +154,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID
         """,
     ),
+    # 5: the admin page's login sessions, so that a restart signs nobody
+    # out. A session is found by the SHA-256 of its cookie (the cookie itself
+    # is never stored); ``origin`` says whether a password ("password") or a
+    # wall screen's token ("token") opened it. Times are unix microseconds.
+    (
+        """
+        CREATE TABLE admin_sessions (
+            key TEXT PRIMARY KEY,
+            user TEXT NOT NULL,
+            role TEXT NOT NULL,
+            origin TEXT NOT NULL DEFAULT 'password',
+            csrf_token TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX admin_sessions_expiry ON admin_sessions (expires_at)",
+        "CREATE INDEX admin_sessions_user ON admin_sessions (origin, user)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -388,16 +388,38 @@
     applyStaticStrings();
     fillIcons(document);
     wireStatic();
-    let session = null;
+    await bootSession(0);
+  }
+
+  /** Ask who is signed in. Only a 401 means "sign in"; no answer, or a
+   * gateway still starting (503), is asked again until it answers: a wall
+   * screen powered on before the gateway signs itself in. */
+  async function bootSession(attempt) {
+    let response = null;
     try {
-      const response = await fetch("/api/session", { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } });
-      if (response.ok) session = await response.json();
+      response = await fetch("/api/session", { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } });
     } catch (error) {
-      toast(t("error.network"), "error");
+      response = null;
+    }
+    if (response && response.ok) {
+      document.body.classList.remove("booting");
+      startApp(await response.json());
+      return;
+    }
+    if (response && response.status === 401) {
+      document.body.classList.remove("booting");
+      toLogin(null);
+      return;
     }
     document.body.classList.remove("booting");
-    if (session) startApp(session);
-    else toLogin(null);
+    $("app").hidden = true;
+    $("login-view").hidden = false;
+    const message = $("login-message");
+    message.textContent = t("live.unreachable");
+    message.className = "form-message form-info";
+    message.dataset.role = "unreachable";
+    message.hidden = false;
+    window.setTimeout(() => bootSession(attempt + 1), Math.min(10000, 1000 * 2 ** Math.min(attempt, 3)));
   }
 
   function toLogin(reason) {
@@ -474,6 +496,7 @@
 
   function startApp(session) {
     state.session = session;
+    delete $("login-message").dataset.role;
     document.body.classList.remove("role-admin", "role-operator", "role-viewer");
     document.body.classList.add(`role-${session.role}`);
     $("login-view").hidden = true;
@@ -524,8 +547,17 @@
 
   function setLiveState(name) {
     const box = $("live-state");
+    const wasLive = box.dataset.state === "live";
     box.dataset.state = name;
-    $("live-text").textContent = t(name === "live" ? "live.connected" : name === "reconnecting" ? "live.reconnecting" : "live.connecting");
+    $("live-text").textContent = t(name === "live" ? "live.connected" : name === "reconnecting" ? "live.unreachable" : "live.connecting");
+    $("unreachable-banner").hidden = name !== "reconnecting";
+    // While the gateway does not answer nobody knows whether a camera is
+    // online: the cards say "unknown", never what they said last.
+    if (wasLive !== (name === "live") && state.session) renderLanes();
+  }
+
+  function gatewayReachable() {
+    return $("live-state").dataset.state === "live";
   }
 
   function openStream() {
@@ -702,8 +734,9 @@
     const key = cameraKey(camera.serialno);
     const last = camera.last_plate;
     const decision = last && last.decision;
-    const online = !!camera.online;
-    const classes = ["lane-card", online ? "is-online" : "is-offline"];
+    const known = gatewayReachable();
+    const online = known && !!camera.online;
+    const classes = ["lane-card", !known ? "is-unknown" : online ? "is-online" : "is-offline"];
     if (decision) classes.push(decision.open ? "is-open" : "is-denied");
     if (state.flash.has(key)) {
       classes.push("is-new");
@@ -716,7 +749,7 @@
       camera.lane ? null : h("span", { class: "muted small", text: t("lane.no_lane") }));
     const online_line = h("div", { class: "lane-online" },
       h("span", { class: "dot" }),
-      h("strong", { class: "online-text", text: t(online ? "lane.online" : "lane.offline") }),
+      h("strong", { class: "online-text", text: t(!known ? "lane.unknown" : online ? "lane.online" : "lane.offline") }),
       h("span", { class: "muted", text: ` · ${heartbeat}` }),
       camera.last_seen
         ? h("span", { class: "muted", dataset: { ago: String(camera.last_seen), agoKey: "lane.last_seen" }, text: ` · ${t("lane.last_seen", { ago: fmtAgo(camera.last_seen) })}` })
@@ -759,7 +792,7 @@
       actions = h("div", { class: "lane-actions" },
         h("button", {
           class: "btn btn-open", type: "button", disabled: !online, "data-action": "open",
-          title: online ? null : t("error.offline"), onclick: () => openBarrier(camera),
+          title: online ? null : t(known ? "error.offline" : "live.unreachable"), onclick: () => openBarrier(camera),
         }, icon("gate"), h("span", { text: t("lane.open_barrier") })),
         h("div", { class: "lane-actions-small" },
           h("button", { class: "btn", type: "button", disabled: !online, "data-action": "snapshot", onclick: () => takeSnapshot(camera) },

@@ -38,12 +38,14 @@ window.ANPR_I18N = {
 
     "live.connected": "Live",
     "live.connecting": "Connecting…",
-    "live.reconnecting": "Reconnecting…",
+    "live.unreachable": "Gateway unreachable, reconnecting…",
+    "live.unreachable_banner": "The gateway does not answer. The page reconnects by itself; until then the lanes' state is unknown.",
     "live.title": "Live plates",
     "live.empty": "Plates appear here as cars arrive.",
 
     "lane.online": "Online",
     "lane.offline": "Offline",
+    "lane.unknown": "Unknown",
     "lane.no_lane": "Camera not in a lane",
     "lane.none": "No camera has spoken to the gateway yet, and no lane is configured.",
     "lane.no_plate": "No plate yet",
@@ -330,12 +332,14 @@ window.ANPR_I18N = {
 
     "live.connected": "实时",
     "live.connecting": "连接中…",
-    "live.reconnecting": "重新连接中…",
+    "live.unreachable": "无法连接网关，正在重新连接…",
+    "live.unreachable_banner": "网关没有响应。页面会自动重新连接；在此之前车道状态未知。",
     "live.title": "实时车牌",
     "live.empty": "车辆到达时，车牌会显示在这里。",
 
     "lane.online": "在线",
     "lane.offline": "离线",
+    "lane.unknown": "未知",
     "lane.no_lane": "相机未分配车道",
     "lane.none": "还没有相机连接网关，也没有配置车道。",
     "lane.no_plate": "暂无车牌",
