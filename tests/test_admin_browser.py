@@ -654,3 +654,81 @@ class RestartTests(AdminBrowserTestCase):
         expect(wall.locator("#user-label")).to_contain_text("wall")
         wall_context.close()
         booth_context.close()
+
+
+class UsersPageTests(AdminBrowserTestCase):
+    async def test_a_user_made_on_the_page_signs_in(self) -> None:
+        gateway, password = await self.start_site()
+        await self.in_browser(lambda browser: self.users_page(browser, password))
+        self.no_page_errors()
+
+    def users_page(self, browser: Browser, admin_password: str) -> None:
+        context, page = self.new_page(browser)
+        page.goto(self.url())
+        self.sign_in(page, "admin", admin_password)
+        page.click('.tab[data-view="users"]')
+        expect(page.locator('#users-rows tr[data-user="admin"]')).to_contain_text("gateway (made here)")
+
+        # A new operator, with a reason; a short password is pointed at first.
+        page.click("#user-add")
+        form = page.locator("#form-dialog-form")
+        form.locator("[name=name]").fill("bao")
+        form.locator("[name=role]").select_option("operator")
+        form.locator("[name=password]").fill("short")
+        form.locator("[name=reason]").fill("night shift from Monday")
+        page.click("#form-dialog-ok")
+        expect(form.locator('[data-error-for="password"]')).to_contain_text("at least 10 characters")
+        expect(page.locator("#form-dialog")).to_be_visible()
+        form.locator("[name=password]").fill("night-shift-2041")
+        page.click("#form-dialog-ok")
+        expect(page.locator("#form-dialog")).to_be_hidden()
+        row = page.locator('#users-rows tr[data-user="bao"]')
+        expect(row).to_contain_text("operator")
+        expect(row).to_contain_text("can sign in")
+        audit = page.locator('#audit-rows tr[data-action="create_user"]')
+        expect(audit).to_contain_text("bao")
+        expect(audit.locator(".audit-reason")).to_have_text("night shift from Monday")
+        expect(audit).to_contain_text("admin")
+
+        # A token for a wall screen, shown once.
+        page.click("#token-add")
+        form.locator("[name=name]").fill("hall-wall")
+        form.locator("[name=reason]").fill("screen in the hall")
+        page.click("#form-dialog-ok")
+        expect(page.locator("#token-shown")).to_be_visible()
+        token = page.locator("#token-value").text_content() or ""
+        self.assertGreaterEqual(len(token), 40)
+        expect(page.locator('#tokens-rows tr[data-token="hall-wall"]')).to_contain_text("viewer")
+        self.screenshot(page, "users")
+        page.click("#token-hide")
+        expect(page.locator("#token-shown")).to_be_hidden()
+
+        # The new user signs in on another computer, and changes their password.
+        other_context, other = self.new_page(browser)
+        other.goto(self.url())
+        self.sign_in(other, "bao", "night-shift-2041")
+        expect(other.locator("#user-label")).to_contain_text("bao")
+        expect(other.locator("#user-label .role")).to_have_text("operator")
+        expect(other.locator('.tab[data-view="users"]')).to_be_hidden()
+        other.click("#change-password")
+        other_form = other.locator("#form-dialog-form")
+        other_form.locator("[name=current_password]").fill("night-shift-2041")
+        other_form.locator("[name=new_password]").fill("my-own-pass-2042")
+        other.click("#form-dialog-ok")
+        expect(other.locator("#form-dialog")).to_be_hidden()
+        other.click("#logout")
+        self.sign_in(other, "bao", "my-own-pass-2042")
+
+        # Disabled by the admin: bao's page goes back to the sign-in form.
+        page.locator('#users-rows tr[data-user="bao"] [data-action="disable"]').click()
+        form.locator("[name=reason]").fill("left the company")
+        page.click("#form-dialog-ok")
+        expect(page.locator('#users-rows tr[data-user="bao"] .user-state')).to_have_text("disabled")
+        other.click('.tab[data-view="events"]')
+        expect(other.locator("#login-view")).to_be_visible()
+        other.fill("#login-username", "bao")
+        other.fill("#login-password", "my-own-pass-2042")
+        other.click("#login-submit")
+        expect(other.locator("#login-message")).to_have_text("Wrong user name or password.")
+        other_context.close()
+        context.close()

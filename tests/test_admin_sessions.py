@@ -67,9 +67,7 @@ class RestartTests(AdminTestCase):
         self.assertEqual((await browser.moved_to(api, cookie).get("/api/session")).status, 401)
         # Another browser's sign-in is untouched.
         self.assertEqual((await other.moved_to(api, other_cookie).get("/api/session")).status, 200)
-        self.assertEqual(
-            db_rows(self.state_dir, "SELECT user FROM admin_sessions"), [("vera",)]
-        )
+        self.assertEqual(db_rows(self.state_dir, "SELECT user FROM admin_sessions"), [("vera",)])
 
     async def test_expired_sessions_are_not_read_back_and_are_deleted(self) -> None:
         await self.build(settings=default_settings(session_hours=1))
@@ -114,7 +112,6 @@ class RestartTests(AdminTestCase):
         reading: Deferred[Any] = Deferred()
         sessions = session_store(self.clock, self.api_arguments["settings"], lambda: reading)
         sessions.startService()
-
 
         def finish_reading() -> None:
             if not reading.called:

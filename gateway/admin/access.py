@@ -23,7 +23,7 @@ import functools
 import hmac
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Concatenate, ParamSpec, Protocol, TypeVar, overload
+from typing import Concatenate, ParamSpec, Protocol, TypeVar, cast, overload
 
 import attrs
 from klein import Klein, KleinRenderable
@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.routing import Map
 
+from gateway.admin.audit import AuditLog
 from gateway.admin.auth import Principal, SessionStore
 from gateway.admin.http import MAX_JSON_BYTES, ApiError, header
 from gateway.admin.settings import VIEWER, AdminToken, Role, role_allows
@@ -72,9 +73,13 @@ class Access:
     """Who is asking, from a bearer token or a login session, and whether
     they may: the one check behind every :func:`authorized` route."""
 
-    def __init__(self, tokens: TokenCheck, sessions: SessionStore) -> None:
+    def __init__(
+        self, tokens: TokenCheck, sessions: SessionStore, audit: AuditLog | None = None
+    ) -> None:
         self._tokens = tokens
         self.sessions = sessions
+        #: Where each successful change is recorded (:mod:`gateway.admin.audit`).
+        self.audit = audit
 
     def principal(self, request: IRequest) -> Principal | None:
         """Who the credentials name; None without any. A bearer token that
@@ -224,7 +229,12 @@ def authorized(
                 who = PUBLIC
             else:
                 who = resource.access.authorize(request, role)
-            return handler(resource, request, who, *args, **kwargs)
+            result = handler(resource, request, who, *args, **kwargs)
+            audit = resource.access.audit
+            if audit is None or who is PUBLIC or request.method not in _WRITE_METHODS:
+                return result
+            # Every change that succeeds is in the audit log before it is answered.
+            return cast(R, audit.after(request, who, handler.__name__, kwargs, result))
 
         reason = "public when the site's settings say so" if public_if is not None else None
         _declare(app, handler.__name__, RouteAccess(role=role, max_body=max_body, reason=reason))

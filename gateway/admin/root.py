@@ -33,6 +33,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import MapAdapter
 
 from gateway.admin.access import Access, RouteAccess, declared_routes
+from gateway.admin.audit import AuditLog
 from gateway.admin.auth import AdminAccounts, LoginThrottle, SessionStore
 from gateway.admin.cameras import CamerasResource
 from gateway.admin.events import EventsResource
@@ -49,6 +50,7 @@ from gateway.admin.status import (
     StatusSource,
 )
 from gateway.admin.stream import KEEPALIVE_SECONDS, MAX_STREAMS, StreamResource
+from gateway.admin.users import UsersResource
 from gateway.bus import EventBus
 from gateway.camera.control import CameraControl
 from gateway.camera.http import BoundedRequest
@@ -273,7 +275,8 @@ def build_admin(
     """
     if sessions is None:
         sessions = session_store(clock, settings)
-    access = Access(users, sessions)
+    audit = AuditLog(clock, store)
+    access = Access(users, sessions, audit)
     stream = StreamResource(
         access=access,
         clock=clock,
@@ -312,6 +315,7 @@ def build_admin(
             on_replay=on_replay,
         ),
         MetricsResource(access=access, metrics=metrics, public=settings.metrics_public),
+        UsersResource(access=access, accounts=users, sessions=sessions, audit=audit),
         stream,
         PageResource(reactor=reactor, static_dir=static_dir),
     ]

@@ -135,9 +135,14 @@ class SessionResource:
             role=user.role,
             address=address,
         )
+        await self._audit(Principal(user.name, user.role, "session", session), "sign_in", address)
         return json_response(
             request, {"user": user.name, "role": user.role, "csrf_token": session.csrf_token}
         )
+
+    async def _audit(self, who: Principal, action: str, address: str) -> None:
+        if self.access.audit is not None:
+            await self.access.audit.record(who, action, target=address)
 
     async def _new_session(
         self, name: str, role: Role, origin: str = PASSWORD_ORIGIN
@@ -179,13 +184,14 @@ class SessionResource:
             # A token that can open barriers does not belong in an address bar.
             raise ApiError(403, f"a wall screen needs a viewer token; {found.name} is {found.role}")
         self._throttle.succeeded(address)
-        session_id, _ = await self._new_session(found.name, VIEWER, TOKEN_ORIGIN)
+        session_id, session = await self._new_session(found.name, VIEWER, TOKEN_ORIGIN)
         _session_cookie(request, session_id, int(self._sessions.wall_lifetime))
         log.info(
             "Wall screen signed in with the token {token} from {address}",
             token=found.name,
             address=address,
         )
+        await self._audit(Principal(found.name, VIEWER, "session", session), "wall_sign_in", address)
         common_headers(request)
         request.setResponseCode(303)
         request.setHeader(b"Location", b"/#lanes")
@@ -208,6 +214,7 @@ class SessionResource:
             except StoreError as error:
                 log.error("A sign-out could not be kept: {reason}", reason=str(error))
                 raise ApiError(503, "the sign-out could not be kept (storage problem)") from None
+            await self._audit(principal, "sign_out", client_address(request))
         _session_cookie(request, "", 0)
         return no_content(request)
 

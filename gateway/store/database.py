@@ -27,6 +27,7 @@ from gateway.store.images import ImageFiles, fsync_directory
 from gateway.store.records import (
     IMAGE_KINDS,
     AdminSessionRow,
+    AuditRow,
     CachedCloudDecision,
     CameraListState,
     CommitResult,
@@ -1304,6 +1305,65 @@ class Database:
     def delete_admin_sessions(self, keys: Sequence[str]) -> int:
         keys = list(keys)
         return self.write(lambda c: _delete_where_in(c, "admin_sessions", "key", keys))
+
+    # -- audit log ---------------------------------------------------------------
+
+    def add_audit(self, entry: AuditRow, keep: int) -> int:
+        """Append ``entry``; the oldest entries beyond the newest ``keep`` go.
+        Its seq."""
+
+        def work(connection: sqlite3.Connection) -> int:
+            cursor = connection.execute(
+                "INSERT INTO audit (at, who, role, via, action, target, reason, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    _seconds_to_us(entry.at),
+                    entry.who,
+                    entry.role,
+                    entry.via,
+                    entry.action,
+                    entry.target,
+                    entry.reason,
+                    json.dumps(dict(entry.detail), ensure_ascii=False, separators=(",", ":")),
+                ),
+            )
+            seq = int(cursor.lastrowid or 0)
+            connection.execute("DELETE FROM audit WHERE seq <= ?", (seq - keep,))
+            return seq
+
+        return self.write(work)
+
+    def audit_entries(self, before: int | None, limit: int) -> list[AuditRow]:
+        """Up to ``limit`` entries, newest first, older than seq ``before``."""
+
+        def work(connection: sqlite3.Connection) -> list[AuditRow]:
+            rows = connection.execute(
+                "SELECT seq, at, who, role, via, action, target, reason, detail FROM audit "
+                "WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+                (before if before is not None else 2**62, limit),
+            )
+            entries = []
+            for row in rows:
+                try:
+                    detail = json.loads(row[8])
+                except ValueError:
+                    detail = {}
+                entries.append(
+                    AuditRow(
+                        seq=row[0],
+                        at=row[1] / 1_000_000,
+                        who=row[2],
+                        role=row[3],
+                        via=row[4],
+                        action=row[5],
+                        target=row[6],
+                        reason=row[7],
+                        detail=detail if isinstance(detail, dict) else {},
+                    )
+                )
+            return entries
+
+        return self.read(work)
 
     # -- key/value -----------------------------------------------------------
 

@@ -13,6 +13,7 @@ from gateway.policy.cameralist import CameraRow
 
 __all__ = [
     "AdminSessionRow",
+    "AuditRow",
     "CachedCloudDecision",
     "CommitResult",
     "DeadLetter",
@@ -296,3 +297,20 @@ class AdminSessionRow:
     csrf_token: str = attrs.field(repr=False)
     created_at: float
     expires_at: float
+
+
+@attrs.frozen
+class AuditRow:
+    """One entry of the audit log: ``who`` (``role``, ``via`` a session or
+    a token) did ``action`` to ``target`` at ``at`` (unix seconds), for
+    ``reason``; ``detail`` is a small JSON object. ``seq`` is 0 until stored."""
+
+    at: float
+    who: str
+    role: str
+    via: str
+    action: str
+    target: str = ""
+    reason: str = ""
+    detail: Mapping[str, Any] = attrs.field(factory=dict)
+    seq: int = 0

@@ -173,6 +173,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX admin_sessions_expiry ON admin_sessions (expires_at)",
         "CREATE INDEX admin_sessions_user ON admin_sessions (origin, user)",
     ),
+    # 6: the audit log of what people and machines did through the admin
+    # page and API: who (and with which role, by password session or token),
+    # what (the action and what it was done to), when, and why (the reason
+    # they gave). Append-only; the oldest rows go past a bound.
+    (
+        """
+        CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            at INTEGER NOT NULL,
+            who TEXT NOT NULL,
+            role TEXT NOT NULL,
+            via TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL DEFAULT '',
+            reason TEXT NOT NULL DEFAULT '',
+            detail TEXT NOT NULL DEFAULT '{}'
+        )
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -38,6 +38,7 @@ from gateway.store.ids import is_valid_event_id
 from gateway.store.records import (
     IMAGE_KINDS,
     AdminSessionRow,
+    AuditRow,
     CachedCloudDecision,
     CameraListState,
     CommitResult,
@@ -730,6 +731,17 @@ class Store:
         """Forget these sessions durably; how many there were."""
         keys = list(keys)
         return await self._write(lambda: self._db.delete_admin_sessions(keys))
+
+    # -- audit log ---------------------------------------------------------------
+
+    async def add_audit(self, entry: AuditRow, keep: int = 200_000) -> int:
+        """Append ``entry`` to the audit log durably (keeping the newest
+        ``keep`` entries); its seq."""
+        return await self._write(lambda: self._db.add_audit(entry, keep))
+
+    async def audit_entries(self, before: int | None = None, limit: int = 100) -> list[AuditRow]:
+        """Audit entries, newest first, older than seq ``before``."""
+        return await self._read(lambda: self._db.audit_entries(before, limit))
 
     # -- key/value state -------------------------------------------------------
 
