@@ -10,11 +10,13 @@ signed in as a viewer for ``wall_session_days``."""
 from __future__ import annotations
 
 import hashlib
+import io
 from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
 
+from gateway.admin.auth import AdminAccounts
 from gateway.admin.root import build_admin, session_store
 from support.admin import (
     ENTRANCE,
@@ -25,6 +27,7 @@ from support.admin import (
     default_settings,
 )
 from support.store import db_rows
+from support.threads import global_reactor
 
 PLATE = {"plate": "京A12345"}
 
@@ -129,6 +132,34 @@ class RestartTests(AdminTestCase):
         reading.callback(self.store)
         self.assertTrue(sessions.loaded)
         self.assertEqual((await browser.moved_to(api, cookie).get("/api/session")).status, 200)
+
+    async def test_while_the_accounts_are_read_back_a_session_waits_and_is_kept(self) -> None:
+        await self.build()
+        browser = Client(self.api)
+        cookie = browser.session_cookie(await browser.login("ada"))
+        # The stored accounts are not read yet (the initial admin's "ada" is
+        # configured here; a stored user would look unknown): 503, and the
+        # session is not taken for one of a removed user.
+        loading = AdminAccounts(
+            self.api_arguments["settings"],
+            reactor=global_reactor,
+            state_dir=str(self.state_dir),
+            open_store=lambda: Deferred(),
+            terminal=io.StringIO(),
+        )
+        sessions = session_store(
+            self.clock, self.api_arguments["settings"], self.store_service.when_open
+        )
+        await sessions.load()
+        api = build_admin(**{**self.api_arguments, "users": loading, "sessions": sessions})
+        early = browser.moved_to(api, cookie)
+        self.assertEqual((await early.get("/api/session")).status, 503)
+        robot = Client(api, token=MACHINE_TOKEN)
+        self.assertEqual((await robot.get("/api/cameras")).status, 503)
+        self.assertEqual(len(db_rows(self.state_dir, "SELECT key FROM admin_sessions")), 1)
+        self.assertEqual(
+            (await browser.moved_to(await self.restarted(), cookie).get("/api/session")).status, 200
+        )
 
 
 class WallScreenTests(AdminTestCase):

@@ -64,6 +64,9 @@ class TokenCheck(Protocol):
     """The machine tokens and who sessions belong to
     (:class:`~gateway.admin.auth.AdminAccounts`)."""
 
+    @property
+    def loaded(self) -> bool: ...
+
     def check_token(self, token: str) -> AdminToken | None: ...
 
     def session_role(self, origin: str, name: str) -> Role | None: ...
@@ -85,6 +88,13 @@ class Access:
         """Who the credentials name; None without any. A bearer token that
         is not one, or another scheme, is a 401."""
         sent = header(request, b"authorization")
+        cookie = request.getCookie(SESSION_COOKIE)
+        if (sent is not None or cookie) and not (self._tokens.loaded and self.sessions.loaded):
+            # Just restarted: the accounts and the kept sessions are being
+            # read back; a credential is neither good nor bad yet.
+            raise ApiError(
+                503, "the gateway is starting; try again in a moment", headers={"Retry-After": "2"}
+            )
         if sent is not None:
             scheme, _, token = sent.strip().partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
@@ -93,16 +103,8 @@ class Access:
             if found is None:
                 raise ApiError(401, "unknown bearer token")
             return Principal(name=found.name, role=found.role, via="token")
-        cookie = request.getCookie(SESSION_COOKIE)
         if cookie:
             session = self.sessions.get(cookie.decode("ascii", "replace"))
-            if session is None and not self.sessions.loaded:
-                # Just restarted: the kept sessions are being read back.
-                raise ApiError(
-                    503,
-                    "the gateway is starting; try again in a moment",
-                    headers={"Retry-After": "2"},
-                )
             if session is not None:
                 role = self._tokens.session_role(session.origin, session.user)
                 if role is None:
