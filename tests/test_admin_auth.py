@@ -320,7 +320,13 @@ class RuleTests(AdminTestCase):
         session = (await client.get("/api/session")).json()
         self.assertEqual(
             session,
-            {"user": "olga", "role": "operator", "csrf_token": body["csrf_token"], "wall": False},
+            {
+                "user": "olga",
+                "role": "operator",
+                "csrf_token": body["csrf_token"],
+                "wall": False,
+                "timezone": "Asia/Shanghai",
+            },
         )
         self.assertEqual((await client.post("/api/logout", csrf=False)).status, 403)
         logout = await client.post("/api/logout")
@@ -404,7 +410,14 @@ class RuleTests(AdminTestCase):
         self.assertEqual(opened.status, 202)
         session = (await robot.get("/api/session")).json()
         self.assertEqual(
-            session, {"user": "door-robot", "role": "operator", "csrf_token": None, "wall": False}
+            session,
+            {
+                "user": "door-robot",
+                "role": "operator",
+                "csrf_token": None,
+                "wall": False,
+                "timezone": "Asia/Shanghai",
+            },
         )
         scraper = Client(self.api, token=SCRAPER_TOKEN)
         self.assertEqual((await scraper.get("/api/status")).status, 200)

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.sync_api import (
@@ -196,9 +197,8 @@ class AdminBrowserTestCase(GatewayTestCase):
     def new_page(
         self, browser: Browser, *, locale: str = "en-GB", viewport: ViewportSize = DESKTOP, **options: Any
     ) -> tuple[BrowserContext, Page]:
-        context = browser.new_context(
-            viewport=viewport, locale=locale, timezone_id="Asia/Shanghai", **options
-        )
+        options.setdefault("timezone_id", "Asia/Shanghai")
+        context = browser.new_context(viewport=viewport, locale=locale, **options)
         context.set_default_timeout(WAIT_MS)
         page = context.new_page()
         page.on("pageerror", lambda error: self.page_errors.append(str(error)))
@@ -731,4 +731,140 @@ class UsersPageTests(AdminBrowserTestCase):
         other.click("#login-submit")
         expect(other.locator("#login-message")).to_have_text("Wrong user name or password.")
         other_context.close()
+        context.close()
+
+
+BOOTH_SCREEN = ViewportSize(width=1366, height=768)
+BOOTH_LANES = [
+    {"name": f"Lane {n}", "camera": f"LANE00000000000{n}", "barrier_channel": 1,
+     "direction": "in" if n % 2 else "out"}
+    for n in range(1, 9)
+]
+BOOTH_PLATES = ["京A12345", "沪B8K7Z2", "粤BD12345", "苏E99999"]
+
+
+class LayoutTests(AdminBrowserTestCase):
+    """The booth's screen and a phone, measured: four lanes, each with a
+    plate and both pictures, fit a 1366x768 screen without scrolling; eight
+    still fit across and keep whole buttons; on a phone the live list comes
+    first; every time is the site's, whatever the browser's own zone."""
+
+    config = loopback_config(
+        gateway={"id": "north-car-park", "timezone": "Asia/Shanghai"},
+        policy={"duplicate_window_seconds": 0},
+        lane=BOOTH_LANES[:4],
+    )
+
+    async def test_four_lanes_on_a_booth_screen_and_the_live_list_first_on_a_phone(self) -> None:
+        gateway, password = await self.start_site()
+        cameras = [self.camera(serialno=lane["camera"]) for lane in BOOTH_LANES[:4]]
+        await self.until(lambda: gateway.service.registry.held_polls() == 4, what="four comet polls")
+        for camera, plate in zip(cameras, BOOTH_PLATES, strict=True):
+            camera.read_plate(plate)
+        await self.in_browser(lambda browser: self.layout(browser, password))
+        self.no_page_errors()
+
+    def layout(self, browser: Browser, password: str) -> None:
+        # A browser set to New York: the page still shows Shanghai's times.
+        context, page = self.new_page(browser, viewport=BOOTH_SCREEN, timezone_id="America/New_York")
+        page.goto(self.url())
+        self.sign_in(page, "admin", password)
+        cards = page.locator(".lane-card")
+        expect(cards).to_have_count(4)
+        for plate in BOOTH_PLATES:
+            expect(page.locator(".lane-card .lane-plate .plate", has_text=plate)).to_have_count(1)
+        for n in range(4):
+            self.image_loaded(page, f'.lane-card[data-camera="{BOOTH_LANES[n]["camera"]}"] .full-image')
+        self.screenshot(page, "lanes-four")
+        # Nothing scrolls, and every card is whole on the screen.
+        sizes = page.evaluate(
+            "() => [document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
+        )
+        self.assertLessEqual(sizes[0], BOOTH_SCREEN["width"])
+        self.assertLessEqual(sizes[1], BOOTH_SCREEN["height"])
+        for n in range(4):
+            box = cards.nth(n).bounding_box()
+            assert box is not None
+            self.assertGreaterEqual(box["y"], 0)
+            self.assertLessEqual(box["y"] + box["height"], BOOTH_SCREEN["height"], f"card {n + 1}")
+            self.assertGreaterEqual(box["width"], 300)
+            button = cards.nth(n).locator('[data-action="open"]').bounding_box()
+            assert button is not None
+            self.assertGreaterEqual(button["height"], 44)
+        live = page.locator(".live-panel").bounding_box()
+        assert live is not None
+        self.assertLessEqual(live["x"] + live["width"], BOOTH_SCREEN["width"])
+
+        # The times are Shanghai's: the lane card's clock and the event list.
+        events = self.on_reactor(lambda: self.gateway.store.recent_events(limit=10, type="plate"))
+        self.assertEqual(len(events), 4)
+        shanghai = ZoneInfo("Asia/Shanghai")
+        for event in events:
+            card = page.locator(f'.lane-card[data-camera="{event.camera}"]')
+            expect(card.locator(".lane-time strong")).to_have_text(
+                event.received_at.astimezone(shanghai).strftime("%H:%M:%S")
+            )
+        page.click('.tab[data-view="events"]')
+        newest = events[0]
+        expect(page.locator("#events-rows tr").first).to_contain_text(
+            newest.received_at.astimezone(shanghai).strftime("%Y-%m-%d %H:%M:%S")
+        )
+
+        # On a phone: the live list first, then the lanes.
+        phone_context, phone = self.new_page(
+            browser, viewport=PHONE, is_mobile=True, has_touch=True,
+            timezone_id="America/New_York", storage_state=context.storage_state(),
+        )
+        phone.goto(self.url("/#lanes"))
+        expect(phone.locator(".lane-card")).to_have_count(4)
+        expect(phone.locator("#live-list .live-item")).to_have_count(4)
+        live_box = phone.locator(".live-panel").bounding_box()
+        first_card = phone.locator(".lane-card").first.bounding_box()
+        assert live_box is not None and first_card is not None
+        self.assertLess(live_box["y"] + live_box["height"], first_card["y"] + 1)
+        self.assertLessEqual(live_box["height"], PHONE["height"] * 0.45)
+        self.assertLessEqual(phone.evaluate("() => document.documentElement.scrollWidth"), PHONE["width"])
+        # Every tab (an admin's five) is on the screen, none hidden off its edge.
+        for tab in phone.locator(".tabs .tab").all():
+            tab_box = tab.bounding_box()
+            assert tab_box is not None
+            self.assertLessEqual(tab_box["x"] + tab_box["width"], PHONE["width"])
+        self.screenshot(phone, "lanes-phone-live-first")
+        phone_context.close()
+        context.close()
+
+
+class EightLaneTests(AdminBrowserTestCase):
+    config = loopback_config(
+        gateway={"id": "north-car-park", "timezone": "Asia/Shanghai"},
+        lane=BOOTH_LANES,
+    )
+
+    async def test_eight_lanes_stay_usable_on_a_booth_screen(self) -> None:
+        gateway, password = await self.start_site()
+        await self.in_browser(lambda browser: self.eight(browser, password))
+        self.no_page_errors()
+
+    def eight(self, browser: Browser, password: str) -> None:
+        context, page = self.new_page(browser, viewport=BOOTH_SCREEN)
+        page.goto(self.url())
+        self.sign_in(page, "admin", password)
+        cards = page.locator(".lane-card")
+        expect(cards).to_have_count(8)
+        self.assertLessEqual(
+            page.evaluate("() => document.documentElement.scrollWidth"), BOOTH_SCREEN["width"]
+        )
+        boxes = [cards.nth(n).bounding_box() for n in range(8)]
+        for n, box in enumerate(boxes):
+            assert box is not None
+            self.assertGreaterEqual(box["width"], 300, f"card {n + 1}")
+            button = cards.nth(n).locator('[data-action="open"]').bounding_box()
+            assert button is not None
+            self.assertGreaterEqual(button["height"], 44)
+            # The button is inside its card (nothing cut off or overlapping).
+            self.assertGreaterEqual(button["y"], box["y"])
+            self.assertLessEqual(button["y"] + button["height"], box["y"] + box["height"])
+        # Two rows of cards at least are on the first screen.
+        on_screen = [box for box in boxes if box and box["y"] + box["height"] <= BOOTH_SCREEN["height"]]
+        self.assertGreaterEqual(len(on_screen), 4)
         context.close()

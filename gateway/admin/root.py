@@ -287,7 +287,11 @@ def build_admin(
     )
     parts: list[AdminResource] = [
         SessionResource(
-            access=access, accounts=users, sessions=sessions, throttle=LoginThrottle(clock)
+            access=access,
+            accounts=users,
+            sessions=sessions,
+            throttle=LoginThrottle(clock),
+            timezone=site.timezone,
         ),
         CamerasResource(
             access=access,

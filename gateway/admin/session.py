@@ -88,8 +88,11 @@ class SessionResource:
         accounts: Accounts,
         sessions: SessionStore,
         throttle: LoginThrottle,
+        timezone: str = "UTC",
     ) -> None:
         self.access = access
+        #: The site's time zone: the page shows every time in it.
+        self._timezone = timezone
         self._accounts = accounts
         self._sessions = sessions
         self._throttle = throttle
@@ -137,7 +140,14 @@ class SessionResource:
         )
         await self._audit(Principal(user.name, user.role, "session", session), "sign_in", address)
         return json_response(
-            request, {"user": user.name, "role": user.role, "csrf_token": session.csrf_token}
+            request,
+            {
+                "user": user.name,
+                "role": user.role,
+                "csrf_token": session.csrf_token,
+                "wall": False,
+                "timezone": self._timezone,
+            },
         )
 
     async def _audit(self, who: Principal, action: str, address: str) -> None:
@@ -227,5 +237,6 @@ class SessionResource:
                 "role": who.role,
                 "csrf_token": who.session.csrf_token if who.session else None,
                 "wall": who.session is not None and who.session.origin == TOKEN_ORIGIN,
+                "timezone": self._timezone,
             },
         )

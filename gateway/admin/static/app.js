@@ -178,31 +178,58 @@
 
   // ------------------------------------------------------------- formatting
 
-  function pad(n) {
-    return String(n).padStart(2, "0");
-  }
-
   function toDate(value) {
     if (value === null || value === undefined || value === "") return null;
     const date = typeof value === "number" ? new Date(value * 1000) : new Date(value);
     return isNaN(date.getTime()) ? null : date;
   }
 
+  const siteFormats = new Map();
+
+  /** The calendar date and clock of ``date`` in the site's time zone (the
+   * gateway's, from the session), whatever the browser's own zone is: a
+   * booth PC or a manager's phone set to another zone shows site times. */
+  function siteClock(date) {
+    const zone = (state.session && state.session.timezone) || "UTC";
+    let format = siteFormats.get(zone);
+    if (!format) {
+      try {
+        format = new Intl.DateTimeFormat("en-GB", {
+          timeZone: zone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+          hour: "2-digit", minute: "2-digit", second: "2-digit",
+        });
+      } catch (error) {
+        format = new Intl.DateTimeFormat("en-GB", {
+          timeZone: "UTC", hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+          hour: "2-digit", minute: "2-digit", second: "2-digit",
+        });
+      }
+      siteFormats.set(zone, format);
+    }
+    const parts = {};
+    for (const part of format.formatToParts(date)) parts[part.type] = part.value;
+    return {
+      date: `${parts.year}-${parts.month}-${parts.day}`,
+      monthDay: `${parts.month}-${parts.day}`,
+      clock: `${parts.hour}:${parts.minute}:${parts.second}`,
+      compact: `${parts.year}${parts.month}${parts.day}-${parts.hour}${parts.minute}${parts.second}`,
+    };
+  }
+
   function fmtDateTime(value) {
     const date = toDate(value);
     if (!date) return t("common.none");
-    return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ` +
-      `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+    const site = siteClock(date);
+    return `${site.date} ${site.clock}`;
   }
 
-  /** The time of day for today, else the date and time. */
+  /** The time of day for today (at the site), else the date and time. */
   function fmtClock(value) {
     const date = toDate(value);
     if (!date) return t("common.none");
-    const now = new Date();
-    const clock = `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
-    if (date.toDateString() === now.toDateString()) return clock;
-    return `${pad(date.getMonth() + 1)}-${pad(date.getDate())} ${clock}`;
+    const site = siteClock(date);
+    if (site.date === siteClock(new Date()).date) return site.clock;
+    return `${site.monthDay} ${site.clock}`;
   }
 
   function fmtDuration(seconds) {
@@ -717,6 +744,9 @@
 
   function renderLanes() {
     const grid = $("lanes-grid");
+    // From three lanes on, the cards are compact: four fit on a 1366x768
+    // booth screen without scrolling (app.css).
+    grid.classList.toggle("lanes-compact", state.cameras.length >= 3);
     clear(grid);
     if (state.cameras.length === 0) {
       grid.append(h("p", { class: "empty", text: t("lane.none") }));
@@ -932,7 +962,7 @@
       const save = $("image-save");
       save.href = url;
       const now = new Date();
-      save.download = `snapshot-${camera.serialno}-${now.getFullYear()}${pad(now.getMonth() + 1)}${pad(now.getDate())}-${pad(now.getHours())}${pad(now.getMinutes())}${pad(now.getSeconds())}.jpg`;
+      save.download = `snapshot-${camera.serialno}-${siteClock(now).compact}.jpg`;
       save.hidden = false;
     } catch (error) {
       closeImage();
