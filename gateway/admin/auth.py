@@ -176,6 +176,7 @@ class SessionStore(Service):
         #: Whether the kept sessions were read back (always, without a store).
         self.loaded = open_store is None
         self._loading: Deferred[None] | None = None
+        self._waiters: list[Deferred[None]] = []
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -223,6 +224,17 @@ class SessionStore(Service):
         self._store = store
         self.loaded = True
         log.info("Admin page sessions read back: {count}", count=len(self._sessions))
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def when_loaded(self) -> Deferred[None]:
+        """Fires once the kept sessions are read back."""
+        if self.loaded:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append(waiter)
+        return waiter
 
     # -- sessions -------------------------------------------------------------
 
