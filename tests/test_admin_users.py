@@ -329,7 +329,7 @@ class AuditTests(UsersTestCase):
                 ("ada", "admin", "session", "create_user", "bao", "new hire"),
                 ("ada", "admin", "session", "sign_in", "127.0.0.1", ""),
                 ("vera", "viewer", "session", "sign_in", "127.0.0.1", ""),
-                ("olga", "operator", "session", "add_whitelist_entry", "", ""),
+                ("olga", "operator", "session", "add_whitelist_entry", "京A12345", ""),
                 ("olga", "operator", "session", "open_barrier", ENTRANCE, "ambulance"),
                 ("olga", "operator", "session", "sign_in", "127.0.0.1", ""),
             ],
