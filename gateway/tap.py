@@ -567,6 +567,8 @@ def build_admin(
         open_store=core.store.when_open,
     )
     accounts.setServiceParent(root)
+    sessions = admin.session_store(core.clock, config.admin, core.store.when_open)
+    sessions.setServiceParent(root)
 
     def upstream_status() -> dict[str, Any] | None:
         if upstream is None:
@@ -600,6 +602,7 @@ def build_admin(
         upstream_status=upstream_status,
         mqtt_status=mqtt_status if mqtt is not None else None,
         on_replay=upstream.notify_new_event if upstream is not None else None,
+        sessions=sessions,
     )
 
 

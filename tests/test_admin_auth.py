@@ -319,7 +319,14 @@ class RuleTests(AdminTestCase):
         self.assertNotIn("secure", attributes)
         session = (await client.get("/api/session")).json()
         self.assertEqual(
-            session, {"user": "olga", "role": "operator", "csrf_token": body["csrf_token"]}
+            session,
+            {
+                "user": "olga",
+                "role": "operator",
+                "csrf_token": body["csrf_token"],
+                "wall": False,
+                "timezone": "Asia/Shanghai",
+            },
         )
         self.assertEqual((await client.post("/api/logout", csrf=False)).status, 403)
         logout = await client.post("/api/logout")
@@ -402,7 +409,16 @@ class RuleTests(AdminTestCase):
         opened = await robot.post(f"/api/cameras/{ENTRANCE}/open")
         self.assertEqual(opened.status, 202)
         session = (await robot.get("/api/session")).json()
-        self.assertEqual(session, {"user": "door-robot", "role": "operator", "csrf_token": None})
+        self.assertEqual(
+            session,
+            {
+                "user": "door-robot",
+                "role": "operator",
+                "csrf_token": None,
+                "wall": False,
+                "timezone": "Asia/Shanghai",
+            },
+        )
         scraper = Client(self.api, token=SCRAPER_TOKEN)
         self.assertEqual((await scraper.get("/api/status")).status, 200)
         self.assertEqual((await scraper.post(f"/api/cameras/{ENTRANCE}/open")).status, 403)

@@ -26,10 +26,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.sync_api import (
@@ -48,10 +50,10 @@ from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.trial.unittest import SkipTest
 
 from gateway import __version__
-from gateway.admin.settings import hash_password
+from gateway.admin.settings import hash_password, token_digest
 from gateway.simulator.camera import SimulatedCamera
 from gateway.simulator.config import CameraConfig
-from support import REPO, RunningGateway, loopback_config
+from support import REPO, RunningGateway, loopback_config, start_gateway
 from support.gateway import GatewayTestCase
 
 pytestmark = pytest.mark.system
@@ -195,9 +197,8 @@ class AdminBrowserTestCase(GatewayTestCase):
     def new_page(
         self, browser: Browser, *, locale: str = "en-GB", viewport: ViewportSize = DESKTOP, **options: Any
     ) -> tuple[BrowserContext, Page]:
-        context = browser.new_context(
-            viewport=viewport, locale=locale, timezone_id="Asia/Shanghai", **options
-        )
+        options.setdefault("timezone_id", "Asia/Shanghai")
+        context = browser.new_context(viewport=viewport, locale=locale, **options)
         context.set_default_timeout(WAIT_MS)
         page = context.new_page()
         page.on("pageerror", lambda error: self.page_errors.append(str(error)))
@@ -539,4 +540,331 @@ class AccessTests(AdminBrowserTestCase):
             expect(page.locator("#login-message")).to_be_visible()
         expect(page.locator("#login-message")).to_contain_text("失败次数过多")
         expect(page.locator("#login-message")).to_contain_text("秒")
+        context.close()
+
+
+WALL_TOKEN = "booth-wall-screen-token-5f1c9e"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (the gateway must come back
+    on the same ports after a restart)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RestartTests(AdminBrowserTestCase):
+    """A restart of the gateway, with a signed-in booth PC and a wall screen
+    watching: nobody is signed out; the wall screen says the gateway is
+    unreachable and the lanes unknown while it is down, and comes back by
+    itself."""
+
+    async def test_a_restart_signs_nobody_out_and_the_wall_screen_recovers(self) -> None:
+        camera_port, admin_port = free_port(), free_port()
+        self.restart_config = loopback_config(
+            gateway={"id": "north-car-park", "timezone": "Asia/Shanghai"},
+            camera_server={"listen": [f"tcp:{camera_port}:interface=127.0.0.1"]},
+            admin={
+                "listen": [f"tcp:port={admin_port}:interface=127.0.0.1"],
+                "tokens": [{"name": "wall", "sha256": token_digest(WALL_TOKEN), "role": "viewer"}],
+            },
+            lane=LANES,
+        )
+        self.state_dir = self.mktemp()
+        await self.start_gateway()
+        self.addCleanup(self.stop_gateway)
+        password_file = Path(self.gateway.service.config.gateway.state_dir) / "initial-admin-password"
+        await self.until(password_file.exists, what="the initial admin password")
+        password = password_file.read_text(encoding="ascii").strip()
+        camera = self.camera()
+        await self.until(lambda: self.gateway.service.registry.held_polls() == 1, what="a held comet poll")
+        await self.in_browser(lambda browser: self.restart(browser, camera, password))
+        self.no_page_errors()
+
+    async def start_gateway(self) -> None:
+        self.gateway = await start_gateway(self.restart_config, self.state_dir)
+
+    async def stop_gateway(self) -> None:
+        """Stop the gateway as its process ends: the service tree stops, then
+        every connection still open to its listeners is cut."""
+        service = self.gateway.service
+        if not service.running:
+            return
+        await self.gateway.stop()
+        for child in service:
+            factory: Any = getattr(child, "factory", None)
+            for protocol in list(getattr(factory, "protocols", {})):
+                if protocol.transport is not None:
+                    protocol.transport.abortConnection()
+
+    def restart(self, browser: Browser, camera: SimulatedCamera, password: str) -> None:
+        booth_context, booth = self.new_page(browser)
+        booth.goto(self.url())
+        self.sign_in(booth, "admin", password)
+        wall_context, wall = self.new_page(browser)
+        wall.goto(self.url(f"/wall?token={WALL_TOKEN}"))
+        # The token opened the page once and is gone from the address.
+        expect(wall.locator("#app")).to_be_visible()
+        self.assertNotIn(WALL_TOKEN, wall.url)
+        expect(wall.locator("#user-label")).to_contain_text("wall")
+        expect(wall.locator("#user-label .role")).to_have_text("viewer")
+        for page in (booth, wall):
+            expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
+        wall_entrance = wall.locator(f'.lane-card[data-camera="{ENTRANCE}"]')
+        expect(wall_entrance).to_have_class(re.compile(r"\bis-online\b"))
+        expect(wall.locator("#unreachable-banner")).to_be_hidden()
+
+        # The gateway stops (an upgrade, a power cut of the gateway alone).
+        self.on_reactor(self.stop_gateway)
+        expect(wall.locator("#live-state")).to_have_attribute("data-state", "reconnecting")
+        expect(wall.locator("#live-text")).to_have_text("Gateway unreachable, reconnecting…")
+        expect(wall.locator("#unreachable-banner")).to_be_visible()
+        expect(wall_entrance).to_have_class(re.compile(r"\bis-unknown\b"))
+        expect(wall_entrance.locator(".online-text")).to_have_text("Unknown")
+        expect(wall.locator(".lane-card.is-online")).to_have_count(0)
+        expect(booth.locator(f'.lane-card[data-camera="{ENTRANCE}"] [data-action="open"]')).to_be_disabled()
+        self.screenshot(wall, "lanes-unreachable")
+
+        # It comes back: both screens recover by themselves, still signed in.
+        self.on_reactor(self.start_gateway)
+        self.wait_on_reactor(
+            lambda: self.gateway.service.registry.held_polls() == 1, "the camera back on its comet poll"
+        )
+        for page in (wall, booth):
+            expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
+            expect(page.locator("#app")).to_be_visible()
+            expect(page.locator("#unreachable-banner")).to_be_hidden()
+        expect(wall_entrance).to_have_class(re.compile(r"\bis-online\b"))
+        expect(wall_entrance.locator(".online-text")).to_have_text("Online")
+
+        # A reload finds the sign-in kept, and its CSRF token still works:
+        # the barrier opens from the booth.
+        booth.reload()
+        expect(booth.locator("#app")).to_be_visible()
+        expect(booth.locator("#user-label")).to_contain_text("admin")
+        entrance = booth.locator(f'.lane-card[data-camera="{ENTRANCE}"]')
+        expect(entrance).to_have_class(re.compile(r"\bis-online\b"))
+        entrance.locator('[data-action="open"]').click()
+        booth.click("#confirm-ok")
+        pulses = self.wait_on_reactor(lambda: list(camera.relay_pulses), "the barrier relay")
+        self.assertEqual([p.channel for p in pulses], [1])
+        wall.reload()
+        expect(wall.locator("#app")).to_be_visible()
+        expect(wall.locator("#user-label")).to_contain_text("wall")
+        wall_context.close()
+        booth_context.close()
+
+
+class UsersPageTests(AdminBrowserTestCase):
+    async def test_a_user_made_on_the_page_signs_in(self) -> None:
+        gateway, password = await self.start_site()
+        await self.in_browser(lambda browser: self.users_page(browser, password))
+        self.no_page_errors()
+
+    def users_page(self, browser: Browser, admin_password: str) -> None:
+        context, page = self.new_page(browser)
+        page.goto(self.url())
+        self.sign_in(page, "admin", admin_password)
+        page.click('.tab[data-view="users"]')
+        expect(page.locator('#users-rows tr[data-user="admin"]')).to_contain_text("gateway (made here)")
+
+        # A new operator, with a reason; a short password is pointed at first.
+        page.click("#user-add")
+        form = page.locator("#form-dialog-form")
+        form.locator("[name=name]").fill("bao")
+        form.locator("[name=role]").select_option("operator")
+        form.locator("[name=password]").fill("short")
+        form.locator("[name=reason]").fill("night shift from Monday")
+        page.click("#form-dialog-ok")
+        expect(form.locator('[data-error-for="password"]')).to_contain_text("at least 10 characters")
+        expect(page.locator("#form-dialog")).to_be_visible()
+        form.locator("[name=password]").fill("night-shift-2041")
+        page.click("#form-dialog-ok")
+        expect(page.locator("#form-dialog")).to_be_hidden()
+        row = page.locator('#users-rows tr[data-user="bao"]')
+        expect(row).to_contain_text("operator")
+        expect(row).to_contain_text("can sign in")
+        audit = page.locator('#audit-rows tr[data-action="create_user"]')
+        expect(audit).to_contain_text("bao")
+        expect(audit.locator(".audit-reason")).to_have_text("night shift from Monday")
+        expect(audit).to_contain_text("admin")
+
+        # A token for a wall screen, shown once.
+        page.click("#token-add")
+        form.locator("[name=name]").fill("hall-wall")
+        form.locator("[name=reason]").fill("screen in the hall")
+        page.click("#form-dialog-ok")
+        expect(page.locator("#token-shown")).to_be_visible()
+        token = page.locator("#token-value").text_content() or ""
+        self.assertGreaterEqual(len(token), 40)
+        expect(page.locator('#tokens-rows tr[data-token="hall-wall"]')).to_contain_text("viewer")
+        self.screenshot(page, "users")
+        page.click("#token-hide")
+        expect(page.locator("#token-shown")).to_be_hidden()
+
+        # The new user signs in on another computer, and changes their password.
+        other_context, other = self.new_page(browser)
+        other.goto(self.url())
+        self.sign_in(other, "bao", "night-shift-2041")
+        expect(other.locator("#user-label")).to_contain_text("bao")
+        expect(other.locator("#user-label .role")).to_have_text("operator")
+        expect(other.locator('.tab[data-view="users"]')).to_be_hidden()
+        other.click("#change-password")
+        other_form = other.locator("#form-dialog-form")
+        other_form.locator("[name=current_password]").fill("night-shift-2041")
+        other_form.locator("[name=new_password]").fill("my-own-pass-2042")
+        other.click("#form-dialog-ok")
+        expect(other.locator("#form-dialog")).to_be_hidden()
+        other.click("#logout")
+        self.sign_in(other, "bao", "my-own-pass-2042")
+
+        # Disabled by the admin: bao's page goes back to the sign-in form.
+        page.locator('#users-rows tr[data-user="bao"] [data-action="disable"]').click()
+        form.locator("[name=reason]").fill("left the company")
+        page.click("#form-dialog-ok")
+        expect(page.locator('#users-rows tr[data-user="bao"] .user-state')).to_have_text("disabled")
+        other.click('.tab[data-view="events"]')
+        expect(other.locator("#login-view")).to_be_visible()
+        other.fill("#login-username", "bao")
+        other.fill("#login-password", "my-own-pass-2042")
+        other.click("#login-submit")
+        expect(other.locator("#login-message")).to_have_text("Wrong user name or password.")
+        other_context.close()
+        context.close()
+
+
+BOOTH_SCREEN = ViewportSize(width=1366, height=768)
+BOOTH_LANES = [
+    {"name": f"Lane {n}", "camera": f"LANE00000000000{n}", "barrier_channel": 1,
+     "direction": "in" if n % 2 else "out"}
+    for n in range(1, 9)
+]
+BOOTH_PLATES = ["京A12345", "沪B8K7Z2", "粤BD12345", "苏E99999"]
+
+
+class LayoutTests(AdminBrowserTestCase):
+    """The booth's screen and a phone, measured: four lanes, each with a
+    plate and both pictures, fit a 1366x768 screen without scrolling; eight
+    still fit across and keep whole buttons; on a phone the live list comes
+    first; every time is the site's, whatever the browser's own zone."""
+
+    config = loopback_config(
+        gateway={"id": "north-car-park", "timezone": "Asia/Shanghai"},
+        policy={"duplicate_window_seconds": 0},
+        lane=BOOTH_LANES[:4],
+    )
+
+    async def test_four_lanes_on_a_booth_screen_and_the_live_list_first_on_a_phone(self) -> None:
+        gateway, password = await self.start_site()
+        cameras = [self.camera(serialno=lane["camera"]) for lane in BOOTH_LANES[:4]]
+        await self.until(lambda: gateway.service.registry.held_polls() == 4, what="four comet polls")
+        for camera, plate in zip(cameras, BOOTH_PLATES, strict=True):
+            camera.read_plate(plate)
+        await self.in_browser(lambda browser: self.layout(browser, password))
+        self.no_page_errors()
+
+    def layout(self, browser: Browser, password: str) -> None:
+        # A browser set to New York: the page still shows Shanghai's times.
+        context, page = self.new_page(browser, viewport=BOOTH_SCREEN, timezone_id="America/New_York")
+        page.goto(self.url())
+        self.sign_in(page, "admin", password)
+        cards = page.locator(".lane-card")
+        expect(cards).to_have_count(4)
+        for plate in BOOTH_PLATES:
+            expect(page.locator(".lane-card .lane-plate .plate", has_text=plate)).to_have_count(1)
+        for n in range(4):
+            self.image_loaded(page, f'.lane-card[data-camera="{BOOTH_LANES[n]["camera"]}"] .full-image')
+        self.screenshot(page, "lanes-four")
+        # Nothing scrolls, and every card is whole on the screen.
+        sizes = page.evaluate(
+            "() => [document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
+        )
+        self.assertLessEqual(sizes[0], BOOTH_SCREEN["width"])
+        self.assertLessEqual(sizes[1], BOOTH_SCREEN["height"])
+        for n in range(4):
+            box = cards.nth(n).bounding_box()
+            assert box is not None
+            self.assertGreaterEqual(box["y"], 0)
+            self.assertLessEqual(box["y"] + box["height"], BOOTH_SCREEN["height"], f"card {n + 1}")
+            self.assertGreaterEqual(box["width"], 300)
+            button = cards.nth(n).locator('[data-action="open"]').bounding_box()
+            assert button is not None
+            self.assertGreaterEqual(button["height"], 44)
+        live = page.locator(".live-panel").bounding_box()
+        assert live is not None
+        self.assertLessEqual(live["x"] + live["width"], BOOTH_SCREEN["width"])
+
+        # The times are Shanghai's: the lane card's clock and the event list.
+        events = self.on_reactor(lambda: self.gateway.store.recent_events(limit=10, type="plate"))
+        self.assertEqual(len(events), 4)
+        shanghai = ZoneInfo("Asia/Shanghai")
+        for event in events:
+            card = page.locator(f'.lane-card[data-camera="{event.camera}"]')
+            expect(card.locator(".lane-time strong")).to_have_text(
+                event.received_at.astimezone(shanghai).strftime("%H:%M:%S")
+            )
+        page.click('.tab[data-view="events"]')
+        newest = events[0]
+        expect(page.locator("#events-rows tr").first).to_contain_text(
+            newest.received_at.astimezone(shanghai).strftime("%Y-%m-%d %H:%M:%S")
+        )
+
+        # On a phone: the live list first, then the lanes.
+        phone_context, phone = self.new_page(
+            browser, viewport=PHONE, is_mobile=True, has_touch=True,
+            timezone_id="America/New_York", storage_state=context.storage_state(),
+        )
+        phone.goto(self.url("/#lanes"))
+        expect(phone.locator(".lane-card")).to_have_count(4)
+        expect(phone.locator("#live-list .live-item")).to_have_count(4)
+        live_box = phone.locator(".live-panel").bounding_box()
+        first_card = phone.locator(".lane-card").first.bounding_box()
+        assert live_box is not None and first_card is not None
+        self.assertLess(live_box["y"] + live_box["height"], first_card["y"] + 1)
+        self.assertLessEqual(live_box["height"], PHONE["height"] * 0.45)
+        self.assertLessEqual(phone.evaluate("() => document.documentElement.scrollWidth"), PHONE["width"])
+        # Every tab (an admin's five) is on the screen, none hidden off its edge.
+        for tab in phone.locator(".tabs .tab").all():
+            tab_box = tab.bounding_box()
+            assert tab_box is not None
+            self.assertLessEqual(tab_box["x"] + tab_box["width"], PHONE["width"])
+        self.screenshot(phone, "lanes-phone-live-first")
+        phone_context.close()
+        context.close()
+
+
+class EightLaneTests(AdminBrowserTestCase):
+    config = loopback_config(
+        gateway={"id": "north-car-park", "timezone": "Asia/Shanghai"},
+        lane=BOOTH_LANES,
+    )
+
+    async def test_eight_lanes_stay_usable_on_a_booth_screen(self) -> None:
+        gateway, password = await self.start_site()
+        await self.in_browser(lambda browser: self.eight(browser, password))
+        self.no_page_errors()
+
+    def eight(self, browser: Browser, password: str) -> None:
+        context, page = self.new_page(browser, viewport=BOOTH_SCREEN)
+        page.goto(self.url())
+        self.sign_in(page, "admin", password)
+        cards = page.locator(".lane-card")
+        expect(cards).to_have_count(8)
+        self.assertLessEqual(
+            page.evaluate("() => document.documentElement.scrollWidth"), BOOTH_SCREEN["width"]
+        )
+        boxes = [cards.nth(n).bounding_box() for n in range(8)]
+        for n, box in enumerate(boxes):
+            assert box is not None
+            self.assertGreaterEqual(box["width"], 300, f"card {n + 1}")
+            button = cards.nth(n).locator('[data-action="open"]').bounding_box()
+            assert button is not None
+            self.assertGreaterEqual(button["height"], 44)
+            # The button is inside its card (nothing cut off or overlapping).
+            self.assertGreaterEqual(button["y"], box["y"])
+            self.assertLessEqual(button["y"] + button["height"], box["y"] + box["height"])
+        # Two rows of cards at least are on the first screen.
+        on_screen = [box for box in boxes if box and box["y"] + box["height"] <= BOOTH_SCREEN["height"]]
+        self.assertGreaterEqual(len(on_screen), 4)
         context.close()

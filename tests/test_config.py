@@ -274,6 +274,7 @@ def test_error_message_format() -> None:
         ({"camera_server": {"listen": ["tcp:8080", ""]}}, "camera_server.listen[2]", "must not be empty"),
         ({"camera_server": {"listen": ["tcp:8080", "tcp:8080"]}}, "camera_server.listen[2]", '"tcp:8080" is already listed at camera_server.listen[1]'),
         ({"admin": {"listen": ["tcp:8080"]}}, "admin.listen[1]", '"tcp:8080" is also a camera_server listener'),
+        ({"admin": {"wall_session_days": 0}}, "admin.wall_session_days", "must be between 1 and 3650, got 0"),
         # required
         ({"lane": [{"camera": "d85b1269-8f942256"}]}, "lane[1].name", "missing required key"),
         ({"lane": [lane(), {"name": "Exit"}]}, "lane[2].camera", "missing required key"),

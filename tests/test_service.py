@@ -48,6 +48,7 @@ def test_a_standalone_site_in_start_order(tmp_path: Path) -> None:
         "camera-whitelist-sync",
         "camera-listener-1",
         "admin-accounts",
+        "admin-sessions",
         "admin-listener-1",
         # Last: started when everything listens, stopped first.
         "systemd",

@@ -23,13 +23,16 @@ import functools
 import hmac
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Concatenate, ParamSpec, Protocol, TypeVar, overload
+from typing import Concatenate, ParamSpec, Protocol, TypeVar, cast, overload
 
 import attrs
 from klein import Klein, KleinRenderable
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.routing import Map
 
+from gateway.admin.audit import AuditLog
 from gateway.admin.auth import Principal, SessionStore
 from gateway.admin.http import MAX_JSON_BYTES, ApiError, header
 from gateway.admin.settings import VIEWER, AdminToken, Role, role_allows
@@ -46,6 +49,8 @@ __all__ = [
     "open_route",
 ]
 
+log = Logger()
+
 SESSION_COOKIE = b"anpr_session"
 CSRF_HEADER = b"x-csrf-token"
 _WRITE_METHODS = frozenset({b"POST", b"PUT", b"DELETE", b"PATCH"})
@@ -56,23 +61,40 @@ PUBLIC = Principal(name="(public)", role=VIEWER, via="public")
 
 
 class TokenCheck(Protocol):
-    """The machine tokens (:class:`~gateway.admin.auth.AdminAccounts`)."""
+    """The machine tokens and who sessions belong to
+    (:class:`~gateway.admin.auth.AdminAccounts`)."""
+
+    @property
+    def loaded(self) -> bool: ...
 
     def check_token(self, token: str) -> AdminToken | None: ...
+
+    def session_role(self, origin: str, name: str) -> Role | None: ...
 
 
 class Access:
     """Who is asking, from a bearer token or a login session, and whether
     they may: the one check behind every :func:`authorized` route."""
 
-    def __init__(self, tokens: TokenCheck, sessions: SessionStore) -> None:
+    def __init__(
+        self, tokens: TokenCheck, sessions: SessionStore, audit: AuditLog | None = None
+    ) -> None:
         self._tokens = tokens
         self.sessions = sessions
+        #: Where each successful change is recorded (:mod:`gateway.admin.audit`).
+        self.audit = audit
 
     def principal(self, request: IRequest) -> Principal | None:
         """Who the credentials name; None without any. A bearer token that
         is not one, or another scheme, is a 401."""
         sent = header(request, b"authorization")
+        cookie = request.getCookie(SESSION_COOKIE)
+        if (sent is not None or cookie) and not (self._tokens.loaded and self.sessions.loaded):
+            # Just restarted: the accounts and the kept sessions are being
+            # read back; a credential is neither good nor bad yet.
+            raise ApiError(
+                503, "the gateway is starting; try again in a moment", headers={"Retry-After": "2"}
+            )
         if sent is not None:
             scheme, _, token = sent.strip().partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
@@ -81,12 +103,20 @@ class Access:
             if found is None:
                 raise ApiError(401, "unknown bearer token")
             return Principal(name=found.name, role=found.role, via="token")
-        cookie = request.getCookie(SESSION_COOKIE)
         if cookie:
             session = self.sessions.get(cookie.decode("ascii", "replace"))
             if session is not None:
+                role = self._tokens.session_role(session.origin, session.user)
+                if role is None:
+                    # The user was removed or disabled, or the wall screen's
+                    # token revoked, since this session opened.
+                    self.sessions.end(session).addErrback(_forget_failed)
+                    return None
+                # The account's role now, not at sign-in (a role lowered in
+                # the configuration counts from the next request).
+                session.role = role
                 return Principal(
-                    name=session.user, role=session.role, via="session", session=session
+                    name=session.user, role=role, via="session", session=session
                 )
         return None
 
@@ -103,6 +133,10 @@ class Access:
         if not role_allows(principal.role, needed):
             raise ApiError(403, f"the {principal.role} role may not do this")
         return principal
+
+
+def _forget_failed(failure: Failure) -> None:
+    log.failure("An ended admin session could not be removed from the store", failure)
 
 
 def _same(sent: str, expected: str) -> bool:
@@ -197,7 +231,12 @@ def authorized(
                 who = PUBLIC
             else:
                 who = resource.access.authorize(request, role)
-            return handler(resource, request, who, *args, **kwargs)
+            result = handler(resource, request, who, *args, **kwargs)
+            audit = resource.access.audit
+            if audit is None or who is PUBLIC or request.method not in _WRITE_METHODS:
+                return result
+            # Every change that succeeds is in the audit log before it is answered.
+            return cast(R, audit.after(request, who, handler.__name__, kwargs, result))
 
         reason = "public when the site's settings say so" if public_if is not None else None
         _declare(app, handler.__name__, RouteAccess(role=role, max_body=max_body, reason=reason))

@@ -2,9 +2,11 @@
 CSRF tokens, the login throttle, and the ``anpr-gateway-password`` tool.
 
 * People log in with a name and password (``POST /api/login``) and get a
-  session: a random id in an ``HttpOnly; SameSite=Strict`` cookie, kept in
-  memory only (a restart logs everyone out), with a CSRF token the page
-  sends back in ``X-CSRF-Token`` on every state-changing request.
+  session: a random id in an ``HttpOnly; SameSite=Strict`` cookie, with a
+  CSRF token the page sends back in ``X-CSRF-Token`` on every
+  state-changing request. Sessions are kept in the store by the SHA-256 of
+  the id (never the id), so a restart signs nobody out. A wall screen opens
+  ``/wall?token=<viewer token>`` once and gets a long-lived viewer session.
 * Machines send ``Authorization: Bearer <token>``; only the token's SHA-256
   digest is configured.
 * Accounts come from the configuration and from the store (key
@@ -20,6 +22,7 @@ Passwords, tokens and session ids never reach the log.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import getpass
 import hashlib
@@ -29,12 +32,12 @@ import os
 import secrets
 import sys
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TextIO
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TextIO, TypeVar, cast
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -42,19 +45,27 @@ from twisted.python.failure import Failure
 
 from gateway.admin.settings import (
     ADMIN,
+    ROLES,
+    VIEWER,
     AdminSettings,
     AdminToken,
     AdminUser,
     Role,
     hash_password,
+    password_problem,
     token_digest,
     verify_password,
 )
-from gateway.store import Store, StoreError
+from gateway.schema import ConfigError
+from gateway.store import AdminSessionRow, Store, StoreError
 
 __all__ = [
     "INITIAL_PASSWORD_FILE",
+    "PASSWORD_ORIGIN",
+    "TOKEN_ORIGIN",
     "USERS_KEY",
+    "TOKENS_KEY",
+    "AccountError",
     "AdminAccounts",
     "LoginThrottle",
     "Principal",
@@ -66,8 +77,13 @@ __all__ = [
 
 log = Logger()
 
-#: The store key holding accounts created by the gateway itself (JSON list).
+#: The store key holding accounts created by the gateway itself or on the
+#: page (JSON list).
 USERS_KEY = "admin:users"
+#: The store key holding machine tokens created on the page (digests only).
+TOKENS_KEY = "admin:tokens"
+#: The most users and tokens the page may keep (each).
+MAX_STORED_ACCOUNTS = 500
 #: Where the first start leaves the generated admin password.
 INITIAL_PASSWORD_FILE = "initial-admin-password"
 INITIAL_USER = "admin"
@@ -91,10 +107,17 @@ class Principal:
     session: Session | None = None
 
 
+#: How a session was opened: by a person's password, or by a wall screen's
+#: viewer token opened once in a URL (``GET /wall?token=...``).
+PASSWORD_ORIGIN = "password"
+TOKEN_ORIGIN = "token"
+
+
 @attrs.define
 class Session:
-    """A logged-in person. ``key`` is the SHA-256 of the cookie's id (the id
-    itself is not kept, so a lookup reveals nothing by timing)."""
+    """A logged-in person (or wall screen). ``key`` is the SHA-256 of the
+    cookie's id (the id itself is not kept, so a lookup reveals nothing by
+    timing, and a copy of the store opens no session)."""
 
     key: str
     user: str
@@ -102,42 +125,142 @@ class Session:
     csrf_token: str = attrs.field(repr=False)
     created_at: float
     expires_at: float
+    origin: str = PASSWORD_ORIGIN
+
+    def row(self) -> AdminSessionRow:
+        return AdminSessionRow(
+            key=self.key,
+            user=self.user,
+            role=self.role,
+            origin=self.origin,
+            csrf_token=self.csrf_token,
+            created_at=self.created_at,
+            expires_at=self.expires_at,
+        )
 
 
 def _session_key(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("utf-8", "replace")).hexdigest()
 
 
-class SessionStore:
-    """Login sessions, in memory, each valid for ``lifetime`` seconds from
-    login. At most ``max_sessions`` are kept (the oldest go first)."""
+class SessionStore(Service):
+    """Login sessions, each valid for ``lifetime`` seconds from login (a
+    wall screen's for ``wall_lifetime``). At most ``max_sessions`` are kept
+    (the oldest go first).
 
-    def __init__(self, clock: IReactorTime, lifetime: float, *, max_sessions: int = 1000) -> None:
+    With ``open_store`` (``StoreService.when_open``) they are kept in the
+    store as well, so that a restart signs nobody out: read back when the
+    service starts (:attr:`loaded`), written before a login is answered,
+    deleted when a session ends. Lookups are in memory, on the reactor.
+    Without it (a test of another part) they live in memory only.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        lifetime: float,
+        *,
+        wall_lifetime: float | None = None,
+        max_sessions: int = 1000,
+        open_store: Callable[[], Awaitable[Store]] | None = None,
+    ) -> None:
+        self.setName("admin-sessions")
         self._clock = clock
         self.lifetime = lifetime
+        self.wall_lifetime = lifetime if wall_lifetime is None else wall_lifetime
         self.max_sessions = max_sessions
+        self._open_store = open_store
+        self._store: Store | None = None
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._ended: list[Callable[[Session], None]] = []
+        #: Whether the kept sessions were read back (always, without a store).
+        self.loaded = open_store is None
+        self._loading: Deferred[None] | None = None
+        self._waiters: list[Deferred[None]] = []
 
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def create(self, user: str, role: Role) -> tuple[str, Session]:
+    # -- service ------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        if self._open_store is not None and not self.loaded:
+            self._loading = Deferred.fromCoroutine(self.load())
+            self._loading.addErrback(self._load_failed)
+
+    def _load_failed(self, failure: Failure) -> None:
+        if failure.check(StoreError):
+            if self.running:
+                log.error(
+                    "The admin page's sessions could not be read back: {reason}",
+                    reason=str(failure.value),
+                )
+            return
+        log.failure("The admin page's sessions could not be read back", failure)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        loading = self._loading
+        return loading if loading is not None else succeed(None)
+
+    async def load(self) -> None:
+        """Read back the sessions kept in the store (the expired ones go)."""
+        assert self._open_store is not None
+        store = await self._open_store()
+        rows = await store.admin_sessions(self._clock.seconds())
+        for row in rows[-self.max_sessions :]:
+            if row.role not in ROLES:
+                continue
+            self._sessions[row.key] = Session(
+                key=row.key,
+                user=row.user,
+                role=row.role,
+                csrf_token=row.csrf_token,
+                created_at=row.created_at,
+                expires_at=row.expires_at,
+                origin=row.origin,
+            )
+        self._store = store
+        self.loaded = True
+        log.info("Admin page sessions read back: {count}", count=len(self._sessions))
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def when_loaded(self) -> Deferred[None]:
+        """Fires once the kept sessions are read back."""
+        if self.loaded:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    # -- sessions -------------------------------------------------------------
+
+    async def create(
+        self, user: str, role: Role, *, origin: str = PASSWORD_ORIGIN
+    ) -> tuple[str, Session]:
         """A new session for ``user``: its cookie value (32 random bytes) and
-        the session."""
-        self._expire()
-        while len(self._sessions) >= self.max_sessions:
-            self._sessions.popitem(last=False)
+        the session, kept (in the store too) before this returns."""
+        forget = self._expire()
+        while len(self._sessions) + 1 > self.max_sessions:
+            key, _ = self._sessions.popitem(last=False)
+            forget.append(key)
         session_id = secrets.token_urlsafe(32)
         now = self._clock.seconds()
+        lifetime = self.wall_lifetime if origin == TOKEN_ORIGIN else self.lifetime
         session = Session(
             key=_session_key(session_id),
             user=user,
             role=role,
             csrf_token=secrets.token_urlsafe(32),
             created_at=now,
-            expires_at=now + self.lifetime,
+            expires_at=now + lifetime,
+            origin=origin,
         )
+        if self._store is not None:
+            await self._store.put_admin_session(session.row(), forget)
         self._sessions[session.key] = session
         return session_id, session
 
@@ -158,23 +281,67 @@ class SessionStore:
             and session.expires_at > self._clock.seconds()
         )
 
-    def end(self, session: Session) -> None:
-        """Log a session out; whoever watches for it (live streams) is told at once."""
-        self._sessions.pop(session.key, None)
-        for observer in list(self._ended):
-            try:
-                observer(session)
-            except Exception:
-                log.failure("Session end observer {observer!r} failed", observer=observer)
+    def end(self, session: Session) -> Deferred[None]:
+        """Log a session out, at once here (whoever watches for it, live
+        streams, is told now); the Deferred fires once the store forgot it."""
+        return self._end([session])
+
+    def end_all(
+        self, user: str, origin: str = PASSWORD_ORIGIN, *, keep: Session | None = None
+    ) -> Deferred[None]:
+        """End every session of ``user`` (opened by ``origin``) but ``keep``:
+        a changed password, a disabled or removed user, a revoked token."""
+        wanted = user.casefold()
+        return self._end(
+            [
+                session
+                for session in self._sessions.values()
+                if session.origin == origin
+                and session.user.casefold() == wanted
+                and session is not keep
+            ]
+        )
+
+    def sessions_of(self, user: str, origin: str = PASSWORD_ORIGIN) -> list[Session]:
+        """The live sessions of ``user`` opened by ``origin``."""
+        wanted = user.casefold()
+        now = self._clock.seconds()
+        return [
+            session
+            for session in self._sessions.values()
+            if session.origin == origin
+            and session.user.casefold() == wanted
+            and session.expires_at > now
+        ]
+
+    def _end(self, sessions: Sequence[Session]) -> Deferred[None]:
+        for session in sessions:
+            self._sessions.pop(session.key, None)
+            for observer in list(self._ended):
+                try:
+                    observer(session)
+                except Exception:
+                    log.failure("Session end observer {observer!r} failed", observer=observer)
+        store = self._store
+        if store is None or not sessions:
+            return succeed(None)
+        keys = [session.key for session in sessions]
+
+        async def forget() -> None:
+            await store.delete_admin_sessions(keys)
+
+        return Deferred.fromCoroutine(forget())
 
     def on_end(self, observer: Callable[[Session], None]) -> None:
         """Call ``observer(session)`` when a session is logged out."""
         self._ended.append(observer)
 
-    def _expire(self) -> None:
+    def _expire(self) -> list[str]:
         now = self._clock.seconds()
-        for key in [k for k, s in self._sessions.items() if s.expires_at <= now]:
+        expired = [k for k, s in self._sessions.items() if s.expires_at <= now]
+        for key in expired:
             del self._sessions[key]
+        return expired
 
 
 @attrs.define
@@ -282,6 +449,36 @@ class LoginThrottle:
         return record
 
 
+class AccountError(Exception):
+    """A change to the accounts that cannot be made: ``status`` is the HTTP
+    status it answers (400 bad value, 404 no such account, 409 conflict),
+    ``field`` the request field at fault, if one is."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+@attrs.frozen
+class AccountView:
+    """An account as the page lists it (no hash, no digest)."""
+
+    name: str
+    role: Role
+    source: str  # "config" (the file) or "store" (made on the page)
+    disabled: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "role": self.role,
+            "source": self.source,
+            "disabled": self.disabled,
+        }
+
+
 class AdminAccounts(Service):
     """The accounts allowed in: configured users and tokens, and users kept
     in the store. Loaded when the store opens (:meth:`when_loaded`); a
@@ -308,6 +505,9 @@ class AdminAccounts(Service):
         self._open_store = open_store
         self._terminal = terminal
         self._stored: tuple[AdminUser, ...] = ()
+        self._stored_tokens: tuple[AdminToken, ...] = ()
+        self._store: Store | None = None
+        self._changing = DeferredLock()
         self.loaded = False
         self._waiters: list[Deferred[None]] = []
         self._loading: Deferred[None] | None = None
@@ -360,8 +560,9 @@ class AdminAccounts(Service):
         return None
 
     async def check_password(self, name: str, password: str) -> AdminUser | None:
-        """The user if ``password`` is theirs, else None. The scrypt check
-        runs on a worker thread; an unknown name costs the same time."""
+        """The user if ``password`` is theirs (and the user is not disabled),
+        else None. The scrypt check runs on a worker thread; an unknown name
+        costs the same time."""
         user = self.user(name)
 
         def check() -> bool:
@@ -369,17 +570,213 @@ class AdminAccounts(Service):
             return verify_password(password, encoded)
 
         matches: bool = await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), check)
-        return user if matches and user is not None else None
+        return user if matches and user is not None and not user.disabled else None
+
+    @property
+    def tokens(self) -> tuple[AdminToken, ...]:
+        """Every token: the configured ones, then those made on the page."""
+        configured = {token.name.casefold() for token in self.settings.tokens}
+        return self.settings.tokens + tuple(
+            token for token in self._stored_tokens if token.name.casefold() not in configured
+        )
 
     def check_token(self, token: str) -> AdminToken | None:
-        """The configured token whose digest ``token`` has, else None
-        (every digest is compared, in constant time)."""
+        """The token whose digest ``token`` has, else None (every digest is
+        compared, in constant time)."""
         digest = token_digest(token)
         found = None
-        for candidate in self.settings.tokens:
+        for candidate in self.tokens:
             if hmac.compare_digest(candidate.sha256, digest):
                 found = candidate
         return found
+
+    def token(self, name: str) -> AdminToken | None:
+        """The token named ``name``, or None."""
+        wanted = name.casefold()
+        for candidate in self.tokens:
+            if candidate.name.casefold() == wanted:
+                return candidate
+        return None
+
+    def user_list(self) -> list[AccountView]:
+        configured = {user.name.casefold() for user in self.settings.users}
+        return [
+            AccountView(
+                name=user.name,
+                role=user.role,
+                source="config" if user.name.casefold() in configured else "store",
+                disabled=user.disabled,
+            )
+            for user in self.users
+        ]
+
+    def token_list(self) -> list[AccountView]:
+        configured = {token.name.casefold() for token in self.settings.tokens}
+        return [
+            AccountView(
+                name=token.name,
+                role=token.role,
+                source="config" if token.name.casefold() in configured else "store",
+            )
+            for token in self.tokens
+        ]
+
+    # -- changes made on the page --------------------------------------------
+
+    async def create_user(self, name: str, role: str, password: str) -> AccountView:
+        """Add a user kept in the store."""
+        problem = password_problem(password)
+        if problem is not None:
+            raise AccountError(400, f"password {problem}", "password")
+        encoded = await self._hash(password)
+        async with self._changes():
+            if self.user(name) is not None or self._name_taken_by_token(name):
+                raise AccountError(409, f"there is already an account named {name}", "name")
+            if len(self._stored) >= MAX_STORED_ACCOUNTS:
+                raise AccountError(409, f"at most {MAX_STORED_ACCOUNTS} users can be kept")
+            user = _valid(lambda: AdminUser(name=name, password_hash=encoded, role=cast(Role, role)))
+            await self._save_users(self._stored + (user,))
+        return AccountView(name=user.name, role=user.role, source="store")
+
+    async def change_user(
+        self,
+        name: str,
+        *,
+        role: str | None = None,
+        disabled: bool | None = None,
+        password: str | None = None,
+    ) -> AccountView:
+        """Change a user kept in the store: role, disabled, a new password."""
+        encoded = None
+        if password is not None:
+            problem = password_problem(password)
+            if problem is not None:
+                raise AccountError(400, f"password {problem}", "password")
+            encoded = await self._hash(password)
+        async with self._changes():
+            user = self._stored_user(name)
+            changed = _valid(
+                lambda: attrs.evolve(
+                    user,
+                    role=cast(Role, role) if role is not None else user.role,
+                    disabled=disabled if disabled is not None else user.disabled,
+                    password_hash=encoded if encoded is not None else user.password_hash,
+                )
+            )
+            if (user.role == ADMIN and not user.disabled) and (
+                changed.role != ADMIN or changed.disabled
+            ):
+                self._keep_an_admin(user)
+            await self._save_users(
+                tuple(changed if stored is user else stored for stored in self._stored)
+            )
+        return AccountView(
+            name=changed.name, role=changed.role, source="store", disabled=changed.disabled
+        )
+
+    async def change_own_password(self, name: str, current: str, new: str) -> None:
+        """A user's own new password, once ``current`` is checked."""
+        problem = password_problem(new)
+        if problem is not None:
+            raise AccountError(400, f"new password {problem}", "new_password")
+        self._stored_user(name)
+        if await self.check_password(name, current) is None:
+            raise AccountError(400, "the current password is wrong", "current_password")
+        await self.change_user(name, password=new)
+
+    async def remove_user(self, name: str) -> None:
+        """Remove a user kept in the store."""
+        async with self._changes():
+            user = self._stored_user(name)
+            if user.role == ADMIN and not user.disabled:
+                self._keep_an_admin(user)
+            await self._save_users(tuple(stored for stored in self._stored if stored is not user))
+
+    async def create_token(self, name: str, role: str) -> tuple[str, AccountView]:
+        """A new machine token kept in the store: the token itself (shown
+        once, never kept) and its account."""
+        async with self._changes():
+            if self.token(name) is not None or self.user(name) is not None:
+                raise AccountError(409, f"there is already an account named {name}", "name")
+            if len(self._stored_tokens) >= MAX_STORED_ACCOUNTS:
+                raise AccountError(409, f"at most {MAX_STORED_ACCOUNTS} tokens can be kept")
+            secret = secrets.token_urlsafe(32)
+            token = _valid(
+                lambda: AdminToken(name=name, sha256=token_digest(secret), role=cast(Role, role))
+            )
+            await self._save_tokens(self._stored_tokens + (token,))
+        return secret, AccountView(name=token.name, role=token.role, source="store")
+
+    async def remove_token(self, name: str) -> None:
+        """Revoke a token kept in the store."""
+        async with self._changes():
+            wanted = name.casefold()
+            if any(token.name.casefold() == wanted for token in self.settings.tokens):
+                raise AccountError(
+                    409, f"{name} is configured in the gateway's configuration file; remove it there"
+                )
+            kept = tuple(t for t in self._stored_tokens if t.name.casefold() != wanted)
+            if len(kept) == len(self._stored_tokens):
+                raise AccountError(404, f"there is no token named {name}")
+            await self._save_tokens(kept)
+
+    def _name_taken_by_token(self, name: str) -> bool:
+        return self.token(name) is not None
+
+    def _stored_user(self, name: str) -> AdminUser:
+        wanted = name.casefold()
+        if any(user.name.casefold() == wanted for user in self.settings.users):
+            raise AccountError(
+                409, f"{name} is configured in the gateway's configuration file; change it there"
+            )
+        for user in self._stored:
+            if user.name.casefold() == wanted:
+                return user
+        raise AccountError(404, f"there is no user named {name}")
+
+    def _keep_an_admin(self, leaving: AdminUser) -> None:
+        others = [
+            user
+            for user in self.users
+            if user is not leaving and user.role == ADMIN and not user.disabled
+        ]
+        if not others:
+            raise AccountError(409, "this is the last admin who can sign in; add another first")
+
+    @contextlib.asynccontextmanager
+    async def _changes(self) -> AsyncIterator[None]:
+        if not self.loaded or self._store is None:
+            raise AccountError(503, "the gateway is starting; try again in a moment")
+        await self._changing.acquire()
+        try:
+            yield
+        finally:
+            self._changing.release()
+
+    async def _hash(self, password: str) -> str:
+        threads = self._reactor.getThreadPool()
+        encoded: str = await deferToThreadPool(self._reactor, threads, hash_password, password)
+        return encoded
+
+    async def _save_users(self, users: tuple[AdminUser, ...]) -> None:
+        assert self._store is not None
+        await self._store.kv_set(USERS_KEY, json.dumps([user.to_json() for user in users]))
+        self._stored = users
+
+    async def _save_tokens(self, tokens: tuple[AdminToken, ...]) -> None:
+        assert self._store is not None
+        await self._store.kv_set(TOKENS_KEY, json.dumps([token.to_json() for token in tokens]))
+        self._stored_tokens = tokens
+
+    def session_role(self, origin: str, name: str) -> Role | None:
+        """The role a session of ``name`` opened by ``origin`` has now: the
+        user's (None once the user is gone), or viewer for a wall screen
+        while its token is still a viewer token."""
+        if origin == TOKEN_ORIGIN:
+            token = self.token(name)
+            return VIEWER if token is not None and token.role == VIEWER else None
+        user = self.user(name)
+        return user.role if user is not None and not user.disabled else None
 
     # -- loading --------------------------------------------------------------
 
@@ -387,13 +784,15 @@ class AdminAccounts(Service):
         """Read the stored users; create the initial admin if nobody can log in."""
         store = await self._open_store()
         self._stored = parse_stored_users(await store.kv_get(USERS_KEY))
+        self._stored_tokens = parse_stored_tokens(await store.kv_get(TOKENS_KEY))
+        self._store = store
         if not self.users:
             await self._create_initial_admin(store)
         self.loaded = True
         log.info(
             "Admin accounts: {users} users, {tokens} tokens",
             users=len(self.users),
-            tokens=len(self.settings.tokens),
+            tokens=len(self.tokens),
         )
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
@@ -453,11 +852,45 @@ def parse_stored_users(text: str | None) -> tuple[AdminUser, ...]:
     for item in items if isinstance(items, list) else []:
         try:
             users.append(
-                AdminUser(name=item["name"], password_hash=item["password_hash"], role=item["role"])
+                AdminUser(
+                    name=item["name"],
+                    password_hash=item["password_hash"],
+                    role=item["role"],
+                    disabled=item.get("disabled", False),
+                )
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             log.error("A stored admin user ({key}) is damaged; skipped", key=USERS_KEY)
     return tuple(users)
+
+
+def parse_stored_tokens(text: str | None) -> tuple[AdminToken, ...]:
+    """The tokens kept in the store; a damaged entry is logged and skipped."""
+    if not text:
+        return ()
+    try:
+        items = json.loads(text)
+    except ValueError:
+        log.error("The stored admin tokens ({key}) are not JSON; ignored", key=TOKENS_KEY)
+        return ()
+    tokens = []
+    for item in items if isinstance(items, list) else []:
+        try:
+            tokens.append(AdminToken(name=item["name"], sha256=item["sha256"], role=item["role"]))
+        except (KeyError, TypeError, ValueError):
+            log.error("A stored admin token ({key}) is damaged; skipped", key=TOKENS_KEY)
+    return tuple(tokens)
+
+
+T = TypeVar("T")
+
+
+def _valid(make: Callable[[], T]) -> T:
+    # The settings classes check names and roles as the configuration does.
+    try:
+        return make()
+    except ConfigError as error:
+        raise AccountError(400, f"{error.path} {error.reason}", error.path) from None
 
 
 def _write_secret_file(path: str, secret: str) -> None:

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from gateway.admin.access import Access, authorized
+from gateway.admin.audit import note
 from gateway.admin.auth import Principal
 from gateway.admin.events import open_store
 from gateway.admin.http import (
@@ -112,6 +113,7 @@ class PlateListResource:
         if whitelist.get(entry.plate) is not None:
             raise ApiError(409, f"{entry.plate} is already listed; change it with PUT")
         await self._upsert(whitelist, [entry])
+        note(request, target=entry.plate)
         log.info(
             "{user} ({role}) added {count} plate to the list: {plate}",
             user=who.name,
@@ -168,6 +170,7 @@ class PlateListResource:
         parsed = await in_thread(self._reactor, parse_whitelist_csv, data, self._codec, "admin")
         if parsed.entries:
             await self._upsert(whitelist, list(parsed.entries))
+        note(request, accepted=len(parsed.entries), rejected=len(parsed.errors))
         log.info(
             "{user} ({role}) imported {count} plates from a CSV file ({rejected} rows rejected)",
             user=who.name,

@@ -18,7 +18,7 @@ each request's route.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol, cast
 from urllib.parse import unquote_to_bytes
@@ -33,6 +33,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import MapAdapter
 
 from gateway.admin.access import Access, RouteAccess, declared_routes
+from gateway.admin.audit import AuditLog
 from gateway.admin.auth import AdminAccounts, LoginThrottle, SessionStore
 from gateway.admin.cameras import CamerasResource
 from gateway.admin.events import EventsResource
@@ -49,6 +50,7 @@ from gateway.admin.status import (
     StatusSource,
 )
 from gateway.admin.stream import KEEPALIVE_SECONDS, MAX_STREAMS, StreamResource
+from gateway.admin.users import UsersResource
 from gateway.bus import EventBus
 from gateway.camera.control import CameraControl
 from gateway.camera.http import BoundedRequest
@@ -67,6 +69,7 @@ __all__ = [
     "AdminSite",
     "MountedRoute",
     "build_admin",
+    "session_store",
 ]
 
 #: How long a client may take to send its request headers.
@@ -221,6 +224,21 @@ class AdminSite(Site):
         return self._root.body_limit(method, target)
 
 
+def session_store(
+    clock: IReactorTime,
+    settings: AdminSettings,
+    open_store: Callable[[], Awaitable[Store]] | None = None,
+) -> SessionStore:
+    """The login sessions for ``settings``; kept in the store when
+    ``open_store`` is given (a service: add it to the tree)."""
+    return SessionStore(
+        clock,
+        settings.session_hours * 3600.0,
+        wall_lifetime=settings.wall_session_days * 86400.0,
+        open_store=open_store,
+    )
+
+
 def build_admin(
     *,
     reactor: IReactorThreads,
@@ -247,14 +265,19 @@ def build_admin(
     static_dir: Path | str | None = None,
     keepalive_seconds: float = KEEPALIVE_SECONDS,
     max_streams: int = MAX_STREAMS,
+    sessions: SessionStore | None = None,
 ) -> AdminRoot:
     """The admin API and page for the gateway's parts: each resource gets
     only what it uses.
 
     ``store()`` is the open store or None while it opens (answered 503).
+    ``sessions`` keeps the logins (:func:`session_store`; by default in
+    memory only).
     """
-    sessions = SessionStore(clock, settings.session_hours * 3600.0)
-    access = Access(users, sessions)
+    if sessions is None:
+        sessions = session_store(clock, settings)
+    audit = AuditLog(clock, store)
+    access = Access(users, sessions, audit)
     stream = StreamResource(
         access=access,
         clock=clock,
@@ -265,7 +288,11 @@ def build_admin(
     )
     parts: list[AdminResource] = [
         SessionResource(
-            access=access, accounts=users, sessions=sessions, throttle=LoginThrottle(clock)
+            access=access,
+            accounts=users,
+            sessions=sessions,
+            throttle=LoginThrottle(clock),
+            timezone=site.timezone,
         ),
         CamerasResource(
             access=access,
@@ -294,6 +321,7 @@ def build_admin(
             on_replay=on_replay,
         ),
         MetricsResource(access=access, metrics=metrics, public=settings.metrics_public),
+        UsersResource(access=access, accounts=users, sessions=sessions, audit=audit),
         stream,
         PageResource(reactor=reactor, static_dir=static_dir),
     ]

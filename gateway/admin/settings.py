@@ -40,6 +40,8 @@ from gateway.schema import (
 __all__ = [
     "ADMIN",
     "ADMIN_SECTION",
+    "MAX_PASSWORD_LENGTH",
+    "MIN_PASSWORD_LENGTH",
     "OPERATOR",
     "ROLES",
     "VIEWER",
@@ -49,6 +51,7 @@ __all__ = [
     "Role",
     "hash_password",
     "password_hash_problem",
+    "password_problem",
     "role_allows",
     "token_digest",
     "verify_password",
@@ -60,6 +63,9 @@ OPERATOR: Role = "operator"
 ADMIN: Role = "admin"
 #: Roles from least to most powerful: each may do what the ones before it may.
 ROLES: tuple[Role, ...] = (VIEWER, OPERATOR, ADMIN)
+#: The shortest and longest password a user may be given on the page.
+MIN_PASSWORD_LENGTH = 10
+MAX_PASSWORD_LENGTH = 1024
 
 
 def role_allows(role: str, needed: str) -> bool:
@@ -153,6 +159,19 @@ def hash_password(password: str, *, salt: bytes | None = None) -> str:
     )
 
 
+def password_problem(password: object) -> str | None:
+    """Why ``password`` may not be a user's new password, or None."""
+    if not isinstance(password, str):
+        return "must be text"
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"must be at least {MIN_PASSWORD_LENGTH} characters"
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return f"must be at most {MAX_PASSWORD_LENGTH} characters"
+    if password != password.strip():
+        return "must not start or end with a space"
+    return None
+
+
 def password_hash_problem(encoded: str) -> str | None:
     """Why ``encoded`` is not a usable password hash, or None when it is
     (for the configuration check)."""
@@ -215,9 +234,16 @@ class AdminUser:
     name: str = setting(_name)
     password_hash: str = setting(_password_hash, repr=False)
     role: Role = setting(_role)
+    # Kept, but may not sign in (its sessions end).
+    disabled: bool = setting(boolean, default=False)
 
-    def to_json(self) -> dict[str, str]:
-        return {"name": self.name, "password_hash": self.password_hash, "role": self.role}
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "password_hash": self.password_hash,
+            "role": self.role,
+            "disabled": self.disabled,
+        }
 
 
 @attrs.frozen
@@ -229,6 +255,9 @@ class AdminToken:
     name: str = setting(_name)
     sha256: str = setting(_digest, repr=False)
     role: Role = setting(_role)
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "sha256": self.sha256, "role": self.role}
 
 
 USER = Section(AdminUser)
@@ -250,7 +279,8 @@ class AdminSettings:
 
     ``users`` log in to the page with a password; ``tokens`` are for
     machines. ``metrics_public`` serves ``/metrics`` without credentials (for
-    a scraper on a trusted network). A login lasts ``session_hours``.
+    a scraper on a trusted network). A login lasts ``session_hours``; a wall
+    screen's session, opened with a viewer token, ``wall_session_days``.
     """
 
     listen: tuple[str, ...] = setting(_endpoints, default=("tcp:8081:interface=127.0.0.1",))
@@ -260,6 +290,8 @@ class AdminSettings:
     session_hours: float = setting(
         number(MIN_SESSION_HOURS, MAX_SESSION_HOURS), default=DEFAULT_SESSION_HOURS
     )
+    # A wall screen's session (``/wall?token=``) lasts this many days.
+    wall_session_days: float = setting(number(1, 3650), default=365.0)
     # Idle or flooding connections to the page cannot use up the gateway's
     # file descriptors (the cameras' port has its own limits).
     max_connections: int = setting(integer(8, 10_000), default=256)

@@ -9,6 +9,8 @@ from gateway.store.database import StoreClosedError, StoreError, StoreOpenError,
 from gateway.store.ids import is_valid_event_id, new_event_id, plate_event_id
 from gateway.store.records import (
     IMAGE_KINDS,
+    AdminSessionRow,
+    AuditRow,
     CachedCloudDecision,
     CameraListState,
     CommitResult,
@@ -34,6 +36,8 @@ from gateway.store.store import HealthObserver, Store, StoreExecutor
 
 __all__ = [
     "IMAGE_KINDS",
+    "AdminSessionRow",
+    "AuditRow",
     "RETENTION_INTERVAL",
     "CachedCloudDecision",
     "CommitResult",

@@ -27,6 +27,8 @@ from gateway.policy.cameralist import CameraRow
 from gateway.store.images import ImageFiles, fsync_directory
 from gateway.store.records import (
     IMAGE_KINDS,
+    AdminSessionRow,
+    AuditRow,
     CachedCloudDecision,
     CameraListState,
     CommitResult,
@@ -145,6 +147,10 @@ def from_us(value: int) -> datetime:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _seconds_to_us(value: float) -> int:
+    return int(round(value * 1_000_000))
 
 
 def _opt_us(value: datetime | None) -> int | None:
@@ -1537,6 +1543,121 @@ class Database:
                 c.execute("SELECT COUNT(*) FROM events WHERE seq > ?", (seq,)).fetchone()[0]
             )
         )
+
+    # -- admin sessions --------------------------------------------------------
+
+    def admin_sessions(self, now: float) -> list[AdminSessionRow]:
+        """The sessions still valid at ``now`` (expired ones are deleted),
+        oldest first."""
+
+        def work(connection: sqlite3.Connection) -> list[AdminSessionRow]:
+            connection.execute(
+                "DELETE FROM admin_sessions WHERE expires_at <= ?", (_seconds_to_us(now),)
+            )
+            rows = connection.execute(
+                "SELECT key, user, role, origin, csrf_token, created_at, expires_at "
+                "FROM admin_sessions ORDER BY created_at, key"
+            )
+            return [
+                AdminSessionRow(
+                    key=row[0],
+                    user=row[1],
+                    role=row[2],
+                    origin=row[3],
+                    csrf_token=row[4],
+                    created_at=row[5] / 1_000_000,
+                    expires_at=row[6] / 1_000_000,
+                )
+                for row in rows
+            ]
+
+        return self.write(work)
+
+    def put_admin_session(self, session: AdminSessionRow, forget: Sequence[str]) -> None:
+        """Keep ``session`` and forget the sessions keyed ``forget`` (those
+        it pushed out), in one transaction."""
+
+        def work(connection: sqlite3.Connection) -> None:
+            _delete_where_in(connection, "admin_sessions", "key", list(forget))
+            connection.execute(
+                "INSERT OR REPLACE INTO admin_sessions "
+                "(key, user, role, origin, csrf_token, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session.key,
+                    session.user,
+                    session.role,
+                    session.origin,
+                    session.csrf_token,
+                    _seconds_to_us(session.created_at),
+                    _seconds_to_us(session.expires_at),
+                ),
+            )
+
+        self.write(work)
+
+    def delete_admin_sessions(self, keys: Sequence[str]) -> int:
+        keys = list(keys)
+        return self.write(lambda c: _delete_where_in(c, "admin_sessions", "key", keys))
+
+    # -- audit log ---------------------------------------------------------------
+
+    def add_audit(self, entry: AuditRow, keep: int) -> int:
+        """Append ``entry``; the oldest entries beyond the newest ``keep`` go.
+        Its seq."""
+
+        def work(connection: sqlite3.Connection) -> int:
+            cursor = connection.execute(
+                "INSERT INTO audit (at, who, role, via, action, target, reason, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    _seconds_to_us(entry.at),
+                    entry.who,
+                    entry.role,
+                    entry.via,
+                    entry.action,
+                    entry.target,
+                    entry.reason,
+                    json.dumps(dict(entry.detail), ensure_ascii=False, separators=(",", ":")),
+                ),
+            )
+            seq = int(cursor.lastrowid or 0)
+            connection.execute("DELETE FROM audit WHERE seq <= ?", (seq - keep,))
+            return seq
+
+        return self.write(work)
+
+    def audit_entries(self, before: int | None, limit: int) -> list[AuditRow]:
+        """Up to ``limit`` entries, newest first, older than seq ``before``."""
+
+        def work(connection: sqlite3.Connection) -> list[AuditRow]:
+            rows = connection.execute(
+                "SELECT seq, at, who, role, via, action, target, reason, detail FROM audit "
+                "WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+                (before if before is not None else 2**62, limit),
+            )
+            entries = []
+            for row in rows:
+                try:
+                    detail = json.loads(row[8])
+                except ValueError:
+                    detail = {}
+                entries.append(
+                    AuditRow(
+                        seq=row[0],
+                        at=row[1] / 1_000_000,
+                        who=row[2],
+                        role=row[3],
+                        via=row[4],
+                        action=row[5],
+                        target=row[6],
+                        reason=row[7],
+                        detail=detail if isinstance(detail, dict) else {},
+                    )
+                )
+            return entries
+
+        return self.read(work)
 
     # -- key/value -----------------------------------------------------------
 

@@ -12,6 +12,8 @@ import attrs
 from gateway.policy.cameralist import CameraRow
 
 __all__ = [
+    "AdminSessionRow",
+    "AuditRow",
     "CachedCloudDecision",
     "CommitResult",
     "DeadLetter",
@@ -331,3 +333,34 @@ class CachedCloudDecision:
     decided_at: datetime = attrs.field(validator=_require_aware)
     display: tuple[str, ...] = attrs.field(default=(), converter=_str_lines)
     voice: str = ""
+
+
+@attrs.frozen
+class AdminSessionRow:
+    """A login session of the admin page as kept: ``key`` is the SHA-256 of
+    its cookie, never the cookie. Times are unix seconds."""
+
+    key: str
+    user: str
+    role: str
+    origin: str
+    csrf_token: str = attrs.field(repr=False)
+    created_at: float
+    expires_at: float
+
+
+@attrs.frozen
+class AuditRow:
+    """One entry of the audit log: ``who`` (``role``, ``via`` a session or
+    a token) did ``action`` to ``target`` at ``at`` (unix seconds), for
+    ``reason``; ``detail`` is a small JSON object. ``seq`` is 0 until stored."""
+
+    at: float
+    who: str
+    role: str
+    via: str
+    action: str
+    target: str = ""
+    reason: str = ""
+    detail: Mapping[str, Any] = attrs.field(factory=dict)
+    seq: int = 0

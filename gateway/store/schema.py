@@ -162,6 +162,44 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # (LIKE '%...%'), which no index serves, and every event paid a page of
     # it in the write-ahead log (SD card writes).
     ("DROP INDEX IF EXISTS events_plate",),
+    # 7: the admin page's login sessions, so that a restart signs nobody
+    # out. A session is found by the SHA-256 of its cookie (the cookie itself
+    # is never stored); ``origin`` says whether a password ("password") or a
+    # wall screen's token ("token") opened it. Times are unix microseconds.
+    (
+        """
+        CREATE TABLE admin_sessions (
+            key TEXT PRIMARY KEY,
+            user TEXT NOT NULL,
+            role TEXT NOT NULL,
+            origin TEXT NOT NULL DEFAULT 'password',
+            csrf_token TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX admin_sessions_expiry ON admin_sessions (expires_at)",
+        "CREATE INDEX admin_sessions_user ON admin_sessions (origin, user)",
+    ),
+    # 8: the audit log of what people and machines did through the admin
+    # page and API: who (and with which role, by password session or token),
+    # what (the action and what it was done to), when, and why (the reason
+    # they gave). Append-only; the oldest rows go past a bound.
+    (
+        """
+        CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            at INTEGER NOT NULL,
+            who TEXT NOT NULL,
+            role TEXT NOT NULL,
+            via TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL DEFAULT '',
+            reason TEXT NOT NULL DEFAULT '',
+            detail TEXT NOT NULL DEFAULT '{}'
+        )
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -42,6 +42,8 @@ from gateway.store.database import (
 from gateway.store.ids import is_valid_event_id
 from gateway.store.records import (
     IMAGE_KINDS,
+    AdminSessionRow,
+    AuditRow,
     CachedCloudDecision,
     CameraListState,
     CommitResult,
@@ -890,6 +892,36 @@ class Store:
     async def events_behind(self, seq: int) -> int:
         """How many events were committed after ``seq``."""
         return await self._read(lambda: self._db.events_behind(seq))
+
+    # -- admin sessions --------------------------------------------------------
+
+    async def admin_sessions(self, now: float) -> list[AdminSessionRow]:
+        """The admin page's sessions still valid at ``now`` (unix seconds),
+        oldest first; the expired ones are deleted."""
+        return await self._write(lambda: self._db.admin_sessions(now))
+
+    async def put_admin_session(
+        self, session: AdminSessionRow, forget: Sequence[str] = ()
+    ) -> None:
+        """Keep ``session`` durably, forgetting the sessions keyed ``forget``."""
+        forget = list(forget)
+        await self._write(lambda: self._db.put_admin_session(session, forget))
+
+    async def delete_admin_sessions(self, keys: Sequence[str]) -> int:
+        """Forget these sessions durably; how many there were."""
+        keys = list(keys)
+        return await self._write(lambda: self._db.delete_admin_sessions(keys))
+
+    # -- audit log ---------------------------------------------------------------
+
+    async def add_audit(self, entry: AuditRow, keep: int = 200_000) -> int:
+        """Append ``entry`` to the audit log durably (keeping the newest
+        ``keep`` entries); its seq."""
+        return await self._write(lambda: self._db.add_audit(entry, keep))
+
+    async def audit_entries(self, before: int | None = None, limit: int = 100) -> list[AuditRow]:
+        """Audit entries, newest first, older than seq ``before``."""
+        return await self._read(lambda: self._db.audit_entries(before, limit))
 
     # -- key/value state -------------------------------------------------------
 

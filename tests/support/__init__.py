@@ -175,6 +175,10 @@ async def _start(data: dict[str, Any], state_dir: str) -> RunningGateway:
     service.startService()
     await service.store.when_open()
     await service.plate_list.when_loaded()
+    if service.admin is not None:
+        # Until the accounts and sessions are read back, credentials get 503.
+        for name in ("admin-accounts", "admin-sessions"):
+            await service.getServiceNamed(name).when_loaded()
     camera_ports: list[int] = []
     admin_ports: list[int] = []
     for child in service:

@@ -29,7 +29,7 @@ from twisted.trial.unittest import TestCase
 
 from gateway.admin.auth import AdminAccounts
 from gateway.admin.metrics import GatewayMetrics
-from gateway.admin.root import AdminRoot, build_admin
+from gateway.admin.root import AdminRoot, build_admin, session_store
 from gateway.admin.settings import AdminSettings, AdminToken, AdminUser, hash_password, token_digest
 from gateway.camera.server import CameraServer
 from gateway.config import GatewayConfig, parse_config
@@ -123,6 +123,9 @@ class Client:
         self.base = base
         self.token = token
         self.csrf: str | None = None
+        #: A session cookie (``name=value``) sent by hand: a browser whose
+        #: cookie was set by another instance of the API (a restart).
+        self.cookie: str | None = None
 
     async def request(
         self,
@@ -137,13 +140,20 @@ class Client:
         sent: dict[str, str] = dict(headers or {})
         if self.token is not None:
             sent.setdefault("Authorization", f"Bearer {self.token}")
+        if self.cookie is not None:
+            sent.setdefault("Cookie", self.cookie)
         if csrf and self.csrf is not None and method in ("POST", "PUT", "DELETE"):
             sent.setdefault("X-CSRF-Token", self.csrf)
         if json_body is not None:
             data = json.dumps(json_body).encode()
             sent.setdefault("Content-Type", "application/json")
         waiting = self.stub.request(
-            method, self.base + path, data=data, headers={k: [v] for k, v in sent.items()}
+            method,
+            self.base + path,
+            data=data,
+            headers={k: [v] for k, v in sent.items()},
+            # A redirect is an answer to look at (the wall screen's sign-in).
+            allow_redirects=False,
         )
         response = await settle(self.stub, waiting)
         body = await settle(self.stub, self.stub.content(response), "body")
@@ -166,6 +176,20 @@ class Client:
         if reply.status == 200:
             self.csrf = reply.json()["csrf_token"]
         return reply
+
+    def session_cookie(self, reply: Reply) -> str:
+        """The ``name=value`` of the session cookie ``reply`` set."""
+        cookie = (reply.header("set-cookie") or "").split(";")[0]
+        assert cookie.startswith("anpr_session="), cookie
+        return cookie
+
+    def moved_to(self, api: AdminRoot, cookie: str) -> Client:
+        """This browser, with ``cookie``, talking to ``api`` (the gateway
+        after a restart)."""
+        moved = Client(api, base=self.base, token=self.token)
+        moved.cookie = cookie
+        moved.csrf = self.csrf
+        return moved
 
 
 class Camera:
@@ -249,6 +273,9 @@ class AdminTestCase(TestCase):
             terminal=self.terminal,
         )
         users.setServiceParent(parts.root)
+        # The logins kept in the store, as the gateway keeps them.
+        self.sessions = sessions = session_store(self.clock, settings, store_service.when_open)
+        sessions.setServiceParent(parts.root)
         self.addCleanup(lambda: Deferred.fromCoroutine(parts.stop()))
         await parts.start()
         loaded = users.when_loaded()
@@ -287,9 +314,32 @@ class AdminTestCase(TestCase):
             mqtt_status=mqtt_status,
             on_replay=on_replay,
             static_dir=static_dir,
+            sessions=sessions,
         )
         self.api = build_admin(**self.api_arguments)
         return self.api
+
+    async def restarted(self, settings: AdminSettings | None = None) -> AdminRoot:
+        """The admin API as a restart builds it again over the same store:
+        new accounts (``settings``, by default the same) and sessions read
+        back from the store, nothing kept in memory."""
+        settings = settings or self.api_arguments["settings"]
+        threads: Any = self.threads
+        users = AdminAccounts(
+            settings,
+            reactor=threads,
+            state_dir=str(self.state_dir),
+            open_store=self.store_service.when_open,
+            terminal=io.StringIO(),
+        )
+        loaded = Deferred.fromCoroutine(users.load())
+        threads.run()
+        await loaded
+        sessions = session_store(self.clock, settings, self.store_service.when_open)
+        await sessions.load()
+        return build_admin(
+            **{**self.api_arguments, "settings": settings, "users": users, "sessions": sessions}
+        )
 
     async def listen(self) -> int:
         """The API on a real loopback port; its port number. Its requests come

@@ -11,7 +11,8 @@
 
   const STRINGS = window.ANPR_I18N;
   const LANG_KEY = "anpr.lang";
-  const VIEWS = ["lanes", "events", "whitelist", "status"];
+  const VIEWS = ["lanes", "events", "whitelist", "status", "users"];
+  const AUDIT_PAGE = 50;
   const LIVE_MAX = 40;
   const EVENTS_PAGE = 50;
   const WHITELIST_PAGE = 50;
@@ -52,6 +53,7 @@
     whitelist: { loaded: false, q: "", offset: 0, entries: [], total: 0, editing: null, token: 0 },
     status: null,
     statusAt: null,
+    accounts: { users: [], tokens: [], audit: [], auditNext: null, minPassword: 10, token: 0 },
     stream: null,
     streamRetry: 0,
     streamTimer: null,
@@ -176,31 +178,58 @@
 
   // ------------------------------------------------------------- formatting
 
-  function pad(n) {
-    return String(n).padStart(2, "0");
-  }
-
   function toDate(value) {
     if (value === null || value === undefined || value === "") return null;
     const date = typeof value === "number" ? new Date(value * 1000) : new Date(value);
     return isNaN(date.getTime()) ? null : date;
   }
 
+  const siteFormats = new Map();
+
+  /** The calendar date and clock of ``date`` in the site's time zone (the
+   * gateway's, from the session), whatever the browser's own zone is: a
+   * booth PC or a manager's phone set to another zone shows site times. */
+  function siteClock(date) {
+    const zone = (state.session && state.session.timezone) || "UTC";
+    let format = siteFormats.get(zone);
+    if (!format) {
+      try {
+        format = new Intl.DateTimeFormat("en-GB", {
+          timeZone: zone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+          hour: "2-digit", minute: "2-digit", second: "2-digit",
+        });
+      } catch (error) {
+        format = new Intl.DateTimeFormat("en-GB", {
+          timeZone: "UTC", hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+          hour: "2-digit", minute: "2-digit", second: "2-digit",
+        });
+      }
+      siteFormats.set(zone, format);
+    }
+    const parts = {};
+    for (const part of format.formatToParts(date)) parts[part.type] = part.value;
+    return {
+      date: `${parts.year}-${parts.month}-${parts.day}`,
+      monthDay: `${parts.month}-${parts.day}`,
+      clock: `${parts.hour}:${parts.minute}:${parts.second}`,
+      compact: `${parts.year}${parts.month}${parts.day}-${parts.hour}${parts.minute}${parts.second}`,
+    };
+  }
+
   function fmtDateTime(value) {
     const date = toDate(value);
     if (!date) return t("common.none");
-    return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ` +
-      `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+    const site = siteClock(date);
+    return `${site.date} ${site.clock}`;
   }
 
-  /** The time of day for today, else the date and time. */
+  /** The time of day for today (at the site), else the date and time. */
   function fmtClock(value) {
     const date = toDate(value);
     if (!date) return t("common.none");
-    const now = new Date();
-    const clock = `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
-    if (date.toDateString() === now.toDateString()) return clock;
-    return `${pad(date.getMonth() + 1)}-${pad(date.getDate())} ${clock}`;
+    const site = siteClock(date);
+    if (site.date === siteClock(new Date()).date) return site.clock;
+    return `${site.monthDay} ${site.clock}`;
   }
 
   function fmtDuration(seconds) {
@@ -388,16 +417,38 @@
     applyStaticStrings();
     fillIcons(document);
     wireStatic();
-    let session = null;
+    await bootSession(0);
+  }
+
+  /** Ask who is signed in. Only a 401 means "sign in"; no answer, or a
+   * gateway still starting (503), is asked again until it answers: a wall
+   * screen powered on before the gateway signs itself in. */
+  async function bootSession(attempt) {
+    let response = null;
     try {
-      const response = await fetch("/api/session", { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } });
-      if (response.ok) session = await response.json();
+      response = await fetch("/api/session", { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } });
     } catch (error) {
-      toast(t("error.network"), "error");
+      response = null;
+    }
+    if (response && response.ok) {
+      document.body.classList.remove("booting");
+      startApp(await response.json());
+      return;
+    }
+    if (response && response.status === 401) {
+      document.body.classList.remove("booting");
+      toLogin(null);
+      return;
     }
     document.body.classList.remove("booting");
-    if (session) startApp(session);
-    else toLogin(null);
+    $("app").hidden = true;
+    $("login-view").hidden = false;
+    const message = $("login-message");
+    message.textContent = t("live.unreachable");
+    message.className = "form-message form-info";
+    message.dataset.role = "unreachable";
+    message.hidden = false;
+    window.setTimeout(() => bootSession(attempt + 1), Math.min(10000, 1000 * 2 ** Math.min(attempt, 3)));
   }
 
   function toLogin(reason) {
@@ -474,8 +525,10 @@
 
   function startApp(session) {
     state.session = session;
+    delete $("login-message").dataset.role;
     document.body.classList.remove("role-admin", "role-operator", "role-viewer");
     document.body.classList.add(`role-${session.role}`);
+    document.body.classList.toggle("is-wall", !!session.wall);
     $("login-view").hidden = true;
     $("app").hidden = false;
     $("login-password").value = "";
@@ -524,8 +577,17 @@
 
   function setLiveState(name) {
     const box = $("live-state");
+    const wasLive = box.dataset.state === "live";
     box.dataset.state = name;
-    $("live-text").textContent = t(name === "live" ? "live.connected" : name === "reconnecting" ? "live.reconnecting" : "live.connecting");
+    $("live-text").textContent = t(name === "live" ? "live.connected" : name === "reconnecting" ? "live.unreachable" : "live.connecting");
+    $("unreachable-banner").hidden = name !== "reconnecting";
+    // While the gateway does not answer nobody knows whether a camera is
+    // online: the cards say "unknown", never what they said last.
+    if (wasLive !== (name === "live") && state.session) renderLanes();
+  }
+
+  function gatewayReachable() {
+    return $("live-state").dataset.state === "live";
   }
 
   function openStream() {
@@ -682,6 +744,9 @@
 
   function renderLanes() {
     const grid = $("lanes-grid");
+    // From three lanes on, the cards are compact: four fit on a 1366x768
+    // booth screen without scrolling (app.css).
+    grid.classList.toggle("lanes-compact", state.cameras.length >= 3);
     clear(grid);
     if (state.cameras.length === 0) {
       grid.append(h("p", { class: "empty", text: t("lane.none") }));
@@ -702,8 +767,9 @@
     const key = cameraKey(camera.serialno);
     const last = camera.last_plate;
     const decision = last && last.decision;
-    const online = !!camera.online;
-    const classes = ["lane-card", online ? "is-online" : "is-offline"];
+    const known = gatewayReachable();
+    const online = known && !!camera.online;
+    const classes = ["lane-card", !known ? "is-unknown" : online ? "is-online" : "is-offline"];
     if (decision) classes.push(decision.open ? "is-open" : "is-denied");
     if (state.flash.has(key)) {
       classes.push("is-new");
@@ -716,7 +782,7 @@
       camera.lane ? null : h("span", { class: "muted small", text: t("lane.no_lane") }));
     const online_line = h("div", { class: "lane-online" },
       h("span", { class: "dot" }),
-      h("strong", { class: "online-text", text: t(online ? "lane.online" : "lane.offline") }),
+      h("strong", { class: "online-text", text: t(!known ? "lane.unknown" : online ? "lane.online" : "lane.offline") }),
       h("span", { class: "muted", text: ` · ${heartbeat}` }),
       camera.last_seen
         ? h("span", { class: "muted", dataset: { ago: String(camera.last_seen), agoKey: "lane.last_seen" }, text: ` · ${t("lane.last_seen", { ago: fmtAgo(camera.last_seen) })}` })
@@ -759,7 +825,7 @@
       actions = h("div", { class: "lane-actions" },
         h("button", {
           class: "btn btn-open", type: "button", disabled: !online, "data-action": "open",
-          title: online ? null : t("error.offline"), onclick: () => openBarrier(camera),
+          title: online ? null : t(known ? "error.offline" : "live.unreachable"), onclick: () => openBarrier(camera),
         }, icon("gate"), h("span", { text: t("lane.open_barrier") })),
         h("div", { class: "lane-actions-small" },
           h("button", { class: "btn", type: "button", disabled: !online, "data-action": "snapshot", onclick: () => takeSnapshot(camera) },
@@ -896,7 +962,7 @@
       const save = $("image-save");
       save.href = url;
       const now = new Date();
-      save.download = `snapshot-${camera.serialno}-${now.getFullYear()}${pad(now.getMonth() + 1)}${pad(now.getDate())}-${pad(now.getHours())}${pad(now.getMinutes())}${pad(now.getSeconds())}.jpg`;
+      save.download = `snapshot-${camera.serialno}-${siteClock(now).compact}.jpg`;
       save.hidden = false;
     } catch (error) {
       closeImage();
@@ -1554,7 +1620,8 @@
   function route() {
     if (!state.session) return;
     const wanted = window.location.hash.replace(/^#/, "");
-    showView(VIEWS.includes(wanted) ? wanted : "lanes");
+    const allowed = VIEWS.includes(wanted) && (wanted !== "users" || canReplay());
+    showView(allowed ? wanted : "lanes");
   }
 
   function showView(name) {
@@ -1575,6 +1642,7 @@
       searchEvents(false);
     }
     if (name === "whitelist") loadWhitelist();
+    if (name === "users") loadAccounts();
   }
 
   function renderEverything() {
@@ -1588,6 +1656,286 @@
     renderWhitelist();
     renderImport(state.whitelist.importResult || null);
     renderStatus();
+    renderAccounts();
+  }
+
+  // ------------------------------------------------- users, tokens, audit
+
+  /** A small form in a dialog: ``fields`` are {name, label, type ("text",
+   * "password", "select"), options, hint, required, autocomplete}. On submit
+   * ``submit(values)`` runs; an API error is shown in the dialog (next to
+   * the field it names) and the dialog stays open. Resolves with what
+   * ``submit`` returned, or null when cancelled. */
+  function formDialog({ title, text, ok, danger, fields, submit }) {
+    const dialog = $("form-dialog");
+    const form = $("form-dialog-form");
+    const holder = $("form-dialog-fields");
+    const message = $("form-dialog-message");
+    $("form-dialog-title").textContent = title;
+    $("form-dialog-ok").textContent = ok;
+    $("form-dialog-ok").className = `btn btn-large ${danger ? "btn-danger" : "btn-primary"}`;
+    message.hidden = true;
+    clear(holder);
+    if (text) holder.append(h("p", { class: "dialog-text", text }));
+    for (const field of fields) {
+      let input;
+      if (field.type === "select") {
+        input = h("select", { name: field.name },
+          ...field.options.map(([value, label]) => h("option", { value, text: label })));
+        if (field.value) input.value = field.value;
+      } else {
+        input = h("input", {
+          name: field.name, type: field.type || "text", autocomplete: field.autocomplete || "off",
+          spellcheck: "false", maxlength: field.maxlength || null,
+        });
+      }
+      holder.append(h("label", { class: "field" },
+        h("span", { text: field.label }), input,
+        field.hint ? h("span", { class: "hint", text: field.hint }) : null,
+        h("span", { class: "field-error", dataset: { errorFor: field.name } })));
+    }
+    return new Promise((resolve) => {
+      let done = false;
+      const finish = (value) => {
+        if (done) return;
+        done = true;
+        form.onsubmit = null;
+        $("form-dialog-cancel").onclick = null;
+        dialog.onclose = null;
+        if (dialog.open) dialog.close();
+        resolve(value);
+      };
+      form.onsubmit = async (event) => {
+        event.preventDefault();
+        message.hidden = true;
+        for (const node of holder.querySelectorAll(".field-error")) node.textContent = "";
+        const values = {};
+        for (const field of fields) values[field.name] = form.elements[field.name].value;
+        $("form-dialog-ok").disabled = true;
+        try {
+          finish(await submit(values));
+        } catch (error) {
+          const errors = (error.data && error.data.errors) || {};
+          for (const [name, reason] of Object.entries(errors)) {
+            const slot = holder.querySelector(`[data-error-for="${CSS.escape(name)}"]`);
+            if (slot) slot.textContent = reason;
+          }
+          message.textContent = errorText(error);
+          message.hidden = false;
+        } finally {
+          $("form-dialog-ok").disabled = false;
+        }
+      };
+      $("form-dialog-cancel").onclick = () => finish(null);
+      dialog.onclose = () => finish(null);
+      dialog.showModal();
+      const first = holder.querySelector("input, select");
+      if (first) first.focus();
+    });
+  }
+
+  function roleOptions() {
+    return ["viewer", "operator", "admin"].map((role) => [role, t(`role.${role}`)]);
+  }
+
+  function reasonField() {
+    return { name: "reason", label: t("users.reason"), maxlength: 500 };
+  }
+
+  function passwordField(name, label) {
+    return {
+      name, label, type: "password", autocomplete: "new-password",
+      hint: t("users.password_hint", { min: state.accounts.minPassword }),
+    };
+  }
+
+  async function loadAccounts() {
+    if (!canReplay()) return;
+    const token = ++state.accounts.token;
+    try {
+      const [users, tokens, audit] = await Promise.all([
+        api("GET", "/api/users"), api("GET", "/api/tokens"), api("GET", `/api/audit?limit=${AUDIT_PAGE}`),
+      ]);
+      if (token !== state.accounts.token) return;
+      state.accounts.users = users.users || [];
+      state.accounts.minPassword = users.min_password_length || state.accounts.minPassword;
+      state.accounts.tokens = tokens.tokens || [];
+      state.accounts.audit = audit.entries || [];
+      state.accounts.auditNext = audit.next_before;
+      renderAccounts();
+    } catch (error) {
+      failed(t("nav.users"), error);
+    }
+  }
+
+  async function loadOlderAudit() {
+    if (!state.accounts.auditNext) return;
+    try {
+      const audit = await api("GET", `/api/audit?limit=${AUDIT_PAGE}&before=${state.accounts.auditNext}`);
+      state.accounts.audit = state.accounts.audit.concat(audit.entries || []);
+      state.accounts.auditNext = audit.next_before;
+      renderAccounts();
+    } catch (error) {
+      failed(t("audit.title"), error);
+    }
+  }
+
+  function sourceText(source) {
+    return t(source === "config" ? "users.source_config" : "users.source_store");
+  }
+
+  function renderAccounts() {
+    const rows = $("users-rows");
+    clear(rows);
+    for (const user of state.accounts.users) {
+      const actions = user.source === "store"
+        ? h("div", { class: "row-actions" },
+          h("button", { class: "btn btn-small", type: "button", "data-action": "reset", onclick: () => resetPassword(user), text: t("users.reset") }),
+          h("button", { class: "btn btn-small", type: "button", "data-action": user.disabled ? "enable" : "disable", onclick: () => setDisabled(user, !user.disabled), text: t(user.disabled ? "users.enable" : "users.disable") }),
+          h("button", { class: "btn btn-small btn-danger-ghost", type: "button", "data-action": "remove", onclick: () => removeUser(user), text: t("users.remove") }))
+        : h("span", { class: "muted small", text: t("users.config_hint") });
+      rows.append(h("tr", { dataset: { user: user.name }, class: user.disabled ? "is-disabled" : null },
+        h("td", { dataset: { label: t("users.name") } }, h("strong", { text: user.name })),
+        h("td", { dataset: { label: t("users.role") }, text: t(`role.${user.role}`) }),
+        h("td", { dataset: { label: t("users.state") }, class: "user-state", text: t(user.disabled ? "users.disabled" : "users.active") }),
+        h("td", { dataset: { label: t("users.source") }, text: sourceText(user.source) }),
+        h("td", { dataset: { label: t("users.actions") } }, actions)));
+    }
+    const tokenRows = $("tokens-rows");
+    clear(tokenRows);
+    for (const token of state.accounts.tokens) {
+      const actions = token.source === "store"
+        ? h("button", { class: "btn btn-small btn-danger-ghost", type: "button", "data-action": "revoke", onclick: () => revokeToken(token), text: t("tokens.revoke") })
+        : h("span", { class: "muted small", text: t("users.config_hint") });
+      tokenRows.append(h("tr", { dataset: { token: token.name } },
+        h("td", { dataset: { label: t("users.name") } }, h("strong", { text: token.name })),
+        h("td", { dataset: { label: t("users.role") }, text: t(`role.${token.role}`) }),
+        h("td", { dataset: { label: t("users.source") }, text: sourceText(token.source) }),
+        h("td", { dataset: { label: t("users.actions") } }, actions)));
+    }
+    $("tokens-none").hidden = state.accounts.tokens.length > 0;
+    const auditRows = $("audit-rows");
+    clear(auditRows);
+    for (const entry of state.accounts.audit) {
+      const who = entry.via === "token" ? `${entry.who} (${t("audit.via_token")})` : entry.who;
+      auditRows.append(h("tr", { dataset: { action: entry.action } },
+        h("td", { dataset: { label: t("audit.time") }, text: fmtDateTime(entry.at) }),
+        h("td", { dataset: { label: t("audit.who") } }, h("span", { text: who }), " ", h("span", { class: `role role-${entry.role}`, text: t(`role.${entry.role}`) })),
+        h("td", { dataset: { label: t("audit.action") }, class: "mono", text: entry.action }),
+        h("td", { dataset: { label: t("audit.target") }, class: "audit-target", text: entry.target || t("common.none") }),
+        h("td", { dataset: { label: t("audit.reason") }, class: "audit-reason", text: entry.reason || t("common.none") })));
+    }
+    if (state.accounts.audit.length === 0) {
+      auditRows.append(h("tr", {}, h("td", { colspan: "5", class: "empty", text: t("audit.empty") })));
+    }
+    $("audit-more").hidden = !state.accounts.auditNext;
+  }
+
+  async function addUser() {
+    const created = await formDialog({
+      title: t("users.add_title"), ok: t("users.add"),
+      fields: [
+        { name: "name", label: t("users.name"), maxlength: 64 },
+        { name: "role", label: t("users.role"), type: "select", options: roleOptions(), value: "operator" },
+        passwordField("password", t("users.password")),
+        reasonField(),
+      ],
+      submit: (values) => api("POST", "/api/users", { json: values }),
+    });
+    if (created) {
+      toast(t("users.added", { name: created.name }), "ok");
+      loadAccounts();
+    }
+  }
+
+  async function resetPassword(user) {
+    const changed = await formDialog({
+      title: t("users.reset_title", { name: user.name }), ok: t("users.save"),
+      text: t("users.signed_out_hint", { name: user.name }),
+      fields: [passwordField("password", t("users.password")), reasonField()],
+      submit: (values) => api("PUT", `/api/users/${encodeURIComponent(user.name)}`, { json: values }),
+    });
+    if (changed) {
+      toast(t("users.changed", { name: user.name }), "ok");
+      loadAccounts();
+    }
+  }
+
+  async function setDisabled(user, disabled) {
+    const changed = await formDialog({
+      title: t(disabled ? "users.disable_title" : "users.enable_title", { name: user.name }),
+      ok: t(disabled ? "users.disable" : "users.enable"), danger: disabled,
+      text: disabled ? t("users.signed_out_hint", { name: user.name }) : null,
+      fields: [reasonField()],
+      submit: (values) => api("PUT", `/api/users/${encodeURIComponent(user.name)}`, { json: { disabled, reason: values.reason } }),
+    });
+    if (changed) {
+      toast(t("users.changed", { name: user.name }), "ok");
+      loadAccounts();
+    }
+  }
+
+  async function removeUser(user) {
+    const removed = await formDialog({
+      title: t("users.remove_title", { name: user.name }), ok: t("users.remove"), danger: true,
+      text: t("users.signed_out_hint", { name: user.name }),
+      fields: [reasonField()],
+      submit: async (values) => {
+        await api("DELETE", `/api/users/${encodeURIComponent(user.name)}`, { json: values });
+        return true;
+      },
+    });
+    if (removed) {
+      toast(t("users.removed", { name: user.name }), "ok");
+      loadAccounts();
+    }
+  }
+
+  async function addToken() {
+    const created = await formDialog({
+      title: t("tokens.add_title"), ok: t("tokens.create"),
+      fields: [
+        { name: "name", label: t("users.name"), maxlength: 64 },
+        { name: "role", label: t("users.role"), type: "select", options: roleOptions(), value: "viewer" },
+        reasonField(),
+      ],
+      submit: (values) => api("POST", "/api/tokens", { json: values }),
+    });
+    if (created) {
+      $("token-value").textContent = created.token;
+      $("token-shown").hidden = false;
+      loadAccounts();
+    }
+  }
+
+  async function revokeToken(token) {
+    const revoked = await formDialog({
+      title: t("tokens.revoke_title", { name: token.name }), ok: t("tokens.revoke"), danger: true,
+      fields: [reasonField()],
+      submit: async (values) => {
+        await api("DELETE", `/api/tokens/${encodeURIComponent(token.name)}`, { json: values });
+        return true;
+      },
+    });
+    if (revoked) {
+      toast(t("tokens.revoked", { name: token.name }), "ok");
+      loadAccounts();
+    }
+  }
+
+  async function changeOwnPassword() {
+    const changed = await formDialog({
+      title: t("password.title"), ok: t("users.save"),
+      fields: [
+        { name: "current_password", label: t("password.current"), type: "password", autocomplete: "current-password" },
+        passwordField("new_password", t("password.new")),
+      ],
+      submit: async (values) => {
+        await api("POST", "/api/session/password", { json: values });
+        return true;
+      },
+    });
+    if (changed) toast(t("password.changed"), "ok");
   }
 
   // ------------------------------------------------------------ wiring
@@ -1598,6 +1946,14 @@
       button.addEventListener("click", () => setLanguage(state.lang === "zh" ? "en" : "zh", true));
     }
     $("logout").addEventListener("click", logout);
+    $("change-password").addEventListener("click", changeOwnPassword);
+    $("user-add").addEventListener("click", addUser);
+    $("token-add").addEventListener("click", addToken);
+    $("token-hide").addEventListener("click", () => {
+      $("token-shown").hidden = true;
+      $("token-value").textContent = "";
+    });
+    $("audit-more").addEventListener("click", loadOlderAudit);
     window.addEventListener("hashchange", route);
 
     $("events-form").addEventListener("submit", (event) => {
