@@ -28,9 +28,13 @@ from pathlib import Path
 import attrs
 import pytest
 
+from gateway.store.schema import SCHEMA_VERSION
+
 pytestmark = pytest.mark.system
 
 REPO = Path(__file__).resolve().parents[1]
+#: The old release is this tree without its last schema step.
+OLD_SCHEMA = SCHEMA_VERSION - 1
 INSTALL = REPO / "systemd" / "install.sh"
 CAMERA = "d85b1269-8f942256"
 OLD, BROKEN = "0.0.1", "9.9.9"
@@ -236,7 +240,7 @@ def test_upgrade_migrates_then_rollback_restores_the_copy(site: Site, wheels: Wh
     before = {f"京B{plateid:05d}" for plateid in range(1, 21)}
     for plateid in range(1, 21):
         assert site.plate(plateid)["info"] == "ok"
-    assert _database(site.state / "gateway.db")[0] == 3
+    assert _database(site.state / "gateway.db")[0] == OLD_SCHEMA
 
     upgrade = site.install_wheel(wheels.new)
     output = upgrade.stdout + upgrade.stderr
@@ -249,10 +253,10 @@ def test_upgrade_migrates_then_rollback_restores_the_copy(site: Site, wheels: Wh
     assert (site.prefix / "releases" / OLD / "bin/twistd").exists()
     # The new version migrated the database, and every event is there.
     version, licenses = _database(site.state / "gateway.db")
-    assert version == 4 and before <= licenses
+    assert version == SCHEMA_VERSION and before <= licenses
     # The copy was taken before it opened the database.
     (copy,) = site.copies.glob(f"gateway-*-from-{OLD}-to-{NEW}.db")
-    assert _database(copy) == (3, before)
+    assert _database(copy) == (OLD_SCHEMA, before)
     assert site.plate(21)["info"] == "ok"
 
     rollback = site.install("--rollback")
@@ -261,7 +265,7 @@ def test_upgrade_migrates_then_rollback_restores_the_copy(site: Site, wheels: Wh
     assert f"rolled back from {NEW} to {OLD}: {OLD} runs again, with the database as it was" in output
     assert site.current() == f"releases/{OLD}" and site.running()
     assert not (site.prefix / "previous").exists()
-    assert _database(site.state / "gateway.db") == (3, before)
+    assert _database(site.state / "gateway.db") == (OLD_SCHEMA, before)
     # What the new version wrote is kept aside, not deleted.
     (aside,) = site.copies.glob(f"rolled-back-*-from-{NEW}")
     assert "京B00021" in _database(aside / "gateway.db")[1]
@@ -293,9 +297,9 @@ def test_a_failed_self_check_rolls_back_to_the_old_release_and_database(
     assert (site.prefix / "releases" / OLD / "bin/twistd").read_bytes() == old_twistd
     # The database is the copy: the old schema, with every event written before.
     version, licenses = _database(site.state / "gateway.db")
-    assert version == 3 and licenses == before
+    assert version == OLD_SCHEMA and licenses == before
     # The broken version had migrated its database: that one is kept aside.
     (aside,) = site.copies.glob(f"rolled-back-*-from-{BROKEN}")
-    assert _database(aside / "gateway.db")[0] == 4
+    assert _database(aside / "gateway.db")[0] == SCHEMA_VERSION
     # And the old version answers plates again.
     assert site.plate(11)["info"] == "ok"

@@ -1041,13 +1041,20 @@ class Database:
         """Give up to ``pages`` free pages back to the file system (databases
         made with incremental vacuum); how many free pages are left."""
 
-        def work(connection: sqlite3.Connection) -> int:
+        connection = self.connection
+        try:
             if int(connection.execute("PRAGMA auto_vacuum").fetchone()[0]) != _INCREMENTAL:
                 return 0
-            connection.execute(f"PRAGMA incremental_vacuum({int(pages):d})").fetchall()
+            # A transaction of its own. Through execute() the pragma frees one
+            # page per step of its statement, and Python's sqlite3 takes one
+            # step; executescript runs it to its end.
+            connection.executescript(f"PRAGMA incremental_vacuum({int(pages):d});")
             return int(connection.execute("PRAGMA freelist_count").fetchone()[0])
-
-        return self.write(work)
+        except Exception as exc:
+            if _is_storage_failure(exc):
+                self._damage_found(exc)
+                raise StoreWriteError(describe_failure(exc)) from exc
+            raise
 
     def retention_totals(self) -> EventRetentionTotals:
         def work(connection: sqlite3.Connection) -> EventRetentionTotals:
