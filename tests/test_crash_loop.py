@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -172,11 +173,12 @@ duplicate_window_seconds = 0
         self.addCleanup(database.close)
         self.assertEqual(database.execute("PRAGMA integrity_check").fetchone()[0], "ok")
         rows = database.execute(
-            "SELECT id, camera, raw, image_crop FROM events WHERE type = 'plate'"
+            "SELECT id, camera, raw, raw_z, image_crop FROM events WHERE type = 'plate'"
         ).fetchall()
         stored: dict[tuple[str, int], int] = {}
-        for _id, camera, raw, _image in rows:
-            plateid = json.loads(raw)["PlateResult"]["plateid"]
+        for _id, camera, raw, raw_z, _image in rows:
+            # The kept push: compressed since schema step 5.
+            plateid = json.loads(zlib.decompress(raw_z) if raw_z else raw)["PlateResult"]["plateid"]
             stored[(camera.casefold(), plateid)] = stored.get((camera.casefold(), plateid), 0) + 1
         answered = {
             (camera.config.serialno.casefold(), plateid)
