@@ -154,8 +154,12 @@ class RestartTests(AdminTestCase):
         api = build_admin(**{**self.api_arguments, "users": loading, "sessions": sessions})
         early = browser.moved_to(api, cookie)
         self.assertEqual((await early.get("/api/session")).status, 503)
+        # A configured token is good at once: nothing in the store can revoke it.
         robot = Client(api, token=MACHINE_TOKEN)
-        self.assertEqual((await robot.get("/api/cameras")).status, 503)
+        self.assertEqual((await robot.get("/api/cameras")).status, 200)
+        # Any other token is neither good nor bad yet.
+        stranger = Client(api, token="not-a-configured-token")
+        self.assertEqual((await stranger.get("/api/cameras")).status, 503)
         self.assertEqual(len(db_rows(self.state_dir, "SELECT key FROM admin_sessions")), 1)
         self.assertEqual(
             (await browser.moved_to(await self.restarted(), cookie).get("/api/session")).status, 200

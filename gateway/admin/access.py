@@ -72,6 +72,12 @@ class TokenCheck(Protocol):
     def session_role(self, origin: str, name: str) -> Role | None: ...
 
 
+def _starting() -> ApiError:
+    return ApiError(
+        503, "the gateway is starting; try again in a moment", headers={"Retry-After": "2"}
+    )
+
+
 class Access:
     """Who is asking, from a bearer token or a login session, and whether
     they may: the one check behind every :func:`authorized` route."""
@@ -89,20 +95,22 @@ class Access:
         is not one, or another scheme, is a 401."""
         sent = header(request, b"authorization")
         cookie = request.getCookie(SESSION_COOKIE)
-        if (sent is not None or cookie) and not (self._tokens.loaded and self.sessions.loaded):
-            # Just restarted: the accounts and the kept sessions are being
-            # read back; a credential is neither good nor bad yet.
-            raise ApiError(
-                503, "the gateway is starting; try again in a moment", headers={"Retry-After": "2"}
-            )
+        # Just restarted: the accounts and the kept sessions are being read
+        # back; a credential other than a configured token (which nothing in
+        # the store can revoke) is neither good nor bad yet.
+        starting = not (self._tokens.loaded and self.sessions.loaded)
         if sent is not None:
             scheme, _, token = sent.strip().partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise ApiError(401, "only bearer tokens are accepted in Authorization")
             found = self._tokens.check_token(token.strip())
-            if found is None:
-                raise ApiError(401, "unknown bearer token")
-            return Principal(name=found.name, role=found.role, via="token")
+            if found is not None:
+                return Principal(name=found.name, role=found.role, via="token")
+            if starting:
+                raise _starting()
+            raise ApiError(401, "unknown bearer token")
+        if cookie and starting:
+            raise _starting()
         if cookie:
             session = self.sessions.get(cookie.decode("ascii", "replace"))
             if session is not None:

@@ -354,6 +354,9 @@ class Store:
         def run() -> list[str]:
             def connected(connection: sqlite3.Connection) -> None:
                 self._check_connection = connection
+                if self._closing:
+                    # close() began before there was a connection to interrupt.
+                    connection.interrupt()
 
             try:
                 return check_database(self._db.path, connected)
