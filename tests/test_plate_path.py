@@ -267,10 +267,13 @@ class StartUpHoldTests(CameraServerTestCase):
         )
         self.clock.advance(STARTUP_HOLD_SECONDS - 0.1)
         self.assertFalse(connection.closed)
+        self.assertEqual(parts.camera_server.holding, 1)
         self.clock.advance(0.2)
         # Closed without an answer, well inside the camera's 5 s.
         self.assertTrue(connection.closed)
         self.assertEqual(connection.received, b"")
+        # And forgotten: a store that never opens does not accumulate pushes.
+        self.assertEqual(parts.camera_server.holding, 0)
 
 
 @pytest.mark.e2e

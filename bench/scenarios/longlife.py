@@ -233,7 +233,7 @@ def run(ctx: Context) -> ScenarioResult:
                           name="paced-empty")
     finally:
         gateway.stop()
-    cap = max(int(size * 0.6), 64 << 20)  # the smallest cap a site may set
+    cap = max(int(size * 0.75), 64 << 20)  # the smallest cap a site may set
     retention_days = 300
     setup = GatewaySetup(
         lanes=lanes,
@@ -287,7 +287,7 @@ def run(ctx: Context) -> ScenarioResult:
     notes.append(
         f"long life, retention: the same store (older rows than the retention, and more "
         f"than max_db_bytes), the gateway started with event_retention_days = "
-        f"{retention_days} and max_db_bytes = 60 % of the file (64 MiB at least); 10 "
+        f"{retention_days} and max_db_bytes = 75 % of the file (64 MiB at least); 10 "
         f"simulated cameras push "
         f"2 plates a second each for {settings.longlife_seconds:.0f} s from the start (a "
         f"separate process), against the same load on an empty store. The file shrinks "

@@ -254,6 +254,11 @@ class CameraServer:
         if ready is not None:
             ready.addCallback(self._now_ready)
 
+    @property
+    def holding(self) -> int:
+        """Pushes held now, waiting for the gateway to be ready."""
+        return len(self._held)
+
     def _now_ready(self, _: object) -> None:
         self.ready = True
         held, self._held = self._held, []
@@ -279,6 +284,9 @@ class CameraServer:
         try:
             await waiter
         except defer.TimeoutError:
+            # Held pushes are bounded by the port's connection limits; one
+            # that gave up is forgotten (a store that never opens costs nothing).
+            self._held.remove(waiter)
             self._not_held += 1
             if self._not_held == 1:
                 log.error(

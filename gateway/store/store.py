@@ -80,7 +80,7 @@ PLATE_WRITE_CHUNK = 500
 # A database over max_db_bytes is trimmed to this fraction under it.
 SIZE_HEADROOM = 100
 # Seconds between the steps of a retention pass.
-RETENTION_PAUSE = 0.02
+RETENTION_PAUSE = 0.01
 
 
 HealthObserver = Callable[[StoreHealth], None]
