@@ -252,6 +252,9 @@ def run(ctx: Context) -> ScenarioResult:
         wait_until(settled, 1800, "retention to finish", interval=2.0)
         status = gateway.status()["store"]
         settled_after = time.monotonic() - gateway.child.started
+        progress("long life: plate replies on the aged store, retention done")
+        after = _paced(gateway.camera_port, directory, settings.longlife_seconds, 20.0, 10,
+                       name="paced-aged")
     finally:
         gateway.stop()
     live, file_bytes = _db_pages(aged / "state" / "gateway.db")
@@ -271,16 +274,32 @@ def run(ctx: Context) -> ScenarioResult:
             "-",
         )
     )
-    p99, base_p99 = during["p99_ms"], baseline["p99_ms"]
+    base_p99 = baseline["p99_ms"]
+    p99 = after["p99_ms"]
     rows.append(
         Row(
             NAME,
-            "plate reply p99 at 20 pushes/s while retention runs",
-            f"p99 {p99:.1f} ms, max {during['max_ms']:.1f} ms ({during['failures']} failures)",
+            f"plate reply p99 at 20 pushes/s on the aged store ({events - status['events_expired'] - status['events_dropped']:,} events kept)",
+            f"p99 {p99:.1f} ms, max {after['max_ms']:.1f} ms ({after['failures']} failures)",
             f"empty store: p99 {base_p99:.1f} ms",
             f"{p99 / base_p99:.2f}" if base_p99 else "-",
-            "p99 within 2x of the empty store's, no failure",
-            verdict(p99 <= 2 * base_p99 and during["failures"] == 0),
+            "p99 within 1.25x of the empty store's (or 2 ms), no failure",
+            verdict(
+                (p99 <= 1.25 * base_p99 or p99 - base_p99 <= 2.0) and after["failures"] == 0
+            ),
+            "-",
+        )
+    )
+    rows.append(
+        Row(
+            NAME,
+            "plate reply p99 at 20 pushes/s during the catch-up pass",
+            f"p99 {during['p99_ms']:.1f} ms, max {during['max_ms']:.1f} ms "
+            f"({during['failures']} failures)",
+            f"empty store: p99 {base_p99:.1f} ms",
+            f"{during['p99_ms'] / base_p99:.2f}" if base_p99 else "-",
+            "no failure, every reply under 200 ms",
+            verdict(during["failures"] == 0 and during["max_ms"] < 200.0),
             "-",
         )
     )
@@ -290,7 +309,8 @@ def run(ctx: Context) -> ScenarioResult:
         f"{retention_days} and max_db_bytes = 75 % of the file (64 MiB at least); 10 "
         f"simulated cameras push "
         f"2 plates a second each for {settings.longlife_seconds:.0f} s from the start (a "
-        f"separate process), against the same load on an empty store. The file shrinks "
+        f"separate process), while the first pass catches up, and again once it is done, "
+        f"against the same load on an empty store. The file shrinks "
         f"only for databases created with incremental vacuum (every database this release "
         f"creates; the seeded one is)."
     )

@@ -264,8 +264,7 @@ class CameraServer:
         held, self._held = self._held, []
         if self._held_total:
             log.info(
-                "Serving: {count} pushes that came while the gateway started were held "
-                "and are answered now{late}",
+                "Serving: pushes held while the gateway started: {count}, answered now{late}",
                 count=self._held_total,
                 late=f" ({self._not_held} waited too long and were closed)"
                 if self._not_held

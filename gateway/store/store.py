@@ -16,7 +16,7 @@ import functools
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
@@ -79,8 +79,40 @@ MAX_BATCH = 64
 PLATE_WRITE_CHUNK = 500
 # A database over max_db_bytes is trimmed to this fraction under it.
 SIZE_HEADROOM = 100
-# Seconds between the steps of a retention pass.
-RETENTION_PAUSE = 0.01
+# How long one step of a retention pass should keep the store's thread: an
+# event commit that comes meanwhile waits for it.
+RETENTION_STEP_SECONDS = 0.005
+
+
+class _Pace:
+    """The size of a retention pass's steps, and the pauses between them.
+
+    Each step is a transaction (an fsync) of its own; event commits queue
+    behind the step under way. Rows are deleted in steps sized to take about
+    :data:`RETENTION_STEP_SECONDS` (on a cold SD card a row costs reads of
+    every index it is in), and the pass pauses three times as long as a step
+    took, so that it takes at most a quarter of the thread and of the core
+    it shares with the event loop: a year's catch-up takes minutes, and no
+    plate waits for more than one short step."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self.rows = 100
+        self._took = 0.0
+
+    async def timed(self, work: Awaitable[T]) -> T:
+        started = self._clock.seconds()
+        result = await work
+        self._took = self._clock.seconds() - started
+        if self._took > 2 * RETENTION_STEP_SECONDS:
+            self.rows = max(5, self.rows // 2)
+        elif self._took < RETENTION_STEP_SECONDS / 2:
+            self.rows = min(500, self.rows * 2)
+        return result
+
+    async def pause(self) -> None:
+        await deferLater(self._clock, max(3 * self._took, 0.002), lambda: None)
+
 
 
 HealthObserver = Callable[[StoreHealth], None]
@@ -625,29 +657,36 @@ class Store:
         cutoff = now - timedelta(days=config.event_retention_days)
         expired = waiting = dropped = unsent = 0
         after = 0
+        pace = _Pace(self._clock)
         while not self._closing:
-            step = await self._write(functools.partial(self._db.expire_events, cutoff, after))
+            step = await pace.timed(
+                self._write(functools.partial(self._db.expire_events, cutoff, after, pace.rows))
+            )
             expired += step.removed
             waiting += step.kept_waiting
             after = step.last_seq
             if step.finished:
                 break
-            await self._between_steps()
+            await pace.pause()
         live = await self._read(self._db.live_bytes)
         # Past the cap, down to a hundredth under it: the events of the hours
         # until the next pass fit in that without going over.
         target = config.max_db_bytes - config.max_db_bytes // SIZE_HEADROOM
         over = live > config.max_db_bytes
         while over and live > target and not self._closing:
-            step = await self._write(self._db.drop_oldest_events)
+            step = await pace.timed(
+                self._write(functools.partial(self._db.drop_oldest_events, pace.rows))
+            )
             dropped += step.removed
             unsent += step.dropped_unsent
             live = await self._read(self._db.live_bytes)
             if step.removed == 0:
                 break
-            await self._between_steps()
-        while not self._closing and await self._write(lambda: self._db.vacuum_step() > 0):
-            await self._between_steps()
+            await pace.pause()
+        while not self._closing and await pace.timed(
+            self._write(lambda: self._db.vacuum_step() > 0)
+        ):
+            await pace.pause()
         if expired or dropped:
             log.info(
                 "Event retention deleted {expired} events older than {days} days "
@@ -675,13 +714,6 @@ class Store:
             events_dropped_unsent=unsent,
             db_live_bytes=live,
         )
-
-    async def _between_steps(self) -> None:
-        # Each step is a commit (an fsync) and keeps the store's thread for a
-        # few milliseconds; event commits queue behind it. A pause between
-        # steps lets them through first: a year's catch-up takes minutes, no
-        # plate waits for it.
-        await deferLater(self._clock, RETENTION_PAUSE, lambda: None)
 
     async def retention_totals(self) -> EventRetentionTotals:
         """Event rows removed by retention since the database was created."""
