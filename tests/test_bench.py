@@ -13,6 +13,7 @@ import pytest
 
 from bench import run
 from bench.report import MET, MISSED, NOT_MEASURED, ScenarioResult
+from bench.scenarios import longlife as longlife_scenario
 from bench.scenarios import mqtt as mqtt_scenario
 from bench.settings import Context, Settings
 from bench.system import describe_machine
@@ -111,3 +112,23 @@ def test_the_mqtt_scenario_drains_every_event_and_times_single_ones(tmp_path: Pa
     assert drain.scenario == "MQTT, 300 events queued during a broker outage"
     assert "(300 in " in drain.measured and drain.result in (MET, MISSED)
     assert "(5 events, one at a time)" in latency.measured and latency.result in (MET, MISSED)
+
+
+def test_the_long_life_scenario_ages_a_store_and_measures_it(tmp_path: Path) -> None:
+    settings = attrs.evolve(TINY, longlife_events=3000, longlife_seconds=1.0)
+    ctx = Context(settings=settings, workdir=tmp_path, machine=describe_machine(), wrk=None)
+    result = longlife_scenario.run(ctx)
+    measures = [row.measure for row in result.rows]
+    assert measures[0].startswith("start to first answered plate, 3,000 events")
+    assert measures[1].endswith("unclean shutdown")
+    # After the unclean one the whole file was checked in the background, and found sound.
+    assert "the background check then took until" in result.rows[1].measured
+    assert "(ok))" in result.rows[1].measured
+    trimmed = result.rows[2]
+    assert trimmed.measure.startswith("3,000 events through retention")
+    assert "expired" in trimmed.measured and trimmed.result == MET  # under the cap
+    assert [row.measure.split(",")[0] for row in result.rows[5:]] == [
+        "bytes written per plate event",
+        "bytes written per plate event",
+    ]
+    assert all(" kB (" in row.measured for row in result.rows[5:])
