@@ -24,7 +24,7 @@ import attrs
 from twisted.logger import Logger
 
 from gateway.policy.cameralist import CameraRow
-from gateway.store.images import ImageFiles, fsync_directory
+from gateway.store.images import ImageFiles, PendingImage, fsync_directory
 from gateway.store.records import (
     IMAGE_KINDS,
     AdminSessionRow,
@@ -586,7 +586,9 @@ class Database:
         """Store a batch of events in one transaction (a group commit).
 
         Images are written and fsynced (files and directories) before the
-        transaction; an event whose images fail is left out of it, and if the
+        transaction: all files of the batch first, then each synced (one
+        flush of the file system's journal does most of the work). An image
+        that cannot be written is marked missing, its event kept; if the
         transaction fails the images written for it are removed. Returns one
         outcome per write, in order.
         """
@@ -594,25 +596,42 @@ class Database:
         first_index: dict[str, int] = {}
         fresh: list[tuple[int, EventRecord, EventWrite]] = []
         written: list[Path] = []
+        pending: list[tuple[int, str, PendingImage]] = []  # (position in fresh, kind, image)
         directories: set[Path] = set()
 
-        for index, item in enumerate(writes):
-            event_id = item.record.id
-            if event_id in first_index:
-                continue  # the same event twice in one batch: resolved below
-            first_index[event_id] = index
+        try:
+            for index, item in enumerate(writes):
+                event_id = item.record.id
+                if event_id in first_index:
+                    continue  # the same event twice in one batch: resolved below
+                first_index[event_id] = index
+                try:
+                    existing = self.read(functools.partial(self._select_event, event_id=event_id))
+                except StoreError as exc:
+                    outcomes[index] = StoreWriteError(str(exc))
+                    continue
+                if existing is not None:
+                    outcomes[index] = CommitResult(record=existing, created=False)
+                    continue
+                record, started = self._start_images(item, directories)
+                pending.extend((len(fresh), kind, image) for kind, image in started)
+                fresh.append((index, record, item))
+        except BaseException:
+            # Not a storage failure (those are outcomes): leave no open file behind.
+            for _, _, image in pending:
+                self.images.abandon(image)
+            raise
+
+        # Every image of the batch is written; now each is synced and named.
+        for position, kind, image in pending:
             try:
-                existing = self.read(functools.partial(self._select_event, event_id=event_id))
-            except StoreError as exc:
-                outcomes[index] = StoreWriteError(str(exc))
-                continue
-            if existing is not None:
-                outcomes[index] = CommitResult(record=existing, created=False)
-                continue
-            mine: list[Path] = []
-            record = self._write_images(item, mine, directories)
-            written.extend(mine)
-            fresh.append((index, record, item))
+                self.images.finish(image)
+            except OSError as exc:
+                index, record, item = fresh[position]
+                self._image_lost(record.id, kind, exc)
+                fresh[position] = (index, _image_state(record, kind, ImageState.MISSING, 0), item)
+            else:
+                written.append(image.path)
 
         if fresh:
             try:
@@ -652,12 +671,13 @@ class Database:
             results.append(outcome)
         return results
 
-    def _write_images(
-        self, item: EventWrite, written: list[Path], directories: set[Path]
-    ) -> EventRecord:
-        """The event's images on disk, and the record saying which are. An
-        image that cannot be written costs the image, not the event: it is
-        kept as ``missing`` and counted (the plate is answered all the same)."""
+    def _start_images(
+        self, item: EventWrite, directories: set[Path]
+    ) -> tuple[EventRecord, list[tuple[str, PendingImage]]]:
+        """The event's images written (not yet synced), and the record saying
+        which are. An image that cannot be written costs the image, not the
+        event: it is kept as ``missing`` and counted (the plate is answered
+        all the same)."""
         record = attrs.evolve(
             item.record,
             image_full=ImageState.NONE,
@@ -666,21 +686,17 @@ class Database:
             image_crop_bytes=0,
             seq=None,
         )
+        started: list[tuple[str, PendingImage]] = []
         for kind, data in item.images:
             path = self.images.path(record.id, kind, record.received_at)
             try:
-                self.images.write(path, data, directories)
+                started.append((kind, self.images.start(path, data, directories)))
             except OSError as exc:
                 self._image_lost(record.id, kind, exc)
-                state, size = ImageState.MISSING, 0
+                record = _image_state(record, kind, ImageState.MISSING, 0)
             else:
-                written.append(path)
-                state, size = ImageState.PRESENT, len(data)
-            if kind == "full":
-                record = attrs.evolve(record, image_full=state, image_full_bytes=size)
-            else:
-                record = attrs.evolve(record, image_crop=state, image_crop_bytes=size)
-        return record
+                record = _image_state(record, kind, ImageState.PRESENT, len(data))
+        return record, started
 
     def _image_lost(self, event_id: str, kind: str, error: OSError) -> None:
         self.images_lost += 1
@@ -1720,6 +1736,12 @@ class Database:
             )
 
         return self.read(work)
+
+
+def _image_state(record: EventRecord, kind: str, state: ImageState, size: int) -> EventRecord:
+    if kind == "full":
+        return attrs.evolve(record, image_full=state, image_full_bytes=size)
+    return attrs.evolve(record, image_crop=state, image_crop_bytes=size)
 
 
 def _image_bytes(record: EventRecord, kind: str) -> int:

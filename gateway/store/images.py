@@ -17,10 +17,12 @@ import shutil
 from datetime import date, datetime, timezone
 from pathlib import Path
 
+import attrs
+
 from gateway.store.ids import is_valid_event_id
 from gateway.store.records import IMAGE_KINDS
 
-__all__ = ["ImageFiles", "fsync_directory"]
+__all__ = ["ImageFiles", "PendingImage", "fsync_directory"]
 
 _SUFFIX = ".jpg"
 
@@ -32,6 +34,15 @@ def fsync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@attrs.frozen
+class PendingImage:
+    """An image written under its temporary name, not yet synced (an open file)."""
+
+    path: Path
+    temporary: Path
+    fd: int
 
 
 class ImageFiles:
@@ -53,14 +64,23 @@ class ImageFiles:
         return self.day_directory(received_at) / f"{event_id}-{kind}{_SUFFIX}"
 
     def write(self, path: Path, data: bytes, synced_directories: set[Path]) -> None:
-        """Write ``data`` to ``path`` and fsync the file.
+        """Write ``data`` to ``path`` and fsync the file (:meth:`start`, then
+        :meth:`finish`)."""
+        self.finish(self.start(path, data, synced_directories))
 
-        The file is written under a temporary name and renamed, so a crash
-        never leaves a torn image under the final name. The directory holding
-        it is NOT fsynced here: the caller fsyncs every directory in
-        ``synced_directories`` (to which this adds) once per batch with
-        :meth:`sync_directories`. Directories created here are added with
-        their parent, so the new entry is durable too.
+    def start(self, path: Path, data: bytes, synced_directories: set[Path]) -> PendingImage:
+        """Write ``data`` for ``path`` under a temporary name, not yet synced:
+        :meth:`finish` syncs it and gives it its name, :meth:`abandon` drops it.
+
+        A batch writes all its files first and then syncs them: the file
+        system writes the data of all of them at the first sync (one journal
+        commit), the others then cost little, instead of a device flush each.
+        The file is renamed only once synced, so a crash never leaves a torn
+        image under the final name. The directory holding it is NOT fsynced
+        here: the caller fsyncs every directory in ``synced_directories`` (to
+        which this adds) once per batch with :meth:`sync_directories`.
+        Directories created here are added with their parent, so the new
+        entry is durable too.
         """
         directory = path.parent
         if not directory.is_dir():
@@ -71,19 +91,36 @@ class ImageFiles:
         temporary = directory / f".{path.name}.tmp"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temporary, path)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
         except BaseException:
+            os.close(fd)
             self.remove(temporary)
             raise
         synced_directories.add(directory)
+        return PendingImage(path=path, temporary=temporary, fd=fd)
+
+    def finish(self, pending: PendingImage) -> None:
+        """Sync a started image and give it its name; on failure nothing of it is left."""
+        try:
+            try:
+                os.fsync(pending.fd)
+            finally:
+                os.close(pending.fd)
+            os.replace(pending.temporary, pending.path)
+        except BaseException:
+            self.remove(pending.temporary)
+            raise
+
+    def abandon(self, pending: PendingImage) -> None:
+        """Drop a started image."""
+        try:
+            os.close(pending.fd)
+        except OSError:
+            pass
+        self.remove(pending.temporary)
 
     @staticmethod
     def sync_directories(directories: set[Path]) -> None:
