@@ -1,8 +1,8 @@
 """The gateway under test: a generated configuration and a real process.
 
 The gateway runs exactly as on a site, through twistd (``python -c "from
-twisted.scripts.twistd import run; run()" -n --pidfile= anpr-gateway --config
-<file>``) with the repository on ``PYTHONPATH``, on loopback ports, with its
+twisted.scripts.twistd import run; run()" -n --pidfile= --logger
+gateway.journal.observer anpr-gateway --config <file>``, the unit's command) with the repository on ``PYTHONPATH``, on loopback ports, with its
 state in a scratch directory, pinned to one core when ``taskset`` is there.
 """
 
@@ -22,6 +22,7 @@ import attrs
 from bench.system import SERVER_CPU, BenchError, Child, free_port, port_open, python, wait_until
 
 TWISTD = "from twisted.scripts.twistd import run; run()"
+JOURNAL = "gateway.journal.observer"
 
 
 @attrs.frozen
@@ -142,8 +143,10 @@ class GatewayProcess:
         while admin_port == camera_port:
             admin_port = free_port()
         config = write_config(directory, camera_port, admin_port, setup)
+        # As the systemd unit runs it: journal lines on standard output, no
+        # timestamps (journald adds them), the same cost per log line.
         command = list(argv) if argv is not None else [
-            python(), "-c", TWISTD, "-n", "--pidfile=", "anpr-gateway"
+            python(), "-c", TWISTD, "-n", "--pidfile=", "--logger", JOURNAL, "anpr-gateway"
         ]
         child = Child(
             name,
