@@ -2,8 +2,9 @@
 
 The gateway runs exactly as on a site, through twistd (``python -c "from
 twisted.scripts.twistd import run; run()" -n --pidfile= --logger
-gateway.journal.observer anpr-gateway --config <file>``, the unit's command) with the repository on ``PYTHONPATH``, on loopback ports, with its
-state in a scratch directory, pinned to one core when ``taskset`` is there.
+gateway.journal.observer anpr-gateway --config <file>``, the unit's command)
+with the repository on ``PYTHONPATH``, on loopback ports, with its state in a
+scratch directory, pinned to one core when ``taskset`` is there.
 """
 
 from __future__ import annotations
