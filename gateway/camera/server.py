@@ -14,16 +14,17 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Protocol, cast
 
 import attrs
-from klein import Klein
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET, Request
 
 from gateway.camera.commands import SerialReply
 from gateway.camera.control import CameraControl
@@ -190,14 +191,59 @@ class Origin:
         )
 
 
+class _PushResource(Resource):
+    """The camera port's one resource: POST on any path is a push; any
+    other method a 405 that says so."""
+
+    isLeaf = True
+
+    def __init__(self, server: CameraServer) -> None:
+        super().__init__()
+        self._server = server
+
+    def render(self, request: IRequest) -> int | bytes:
+        if request.method != b"POST":
+            return self._server.other_method(request)
+        finished: list[bool] = []
+        pushed = Deferred.fromCoroutine(self._server.push(request))
+
+        def gone(result: object) -> None:
+            finished.append(True)
+            if isinstance(result, Failure):
+                # The camera went away before its answer: a held comet poll
+                # (or anything else still waiting) is let go at once.
+                pushed.cancel()
+
+        cast(Request, request).notifyFinish().addBoth(gone)
+
+        def answer(body: bytes | None) -> None:
+            if finished:
+                return  # the camera went away (or the connection was aborted)
+            if body:
+                request.write(body)
+            request.finish()
+
+        def failed(failure: Failure) -> None:
+            if failure.check(defer.CancelledError) and finished:
+                return
+            log.failure("A camera push failed", failure=failure)
+            if finished:
+                return
+            request.setResponseCode(500)
+            request.setHeader(b"Content-Type", b"application/json")
+            request.write(b'{"error":"internal error"}')
+            request.finish()
+
+        pushed.addCallbacks(answer, failed)
+        return NOT_DONE_YET
+
+
 class CameraServer:
     """Receives every push of every camera and answers it.
 
     ``gate`` decides plates; ``recorder`` keeps events before a reply is
     sent.
     """
-
-    app = Klein()
 
     def __init__(
         self,
@@ -297,7 +343,9 @@ class CameraServer:
         return True
 
     def resource(self) -> IResource:
-        return self.app.resource()
+        """Every path, one resource: a camera's push is recognised by its
+        content, never by its path (no routing to pay for per push)."""
+        return _PushResource(self)
 
     def site(self) -> CameraSite:
         server = self._settings
@@ -320,8 +368,9 @@ class CameraServer:
 
     # -- routing ----------------------------------------------------------
 
-    @app.route("/", branch=True, methods=["POST"])
     async def push(self, request: IRequest) -> bytes | None:
+        """Answer one POST: the reply body, or None when the connection was
+        closed without an answer."""
         body = request.content.read() if request.content is not None else b""
         content_type = request.getHeader(b"content-type")
         origin = Origin.of(request)
@@ -366,7 +415,6 @@ class CameraServer:
             return None
         return _sized(request, reply)
 
-    @app.route("/", branch=True, methods=["GET", "HEAD", "PUT", "DELETE", "PATCH"])
     def other_method(self, request: IRequest) -> bytes:
         request.setHeader(b"Allow", b"POST")
         return _json_error(request, 405, "cameras POST their pushes; nothing else is served here")
