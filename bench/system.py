@@ -388,3 +388,44 @@ def load_average() -> str:
     except OSError:
         return "unknown"
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def run_simulator(
+    directory: Path,
+    mode: str,
+    port: int,
+    seconds: float,
+    extra: Sequence[str] = (),
+    image_bytes: int = 0,
+    *,
+    name: str,
+) -> tuple[dict[str, Any], float]:
+    """Run the camera simulator's ``mode`` (:mod:`bench.loadgen`) in its own
+    process on the load generators' core against ``port`` for ``seconds``;
+    (its result, its CPU %)."""
+    argv = [
+        python(),
+        "-m",
+        "bench.loadgen",
+        mode,
+        "--server",
+        f"http://127.0.0.1:{port}",
+        "--duration",
+        str(seconds),
+        *extra,
+    ]
+    if image_bytes:
+        argv += ["--images", "full", "--image-bytes", str(image_bytes)]
+    child = Child(name, argv, log=directory / f"{name}.log", cpu=LOAD_CPU, capture=True)
+    result: dict[str, Any] | None = None
+    while True:
+        line = child.read_line(seconds + 120)
+        if line is None:
+            break
+        if line.startswith("RESULT "):
+            result = json.loads(line[len("RESULT ") :])
+    status = child.wait(30)
+    if result is None or status != 0:
+        raise BenchError(f"simulator {mode} failed ({status}): {child.output_tail()}")
+    load_cpu = 100.0 * (child.cpu_used or 0.0) / max(result["seconds"], 1e-9)
+    return result, load_cpu

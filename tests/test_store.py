@@ -7,7 +7,7 @@ import base64
 import os
 import sqlite3
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
@@ -694,6 +694,29 @@ class QueryTests(StoreTestCase):
         )
 
 
+def filled(count: int, unsent_from: int) -> Callable[[sqlite3.Connection], None]:
+    """Fill a store past the smallest size cap quickly, as rows straight into
+    the table: ``count`` events of 8 kB of incompressible push each, received
+    now, those from ``unsent_from`` on still queued for the cloud."""
+    now = int(NOW.timestamp() * 1_000_000)
+
+    def fill(connection: sqlite3.Connection) -> None:
+        connection.execute("BEGIN")
+        for n in range(count):
+            event_id = new_event_id("plate")
+            connection.execute(
+                "INSERT INTO events (id, type, received_at, raw, raw_z) VALUES (?, ?, ?, '', ?)",
+                (event_id, "plate", now + n, zlib.compress(os.urandom(8000), 1)),
+            )
+            if n >= unsent_from:
+                connection.execute(
+                    "INSERT INTO outbox (event_id, enqueued_at) VALUES (?, ?)", (event_id, n)
+                )
+        connection.execute("COMMIT")
+
+    return fill
+
+
 class EventRetentionTests(StoreTestCase):
     async def test_old_events_go_unless_still_to_be_delivered_and_the_file_shrinks(self) -> None:
         store = await self.open_store(StoreSettings(event_retention_days=30))
@@ -753,27 +776,10 @@ class EventRetentionTests(StoreTestCase):
         store = await self.open_store(
             StoreSettings(event_retention_days=3650, max_db_bytes=MIN_DB_BYTES)
         )
-        # Fill past the cap quickly, as rows straight into the table: 8 kB of
-        # incompressible push each, 9 000 events (72 MB), the newest 500 unsent.
+        # 9 000 events (72 MB), the newest 500 unsent.
         count, unsent_from = 9000, 8500
 
-        now = int(NOW.timestamp() * 1_000_000)
-
-        def fill(connection: sqlite3.Connection) -> None:
-            connection.execute("BEGIN")
-            for n in range(count):
-                event_id = new_event_id("plate")
-                connection.execute(
-                    "INSERT INTO events (id, type, received_at, raw, raw_z) VALUES (?, ?, ?, '', ?)",
-                    (event_id, "plate", now + n, zlib.compress(os.urandom(8000), 1)),
-                )
-                if n >= unsent_from:
-                    connection.execute(
-                        "INSERT INTO outbox (event_id, enqueued_at) VALUES (?, ?)", (event_id, n)
-                    )
-            connection.execute("COMMIT")
-
-        await store._run_on_store_thread(fill)
+        await store._run_on_store_thread(filled(count, unsent_from))
         self.assertGreater((await store.stats()).db_live_bytes, MIN_DB_BYTES)
 
         result = await store.enforce_retention(NOW)
@@ -793,22 +799,7 @@ class EventRetentionTests(StoreTestCase):
             StoreSettings(event_retention_days=3650, max_db_bytes=MIN_DB_BYTES)
         )
 
-        now = int(NOW.timestamp() * 1_000_000)
-
-        def fill(connection: sqlite3.Connection) -> None:
-            connection.execute("BEGIN")
-            for n in range(9000):
-                event_id = new_event_id("plate")
-                connection.execute(
-                    "INSERT INTO events (id, type, received_at, raw, raw_z) VALUES (?, ?, ?, '', ?)",
-                    (event_id, "plate", now + n, zlib.compress(os.urandom(8000), 1)),
-                )
-                connection.execute(
-                    "INSERT INTO outbox (event_id, enqueued_at) VALUES (?, ?)", (event_id, n)
-                )
-            connection.execute("COMMIT")
-
-        await store._run_on_store_thread(fill)
+        await store._run_on_store_thread(filled(9000, unsent_from=0))
         result = await store.enforce_retention(NOW)
         self.assertGreater(result.events_dropped_unsent, 0)
         self.assertEqual(result.events_dropped, result.events_dropped_unsent)

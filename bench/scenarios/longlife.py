@@ -4,7 +4,6 @@ answered, and the bytes written to the SD card per plate event."""
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import time
@@ -15,7 +14,7 @@ from typing import Any
 from bench.gatewayproc import GatewayProcess, GatewaySetup, Lane
 from bench.report import Row, ScenarioResult, verdict
 from bench.settings import Context, progress
-from bench.system import LOAD_CPU, BenchError, Child, python, wait_until
+from bench.system import BenchError, run_simulator, wait_until
 from gateway.camera.events import CameraEvent
 from gateway.camera.recorder import to_record
 from gateway.protocol.parse import parse_push
@@ -127,25 +126,18 @@ def _write_bytes(pid: int) -> int:
     raise BenchError("no write_bytes in /proc/<pid>/io")
 
 
-def _paced(port: int, directory: Path, seconds: float, rate: float, cameras: int,
-           image_bytes: int = 0, name: str = "paced") -> dict[str, Any]:
-    argv = [
-        python(), "-m", "bench.loadgen", "paced", "--server", f"http://127.0.0.1:{port}",
-        "--duration", str(seconds), "--cameras", str(cameras), "--rate", str(rate / cameras),
-    ]
-    if image_bytes:
-        argv += ["--images", "full", "--image-bytes", str(image_bytes)]
-    child = Child(name, argv, log=directory / f"{name}.log", cpu=LOAD_CPU, capture=True)
-    result: dict[str, Any] | None = None
-    while True:
-        line = child.read_line(seconds + 120)
-        if line is None:
-            break
-        if line.startswith("RESULT "):
-            result = json.loads(line[len("RESULT "):])
-    child.wait(30)
-    if result is None:
-        raise BenchError(f"the simulator gave no result: {child.output_tail()}")
+def _paced(
+    port: int,
+    directory: Path,
+    seconds: float,
+    rate: float,
+    cameras: int,
+    image_bytes: int = 0,
+    name: str = "paced",
+) -> dict[str, Any]:
+    """``cameras`` simulated cameras reading ``rate`` plates a second in all."""
+    extra = ["--cameras", str(cameras), "--rate", str(rate / cameras)]
+    result, _ = run_simulator(directory, "paced", port, seconds, extra, image_bytes, name=name)
     return result
 
 

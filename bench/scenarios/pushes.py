@@ -12,7 +12,6 @@ from another program on the machine costs neither side the comparison.
 from __future__ import annotations
 
 import itertools
-import json
 import random
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import attrs
 from bench.gatewayproc import GatewayProcess, GatewaySetup, Lane
 from bench.report import Row, ScenarioResult, ms, number, percent, ratio, verdict
 from bench.settings import Context, progress
-from bench.system import LOAD_CPU, SERVER_CPU, BenchError, Child, CpuMeter, python
+from bench.system import SERVER_CPU, BenchError, Child, CpuMeter, python, run_simulator
 from bench.wrk import PushBody, push_body, run_wrk, write_script
 from gateway.simulator import CameraConfig, fleet_configs
 from gateway.simulator.plates import generate_plate
@@ -154,32 +153,7 @@ class PushLoad:
         name: str,
     ) -> tuple[dict[str, Any], float]:
         """Run the simulator's ``mode`` in its own process; (result, its CPU %)."""
-        argv = [
-            python(),
-            "-m",
-            "bench.loadgen",
-            mode,
-            "--server",
-            f"http://127.0.0.1:{port}",
-            "--duration",
-            str(seconds),
-            *extra,
-        ]
-        if image_bytes:
-            argv += ["--images", "full", "--image-bytes", str(image_bytes)]
-        child = Child(name, argv, log=self.directory / f"{name}.log", cpu=LOAD_CPU, capture=True)
-        result: dict[str, Any] | None = None
-        while True:
-            line = child.read_line(seconds + 120)
-            if line is None:
-                break
-            if line.startswith("RESULT "):
-                result = json.loads(line[len("RESULT ") :])
-        status = child.wait(30)
-        if result is None or status != 0:
-            raise BenchError(f"simulator {mode} failed ({status}): {child.output_tail()}")
-        load_cpu = 100.0 * (child.cpu_used or 0.0) / max(result["seconds"], 1e-9)
-        return result, load_cpu
+        return run_simulator(self.directory, mode, port, seconds, extra, image_bytes, name=name)
 
 
 def _best(runs: list[Throughput]) -> Throughput:

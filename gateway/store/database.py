@@ -914,13 +914,7 @@ class Database:
         ``max_db_bytes`` caps. The file itself gives free pages back as they
         are vacuumed."""
 
-        def work(connection: sqlite3.Connection) -> int:
-            size = int(connection.execute("PRAGMA page_size").fetchone()[0])
-            pages = int(connection.execute("PRAGMA page_count").fetchone()[0])
-            free = int(connection.execute("PRAGMA freelist_count").fetchone()[0])
-            return (pages - free) * size
-
-        return self.read(work)
+        return self.read(_live_bytes)
 
     @staticmethod
     def _waiting(connection: sqlite3.Connection, event_ids: Sequence[str]) -> set[str]:
@@ -1716,11 +1710,8 @@ class Database:
                     db_bytes += os.stat(f"{self.path}{suffix}").st_size
                 except FileNotFoundError:
                     pass
-            size = int(connection.execute("PRAGMA page_size").fetchone()[0])
-            pages = int(connection.execute("PRAGMA page_count").fetchone()[0])
-            free = int(connection.execute("PRAGMA freelist_count").fetchone()[0])
             return StoreStats(
-                db_live_bytes=(pages - free) * size,
+                db_live_bytes=_live_bytes(connection),
                 retention=self.retention_totals(),
                 db_bytes=db_bytes,
                 image_bytes=self.image_bytes,
@@ -1736,6 +1727,13 @@ class Database:
             )
 
         return self.read(work)
+
+
+def _live_bytes(connection: sqlite3.Connection) -> int:
+    size = int(connection.execute("PRAGMA page_size").fetchone()[0])
+    pages = int(connection.execute("PRAGMA page_count").fetchone()[0])
+    free = int(connection.execute("PRAGMA freelist_count").fetchone()[0])
+    return (pages - free) * size
 
 
 def _image_state(record: EventRecord, kind: str, state: ImageState, size: int) -> EventRecord:
