@@ -5,6 +5,7 @@ order per camera; each with its stable id."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +54,19 @@ class MqttBrokerTests(SimulatorTestCase):
         )
 
     async def test_plates_pushed_while_the_broker_is_down_all_arrive_in_order(self) -> None:
-        broker = self.broker()
+        await self.outage_then_every_plate_in_order()
+
+    async def test_the_same_over_mqtt_5_with_a_session_expiry(self) -> None:
+        await self.outage_then_every_plate_in_order(protocol="5")
+
+    async def outage_then_every_plate_in_order(self, **options: Any) -> None:
+        # Connections logged: which protocol each client spoke.
+        broker = self.broker(extra=["log_type notice"])
         broker.start()
         # A kept session, so nothing is missed while it and the gateway reconnect.
         subscriber = self.subscriber(broker, f"{PREFIX}/events/#", session="e2e-watcher")
         broker.stop()
-        await self.start(self.site(broker))
+        await self.start(self.site(broker, **options))
         cameras = [
             self.camera(serialno=VZENITH, plates=30, rate=50, no_plate_rate=0.0),
             self.camera(serialno=PARKINGCAM, plates=30, rate=50, no_plate_rate=0.0),
@@ -88,6 +96,14 @@ class MqttBrokerTests(SimulatorTestCase):
         status = await mqtt.status()
         self.assertEqual((status.state.value, status.queued), ("up", 0))
         self.assertEqual(subscriber.on(f"{PREFIX}/status"), [])  # not subscribed to it here
+        # Mosquitto's log names the protocol: p2 is 3.1.1, p5 is 5.
+        log = (broker.directory / "mosquitto.log").read_text(errors="replace")
+        spoken = {
+            client: level
+            for client, level in re.findall(r"New client connected from \S+ as (\S+) \(p(\d)", log)
+        }
+        spoken.pop("e2e-watcher", None)
+        self.assertEqual(set(spoken.values()), {"5" if options.get("protocol") == "5" else "2"})
 
     async def test_a_late_subscriber_gets_the_retained_lane_state_and_status(self) -> None:
         broker = self.broker()
