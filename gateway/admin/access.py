@@ -77,24 +77,48 @@ class Access:
     they may: the one check behind every :func:`authorized` route."""
 
     def __init__(
-        self, tokens: TokenCheck, sessions: SessionStore, audit: AuditLog | None = None
+        self,
+        tokens: TokenCheck,
+        sessions: SessionStore,
+        audit: AuditLog | None = None,
+        unavailable: Callable[[], str | None] | None = None,
     ) -> None:
         self._tokens = tokens
         self.sessions = sessions
         #: Where each successful change is recorded (:mod:`gateway.admin.audit`).
         self.audit = audit
+        self._unavailable = unavailable
+
+    @property
+    def ready(self) -> bool:
+        """Whether the accounts and the kept sessions are read back."""
+        return self._tokens.loaded and self.sessions.loaded
+
+    def not_ready(self) -> ApiError:
+        """The 503 of a request that needs the accounts before they are
+        read: the gateway is starting, or its store cannot open (and why)."""
+        problem = self._unavailable() if self._unavailable is not None else None
+        if problem is not None:
+            return ApiError(503, problem, headers={"Retry-After": "10"})
+        return ApiError(
+            503, "the gateway is starting; try again in a moment", headers={"Retry-After": "2"}
+        )
 
     def principal(self, request: IRequest) -> Principal | None:
         """Who the credentials name; None without any. A bearer token that
         is not one, or another scheme, is a 401."""
         sent = header(request, b"authorization")
         cookie = request.getCookie(SESSION_COOKIE)
-        if (sent is not None or cookie) and not (self._tokens.loaded and self.sessions.loaded):
+        if not self.ready and (
+            sent is not None
+            or cookie
+            or (self._unavailable is not None and self._unavailable() is not None)
+        ):
             # Just restarted: the accounts and the kept sessions are being
-            # read back; a credential is neither good nor bad yet.
-            raise ApiError(
-                503, "the gateway is starting; try again in a moment", headers={"Retry-After": "2"}
-            )
+            # read back; a credential is neither good nor bad yet. A store
+            # that cannot open is said to anyone, signed in or not: the
+            # sign-in page shows it instead of a form that cannot work.
+            raise self.not_ready()
         if sent is not None:
             scheme, _, token = sent.strip().partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
