@@ -1639,12 +1639,12 @@
           h("td", { dataset: { label: t("status.salvage_unusable") }, text: fmtNumber(part.unusable) }),
           h("td", { dataset: { label: t("status.salvage_damaged") }, text: fmtNumber(part.damaged) }));
       }))) : null;
-    const verdict = !salvage.finished ? t("status.salvage_unfinished") : salvage.lost_anything ? t("status.salvage_lost") : t("status.salvage_whole");
+    const verdict = salvage.error ? t("status.salvage_failed", { error: salvage.error }) : !salvage.finished ? t("status.salvage_unfinished") : salvage.lost_anything ? t("status.salvage_lost") : t("status.salvage_whole");
     const section = card(t("status.replaced_title"), "pill-bad", t("status.replaced_pill"), [
       [t("status.replaced_at"), fmtDateTime(replaced.at)],
       [t("status.why"), replaced.reason || null, "error-text"],
       [t("status.replaced_file"), replaced.moved_to, "mono"],
-      [t("status.salvage"), verdict + (salvage.error ? ` (${salvage.error})` : ""), salvage.lost_anything || !salvage.finished ? "error-text" : null],
+      [t("status.salvage"), verdict, salvage.lost_anything || !salvage.finished ? "error-text" : null],
     ], h("div", { class: "salvage" },
       h("p", { class: "muted", text: t("status.replaced_hint") }),
       table,
