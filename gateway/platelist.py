@@ -42,7 +42,14 @@ from gateway.policy.whitelist import (
     parse_hours,
 )
 from gateway.site import Lanes
-from gateway.store import PlateRow, PlateRowsWritten, Store, StoreError, StoreService
+from gateway.store import (
+    PlateRow,
+    PlateRowsWritten,
+    Store,
+    StoreClosedError,
+    StoreError,
+    StoreService,
+)
 from gateway.timers import Every
 
 __all__ = ["CLOUD_SOURCE", "CSV_SOURCE", "PlateList", "entry_to_row", "row_to_entry"]
@@ -295,7 +302,7 @@ class PlateList(MultiService):
         self._starting.addErrback(self._start_failed)
 
     def _start_failed(self, failure: Failure) -> None:
-        if failure.check(BackgroundStopped) and not self.running:
+        if failure.check(BackgroundStopped, StoreClosedError) and not self.running:
             log.info("The plate list was not loaded: the gateway stopped while it started")
             return
         log.failure("The plate list could not be loaded", failure)

@@ -144,6 +144,10 @@ class SystemdNotifier(MultiService):
     If ``ready`` fails, READY=1 is never sent: the failure is logged and shown
     as the unit's status, and systemd ends the start at its start timeout.
 
+    ``notice()`` is what an operator must know now (the store cannot open,
+    its database was replaced), or None: it leads the unit's status, before
+    and after READY=1. Call :meth:`refresh` when it may have changed.
+
     ``environ`` (default: the process environment) supplies
     ``NOTIFY_SOCKET``, ``WATCHDOG_USEC`` and ``WATCHDOG_PID``; ``pid`` (default:
     this process) is compared with ``WATCHDOG_PID``.
@@ -155,8 +159,11 @@ class SystemdNotifier(MultiService):
         ready: Callable[[], Awaitable[str]],
         environ: Mapping[str, str] | None = None,
         pid: int | None = None,
+        notice: Callable[[], str | None] | None = None,
     ) -> None:
         super().__init__()
+        self._notice = notice
+        self._sent_status: str | None = None
         environ = os.environ if environ is None else environ
         self._clock = clock
         self._ready = ready
@@ -175,6 +182,8 @@ class SystemdNotifier(MultiService):
 
     def startService(self) -> None:
         super().startService()
+        if self._notice is not None and self._notice() is not None:
+            self.refresh()  # a notice from before this service started
         self._announcing = Deferred.fromCoroutine(self._announce())
         # Stopping before the listeners are up cancels the wait; nothing to say.
         self._announcing.addErrback(lambda failure: failure.trap(CancelledError))
@@ -193,7 +202,27 @@ class SystemdNotifier(MultiService):
             return
         self.ready_status = status
         log.info("Serving: {status}", status=status)
-        self._socket.send("READY=1", f"STATUS={_one_line(status)}")
+        line = self.status_line()
+        self._sent_status = line
+        self._socket.send("READY=1", f"STATUS={line}")
+
+    def status_line(self) -> str:
+        """The unit's status as ``systemctl status`` shows it: the notice
+        first, then what serves (or that the gateway is starting)."""
+        notice = self._notice() if self._notice is not None else None
+        serving = self.ready_status
+        if notice is None:
+            return _one_line(serving if serving is not None else "Starting")
+        return _one_line(f"{notice} | {'serving: ' + serving if serving else 'not serving'}")
+
+    def refresh(self) -> None:
+        """Send the unit's status again if it changed (the notice did)."""
+        if not self.running:
+            return
+        line = self.status_line()
+        if line != self._sent_status:
+            self._sent_status = line
+            self._socket.send(f"STATUS={line}")
 
     def _pet_watchdog(self) -> None:
         self._socket.send("WATCHDOG=1")

@@ -603,6 +603,7 @@ def build_admin(
         mqtt_status=mqtt_status if mqtt is not None else None,
         on_replay=upstream.notify_new_event if upstream is not None else None,
         sessions=sessions,
+        store_state=core.store,
     )
 
 
@@ -613,7 +614,8 @@ def build_systemd(
     environ: Mapping[str, str],
 ) -> SystemdNotifier:
     """Tell systemd when the gateway serves (READY=1 means events are kept:
-    the store is open, the plate list loaded and every listener listens)."""
+    the store is open, the plate list loaded and every listener listens),
+    and what is wrong with the store meanwhile (its status line)."""
 
     async def serving() -> str:
         await core.plate_list.when_loaded()
@@ -621,9 +623,13 @@ def build_systemd(
 
     # Last in the tree: started after the listeners, stopped first, so that
     # STOPPING=1 comes before anything closes.
-    notifier = SystemdNotifier(core.clock, ready=serving, environ=environ)
+    notifier = SystemdNotifier(
+        core.clock, ready=serving, environ=environ, notice=core.store.notice
+    )
     notifier.setName("systemd")
     notifier.setServiceParent(root)
+    # A store that cannot open, or a replaced database, leads the unit's status.
+    core.store.on_change(notifier.refresh)
     return notifier
 
 

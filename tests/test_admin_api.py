@@ -750,7 +750,14 @@ class StatusTests(AdminTestCase):
                 "events_dropped",
                 "events_dropped_unsent",
                 "integrity",
+                "replaced",
+                "log_damaged",
+                "open_problem",
             },
+        )
+        # Nothing replaced, no damaged log, and it opened: nothing to say.
+        self.assertEqual(
+            (store["replaced"], store["log_damaged"], store["open_problem"]), (None, None, None)
         )
         self.assertGreater(store["db_bytes"], 0)
         self.assertGreater(store["db_live_bytes"], 0)
@@ -1097,7 +1104,7 @@ class AdminSiteTests(AdminTestCase):
     async def test_only_the_expected_routes_are_open_and_only_the_import_reads_more(self) -> None:
         await self.build()
         routes = self.api.routes()
-        self.assertEqual(len(routes), 37)
+        self.assertEqual(len(routes), 38)
         opened = sorted(route.url for route in routes if route.access.role is None)
         self.assertEqual(opened, ["/", "/api/login", "/api/logout", "/static/<path:name>", "/wall"])
         public = [route.url for route in routes if route.access.reason and route.access.role]
@@ -1108,6 +1115,7 @@ class AdminSiteTests(AdminTestCase):
             [
                 "/api/audit",
                 "/api/dead-letters/<event_id>/replay",
+                "/api/store/damage/acknowledge",
                 "/api/tokens",
                 "/api/tokens",
                 "/api/tokens/<name>",

@@ -49,12 +49,16 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.trial.unittest import SkipTest
 
+import gateway.store.service as store_service
 from gateway import __version__
 from gateway.admin.settings import hash_password, token_digest
+from gateway.config import parse_config
 from gateway.simulator.camera import SimulatedCamera
 from gateway.simulator.config import CameraConfig
+from gateway.tap import build_service
 from support import REPO, RunningGateway, loopback_config, start_gateway
 from support.gateway import GatewayTestCase
+from support.threads import global_reactor
 
 pytestmark = pytest.mark.system
 
@@ -731,6 +735,88 @@ class UsersPageTests(AdminBrowserTestCase):
         other.click("#login-submit")
         expect(other.locator("#login-message")).to_have_text("Wrong user name or password.")
         other_context.close()
+        context.close()
+
+
+class StorageDamageTests(AdminBrowserTestCase):
+    """What the page says when the store is damaged or cannot open: a
+    replaced database in red on the status view until an admin acknowledges
+    it, and on the sign-in page the reason the store cannot open, until it
+    opens."""
+
+    async def start_on(self, state_dir: Path) -> tuple[RunningGateway, str]:
+        gateway = await start_gateway(self.config, str(state_dir))
+        self.addCleanup(gateway.stop)
+        self.gateway = gateway
+        password_file = state_dir / "initial-admin-password"
+        await self.until(password_file.exists, what="the initial admin password")
+        return gateway, password_file.read_text(encoding="ascii").strip()
+
+    async def test_a_replaced_database_is_red_until_acknowledged(self) -> None:
+        state_dir = Path(self.mktemp())
+        state_dir.mkdir(parents=True)
+        (state_dir / "gateway.db").write_bytes(b"not a database, a failing card\n" * 400)
+        gateway, password = await self.start_on(state_dir)
+        replacement = gateway.store.replacement
+        assert replacement is not None
+        await self.in_browser(lambda browser: self.acknowledge(browser, password, replacement.moved_to))
+        self.assertIsNone(gateway.store.replacement)
+        self.no_page_errors()
+
+    def acknowledge(self, browser: Browser, password: str, moved_to: str) -> None:
+        context, page = self.new_page(browser)
+        page.goto(self.url())
+        self.sign_in(page, "admin", password)
+        page.click('.tab[data-view="status"]')
+        alert = page.locator("#status-cards .status-alert")
+        expect(alert).to_contain_text("Database replaced")
+        expect(alert).to_contain_text(moved_to)
+        expect(alert).to_contain_text("cannot be read at all")
+        expect(page.locator("#status-cards")).to_contain_text("Action needed")
+        self.screenshot(page, "status-replaced")
+        alert.locator('[data-action="acknowledge-replacement"]').click()
+        expect(page.locator("#confirm-text")).to_contain_text(moved_to)
+        page.click("#confirm-ok")
+        expect(page.locator("#status-cards .status-alert")).to_have_count(0)
+        expect(page.locator("#status-cards")).to_contain_text("Storage working")
+        context.close()
+
+    async def test_the_sign_in_page_says_why_the_store_cannot_open(self) -> None:
+        # Tried again every half second here (10 s, doubling, in the field).
+        self.patch(store_service, "OPEN_RETRY_FIRST", 0.5)
+        self.patch(store_service, "OPEN_RETRY_MAX", 0.5)
+        state_dir = Path(self.mktemp())
+        # A directory where the database file should be: SQLite cannot open it.
+        (state_dir / "gateway.db").mkdir(parents=True)
+        data = {**self.config, "gateway": {**self.config["gateway"], "state_dir": str(state_dir)}}
+        service = build_service(parse_config(data, source="<test>"), global_reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        await self.until(lambda: service.store.problem is not None, what="the store to fail")
+        port = None
+        for child in service:
+            waiting = getattr(child, "_waitingForPort", None)
+            if waiting is not None and child.name.startswith("admin"):
+                port = (await waiting).getHost().port
+        assert port is not None
+
+        def unblock() -> None:
+            (state_dir / "gateway.db").rmdir()
+
+        await self.in_browser(lambda browser: self.sign_in_page(browser, port, unblock))
+        self.no_page_errors()
+
+    def sign_in_page(self, browser: Browser, port: int, unblock: Callable[[], None]) -> None:
+        context, page = self.new_page(browser)
+        page.goto(f"http://127.0.0.1:{port}/")
+        message = page.locator("#login-message")
+        expect(message).to_contain_text("The gateway cannot serve")
+        expect(message).to_contain_text("the event store cannot open")
+        expect(message).to_contain_text("gateway.db")
+        self.on_reactor(unblock)
+        # The page asks again by itself; once the store opens it offers the form.
+        expect(message).to_be_hidden()
+        expect(page.locator("#login-username")).to_be_visible()
         context.close()
 
 

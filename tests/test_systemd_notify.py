@@ -26,42 +26,7 @@ from gateway.systemd import (
     listening_status,
     watchdog_interval,
 )
-from support import CapturedLog
-
-
-class FakeSystemd:
-    """The receiving end of ``$NOTIFY_SOCKET``: a bound datagram socket."""
-
-    def __init__(self, abstract: bool = False) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.setblocking(False)
-        self.directory: str | None = None
-        if abstract:
-            name = f"anpr-gateway-test-{os.getpid()}-{id(self)}"
-            self.sock.bind("\0" + name)
-            self.env_value = "@" + name
-        else:
-            # Short path: AF_UNIX names are limited to 107 bytes.
-            self.directory = tempfile.mkdtemp(prefix="sdn")
-            path = os.path.join(self.directory, "notify")
-            self.sock.bind(path)
-            self.env_value = path
-
-    def messages(self) -> list[dict[str, str]]:
-        """Every datagram received so far, parsed into KEY=value pairs."""
-        received: list[dict[str, str]] = []
-        while True:
-            try:
-                data = self.sock.recv(4096)
-            except BlockingIOError:
-                return received
-            fields = dict(line.split("=", 1) for line in data.decode().split("\n") if line)
-            received.append(fields)
-
-    def close(self) -> None:
-        self.sock.close()
-        if self.directory:
-            shutil.rmtree(self.directory, ignore_errors=True)
+from support import CapturedLog, FakeSystemd
 
 
 class NotifierTests(TestCase):
@@ -95,6 +60,42 @@ class NotifierTests(TestCase):
         self.assertEqual(notifier.ready_status, "camera-listener-1 on 0.0.0.0:8080")
         notifier.stopService()
         self.assertEqual(systemd.messages(), [{"STOPPING": "1", "STATUS": "Stopping"}])
+
+    def test_a_notice_leads_the_status_before_and_after_ready(self) -> None:
+        systemd = self.systemd()
+        listening: Deferred[str] = Deferred()
+        notice: list[str | None] = ["NOT KEEPING EVENTS: the event store cannot open (x)"]
+        notifier = SystemdNotifier(
+            Clock(),
+            ready=lambda: listening,
+            environ={"NOTIFY_SOCKET": systemd.env_value},
+            pid=4242,
+            notice=lambda: notice[0],
+        )
+        self.addCleanup(self._stop, notifier)
+        notifier.startService()
+        # Said at once, without READY=1: the gateway does not serve.
+        self.assertEqual(
+            systemd.messages(),
+            [{"STATUS": "NOT KEEPING EVENTS: the event store cannot open (x) | not serving"}],
+        )
+        notifier.refresh()  # nothing changed: nothing sent
+        self.assertEqual(systemd.messages(), [])
+        notice[0] = "DATABASE REPLACED at 2025-03-01T12:00:00+00:00 (damaged)"
+        listening.callback("camera-listener-1 on 0.0.0.0:8080")
+        self.assertEqual(
+            systemd.messages(),
+            [
+                {
+                    "READY": "1",
+                    "STATUS": "DATABASE REPLACED at 2025-03-01T12:00:00+00:00 (damaged) | "
+                    "serving: camera-listener-1 on 0.0.0.0:8080",
+                }
+            ],
+        )
+        notice[0] = None  # acknowledged
+        notifier.refresh()
+        self.assertEqual(systemd.messages(), [{"STATUS": "camera-listener-1 on 0.0.0.0:8080"}])
 
     def test_abstract_namespace_socket(self) -> None:
         systemd = self.systemd(abstract=True)

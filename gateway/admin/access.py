@@ -72,23 +72,37 @@ class TokenCheck(Protocol):
     def session_role(self, origin: str, name: str) -> Role | None: ...
 
 
-def _starting() -> ApiError:
-    return ApiError(
-        503, "the gateway is starting; try again in a moment", headers={"Retry-After": "2"}
-    )
-
-
 class Access:
     """Who is asking, from a bearer token or a login session, and whether
     they may: the one check behind every :func:`authorized` route."""
 
     def __init__(
-        self, tokens: TokenCheck, sessions: SessionStore, audit: AuditLog | None = None
+        self,
+        tokens: TokenCheck,
+        sessions: SessionStore,
+        audit: AuditLog | None = None,
+        unavailable: Callable[[], str | None] | None = None,
     ) -> None:
         self._tokens = tokens
         self.sessions = sessions
         #: Where each successful change is recorded (:mod:`gateway.admin.audit`).
         self.audit = audit
+        self._unavailable = unavailable
+
+    @property
+    def ready(self) -> bool:
+        """Whether the accounts and the kept sessions are read back."""
+        return self._tokens.loaded and self.sessions.loaded
+
+    def not_ready(self) -> ApiError:
+        """The 503 of a request that needs the accounts before they are
+        read: the gateway is starting, or its store cannot open (and why)."""
+        problem = self._unavailable() if self._unavailable is not None else None
+        if problem is not None:
+            return ApiError(503, problem, headers={"Retry-After": "10"})
+        return ApiError(
+            503, "the gateway is starting; try again in a moment", headers={"Retry-After": "2"}
+        )
 
     def principal(self, request: IRequest) -> Principal | None:
         """Who the credentials name; None without any. A bearer token that
@@ -97,8 +111,14 @@ class Access:
         cookie = request.getCookie(SESSION_COOKIE)
         # Just restarted: the accounts and the kept sessions are being read
         # back; a credential other than a configured token (which nothing in
-        # the store can revoke) is neither good nor bad yet.
-        starting = not (self._tokens.loaded and self.sessions.loaded)
+        # the store can revoke) is neither good nor bad yet. A store that
+        # cannot open is said to anyone without one, signed in or not: the
+        # sign-in page shows it instead of a form that cannot work.
+        starting = not self.ready
+        if starting and sent is None and (
+            cookie or (self._unavailable is not None and self._unavailable() is not None)
+        ):
+            raise self.not_ready()
         if sent is not None:
             scheme, _, token = sent.strip().partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
@@ -107,10 +127,8 @@ class Access:
             if found is not None:
                 return Principal(name=found.name, role=found.role, via="token")
             if starting:
-                raise _starting()
+                raise self.not_ready()
             raise ApiError(401, "unknown bearer token")
-        if cookie and starting:
-            raise _starting()
         if cookie:
             session = self.sessions.get(cookie.decode("ascii", "replace"))
             if session is not None:

@@ -48,6 +48,7 @@ from gateway.admin.status import (
     SerialStatus,
     StatusResource,
     StatusSource,
+    StoreState,
 )
 from gateway.admin.stream import KEEPALIVE_SECONDS, MAX_STREAMS, StreamResource
 from gateway.admin.users import UsersResource
@@ -266,18 +267,30 @@ def build_admin(
     keepalive_seconds: float = KEEPALIVE_SECONDS,
     max_streams: int = MAX_STREAMS,
     sessions: SessionStore | None = None,
+    store_state: StoreState | None = None,
 ) -> AdminRoot:
     """The admin API and page for the gateway's parts: each resource gets
     only what it uses.
 
     ``store()`` is the open store or None while it opens (answered 503).
     ``sessions`` keeps the logins (:func:`session_store`; by default in
-    memory only).
+    memory only). ``store_state`` (the store service) says why the store
+    cannot open and takes the acknowledgement of a replaced database.
     """
     if sessions is None:
         sessions = session_store(clock, settings)
     audit = AuditLog(clock, store)
-    access = Access(users, sessions, audit)
+
+    def unavailable() -> str | None:
+        problem = store_state.problem if store_state is not None else None
+        if problem is None:
+            return None
+        return (
+            f"the gateway cannot keep events or sign anyone in: the event store cannot open "
+            f"({problem.reason}); it tries again every {problem.retry_in:.0f} s"
+        )
+
+    access = Access(users, sessions, audit, unavailable=unavailable)
     stream = StreamResource(
         access=access,
         clock=clock,
@@ -319,6 +332,7 @@ def build_admin(
             mqtt_status=mqtt_status,
             serial_status=serial_status,
             on_replay=on_replay,
+            store_state=store_state,
         ),
         MetricsResource(access=access, metrics=metrics, public=settings.metrics_public),
         UsersResource(access=access, accounts=users, sessions=sessions, audit=audit),

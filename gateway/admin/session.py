@@ -114,7 +114,7 @@ class SessionResource:
                 headers={"Retry-After": str(math.ceil(wait))},
             )
         if not self._accounts.loaded:
-            raise ApiError(503, "the gateway is starting; try again in a moment")
+            raise self.access.not_ready()
         # Counted before the (slow) check, so that many attempts at once
         # cannot all be checked before the first failure counts.
         self._throttle.failed(address, name)
@@ -158,7 +158,7 @@ class SessionResource:
         self, name: str, role: Role, origin: str = PASSWORD_ORIGIN
     ) -> tuple[str, Session]:
         if not self._sessions.loaded:
-            raise ApiError(503, "the gateway is starting; try again in a moment")
+            raise self.access.not_ready()
         try:
             return await self._sessions.create(name, role, origin=origin)
         except StoreError as error:
@@ -184,7 +184,7 @@ class SessionResource:
                 headers={"Retry-After": str(math.ceil(wait))},
             )
         if not self._accounts.loaded:
-            raise ApiError(503, "the gateway is starting; try again in a moment")
+            raise self.access.not_ready()
         found = self._accounts.check_token(token)
         if found is None:
             self._throttle.failed(address)

@@ -16,6 +16,7 @@ from twisted.web.iweb import IRequest
 
 from gateway import __version__
 from gateway.admin.access import Access, authorized
+from gateway.admin.audit import note
 from gateway.admin.auth import Principal
 from gateway.admin.events import event_id_ok, open_store
 from gateway.admin.http import ApiError, admin_app, iso, json_response
@@ -23,10 +24,10 @@ from gateway.admin.metrics import CONTENT_TYPE_LATEST
 from gateway.admin.settings import ADMIN, VIEWER
 from gateway.camera.registry import CameraRegistry
 from gateway.site import SiteSettings
-from gateway.store import Store, StoreError
+from gateway.store import LogDamage, OpenProblem, Replacement, Store, StoreError
 from gateway.store.settings import StoreSettings
 
-__all__ = ["MetricsResource", "Metrics", "StatusResource", "StatusSource"]
+__all__ = ["MetricsResource", "Metrics", "StatusResource", "StatusSource", "StoreState"]
 
 log = Logger()
 
@@ -38,6 +39,54 @@ LinkStatus = Mapping[str, object] | None
 StatusSource = Callable[[], LinkStatus | Awaitable[LinkStatus]]
 #: The serial ports, one JSON object each.
 SerialStatus = Callable[[], Iterable[Mapping[str, object]]]
+
+
+class StoreState(Protocol):
+    """What the status view shows of the store beyond its statistics, and
+    the acknowledgement of a replaced database
+    (:class:`~gateway.store.StoreService`)."""
+
+    @property
+    def problem(self) -> OpenProblem | None: ...
+
+    async def acknowledge_damage(self) -> bool: ...
+
+
+def replacement_json(replacement: Replacement | None) -> dict[str, object] | None:
+    """A replaced database as the status view shows it."""
+    if replacement is None:
+        return None
+    salvage = replacement.salvage
+    return {
+        "at": iso(replacement.at),
+        "moved_to": replacement.moved_to,
+        "reason": replacement.reason,
+        "salvage": {
+            "finished": salvage.finished,
+            "error": salvage.error,
+            "lost_anything": salvage.lost_anything,
+            "parts": {name: part.to_json() for name, part in salvage.parts.items()},
+        },
+    }
+
+
+def log_damage_json(damage: LogDamage | None) -> dict[str, object] | None:
+    """A damaged write-ahead log as the status view shows it."""
+    if damage is None:
+        return None
+    return {"at": iso(damage.at), "dropped_commits": damage.dropped_commits, "copy": damage.copy}
+
+
+def open_problem_json(problem: OpenProblem | None) -> dict[str, object] | None:
+    """Why the store cannot open, as the status view shows it."""
+    if problem is None:
+        return None
+    return {
+        "reason": problem.reason,
+        "since": iso(problem.since),
+        "attempts": problem.attempts,
+        "retry_seconds": problem.retry_in,
+    }
 
 
 class Metrics(Protocol):
@@ -75,8 +124,10 @@ class StatusResource:
         mqtt_status: StatusSource | None = None,
         serial_status: SerialStatus | None = None,
         on_replay: Callable[[], object] | None = None,
+        store_state: StoreState | None = None,
     ) -> None:
         self.access = access
+        self._store_state = store_state
         self._clock = clock
         self._site = site
         self._store_settings = store_settings
@@ -111,7 +162,14 @@ class StatusResource:
             "events_dropped": None,
             "events_dropped_unsent": None,
             "integrity": None,
+            "replaced": replacement_json(store.replacement) if store is not None else None,
+            "log_damaged": log_damage_json(store.log_damage) if store is not None else None,
+            "open_problem": None,
         }
+        problem = self._store_state.problem if self._store_state is not None else None
+        if store is None and problem is not None:
+            store_json["open_problem"] = open_problem_json(problem)
+            store_json["reason"] = f"the event store cannot open: {problem.reason}"
         if store is not None:
             integrity = store.integrity
             store_json["integrity"] = {
@@ -200,6 +258,45 @@ class StatusResource:
         if inspect.isawaitable(value):
             return await value
         return value
+
+    @authorized(app, "/api/store/damage/acknowledge", methods=["POST"], role=ADMIN)
+    async def acknowledge_damage(self, request: IRequest, who: Principal) -> bytes:
+        """An admin has seen that the database was replaced (and what the
+        salvage kept) or its log found damaged: the status page and systemd
+        stop saying so."""
+        store = open_store(self._store)
+        replacement, damage = store.replacement, store.log_damage
+        if (replacement is None and damage is None) or self._store_state is None:
+            raise ApiError(404, "no storage damage to acknowledge")
+        try:
+            await self._store_state.acknowledge_damage()
+        except StoreError as error:
+            raise ApiError(503, f"the event store cannot answer: {error}") from None
+        # The old file's name as the target (the full path is in the detail).
+        target = (
+            os.path.basename(replacement.moved_to) if replacement is not None else "write-ahead log"
+        )
+        note(
+            request,
+            target=target,
+            moved_to=replacement.moved_to if replacement is not None else None,
+            replaced_at=iso(replacement.at) if replacement is not None else None,
+            log_damaged_at=iso(damage.at) if damage is not None else None,
+        )
+        log.info(
+            "{user} ({role}) acknowledged the storage damage ({target})",
+            user=who.name,
+            role=who.role,
+            target=target,
+        )
+        return json_response(
+            request,
+            {
+                "acknowledged": True,
+                "replaced": replacement is not None,
+                "log_damaged": damage is not None,
+            },
+        )
 
     @authorized(app, "/api/dead-letters/<event_id>/replay", methods=["POST"], role=ADMIN)
     async def replay_dead_letter(self, request: IRequest, who: Principal, event_id: str) -> bytes:

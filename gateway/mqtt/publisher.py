@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gateway.mqtt.client import BrokerClient
-from gateway.store import EventRecord, Store, StoreError, StoreService
+from gateway.store import EventRecord, Store, StoreClosedError, StoreError, StoreService
 from gateway.upstream.events import dump_json, event_json
 
 __all__ = ["CONSUMER", "EventPublisher", "WINDOW"]
@@ -228,5 +228,7 @@ class EventPublisher:
             self._save()
 
     def _crashed(self, failure: Failure) -> Any:
+        if failure.check(StoreClosedError) and not self.running:
+            return None  # stopped before the store opened
         log.failure("MQTT publishing failed", failure)
         return None

@@ -22,15 +22,19 @@ from gateway.store.records import (
     ImageUpload,
     Integrity,
     IntegrityState,
+    LogDamage,
     OutboxItem,
     OutboxTrim,
     PlateRow,
     PlateRowsWritten,
+    Replacement,
     RetentionResult,
+    SalvagedPart,
+    SalvageReport,
     StoreHealth,
     StoreStats,
 )
-from gateway.store.service import RETENTION_INTERVAL, StoreService
+from gateway.store.service import RETENTION_INTERVAL, OpenProblem, StoreService
 from gateway.store.settings import StoreSettings
 from gateway.store.store import HealthObserver, Store, StoreExecutor
 
@@ -47,6 +51,7 @@ __all__ = [
     "EventType",
     "Integrity",
     "IntegrityState",
+    "LogDamage",
     "HealthObserver",
     "ImageState",
     "ImageUpload",
@@ -66,6 +71,10 @@ __all__ = [
     "CameraListState",
     "PlateRow",
     "PlateRowsWritten",
+    "Replacement",
+    "SalvageReport",
+    "SalvagedPart",
+    "OpenProblem",
     "is_valid_event_id",
     "new_event_id",
     "plate_event_id",

@@ -12,7 +12,9 @@ import fcntl
 import functools
 import json
 import os
+import shutil
 import sqlite3
+import struct
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -39,14 +41,18 @@ from gateway.store.records import (
     EventType,
     ImageState,
     ImageUpload,
+    LogDamage,
     OutboxItem,
     OutboxTrim,
     PlateRow,
     PlateRowsWritten,
+    Replacement,
     RetentionResult,
+    SalvageReport,
     StoreHealth,
     StoreStats,
 )
+from gateway.store.salvage import merge_reports, salvage
 from gateway.store.schema import SchemaTooNewError, migrate
 from gateway.store.settings import StoreSettings
 
@@ -89,6 +95,15 @@ _INCREMENTAL = 2  # PRAGMA auto_vacuum's value for incremental vacuum
 EVENTS_EXPIRED_KEY = "events.expired"
 EVENTS_DROPPED_KEY = "events.dropped"
 EVENTS_DROPPED_UNSENT_KEY = "events.dropped_unsent"
+#: kv: the database this one replaced, until an admin acknowledges it (JSON
+#: of :class:`~gateway.store.records.Replacement`).
+REPLACED_KEY = "store.replaced"
+#: kv: a damaged write-ahead log found at a start, until acknowledged (JSON
+#: of :class:`~gateway.store.records.LogDamage`).
+LOG_DAMAGED_KEY = "store.log_damaged"
+_WAL_MAGIC = (0x377F0682, 0x377F0683)
+_WAL_HEADER = 32
+_WAL_FRAME_HEADER = 24
 DEAD_LETTER_BODY_LIMIT = 4096
 
 
@@ -289,6 +304,14 @@ class OpenReport:
     corruption: str | None
     migrations_applied: int
     check_needed: bool = False  # the last run did not close it: check the whole file
+    #: The database this one replaced, not yet acknowledged (kept in it).
+    replacement: Replacement | None = None
+    #: A salvage the last run did not finish was run again at this opening.
+    salvage_resumed: bool = False
+    #: A damaged write-ahead log, not yet acknowledged (kept in the database).
+    log_damage: LogDamage | None = None
+    #: The log damage was found at this opening.
+    log_damage_new: bool = False
 
 
 class Database:
@@ -305,6 +328,9 @@ class Database:
         self.commit_transactions = 0
         self.quarantined: Path | None = None
         self.damage: str | None = None  # damage met while in use, if any
+        self.replacement: Replacement | None = None
+        self.log_damage: LogDamage | None = None
+        self._dropped_commits = 0  # found in the log at this opening
         self._connection: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
 
@@ -350,8 +376,36 @@ class Database:
             corruption = str(exc)
             self.quarantined = self._quarantine(now)
             self._connection = self._connect_checked()
+        resumed = False
+        found_log_damage = None
+        if self._dropped_commits >= 2 and self.quarantined is None:
+            # Copied before anything is written: the next write starts the log again.
+            found_log_damage = LogDamage(
+                at=now, dropped_commits=self._dropped_commits, copy=self._keep_damaged_log(now)
+            )
         try:
             applied = migrate(self._connection)
+            if found_log_damage is not None:
+                self.kv_set(LOG_DAMAGED_KEY, json.dumps(found_log_damage.to_json()))
+            self.log_damage = found_log_damage or self._load_log_damage()
+            if self.quarantined is not None:
+                replacement = Replacement(
+                    at=now, moved_to=str(self.quarantined), reason=corruption or "damaged"
+                )
+                # Recorded before the salvage: a stop during it leaves the
+                # replacement shown, and the salvage is run again.
+                self._save_replacement(replacement)
+                self.replacement = self._salvage(replacement, now)
+            else:
+                self.replacement = self._load_replacement()
+                unfinished = self.replacement
+                if (
+                    unfinished is not None
+                    and not unfinished.salvage.finished
+                    and Path(unfinished.moved_to).exists()
+                ):
+                    self.replacement = self._salvage(unfinished, now, unfinished.salvage)
+                    resumed = True
             self._load_image_totals()
         except SchemaTooNewError as exc:
             raise StoreOpenError(f"{self.path}: {exc}") from exc
@@ -359,12 +413,81 @@ class Database:
             raise StoreOpenError(
                 f"cannot prepare database {self.path}: {describe_failure(exc)}"
             ) from exc
+        except StoreError as exc:  # the record of a replacement or a damaged log
+            raise StoreOpenError(f"cannot prepare database {self.path}: {exc}") from exc
         return OpenReport(
             quarantined=self.quarantined,
             corruption=corruption,
             migrations_applied=applied,
             check_needed=not (clean or fresh) and self.quarantined is None,
+            replacement=self.replacement,
+            salvage_resumed=resumed,
+            log_damage=self.log_damage,
+            log_damage_new=found_log_damage is not None,
         )
+
+    # -- a replaced database -------------------------------------------------
+
+    def _salvage(
+        self, replacement: Replacement, now: datetime, earlier: SalvageReport | None = None
+    ) -> Replacement:
+        """Copy what can be read of the replaced database into this one; the
+        replacement with its salvage report (saved in this one)."""
+
+        def progress(report: SalvageReport) -> None:
+            self._save_replacement(
+                attrs.evolve(replacement, salvage=merge_reports(earlier, report))
+            )
+
+        report = salvage(
+            Path(replacement.moved_to),
+            self.connection,
+            now_us=to_us(now),
+            check_event=_event_from_row,
+            check_plate=_whitelist_from_row,
+            progress=progress,
+        )
+        done = attrs.evolve(replacement, salvage=merge_reports(earlier, report))
+        self._save_replacement(done)
+        return done
+
+    def _save_replacement(self, replacement: Replacement | None) -> None:
+        value = None if replacement is None else json.dumps(replacement.to_json())
+        self.kv_set(REPLACED_KEY, value)
+
+    def _load_replacement(self) -> Replacement | None:
+        text = self.kv_get(REPLACED_KEY)
+        if text is None:
+            return None
+        try:
+            return Replacement.from_json(json.loads(text))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warn("The record of a replaced database cannot be read: {text}", text=text[:200])
+            return None
+
+    def _load_log_damage(self) -> LogDamage | None:
+        text = self.kv_get(LOG_DAMAGED_KEY)
+        if text is None:
+            return None
+        try:
+            return LogDamage.from_json(json.loads(text))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warn("The record of a damaged log cannot be read: {text}", text=text[:200])
+            return None
+
+    def acknowledge_damage(self) -> tuple[Replacement | None, LogDamage | None]:
+        """Forget the replaced database and the damaged log (an admin has
+        seen them); what they were."""
+        replacement = self.replacement if self.replacement is not None else self._load_replacement()
+        damage = self.log_damage if self.log_damage is not None else self._load_log_damage()
+
+        def work(connection: sqlite3.Connection) -> None:
+            connection.execute("DELETE FROM kv WHERE key IN (?, ?)", (REPLACED_KEY, LOG_DAMAGED_KEY))
+
+        self.write(work)
+        self.replacement = None
+        self.log_damage = None
+        return replacement, damage
 
     def _lock(self) -> None:
         # One gateway per state directory: two would interleave writes to the
@@ -374,7 +497,9 @@ class Database:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise StoreOpenError(f"cannot open lock file {path}: {describe_failure(exc)}") from exc
+            raise StoreOpenError(
+                f"cannot open lock file {path}: {exc.strerror or describe_failure(exc)}"
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -415,6 +540,9 @@ class Database:
             connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
             if self._damage_marker.exists():
                 raise _CorruptDatabase(self._read_damage_marker())
+            # SQLite has replayed the log: before anything is written (which
+            # starts the log again), see whether it dropped commits past damage.
+            self._dropped_commits = self._commits_past_the_log_end(connection)
         except sqlite3.DatabaseError as exc:
             connection.close()
             code = getattr(exc, "sqlite_errorcode", None)
@@ -427,6 +555,55 @@ class Database:
             connection.close()
             raise
         return connection
+
+    def _commits_past_the_log_end(self, connection: sqlite3.Connection) -> int:
+        """Commit frames of the log's current generation (its salts) beyond
+        the frames SQLite replayed. SQLite stops at the first frame whose
+        checksum fails and drops the rest without a word: one such commit
+        may be the torn last transaction of a power cut (never answered);
+        two or more mean the log was damaged after commits were answered."""
+        wal = Path(f"{self.path}-wal")
+        try:
+            size = wal.stat().st_size
+        except OSError:
+            return 0
+        if size <= _WAL_HEADER:
+            return 0
+        row = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        replayed = int(row[1]) if row is not None else -1
+        if replayed < 0:
+            return 0
+        commits = 0
+        with open(wal, "rb") as log_file:
+            header = log_file.read(_WAL_HEADER)
+            if len(header) < _WAL_HEADER:
+                return 0
+            magic, _, page_size, _, salt1, salt2 = struct.unpack(">6I", header[:24])
+            if magic not in _WAL_MAGIC or page_size < 512:
+                return 0
+            frame = _WAL_FRAME_HEADER + page_size
+            offset = _WAL_HEADER + replayed * frame
+            while offset + _WAL_FRAME_HEADER <= size:
+                log_file.seek(offset)
+                _, commit, frame_salt1, frame_salt2 = struct.unpack(">4I", log_file.read(16))
+                if (frame_salt1, frame_salt2) == (salt1, salt2) and commit:
+                    commits += 1
+                offset += frame
+        return commits
+
+    def _keep_damaged_log(self, now: datetime) -> str | None:
+        """A copy of the damaged log beside the database, for inspection."""
+        stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        target = self.path.with_name(f"{DB_NAME}-wal.damaged-{stamp}")
+        try:
+            shutil.copyfile(f"{self.path}-wal", target)
+            with open(target, "rb") as stream:
+                os.fsync(stream.fileno())
+            fsync_directory(self.state_dir)
+        except OSError as exc:
+            log.error("Could not keep a copy of the damaged log: {reason}", reason=describe_failure(exc))
+            return None
+        return str(target)
 
     @property
     def _damage_marker(self) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from pathlib import PurePath
 from typing import Any
 
 import attrs
@@ -34,6 +35,11 @@ __all__ = [
     "PlateRow",
     "PlateRowsWritten",
     "IMAGE_KINDS",
+    "SALVAGE_PARTS",
+    "LogDamage",
+    "Replacement",
+    "SalvageReport",
+    "SalvagedPart",
 ]
 
 
@@ -364,3 +370,162 @@ class AuditRow:
     reason: str = ""
     detail: Mapping[str, Any] = attrs.field(factory=dict)
     seq: int = 0
+
+
+#: What each part of a salvage is called in its report (and on the page).
+SALVAGE_PARTS = (
+    "plates",  # the plate list
+    "settings",  # key/value state: admin users and tokens, cursors, totals
+    "sessions",  # admin page sign-ins
+    "outbox",  # events not yet delivered upstream, with their events
+    "dead_letters",  # events the cloud refused, with their events
+    "events",  # the most recent events (beyond those of the outbox)
+    "camera_lists",  # what each camera's own list holds
+    "cursors",  # where each consumer (MQTT) got to
+    "cloud_decisions",  # the cloud's reusable decisions
+    "image_uploads",  # images of accepted events still to send
+    "audit",  # the newest entries of the audit log
+)
+
+
+@attrs.frozen
+class SalvagedPart:
+    """How much of one part of a replaced database was copied.
+
+    ``copied`` rows are in the fresh database; ``unusable`` rows were read but
+    could not be used (undecodable, or an outbox entry whose event could not
+    be read); ``damaged`` counts the damaged stretches skipped while reading
+    (the rows in them are lost, their number is not known)."""
+
+    copied: int = 0
+    unusable: int = 0
+    damaged: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {"copied": self.copied, "unusable": self.unusable, "damaged": self.damaged}
+
+
+@attrs.frozen
+class SalvageReport:
+    """What was copied from a replaced database into the fresh one."""
+
+    parts: Mapping[str, SalvagedPart] = attrs.field(factory=dict)
+    finished: bool = False  # False: still running, or the gateway stopped during it
+    error: str | None = None  # why nothing (more) could be read, if so
+
+    @property
+    def lost_anything(self) -> bool:
+        return self.error is not None or any(
+            part.unusable or part.damaged for part in self.parts.values()
+        )
+
+    def summary(self) -> str:
+        """One line for the log: what was copied, what was lost."""
+        copied = ", ".join(
+            f"{name} {part.copied}" for name, part in self.parts.items() if part.copied
+        )
+        lost = ", ".join(
+            f"{name} ({part.unusable} unusable rows, {part.damaged} damaged stretches)"
+            for name, part in self.parts.items()
+            if part.unusable or part.damaged
+        )
+        text = f"copied: {copied or 'nothing'}"
+        text += f"; lost in: {lost}" if lost else "; nothing readable was lost"
+        if self.error is not None:
+            text += f"; {self.error}"
+        if not self.finished:
+            text += "; the salvage did not finish"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "parts": {name: part.to_json() for name, part in self.parts.items()},
+            "finished": self.finished,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SalvageReport:
+        parts = data.get("parts")
+        return cls(
+            parts={
+                str(name): SalvagedPart(
+                    copied=int(part.get("copied", 0)),
+                    unusable=int(part.get("unusable", 0)),
+                    damaged=int(part.get("damaged", 0)),
+                )
+                for name, part in (parts.items() if isinstance(parts, Mapping) else ())
+                if isinstance(part, Mapping)
+            },
+            finished=bool(data.get("finished", False)),
+            error=str(data["error"]) if data.get("error") is not None else None,
+        )
+
+
+@attrs.frozen
+class Replacement:
+    """A database that could not be used was moved aside and a fresh one
+    started: kept in the fresh one (and shown) until an admin acknowledges it."""
+
+    at: datetime  # when it was replaced
+    moved_to: str  # where the old file is
+    reason: str  # why it could not be used
+    salvage: SalvageReport = attrs.field(factory=SalvageReport)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "moved_to": self.moved_to,
+            "reason": self.reason,
+            "salvage": self.salvage.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Replacement:
+        salvage = data.get("salvage")
+        return cls(
+            at=datetime.fromisoformat(str(data["at"])),
+            moved_to=str(data["moved_to"]),
+            reason=str(data.get("reason", "")),
+            salvage=SalvageReport.from_json(salvage if isinstance(salvage, Mapping) else {}),
+        )
+
+    def notice(self) -> str:
+        """One line for systemd's status and the log."""
+        return (
+            f"DATABASE REPLACED at {self.at.isoformat(timespec='seconds')} "
+            f"({self.reason}); the old file is {PurePath(self.moved_to).name} beside it; "
+            f"{'some data was lost' if self.salvage.lost_anything else 'salvaged'}: "
+            "acknowledge on the status page"
+        )
+
+
+@attrs.frozen
+class LogDamage:
+    """The write-ahead log was damaged: SQLite replayed it up to the damage
+    and dropped the transactions committed after it. Kept (and shown) until
+    an admin acknowledges it."""
+
+    at: datetime  # when it was found (the start after it happened)
+    dropped_commits: int  # committed transactions found in the log past the damage
+    copy: str | None  # where the damaged log was copied, for inspection
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": self.at.isoformat(), "dropped_commits": self.dropped_commits, "copy": self.copy}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LogDamage:
+        return cls(
+            at=datetime.fromisoformat(str(data["at"])),
+            dropped_commits=int(data["dropped_commits"]),
+            copy=str(data["copy"]) if data.get("copy") is not None else None,
+        )
+
+    def notice(self) -> str:
+        """One line for systemd's status and the log."""
+        return (
+            f"WRITE-AHEAD LOG DAMAGED (found {self.at.isoformat(timespec='seconds')}): "
+            f"{self.dropped_commits} committed transactions after the damage were dropped"
+            f"{'; the log is kept as ' + PurePath(self.copy).name if self.copy else ''}: "
+            "acknowledge on the status page"
+        )

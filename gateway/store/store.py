@@ -54,10 +54,12 @@ from gateway.store.records import (
     ImageUpload,
     Integrity,
     IntegrityState,
+    LogDamage,
     OutboxItem,
     OutboxTrim,
     PlateRow,
     PlateRowsWritten,
+    Replacement,
     RetentionResult,
     StoreHealth,
     StoreStats,
@@ -212,6 +214,11 @@ class Store:
         """What is known of the database file's pages (see :meth:`check_integrity`)."""
         self._checking: Deferred[None] | None = None
         self._check_connection: sqlite3.Connection | None = None
+        self.replacement: Replacement | None = None
+        """The database this one replaced (moved aside, salvaged), until an
+        admin acknowledges it (:meth:`acknowledge_damage`)."""
+        self.log_damage: LogDamage | None = None
+        """A damaged write-ahead log found at a start, until acknowledged."""
 
     @classmethod
     async def open(
@@ -252,14 +259,29 @@ class Store:
         except BaseException:
             thread.stop()
             raise
-        if report.quarantined is not None:
+        replacement = report.replacement
+        if report.quarantined is not None and replacement is not None:
             log.critical(
                 "The database {path} could not be used ({reason}). It was moved aside to "
-                "{quarantined} and a fresh, empty database was started: events, outbox and "
-                "whitelist stored before are not in it.",
+                "{quarantined} and a fresh database was started, with what could be read "
+                "of the old one ({salvage}). Shown on the status page until an admin "
+                "acknowledges it.",
                 path=str(database.path),
                 reason=report.corruption,
                 quarantined=str(report.quarantined),
+                salvage=replacement.salvage.summary(),
+            )
+        elif report.salvage_resumed and replacement is not None:
+            log.critical(
+                "The salvage of the replaced database {quarantined} had not finished: run "
+                "again ({salvage})",
+                quarantined=replacement.moved_to,
+                salvage=replacement.salvage.summary(),
+            )
+        elif replacement is not None:
+            log.warn(
+                "{notice}",
+                notice=replacement.notice(),
             )
         if report.migrations_applied:
             log.info(
@@ -269,6 +291,18 @@ class Store:
                 count=report.migrations_applied,
             )
         store = cls(clock, database, thread, config or StoreSettings())
+        store.replacement = replacement
+        store.log_damage = report.log_damage
+        if report.log_damage is not None and report.log_damage_new:
+            log.critical(
+                "The write-ahead log of {path} was damaged: SQLite replayed it up to the "
+                "damage and dropped {count} committed transactions after it (events answered "
+                "then are lost; the cameras will not send them again). The damaged log is kept "
+                "at {copy}. Shown on the status page until an admin acknowledges it.",
+                path=str(database.path),
+                count=report.log_damage.dropped_commits,
+                copy=report.log_damage.copy or "(no copy could be made)",
+            )
         if report.check_needed:
             store.integrity = IntegrityState(Integrity.CHECKING)
         return store
@@ -318,6 +352,14 @@ class Store:
     def quarantined_db(self) -> Path | None:
         """Where a corrupt database was moved at start, if that happened."""
         return self._db.quarantined
+
+    async def acknowledge_damage(self) -> tuple[Replacement | None, LogDamage | None]:
+        """An admin has seen that the database was replaced and/or its log
+        found damaged: stop showing it (durably). What was acknowledged."""
+        acknowledged = await self._write(self._db.acknowledge_damage)
+        self.replacement = None
+        self.log_damage = None
+        return acknowledged
 
     @property
     def commit_transactions(self) -> int:

@@ -13,10 +13,18 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from gateway.policy.decision import CLOUD, Decision
 from gateway.policy.plates import normalise_plate
-from gateway.store import CachedCloudDecision, EventRecord, Store, StoreError, StoreService
+from gateway.store import (
+    CachedCloudDecision,
+    EventRecord,
+    Store,
+    StoreClosedError,
+    StoreError,
+    StoreService,
+)
 from gateway.upstream.events import decide_body, event_json, parse_time
 from gateway.upstream.http import UpstreamClient, Verdict
 from gateway.upstream.link import Link, LinkFailure, LinkState
@@ -146,9 +154,12 @@ class CloudDecider(Service):
     def startService(self) -> None:
         super().startService()
         self._loading = Deferred.fromCoroutine(self._load())
-        self._loading.addErrback(
-            lambda failure: log.failure("Cached cloud decisions could not be loaded", failure)
-        )
+        self._loading.addErrback(self._load_failed)
+
+    def _load_failed(self, failure: Failure) -> None:
+        if failure.check(StoreClosedError):
+            return  # stopped before the store opened: nothing to load
+        log.failure("Cached cloud decisions could not be loaded", failure)
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()

@@ -10,15 +10,19 @@ StubTreq and a StringTransport), ``admin`` (the admin API's test world),
 at once), ``serial`` (pty boards and the ports' descriptors); for the e2e
 tier: ``gateway`` (the service tree on loopback), ``simulator`` (simulated
 cameras against it) and ``recording_server`` (a raw loopback HTTP server).
+``FakeSystemd`` here is the receiving end of ``$NOTIFY_SOCKET``.
 Test modules import helpers only from here, never from each other."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
+import shutil
 import socket
 import ssl
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -168,10 +172,12 @@ class RunningGateway:
         await self.service.stopService()
 
 
-async def _start(data: dict[str, Any], state_dir: str) -> RunningGateway:
+async def _start(
+    data: dict[str, Any], state_dir: str, environ: dict[str, str] | None = None
+) -> RunningGateway:
     data = {**data, "gateway": {**data.get("gateway", {}), "state_dir": state_dir}}
     config = parse_config(data, source="<test>")
-    service = build_service(config, global_reactor)
+    service = build_service(config, global_reactor, environ=environ)
     service.startService()
     await service.store.when_open()
     await service.plate_list.when_loaded()
@@ -192,9 +198,12 @@ async def _start(data: dict[str, Any], state_dir: str) -> RunningGateway:
     return RunningGateway(service, camera_ports, admin_ports)
 
 
-def start_gateway(data: dict[str, Any], state_dir: str) -> Deferred[RunningGateway]:
-    """Build and start the real service tree; fires once every port listens."""
-    return ensureDeferred(_start(data, state_dir))
+def start_gateway(
+    data: dict[str, Any], state_dir: str, environ: dict[str, str] | None = None
+) -> Deferred[RunningGateway]:
+    """Build and start the real service tree; fires once every port listens.
+    ``environ`` is the process environment it sees (``$NOTIFY_SOCKET``)."""
+    return ensureDeferred(_start(data, state_dir, environ))
 
 
 @implementer(ILogObserver)
@@ -222,3 +231,38 @@ class CapturedLog:
 
         for event in self.events:
             yield formatEvent(event)
+
+
+class FakeSystemd:
+    """The receiving end of ``$NOTIFY_SOCKET``: a bound datagram socket."""
+
+    def __init__(self, abstract: bool = False) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        self.directory: str | None = None
+        if abstract:
+            name = f"anpr-gateway-test-{os.getpid()}-{id(self)}"
+            self.sock.bind("\0" + name)
+            self.env_value = "@" + name
+        else:
+            # Short path: AF_UNIX names are limited to 107 bytes.
+            self.directory = tempfile.mkdtemp(prefix="sdn")
+            path = os.path.join(self.directory, "notify")
+            self.sock.bind(path)
+            self.env_value = path
+
+    def messages(self) -> list[dict[str, str]]:
+        """Every datagram received so far, parsed into KEY=value pairs."""
+        received: list[dict[str, str]] = []
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except BlockingIOError:
+                return received
+            fields = dict(line.split("=", 1) for line in data.decode().split("\n") if line)
+            received.append(fields)
+
+    def close(self) -> None:
+        self.sock.close()
+        if self.directory:
+            shutil.rmtree(self.directory, ignore_errors=True)

@@ -1,10 +1,12 @@
 """The store for its own tests and its close consumers: event records with
-fixed times, direct reads of the database file, and a test case that opens a
-real store (real SQLite, its own thread) in a temporary directory; and the
-inline executor that lets the store's consumers run in memory."""
+fixed times, direct reads of the database file (and damage written into
+it), and a test case that opens a real store (real SQLite, its own thread)
+in a temporary directory; and the inline executor that lets the store's
+consumers run in memory."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -83,6 +85,32 @@ def db_rows(state_dir: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple
         return [tuple(row) for row in connection.execute(sql, params)]
     finally:
         connection.close()
+
+
+def leaf_pages(path: Path, table: str) -> list[int]:
+    """A table's leaf pages in key order (SQLite's dbstat walks the b-tree)."""
+    connection = sqlite3.connect(path)
+    try:
+        return [
+            int(row[0])
+            for row in connection.execute(
+                "SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf' ORDER BY path",
+                (table,),
+            )
+        ]
+    finally:
+        connection.close()
+
+
+def write_garbage(path: Path, pages: Sequence[int], page_size: int = 4096) -> None:
+    """Overwrite whole pages of a database file with random bytes, as a
+    failing SD card does."""
+    with open(path, "r+b") as handle:
+        for page in pages:
+            handle.seek((page - 1) * page_size)
+            handle.write(os.urandom(page_size))
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 class StoreTestCase(TestCase):

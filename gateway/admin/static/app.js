@@ -39,6 +39,7 @@
     trash: "M4 7h16M9 7V4h6v3M6 7l1 13h10l1-13M10 11v6M14 11v6",
     replay: "M4 12a8 8 0 1 0 2.5-5.8M4 4v5h5",
     expand: "M4 9V4h5M20 9V4h-5M4 15v5h5M20 15v5h-5",
+    check: "M5 12l5 5L20 7",
   };
 
   const state = {
@@ -444,8 +445,19 @@
     $("app").hidden = true;
     $("login-view").hidden = false;
     const message = $("login-message");
-    message.textContent = t("live.unreachable");
-    message.className = "form-message form-info";
+    // A 503 says why (a store that cannot open): shown as it is, not as
+    // "starting", and asked again until the gateway can serve.
+    let reason = null;
+    if (response && response.status === 503) {
+      try {
+        const data = await response.json();
+        reason = data && data.error ? data.error : null;
+      } catch (error) {
+        reason = null;
+      }
+    }
+    message.textContent = reason ? t("login.unavailable", { reason }) : t("live.unreachable");
+    message.className = reason ? "form-message form-error" : "form-message form-info";
     message.dataset.role = "unreachable";
     message.hidden = false;
     window.setTimeout(() => bootSession(attempt + 1), Math.min(10000, 1000 * 2 ** Math.min(attempt, 3)));
@@ -1549,12 +1561,16 @@
     }
 
     const store = status.store;
+    if (store && store.log_damaged) box.prepend(logDamageCard(store.log_damaged));
+    if (store && store.replaced) box.prepend(replacedCard(store.replaced));
+    if (store && store.open_problem) box.prepend(openProblemCard(store.open_problem));
     if (store) {
       const opening = store.open === false;
+      const cannotOpen = opening && !!store.open_problem;
       const integrity = store.integrity || {};
       const damaged = integrity.state === "damaged";
-      const pill = opening ? "pill-warn" : store.degraded || damaged ? "pill-bad" : "pill-good";
-      const word = opening ? t("status.store_opening") : damaged ? t("status.store_damaged") : store.degraded ? t("status.store_degraded") : t("status.store_ok");
+      const pill = cannotOpen ? "pill-bad" : opening ? "pill-warn" : store.degraded || damaged || store.replaced ? "pill-bad" : "pill-good";
+      const word = cannotOpen ? t("status.store_cannot_open") : opening ? t("status.store_opening") : damaged ? t("status.store_damaged") : store.replaced ? t("status.store_replaced") : store.degraded ? t("status.store_degraded") : t("status.store_ok");
       box.append(card(t("status.store"), pill, word, [
           [t("status.why"), store.reason ? store.reason : undefined, store.degraded ? "error-text" : null],
           [t("status.integrity"), integrity.state ? t(`status.integrity.${integrity.state}`) + (integrity.detail ? ` (${integrity.detail})` : "") : undefined, damaged ? "error-text" : null],
@@ -1603,6 +1619,81 @@
       box.append(h("section", { class: "status-card status-wide" }, h("h2", { text: t("status.dead_letters") }), content));
     }
     $("status-updated").textContent = state.statusAt ? t("status.updated", { time: fmtClock(state.statusAt) }) : "";
+  }
+
+  /** A database that could not be used was moved aside and a fresh one
+   * started: red, with when, why, where the old file is and what the salvage
+   * copied and lost, until an admin acknowledges it. */
+  function replacedCard(replaced) {
+    const salvage = replaced.salvage || {};
+    const parts = salvage.parts || {};
+    const names = Object.keys(parts);
+    const table = names.length ? h("table", { class: "table salvage-table" },
+      h("thead", null, h("tr", null, ...["status.salvage_part", "status.salvage_copied", "status.salvage_unusable", "status.salvage_damaged"].map((key) => h("th", { text: t(key) })))),
+      h("tbody", null, ...names.map((name) => {
+        const part = parts[name];
+        const lost = part.unusable || part.damaged;
+        return h("tr", { class: lost ? "error-text" : null },
+          h("td", { dataset: { label: t("status.salvage_part") }, text: has(`status.salvage.${name}`) ? t(`status.salvage.${name}`) : name }),
+          h("td", { dataset: { label: t("status.salvage_copied") }, text: fmtNumber(part.copied) }),
+          h("td", { dataset: { label: t("status.salvage_unusable") }, text: fmtNumber(part.unusable) }),
+          h("td", { dataset: { label: t("status.salvage_damaged") }, text: fmtNumber(part.damaged) }));
+      }))) : null;
+    const verdict = salvage.error ? t("status.salvage_failed", { error: salvage.error }) : !salvage.finished ? t("status.salvage_unfinished") : salvage.lost_anything ? t("status.salvage_lost") : t("status.salvage_whole");
+    const section = card(t("status.replaced_title"), "pill-bad", t("status.replaced_pill"), [
+      [t("status.replaced_at"), fmtDateTime(replaced.at)],
+      [t("status.why"), replaced.reason || null, "error-text"],
+      [t("status.replaced_file"), replaced.moved_to, "mono"],
+      [t("status.salvage"), verdict, salvage.lost_anything || !salvage.finished ? "error-text" : null],
+    ], h("div", { class: "salvage" },
+      h("p", { class: "muted", text: t("status.replaced_hint") }),
+      table,
+      canReplay() ? h("button", { class: "btn", type: "button", "data-action": "acknowledge-replacement", onclick: () => acknowledgeDamage(replaced.moved_to) }, icon("check"), h("span", { text: t("status.replaced_ack") })) : null));
+    section.classList.add("status-wide", "status-alert");
+    section.setAttribute("role", "alert");
+    return section;
+  }
+
+  function openProblemCard(problem) {
+    const section = card(t("status.store"), "pill-bad", t("status.store_cannot_open"), [
+      [t("status.why"), problem.reason, "error-text"],
+      [t("status.open_since"), fmtDateTime(problem.since)],
+      [t("status.open_attempts"), t("status.open_attempts_value", { count: fmtNumber(problem.attempts), seconds: Math.round(problem.retry_seconds) })],
+    ], h("p", { class: "muted", text: t("status.open_problem_hint") }));
+    section.classList.add("status-wide", "status-alert");
+    section.setAttribute("role", "alert");
+    return section;
+  }
+
+  /** The write-ahead log was damaged: the transactions committed after the
+   * damage were dropped. Red until an admin acknowledges it. */
+  function logDamageCard(damage) {
+    const section = card(t("status.log_damaged_title"), "pill-bad", t("status.replaced_pill"), [
+      [t("status.replaced_at"), fmtDateTime(damage.at)],
+      [t("status.log_dropped"), t("status.log_dropped_value", { count: fmtNumber(damage.dropped_commits) }), "error-text"],
+      [t("status.log_copy"), damage.copy || null, "mono"],
+    ], h("div", { class: "salvage" },
+      h("p", { class: "muted", text: t("status.log_damaged_hint") }),
+      canReplay() ? h("button", { class: "btn", type: "button", "data-action": "acknowledge-log-damage", onclick: () => acknowledgeDamage(damage.copy || "") }, icon("check"), h("span", { text: t("status.replaced_ack") })) : null));
+    section.classList.add("status-wide", "status-alert");
+    section.setAttribute("role", "alert");
+    return section;
+  }
+
+  async function acknowledgeDamage(file) {
+    const yes = await confirmDialog({
+      title: t("status.replaced_ack"),
+      text: t("status.replaced_ack_confirm", { file }),
+      ok: t("status.replaced_ack"),
+    });
+    if (!yes) return;
+    try {
+      await api("POST", "/api/store/damage/acknowledge", { json: {} });
+      toast(t("status.replaced_acked"), "ok");
+    } catch (error) {
+      failed(t("status.replaced_ack"), error);
+    }
+    loadStatus();
   }
 
   async function replay(letter) {
