@@ -750,8 +750,10 @@ class StatusTests(AdminTestCase):
                 "events_dropped",
                 "events_dropped_unsent",
                 "integrity",
+                "quarantined",
             },
         )
+        self.assertEqual(store["quarantined"], {"rows": 0, "latest": None})
         self.assertGreater(store["db_bytes"], 0)
         self.assertGreater(store["db_live_bytes"], 0)
         self.assertEqual(

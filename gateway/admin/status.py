@@ -111,6 +111,7 @@ class StatusResource:
             "events_dropped": None,
             "events_dropped_unsent": None,
             "integrity": None,
+            "quarantined": None,
         }
         if store is not None:
             integrity = store.integrity
@@ -149,6 +150,19 @@ class StatusResource:
                     reason=stats.health.reason,
                     db_live_bytes=stats.db_live_bytes,
                 )
+                latest = stats.latest_quarantined
+                store_json["quarantined"] = {
+                    "rows": stats.quarantined_rows,
+                    "latest": None
+                    if latest is None
+                    else {
+                        "event_id": latest.event_id,
+                        "event_seq": latest.event_seq,
+                        "reason": latest.reason,
+                        "at": iso(latest.at),
+                        "queued": latest.queued,
+                    },
+                }
                 if stats.integrity is not None:
                     integrity = stats.integrity
                     store_json["integrity"] = {
