@@ -30,7 +30,7 @@ from gateway.bus import EventBus
 from gateway.camera.commands import SendSerial
 from gateway.camera.control import CameraControl, CloudCommands
 from gateway.camera.http import ConnectionLimits
-from gateway.camera.recorder import StoreRecorder
+from gateway.camera.recorder import StoreRecorder, record_limits
 from gateway.camera.registry import Camera, CameraRegistry
 from gateway.camera.server import CameraServer
 from gateway.camera.whitelist_sync import CameraWhitelistSync, LaneListSettings
@@ -302,6 +302,7 @@ def build_core(
         bus=bus,
         clock=clock,
         outbox=config.upstream is not None,
+        limits=record_limits(config.camera_server),
     )
     metrics = GatewayMetrics(
         comet_polls_held=registry.held_polls,

@@ -753,12 +753,14 @@ class StatusTests(AdminTestCase):
                 "replaced",
                 "log_damaged",
                 "open_problem",
+                "quarantined",
             },
         )
         # Nothing replaced, no damaged log, and it opened: nothing to say.
         self.assertEqual(
             (store["replaced"], store["log_damaged"], store["open_problem"]), (None, None, None)
         )
+        self.assertEqual(store["quarantined"], {"rows": 0, "latest": None})
         self.assertGreater(store["db_bytes"], 0)
         self.assertGreater(store["db_live_bytes"], 0)
         self.assertEqual(

@@ -240,6 +240,11 @@ def test_error_message_format() -> None:
         ({"camera_server": {"comet_hold_seconds": 0.5}}, "camera_server.comet_hold_seconds", "must be between 1 and 28, got 0.5"),
         ({"camera_server": {"comet_hold_seconds": float("nan")}}, "camera_server.comet_hold_seconds", "must be between 1 and 28, got nan"),
         ({"camera_server": {"max_body_bytes": 1024}}, "camera_server.max_body_bytes", "must be between 65536 and 67108864, got 1024"),
+        ({"camera_server": {"max_record_bytes": 1024}}, "camera_server.max_record_bytes", "must be between 4096 and 1048576, got 1024"),
+        ({"camera_server": {"max_field_chars": 10}}, "camera_server.max_field_chars", "must be between 64 and 1048576, got 10"),
+        ({"camera_server": {"max_field_items": 200_000}}, "camera_server.max_field_items", "must be between 8 and 100000, got 200000"),
+        ({"camera_server": {"max_field_nesting": 2}}, "camera_server.max_field_nesting", "must be between 4 and 64, got 2"),
+        ({"upstream": {"url": "https://cloud.example", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "batch_max_bytes": 1000}}, "upstream.batch_max_bytes", "must be between 65536 and 67108864, got 1000"),
         ({"camera_server": {"offline_missed_intervals": 0}}, "camera_server.offline_missed_intervals", "must be between 1 and 100, got 0"),
         ({"camera_server": {"idle_timeout_seconds": 3601}}, "camera_server.idle_timeout_seconds", "must be between 5 and 3600, got 3601"),
         ({"lane": [lane(barrier_channel=4)]}, "lane[1].barrier_channel", "must be between 0 and 3, got 4"),
@@ -294,7 +299,7 @@ def test_invalid_values_name_the_key_and_the_reason(data: dict[str, Any], path: 
     ("data", "path", "known"),
     [
         ({"lanes": []}, "lanes", "admin, camera_server, gateway, lane, mqtt, policy, serial, store, upstream"),
-        ({"camera_server": {"comet_hold": 20}}, "camera_server.comet_hold", "allowed_cameras, allowed_networks, comet_hold_seconds, header_timeout_seconds, idle_timeout_seconds, listen, max_body_bytes, max_connections, max_connections_per_address, offline_missed_intervals"),
+        ({"camera_server": {"comet_hold": 20}}, "camera_server.comet_hold", "allowed_cameras, allowed_networks, comet_hold_seconds, header_timeout_seconds, idle_timeout_seconds, listen, max_body_bytes, max_connections, max_connections_per_address, max_field_chars, max_field_items, max_field_nesting, max_record_bytes, offline_missed_intervals"),
         ({"lane": [lane(), lane(name="Exit", camera="Q", barrier=1)]}, "lane[2].barrier", "address, ask_cloud, barrier_channel, camera, camera_list_max, cloud_overrides_blacklist, direction, display, heartbeat, name, serial_bridge, sync_whitelist, unknown_plate"),
     ],
 )
@@ -369,6 +374,7 @@ def test_non_utf8_file_is_named(tmp_path: Path) -> None:
 
 INTEGER_KEYS = [
     ("camera_server", "max_body_bytes", 65_536, 67_108_864),
+    ("camera_server", "max_record_bytes", 4_096, 1_048_576),
     ("camera_server", "offline_missed_intervals", 1, 100),
     ("camera_server", "idle_timeout_seconds", 5, 3600),
     ("lane", "barrier_channel", 0, 3),

@@ -139,6 +139,22 @@ class PublishingTests(MqttTestCase):
         broker.ack_all()
         self.assertEqual(await mqtt.publisher.queued(), 0)
 
+    async def test_a_damaged_row_is_set_aside_and_the_other_events_are_published(self) -> None:
+        _, mqtt, broker = await self.start()
+        await self.plates(5)
+        kept = await self.store.recent_events(10, type="plate")
+        damaged = kept[2]  # the third newest
+        await self.store._run_on_store_thread(
+            lambda connection: connection.execute(
+                "UPDATE events SET raw_z = x'00ff00ff' WHERE id = ?", (damaged.id,)
+            )
+        )
+        broker.accept()
+        published = [event["id"] for event in broker.events_published()]
+        self.assertEqual(published, [record.id for record in reversed(kept) if record is not damaged])
+        self.assertEqual(await mqtt.publisher.queued(), 0)
+        self.assertEqual((await self.store.stats()).quarantined_rows, 1)
+
     async def test_messages_in_flight_at_a_drop_count_once_acknowledged(self) -> None:
         _, mqtt, broker = await self.start(auto_ack=False)
         broker.accept()

@@ -22,12 +22,24 @@ from gateway.admin.http import (
 )
 from gateway.admin.settings import VIEWER
 from gateway.camera.recorder import event_summary
-from gateway.store import IMAGE_KINDS, EventType, Store, StoreError, is_valid_event_id
+from gateway.store import (
+    EVENT_OVERHEAD_BYTES,
+    IMAGE_KINDS,
+    EventRecord,
+    EventType,
+    Store,
+    StoreError,
+    is_valid_event_id,
+)
 
 __all__ = ["EventsResource", "event_id_ok", "open_store"]
 
 DEFAULT_EVENT_LIMIT = 50
 MAX_EVENT_LIMIT = 500
+#: The most one page of ``/api/events`` holds, in bytes of raw records and
+#: :data:`EVENT_OVERHEAD_BYTES` each (at least one event): a page ends
+#: early past it, and ``next_before`` goes on from there.
+MAX_PAGE_BYTES = 1_048_576
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
@@ -43,6 +55,19 @@ def open_store(store: Callable[[], Store | None]) -> Store:
     if opened is None:
         raise ApiError(503, "the event store is not open yet")
     return opened
+
+
+def _fitting(records: list[EventRecord], max_bytes: int) -> list[EventRecord]:
+    """The first of ``records`` that fit in ``max_bytes`` (at least one)."""
+    used = 0
+    page: list[EventRecord] = []
+    for record in records:
+        cost = record.raw_bytes + EVENT_OVERHEAD_BYTES
+        if page and used + cost > max_bytes:
+            break
+        page.append(record)
+        used += cost
+    return page
 
 
 class EventsResource:
@@ -79,11 +104,12 @@ class EventsResource:
                 reason=arg(request, "reason") or None,
                 since=time_arg(request, "since"),
                 until=time_arg(request, "until"),
+                max_bytes=MAX_PAGE_BYTES,
             )
         except StoreError as error:
             raise ApiError(503, f"the event store cannot answer: {error}") from None
-        page = records[:limit]
-        more = len(records) > limit
+        page = _fitting(records[:limit], MAX_PAGE_BYTES)
+        more = len(records) > len(page)
         return json_response(
             request,
             {

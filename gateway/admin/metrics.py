@@ -198,7 +198,7 @@ class GatewayMetrics:
         )
         self._upstream_errors = Counter(
             "anpr_gateway_upstream_errors",
-            "Failed exchanges with the cloud, by kind (connectivity, server, auth, endpoint).",
+            "Failed exchanges with the cloud, by kind (connectivity, server, auth, endpoint, store).",
             ["kind"],
             registry=registry,
         )

@@ -165,6 +165,7 @@ class StatusResource:
             "replaced": replacement_json(store.replacement) if store is not None else None,
             "log_damaged": log_damage_json(store.log_damage) if store is not None else None,
             "open_problem": None,
+            "quarantined": None,
         }
         problem = self._store_state.problem if self._store_state is not None else None
         if store is None and problem is not None:
@@ -207,6 +208,19 @@ class StatusResource:
                     reason=stats.health.reason,
                     db_live_bytes=stats.db_live_bytes,
                 )
+                latest = stats.latest_quarantined
+                store_json["quarantined"] = {
+                    "rows": stats.quarantined_rows,
+                    "latest": None
+                    if latest is None
+                    else {
+                        "event_id": latest.event_id,
+                        "event_seq": latest.event_seq,
+                        "reason": latest.reason,
+                        "at": iso(latest.at),
+                        "queued": latest.queued,
+                    },
+                }
                 if stats.integrity is not None:
                     integrity = stats.integrity
                     store_json["integrity"] = {

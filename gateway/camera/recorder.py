@@ -12,6 +12,7 @@ from twisted.logger import Logger
 
 from gateway.bus import EventBus
 from gateway.camera.events import CameraEvent, EventNotKept
+from gateway.camera.settings import CameraServerSettings
 from gateway.policy.decision import Decision
 from gateway.protocol.messages import (
     CameraReceipt,
@@ -24,6 +25,7 @@ from gateway.protocol.messages import (
     WhitelistResult,
 )
 from gateway.store import EventRecord, EventType, Store, StoreWriteError
+from gateway.store.bounded import RecordLimits, bound_record
 
 log = Logger()
 
@@ -38,6 +40,20 @@ _TYPES = {
     "command_result": EventType.COMMAND_RESULT,
     "receipt": EventType.COMMAND_RESULT,
 }
+
+
+#: The limits of ``[camera_server]``'s defaults.
+DEFAULT_LIMITS = RecordLimits()
+
+
+def record_limits(settings: CameraServerSettings) -> RecordLimits:
+    """What an event's raw record keeps of a push, from ``[camera_server]``."""
+    return RecordLimits(
+        max_record_bytes=settings.max_record_bytes,
+        max_text_chars=settings.max_field_chars,
+        max_items=settings.max_field_items,
+        max_nesting=settings.max_field_nesting,
+    )
 
 
 def _raw(event: CameraEvent) -> dict[str, Any]:
@@ -96,8 +112,9 @@ def _images(event: CameraEvent) -> list[tuple[str, bytes]]:
     return []
 
 
-def to_record(event: CameraEvent) -> EventRecord:
-    """The store's row for a camera event."""
+def to_record(event: CameraEvent, limits: RecordLimits = DEFAULT_LIMITS) -> EventRecord:
+    """The store's row for a camera event; its raw record within ``limits``
+    (what was cut is said in the record, see :mod:`gateway.store.bounded`)."""
     message = event.message
     decision = event.decision
     camera_time = None
@@ -121,7 +138,7 @@ def to_record(event: CameraEvent) -> EventRecord:
         decision_reason=decision.reason if decision else None,
         decision_source=decision.source if decision else None,
         repeat=event.repeat,
-        raw=_raw(event),
+        raw=bound_record(_raw(event), limits),
         reply=json.dumps({"open_channel": event.open_channel}) if event.kind == "plate" else None,
     )
 
@@ -171,8 +188,10 @@ class StoreRecorder:
         outbox: bool = False,
         bus: EventBus | None = None,
         clock: IReactorTime | None = None,
+        limits: RecordLimits = DEFAULT_LIMITS,
     ) -> None:
         self._store = store
+        self.limits = limits
         self.outbox = outbox
         self.bus = bus
         self._clock = clock
@@ -187,7 +206,9 @@ class StoreRecorder:
             raise EventNotKept("the event store is not open yet")
         started = self._clock.seconds() if self._clock is not None else None
         try:
-            result = await store.commit_event(to_record(event), _images(event), outbox=self.outbox)
+            result = await store.commit_event(
+                to_record(event, self.limits), _images(event), outbox=self.outbox
+            )
         except StoreWriteError as error:
             raise EventNotKept(str(error)) from error
         if started is not None and self._clock is not None and self.on_commit_time is not None:

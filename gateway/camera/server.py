@@ -30,7 +30,7 @@ from gateway.camera.commands import SerialReply
 from gateway.camera.control import CameraControl
 from gateway.camera.events import CameraEvent, EventNotKept, EventRecorder
 from gateway.camera.http import CameraSite, ConnectionLimits
-from gateway.camera.recorder import to_record
+from gateway.camera.recorder import record_limits, to_record
 from gateway.camera.registry import Camera, CameraRegistry, PollOutcome
 from gateway.camera.settings import CameraServerSettings
 from gateway.display.lanes import DisplayOverride, LaneDisplays
@@ -266,6 +266,7 @@ class CameraServer:
         :data:`STARTUP_HOLD_SECONDS` at most. None: ready at once."""
         self._clock = clock
         self._settings = settings
+        self._record_limits = record_limits(settings)
         self._lanes = lanes
         self.registry = registry
         self.gate = gate
@@ -572,7 +573,7 @@ class CameraServer:
 
         def cloud_record(normalised: str) -> EventRecord:
             # The event as the cloud is asked about it: not decided yet.
-            return attrs.evolve(to_record(read), plate=normalised)
+            return attrs.evolve(to_record(read, self._record_limits), plate=normalised)
 
         verdict = await self.gate.decide(
             PlateRead(

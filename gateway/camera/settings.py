@@ -27,6 +27,11 @@ class CameraServerSettings:
     # Below the camera's ~30 s request timeout, or held polls fail.
     comet_hold_seconds: float = setting(number(1, 28), default=20.0)
     max_body_bytes: int = setting(integer(65_536, 67_108_864), default=8_388_608)
+    # What an event's raw record keeps of a push (gateway.store.bounded).
+    max_record_bytes: int = setting(integer(4_096, 1_048_576), default=65_536)
+    max_field_chars: int = setting(integer(64, 1_048_576), default=4_096)
+    max_field_items: int = setting(integer(8, 100_000), default=256)
+    max_field_nesting: int = setting(integer(4, 64), default=16)
     offline_missed_intervals: int = setting(integer(1, 100), default=3)
     idle_timeout_seconds: int = setting(integer(5, 3600), default=75)
     allowed_cameras: tuple[str, ...] = setting(

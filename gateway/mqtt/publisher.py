@@ -3,7 +3,8 @@
 The cursor is the seq of the newest event such that it and every event
 before it were acknowledged by the broker (QoS 1). Events are read after
 the newest one handed to the connection, in commit order (so in order per
-camera), at most :data:`WINDOW` unacknowledged at a time; while the broker is
+camera), at most :data:`WINDOW` unacknowledged at a time and read at most
+:data:`READ_BYTES` at a time; while the broker is
 away nothing more is read (memory stays bounded whatever the outage) and the
 session resends what was in flight when it returns. After a restart the
 events after the cursor go again: at least once, deduplicated on the event id
@@ -34,6 +35,10 @@ CONSUMER = "mqtt"
 
 WINDOW = 200
 """Events published and not yet acknowledged, at most."""
+
+READ_BYTES = 1_048_576
+"""Events read from the store at a time, at most, in bytes (raw records and
+overhead; at least one event)."""
 
 RETRY_SECONDS = 5.0
 """Wait after a store failure before reading again."""
@@ -149,7 +154,9 @@ class EventPublisher:
                     room = self._window - len(self._pending)
                     if room <= 0:
                         break
-                    events = await store.events_after(self._read_seq, room)
+                    events = await store.events_after(
+                        self._read_seq, room, max_bytes=READ_BYTES
+                    )
                     if not events:
                         break
                     for record in events:

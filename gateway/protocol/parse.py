@@ -153,6 +153,12 @@ _MAX_EPOCH_SECONDS = 253_402_300_799
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 _MAX_KEYS_IN_ERROR = 4
+#: The most JSON values (numbers, texts, arrays, objects...) a push may hold.
+#: A camera's push holds a few dozen; parsed, each value costs some 50 to 100
+#: bytes, so a body of nothing but tiny values (``[[],[],...]``) would cost
+#: twenty times its size. Counted (from commas, brackets and braces: an upper
+#: bound) before the body is parsed.
+MAX_JSON_VALUES = 100_000
 _MAX_KEY_CHARS_IN_ERROR = 32
 
 
@@ -222,7 +228,22 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
+def _json_values_at_most(body: bytes) -> int:
+    """An upper bound on the number of JSON values in ``body``: each value but
+    the first follows a comma or opens an array or object (commas and brackets
+    inside texts count too, so this only ever overestimates)."""
+    return body.count(b",") + body.count(b"[") + body.count(b"{") + 1
+
+
 def _load_json_object(body: bytes) -> tuple[dict[str, Any], str | None]:
+    if _json_values_at_most(body) > MAX_JSON_VALUES:
+        # Checked again exactly only when the bound is passed (a text full
+        # of commas is still a valid push).
+        if _count_json_values(body, MAX_JSON_VALUES) > MAX_JSON_VALUES:
+            raise ProtocolError(
+                f"JSON body holds more than {MAX_JSON_VALUES} values "
+                "(a camera's push holds a few dozen)"
+            )
     text, charset = _decode_body(body)
     if not text.strip():
         raise ProtocolError("empty body")
@@ -246,6 +267,23 @@ def _load_json_object(body: bytes) -> tuple[dict[str, Any], str | None]:
     if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
         raise ProtocolError("malformed JSON: unpaired surrogate escape")
     return value, charset
+
+
+# Possessive: a text without its closing quote never backtracks.
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]++|\\.)*+"|[,\[{]')
+
+
+def _count_json_values(body: bytes, stop: int) -> int:
+    """The number of JSON values in ``body`` as its text reads (outside texts:
+    commas, arrays and objects), without building them, counted up to just past
+    ``stop``."""
+    count = 1
+    for match in _JSON_TOKEN.finditer(body):
+        if match.end() - match.start() == 1:
+            count += 1
+            if count > stop:
+                break
+    return count
 
 
 def _json_type(value: Any) -> str:

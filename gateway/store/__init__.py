@@ -5,7 +5,13 @@ Use :class:`Store` (``await Store.open(reactor, state_dir, config)``) or
 :class:`StoreService` in a service tree.
 """
 
-from gateway.store.database import StoreClosedError, StoreError, StoreOpenError, StoreWriteError
+from gateway.store.database import (
+    EVENT_OVERHEAD_BYTES,
+    StoreClosedError,
+    StoreError,
+    StoreOpenError,
+    StoreWriteError,
+)
 from gateway.store.ids import is_valid_event_id, new_event_id, plate_event_id
 from gateway.store.records import (
     IMAGE_KINDS,
@@ -27,6 +33,7 @@ from gateway.store.records import (
     OutboxTrim,
     PlateRow,
     PlateRowsWritten,
+    QuarantinedRow,
     Replacement,
     RetentionResult,
     SalvagedPart,
@@ -39,6 +46,7 @@ from gateway.store.settings import StoreSettings
 from gateway.store.store import HealthObserver, Store, StoreExecutor
 
 __all__ = [
+    "EVENT_OVERHEAD_BYTES",
     "IMAGE_KINDS",
     "AdminSessionRow",
     "AuditRow",
@@ -57,6 +65,7 @@ __all__ = [
     "ImageUpload",
     "OutboxItem",
     "OutboxTrim",
+    "QuarantinedRow",
     "RetentionResult",
     "Store",
     "StoreClosedError",

@@ -9,7 +9,6 @@ to that thread.
 from __future__ import annotations
 
 import fcntl
-import functools
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ import attrs
 from twisted.logger import Logger
 
 from gateway.policy.cameralist import CameraRow
+from gateway.store.bounded import record_too_large
 from gateway.store.images import ImageFiles, PendingImage, fsync_directory
 from gateway.store.records import (
     IMAGE_KINDS,
@@ -46,6 +46,7 @@ from gateway.store.records import (
     OutboxTrim,
     PlateRow,
     PlateRowsWritten,
+    QuarantinedRow,
     Replacement,
     RetentionResult,
     SalvageReport,
@@ -57,6 +58,8 @@ from gateway.store.schema import SchemaTooNewError, migrate
 from gateway.store.settings import StoreSettings
 
 __all__ = [
+    "EVENT_OVERHEAD_BYTES",
+    "MAX_READ_RECORD_BYTES",
     "Database",
     "EventWrite",
     "OpenReport",
@@ -214,10 +217,124 @@ _EVENT_COLUMNS = (
     "decision_open, decision_reason, decision_source, repeat, raw, reply, "
     "image_full, image_full_bytes, image_crop, image_crop_bytes, raw_z"
 )
-_EVENT_COLUMN_COUNT = len(_EVENT_COLUMNS.split(","))
+_EVENT_COLUMN_NAMES = [name.strip() for name in _EVENT_COLUMNS.split(",")]
+_EVENT_COLUMN_COUNT = len(_EVENT_COLUMN_NAMES)
+#: The most of one raw record read back, in bytes: twice the largest record
+#: the camera server keeps (``max_record_bytes``). A larger one (kept by a
+#: release that did not bound its records) is read as a note of its size.
+MAX_READ_RECORD_BYTES = 2 * 1_048_576
+#: What an event costs in a listing or a batch beside its raw record, in bytes.
+EVENT_OVERHEAD_BYTES = 512
+#: Damaged rows kept in the quarantine table, the newest.
+MAX_QUARANTINED = 10_000
+#: Times a read runs again after setting damaged rows aside.
+_RESCANS = 10
+
+
+def _event_select(alias: str = "") -> str:
+    """The event columns to select (``alias.`` before each): the raw text
+    of an old row is read no further than :data:`MAX_READ_RECORD_BYTES`."""
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(
+        f"substr({prefix}raw, 1, {MAX_READ_RECORD_BYTES + 1})" if name == "raw" else prefix + name
+        for name in _EVENT_COLUMN_NAMES
+    )
+
+
+_EVENT_SELECT = _event_select()
+
+
+class _DamagedRow(Exception):
+    """A stored event row that cannot be read back; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _raw_text(raw: Any, raw_z: Any) -> bytes | str | None:
+    """The raw record's JSON as stored, or None when it is too large to read."""
+    if raw_z is None:
+        if not isinstance(raw, str):
+            raise _DamagedRow(f"raw record is {type(raw).__name__}, not text")
+        return raw if len(raw) <= MAX_READ_RECORD_BYTES else None
+    if not isinstance(raw_z, bytes):
+        raise _DamagedRow(f"compressed raw record is {type(raw_z).__name__}, not a blob")
+    decompressor = zlib.decompressobj()
+    try:
+        data = decompressor.decompress(raw_z, MAX_READ_RECORD_BYTES + 1)
+    except zlib.error as error:
+        raise _DamagedRow(f"compressed raw record is damaged ({error})") from None
+    if len(data) > MAX_READ_RECORD_BYTES:
+        return None
+    if not decompressor.eof:
+        raise _DamagedRow("compressed raw record is cut short")
+    return data
+
+
+def _decode_raw(raw: Any, raw_z: Any) -> tuple[Mapping[str, Any], int]:
+    text = _raw_text(raw, raw_z)
+    if text is None:
+        return record_too_large(MAX_READ_RECORD_BYTES, MAX_READ_RECORD_BYTES), MAX_READ_RECORD_BYTES
+    try:
+        value = json.loads(text)
+    except ValueError as error:  # bad JSON, or bytes that are not UTF-8
+        raise _DamagedRow(f"raw record is not JSON ({_one_line(str(error))})") from None
+    if not isinstance(value, dict):
+        raise _DamagedRow("raw record is not a JSON object")
+    return value, len(text)
+
+
+def _scan_once(
+    connection: sqlite3.Connection,
+    sql: str,
+    params: Sequence[Any] | Mapping[str, Any],
+    prefix: int,
+    max_bytes: int | None,
+    crossing: bool,
+) -> tuple[list[tuple[Sequence[Any], EventRecord]], list[tuple[Any, Any, str]]]:
+    """One pass of :meth:`Database._scan_events`: the events read, and the
+    rows that could not be (seq, id, why)."""
+    found: list[tuple[Sequence[Any], EventRecord]] = []
+    damaged: list[tuple[Any, Any, str]] = []
+    cursor = connection.execute(sql, params)
+    used = 0
+    try:
+        for row in cursor:
+            try:
+                record = _event_from_row(row[prefix:])
+            except _DamagedRow as error:
+                damaged.append((row[prefix], row[prefix + 1], error.reason))
+                continue
+            cost = record.raw_bytes + EVENT_OVERHEAD_BYTES
+            if max_bytes is not None and found and used + cost > max_bytes:
+                if crossing:
+                    found.append((row[:prefix], record))
+                break
+            found.append((row[:prefix], record))
+            used += cost
+    finally:
+        cursor.close()
+    return found, damaged
+
+
+def _one_line(text: str) -> str:
+    """A short, one-line reason."""
+    text = " ".join(text.split())
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _event_from_row(row: Sequence[Any]) -> EventRecord:
+    """The event of a row; raises :class:`_DamagedRow` when it cannot be read."""
+    try:
+        return _decode_event(row)
+    except _DamagedRow:
+        raise
+    except (ValueError, TypeError, OverflowError, AttributeError) as error:
+        raise _DamagedRow(f"{type(error).__name__}: {_one_line(str(error))}") from None
+
+
+def _decode_event(row: Sequence[Any]) -> EventRecord:
     (
         seq,
         event_id,
@@ -241,6 +358,21 @@ def _event_from_row(row: Sequence[Any]) -> EventRecord:
         image_crop_bytes,
         raw_z,
     ) = row
+    for name, value, kinds in (
+        ("id", event_id, (str,)),
+        ("camera", camera, (str, type(None))),
+        ("lane", lane, (str, type(None))),
+        ("plate", plate, (str,)),
+        ("license", license, (str,)),
+        ("reply", reply, (str, type(None))),
+        ("received_at", received_at, (int,)),
+        ("camera_time", camera_time, (int, type(None))),
+        ("image_full_bytes", image_full_bytes, (int,)),
+        ("image_crop_bytes", image_crop_bytes, (int,)),
+    ):
+        if not isinstance(value, kinds):
+            raise _DamagedRow(f"{name} is {type(value).__name__}")
+    raw_record, raw_bytes = _decode_raw(raw, raw_z)
     return EventRecord(
         id=event_id,
         type=EventType(type_),
@@ -255,13 +387,14 @@ def _event_from_row(row: Sequence[Any]) -> EventRecord:
         decision_reason=decision_reason,
         decision_source=decision_source,
         repeat=bool(repeat),
-        raw=json.loads(raw if raw_z is None else zlib.decompress(raw_z)),
+        raw=raw_record,
         reply=reply,
         image_full=ImageState(image_full),
         image_full_bytes=image_full_bytes,
         image_crop=ImageState(image_crop),
         image_crop_bytes=image_crop_bytes,
         seq=seq,
+        raw_bytes=raw_bytes,
     )
 
 
@@ -324,6 +457,7 @@ class Database:
         self.image_bytes = 0
         self.image_files = 0
         self.images_lost = 0
+        self.rows_quarantined = 0  # event rows set aside since the store opened
         self._image_loss_logged = -IMAGE_LOSS_LOG_SECONDS
         self.commit_transactions = 0
         self.quarantined: Path | None = None
@@ -753,11 +887,85 @@ class Database:
 
     # -- events --------------------------------------------------------------
 
-    def _select_event(self, connection: sqlite3.Connection, event_id: str) -> EventRecord | None:
-        row = connection.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)
-        ).fetchone()
-        return None if row is None else _event_from_row(row)
+    def _event_by_id(self, event_id: str) -> EventRecord | None:
+        """The stored event with this id; a row that cannot be read is set
+        aside (see :meth:`_scan_events`) and is no event."""
+        found = self._scan_events(f"SELECT {_EVENT_SELECT} FROM events WHERE id = ?", (event_id,))
+        return found[0][1] if found else None
+
+    def _scan_events(
+        self,
+        sql: str,
+        params: Sequence[Any] | Mapping[str, Any],
+        *,
+        prefix: int = 0,
+        max_bytes: int | None = None,
+        crossing: bool = False,
+    ) -> list[tuple[Sequence[Any], EventRecord]]:
+        """The events ``sql`` selects (its first ``prefix`` columns given back
+        beside each), read one row at a time: with ``max_bytes``, no further
+        than the rows whose raw records and overhead fit in it (at least one;
+        with ``crossing``, also the first that did not fit, so the caller can
+        tell there is more).
+
+        A row that cannot be read (a damaged record, a value of the wrong
+        kind) is set aside in the quarantine table and the query runs again
+        without it: one damaged row is one damaged event, never a failed read.
+        """
+        found: list[tuple[Sequence[Any], EventRecord]] = []
+        for _ in range(_RESCANS):
+            found, damaged = self.read(
+                lambda connection: _scan_once(connection, sql, params, prefix, max_bytes, crossing)
+            )
+            if not damaged:
+                return found
+            try:
+                self._set_aside(damaged)
+            except StoreError as error:
+                if found:
+                    return found
+                raise StoreError(f"damaged event rows cannot be set aside: {error}") from error
+        return found
+
+    def _set_aside(self, damaged: Sequence[tuple[Any, Any, str]]) -> None:
+        """Move damaged event rows, whole and as found, to the quarantine
+        table (with their outbox and image-upload entries: they cannot be sent)."""
+        now = to_us(datetime.now(timezone.utc))
+        columns = ", ".join(_EVENT_COLUMN_NAMES[1:])
+
+        def work(connection: sqlite3.Connection) -> list[tuple[Any, Any, str]]:
+            moved = []
+            for seq, event_id, reason in damaged:
+                queued = connection.execute(
+                    "SELECT 1 FROM outbox WHERE event_id = ?", (event_id,)
+                ).fetchone()
+                inserted = connection.execute(
+                    f"INSERT INTO quarantine (quarantined_at, reason, queued, event_seq, {columns}) "
+                    f"SELECT ?, ?, ?, seq, {columns} FROM events WHERE seq = ?",
+                    (now, reason, int(queued is not None), seq),
+                ).rowcount
+                if not inserted:
+                    continue  # set aside meanwhile
+                connection.execute("DELETE FROM outbox WHERE event_id = ?", (event_id,))
+                connection.execute("DELETE FROM upstream_images WHERE event_id = ?", (event_id,))
+                connection.execute("DELETE FROM events WHERE seq = ?", (seq,))
+                moved.append((seq, event_id, reason))
+            connection.execute(
+                "DELETE FROM quarantine WHERE seq <= (SELECT MAX(seq) FROM quarantine) - ?",
+                (MAX_QUARANTINED,),
+            )
+            return moved
+
+        for seq, event_id, reason in self.write(work):
+            self.rows_quarantined += 1
+            log.error(
+                "Event {event_id} (row {seq}) cannot be read: {reason}. It is set aside in "
+                "the quarantine table as found (shown on the status page); the other events "
+                "go on.",
+                event_id=str(event_id)[:80],
+                seq=seq,
+                reason=reason,
+            )
 
     def commit_events(self, writes: Sequence[EventWrite]) -> list[CommitResult | StoreWriteError]:
         """Store a batch of events in one transaction (a group commit).
@@ -783,7 +991,7 @@ class Database:
                     continue  # the same event twice in one batch: resolved below
                 first_index[event_id] = index
                 try:
-                    existing = self.read(functools.partial(self._select_event, event_id=event_id))
+                    existing = self._event_by_id(event_id)
                 except StoreError as exc:
                     outcomes[index] = StoreWriteError(str(exc))
                     continue
@@ -933,7 +1141,7 @@ class Database:
         return seq
 
     def get_event(self, event_id: str) -> EventRecord | None:
-        return self.read(lambda c: self._select_event(c, event_id))
+        return self._event_by_id(event_id)
 
     def recent_events(
         self,
@@ -947,7 +1155,10 @@ class Database:
         reason: str | None,
         since: datetime | None,
         until: datetime | None,
+        max_bytes: int | None = None,
     ) -> list[EventRecord]:
+        """Newest first; with ``max_bytes``, read no further than the events
+        that fit in it and the first that did not (see :meth:`_scan_events`)."""
         clauses: list[str] = []
         params: list[Any] = []
         if before_seq is not None:
@@ -974,8 +1185,9 @@ class Database:
             params.append(to_us(until))
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         params.append(limit)
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events {where} ORDER BY seq DESC LIMIT ?"
-        return self.read(lambda c: [_event_from_row(row) for row in c.execute(sql, params)])
+        sql = f"SELECT {_EVENT_SELECT} FROM events {where} ORDER BY seq DESC LIMIT ?"
+        found = self._scan_events(sql, params, max_bytes=max_bytes, crossing=True)
+        return [record for _, record in found]
 
     def image_path(self, event_id: str, kind: str) -> Path | None:
         record = self.get_event(event_id)
@@ -1392,10 +1604,14 @@ class Database:
 
     # -- outbox --------------------------------------------------------------
 
-    def outbox_batch(self, limit: int, now: datetime | None) -> list[OutboxItem]:
-        columns = ", ".join(f"e.{name.strip()}" for name in _EVENT_COLUMNS.split(","))
+    def outbox_batch(
+        self, limit: int, now: datetime | None, max_bytes: int | None = None
+    ) -> list[OutboxItem]:
+        """Up to ``limit`` queued events in commit order, and with
+        ``max_bytes`` no more than fit in it (at least one): rows are read one
+        at a time, so no more than the batch is ever held."""
         base = (
-            f"SELECT o.seq, o.enqueued_at, o.attempts, o.next_attempt_at, {columns} "
+            f"SELECT o.seq, o.enqueued_at, o.attempts, o.next_attempt_at, {_event_select('e')} "
             "FROM outbox o JOIN events e ON e.id = o.event_id"
         )
         params: dict[str, Any] = {"limit": limit}
@@ -1411,24 +1627,19 @@ class Database:
                 " ORDER BY o.seq LIMIT :limit"
             )
             params["now"] = to_us(now)
-
-        def work(connection: sqlite3.Connection) -> list[OutboxItem]:
-            cursor = connection.execute(sql, params)
-            items = []
-            for row in cursor:
-                seq, enqueued_at, attempts, next_attempt_at = row[:4]
-                items.append(
-                    OutboxItem(
-                        seq=seq,
-                        event=_event_from_row(row[4:]),
-                        enqueued_at=from_us(enqueued_at),
-                        attempts=attempts,
-                        next_attempt_at=from_us(next_attempt_at) if next_attempt_at else None,
-                    )
+        items = []
+        for queued, event in self._scan_events(sql, params, prefix=4, max_bytes=max_bytes):
+            seq, enqueued_at, attempts, next_attempt_at = queued
+            items.append(
+                OutboxItem(
+                    seq=seq,
+                    event=event,
+                    enqueued_at=from_us(enqueued_at),
+                    attempts=attempts,
+                    next_attempt_at=from_us(next_attempt_at) if next_attempt_at else None,
                 )
-            return items
-
-        return self.read(work)
+            )
+        return items
 
     def outbox_ack(self, event_ids: Sequence[str]) -> int:
         def work(connection: sqlite3.Connection) -> int:
@@ -1727,9 +1938,12 @@ class Database:
 
         self.write(work)
 
-    def events_after(self, seq: int, limit: int) -> list[EventRecord]:
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
-        return self.read(lambda c: [_event_from_row(row) for row in c.execute(sql, (seq, limit))])
+    def events_after(
+        self, seq: int, limit: int, max_bytes: int | None = None
+    ) -> list[EventRecord]:
+        sql = f"SELECT {_EVENT_SELECT} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+        found = self._scan_events(sql, (seq, limit), max_bytes=max_bytes)
+        return [record for _, record in found]
 
     def events_behind(self, seq: int) -> int:
         return self.read(
@@ -1876,6 +2090,23 @@ class Database:
 
     # -- statistics ----------------------------------------------------------
 
+    @staticmethod
+    def _latest_quarantined(connection: sqlite3.Connection) -> QuarantinedRow | None:
+        row = connection.execute(
+            "SELECT id, event_seq, reason, quarantined_at, queued FROM quarantine "
+            "ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        event_id, event_seq, reason, at, queued = row
+        return QuarantinedRow(
+            event_id=_text_or_none(event_id),
+            event_seq=event_seq if isinstance(event_seq, int) else None,
+            reason=str(reason),
+            at=from_us(at),
+            queued=bool(queued),
+        )
+
     def stats(self, health: StoreHealth) -> StoreStats:
         def count(connection: sqlite3.Connection, table: str) -> int:
             return int(connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
@@ -1901,6 +2132,8 @@ class Database:
                 health=health,
                 images_lost=self.images_lost,
                 quarantined_db=None if self.quarantined is None else str(self.quarantined),
+                quarantined_rows=count(connection, "quarantine"),
+                latest_quarantined=self._latest_quarantined(connection),
             )
 
         return self.read(work)
@@ -1917,6 +2150,14 @@ def _image_state(record: EventRecord, kind: str, state: ImageState, size: int) -
     if kind == "full":
         return attrs.evolve(record, image_full=state, image_full_bytes=size)
     return attrs.evolve(record, image_crop=state, image_crop_bytes=size)
+
+
+def _text_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return str(value)[:200]
 
 
 def _image_bytes(record: EventRecord, kind: str) -> int:

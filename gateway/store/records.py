@@ -24,6 +24,7 @@ __all__ = [
     "ImageUpload",
     "OutboxItem",
     "OutboxTrim",
+    "QuarantinedRow",
     "RetentionResult",
     "StoreHealth",
     "StoreStats",
@@ -109,6 +110,9 @@ class EventRecord:
     image_crop: ImageState = attrs.field(default=ImageState.NONE, converter=ImageState)
     image_crop_bytes: int = 0
     seq: int | None = None  # assigned by the store: the order events were committed in
+    # Bytes of the raw record's JSON as stored (set by the store's reads; what
+    # listings and batches count to stay within their bounds).
+    raw_bytes: int = attrs.field(default=0, eq=False, repr=False)
 
     def image_state(self, kind: str) -> ImageState:
         """The state of the image of ``kind`` ("full" or "crop")."""
@@ -241,6 +245,20 @@ class StoreStats:
     db_live_bytes: int = 0  # database pages in use (what max_db_bytes caps)
     integrity: IntegrityState | None = None
     retention: EventRetentionTotals | None = None
+    quarantined_rows: int = 0  # event rows set aside because they could not be read
+    latest_quarantined: QuarantinedRow | None = None
+
+
+@attrs.frozen
+class QuarantinedRow:
+    """An event row that could not be read back, set aside in the store's
+    quarantine table (kept there as found, for inspection)."""
+
+    event_id: str | None  # as found in the row
+    event_seq: int | None
+    reason: str
+    at: datetime  # when it was set aside
+    queued: bool  # it was still queued for the cloud
 
 
 @attrs.frozen

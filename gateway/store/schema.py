@@ -200,6 +200,24 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # 9: event rows that could not be read back (a damaged byte in a record,
+    # a value of the wrong kind), set aside whole for inspection so that the
+    # rest of the store goes on. The event's columns are kept as found (no
+    # declared types: no conversion), with why and when it was set aside and
+    # whether it was still queued for the cloud.
+    (
+        """
+        CREATE TABLE quarantine (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            quarantined_at INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            queued INTEGER NOT NULL DEFAULT 0,
+            event_seq, id, type, camera, lane, received_at, camera_time, plate, license,
+            offline, decision_open, decision_reason, decision_source, repeat, raw, reply,
+            image_full, image_full_bytes, image_crop, image_crop_bytes, raw_z
+        )
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

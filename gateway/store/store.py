@@ -633,13 +633,17 @@ class Store:
         reason: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        max_bytes: int | None = None,
     ) -> list[EventRecord]:
         """Events newest first, at most ``limit`` (capped at 1000).
 
         Page with ``before_seq`` = the ``seq`` of the last event of the
         previous page. Filters: ``plate`` is a substring of the normalised
         plate or the text as read; ``since`` inclusive, ``until`` exclusive
-        (gateway receive time); the others are exact.
+        (gateway receive time); the others are exact. With ``max_bytes``, no
+        more is read than the events whose raw records (``raw_bytes``) and
+        :data:`EVENT_OVERHEAD_BYTES` each fit in it, and the first that did
+        not (so a caller can tell there is more).
         """
         limit = max(1, min(int(limit), 1000))
         event_type = None if type is None else EventType(type)
@@ -655,6 +659,7 @@ class Store:
                 reason,
                 since,
                 until,
+                max_bytes,
             )
         )
 
@@ -840,14 +845,19 @@ class Store:
 
     # -- outbox ----------------------------------------------------------------
 
-    async def outbox_batch(self, limit: int, now: datetime | None = None) -> list[OutboxItem]:
+    async def outbox_batch(
+        self, limit: int, now: datetime | None = None, *, max_bytes: int | None = None
+    ) -> list[OutboxItem]:
         """Up to ``limit`` queued events, in commit order (so oldest first per camera).
 
         With ``now``, only events due by then (see :meth:`outbox_defer`); a
         camera whose oldest queued event is not due yet contributes nothing,
-        so its events still go in order.
+        so its events still go in order. With ``max_bytes``, no more events
+        than fit in it (raw records and :data:`EVENT_OVERHEAD_BYTES` each), at
+        least one. A queued event whose row cannot be read is set aside in the
+        quarantine table (and no longer queued); the others go on.
         """
-        return await self._read(lambda: self._db.outbox_batch(limit, now))
+        return await self._read(lambda: self._db.outbox_batch(limit, now, max_bytes))
 
     async def outbox_ack(self, event_ids: Sequence[str]) -> int:
         """Remove delivered events from the outbox; return how many were queued."""
@@ -962,9 +972,12 @@ class Store:
         """Move ``consumer``'s cursor forward to ``seq`` (never back), durably."""
         await self._write(lambda: self._db.set_cursor(consumer, seq))
 
-    async def events_after(self, seq: int, limit: int) -> list[EventRecord]:
-        """Up to ``limit`` events committed after ``seq``, in commit order."""
-        return await self._read(lambda: self._db.events_after(seq, limit))
+    async def events_after(
+        self, seq: int, limit: int, *, max_bytes: int | None = None
+    ) -> list[EventRecord]:
+        """Up to ``limit`` events committed after ``seq``, in commit order;
+        with ``max_bytes``, no more than fit in it (at least one)."""
+        return await self._read(lambda: self._db.events_after(seq, limit, max_bytes))
 
     async def events_behind(self, seq: int) -> int:
         """How many events were committed after ``seq``."""

@@ -178,7 +178,7 @@ class LinkChannel(Service, ABC):
                         channel=self.channel,
                         reason=str(error),
                     )
-                    self._schedule(self._backoff.next_delay() + 1.0)
+                    self._stalled(f"store: {error}")
                     return
                 self._link.settled(self.channel)
                 if self._again:
@@ -186,12 +186,20 @@ class LinkChannel(Service, ABC):
                 if delay is not None and self.running:
                     self._schedule(delay)
                 return
-        except Exception:
+        except Exception as error:
             log.failure("Upstream {channel} pass failed", channel=self.channel)
             if self.running:
-                self._schedule(self._backoff.next_delay() + 1.0)
+                self._stalled(f"{type(error).__name__}: {error}"[:300])
         finally:
             self._pass = None
+
+    def _stalled(self, reason: str) -> None:
+        """The pass could not be done on the gateway's side (nothing was
+        sent): the link shows it, and the pass is retried after the back-off."""
+        delay = self._backoff.next_delay() + 1.0
+        self._schedule(delay)
+        failure = LinkFailure(FailureKind.STORE, f"{self.channel}: {reason}")
+        self._link.failed(self.channel, failure, self._clock.seconds() + delay)
 
     @abstractmethod
     async def _work(self, store: Store) -> float | None:

@@ -5,7 +5,8 @@ went; the link's state is the worst of them:
 
 * ``connecting``: nothing has been exchanged since start;
 * ``up``: the last exchange of every channel that tried succeeded;
-* ``backing_off``: a channel failed transiently and waits before retrying;
+* ``backing_off``: a channel failed transiently and waits before retrying
+  (this includes a channel that could not read what it sends from the store);
 * ``down``: the cloud refused the gateway's credentials (401/403) or its URL
   (404/405): delivery is paused and retried at the back-off cap.
 
@@ -41,6 +42,9 @@ class FailureKind(str, enum.Enum):
     SERVER = "server"  # an answer saying "later": 408, 409, 429, 5xx, 3xx, or unreadable
     AUTH = "auth"  # 401/403: the credentials are refused; paused until they work
     ENDPOINT = "endpoint"  # 404/405: the URL is wrong; paused like AUTH
+    # The gateway could not build what it sends (its store failed): nothing
+    # goes until it can, so the link is not up.
+    STORE = "store"
 
 
 class LinkFailure(Exception):

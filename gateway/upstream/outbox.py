@@ -72,7 +72,9 @@ class OutboxDrainer(LinkChannel):
 
     async def _work(self, store: Store) -> float | None:
         while self.running:
-            items = await store.outbox_batch(self._config.batch_size)
+            items = await store.outbox_batch(
+                self._config.batch_size, max_bytes=self._config.batch_max_bytes
+            )
             if items:
                 await self._deliver(store, items)
             uploads = await store.image_uploads(IMAGES_PER_ROUND)

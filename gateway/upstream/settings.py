@@ -99,6 +99,7 @@ class UpstreamSettings:
     client_key: str | None = setting(optional(existing_file), default=None)
     images: ImagePolicy = setting(_image_policy, default=ImagePolicy.CROP)
     batch_size: int = setting(integer(1, 1000), default=200)
+    batch_max_bytes: int = setting(integer(65_536, 67_108_864), default=1_048_576)
     outbox_max_events: int = setting(integer(10, 100_000_000), default=1_000_000)
     max_backoff_seconds: float = setting(number(1, 86400), default=300.0)
     request_timeout_seconds: float = setting(number(1, 600), default=30.0)

@@ -1514,6 +1514,15 @@
       extra || null);
   }
 
+  // Damaged event rows set aside: how many, and the latest.
+  function quarantinedText(quarantined) {
+    if (!quarantined || !quarantined.rows) return undefined;
+    const latest = quarantined.latest;
+    const text = t("status.quarantined_value", { count: fmtNumber(quarantined.rows) });
+    if (!latest) return text;
+    return `${text} ${t("status.quarantined_latest", { id: latest.event_id || "?", reason: latest.reason, time: fmtDateTime(latest.at) })}`;
+  }
+
   function renderStatus() {
     const box = $("status-cards");
     clear(box);
@@ -1581,6 +1590,7 @@
           [t("status.retention"), t("status.retention_value", { days: store.image_retention_days, size: fmtBytes(store.image_max_bytes) })],
           [t("status.event_retention"), t("status.event_retention_value", { days: store.event_retention_days, size: fmtBytes(store.max_db_bytes), used: fmtBytes(store.db_live_bytes) })],
           [t("status.events_dropped"), store.events_dropped_unsent ? t("status.events_dropped_value", { count: fmtNumber(store.events_dropped_unsent) }) : undefined, "error-text"],
+          [t("status.quarantined"), quarantinedText(store.quarantined), "error-text quarantined"],
         ]));
     }
 
