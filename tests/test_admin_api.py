@@ -175,10 +175,14 @@ class CameraTests(AdminTestCase):
         legacy = Camera(self.camera_server)
         await legacy.post(plate_body(STRANGER, "京A00009"))
         cameras = {c["serialno"]: c for c in (await client.get("/api/cameras")).json()["cameras"]}
-        self.assertEqual(cameras[ENTRANCE]["can"], {"close": True, "hold_open": True, "trigger": True})
-        self.assertEqual(cameras[STRANGER]["can"], {"close": False, "hold_open": False, "trigger": True})
+        everything = {"close": True, "hold_open": True, "trigger": True, "snapshot": True}
+        self.assertEqual(cameras[ENTRANCE]["can"], everything)
+        self.assertEqual(
+            cameras[STRANGER]["can"],
+            {"close": False, "hold_open": False, "trigger": True, "snapshot": True},
+        )
         # Never heard from: offered (and disabled on the page while offline).
-        self.assertEqual(cameras[EXIT]["can"], {"close": True, "hold_open": True, "trigger": True})
+        self.assertEqual(cameras[EXIT]["can"], everything)
         refused = await client.post(f"/api/cameras/{STRANGER}/hold-open")
         self.assertEqual(refused.status, 409)
 

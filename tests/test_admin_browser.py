@@ -878,7 +878,7 @@ class EightLaneTests(AdminBrowserTestCase):
 
 
 # Chromium's rule for a page nobody has touched yet, as on a booth PC.
-AUTOPLAY_RULE = ("--autoplay-policy=user-gesture-required",)
+AUTOPLAY_RULE = ("--autoplay-policy=document-user-activation-required",)
 
 
 class AttentionTests(AdminBrowserTestCase):
@@ -901,9 +901,13 @@ class AttentionTests(AdminBrowserTestCase):
         wall_context, wall = self.new_page(browser)
         wall.goto(self.url())
         self.sign_in(wall, "wall", "wall-screen-pass-1")
-        # Opened again without a click (a screen that comes back on by itself):
-        # the browser keeps it silent, and the page says so.
-        page.reload()
+        # Opened again, signed in, without a click (a screen switched on that
+        # shows the page by itself): the browser keeps it silent, and the page
+        # says so.
+        signed_in = context.storage_state()
+        context.close()
+        context, page = self.new_page(browser, storage_state=signed_in)
+        page.goto(self.url())
         expect(page.locator("#app")).to_be_visible()
         expect(page.locator("#sound-locked")).to_be_visible()
         expect(page.locator("#sound-locked")).to_contain_text("click or press a key")
@@ -1058,27 +1062,32 @@ class OccupancyTests(AdminBrowserTestCase):
 
 
 class LaneCommandTests(AdminBrowserTestCase):
-    """Hold open, close and read now are on a lane's card only when its
-    camera can carry them out (the capability table): the current firmware
-    can do all three, the older firmware only the read."""
+    """Hold open, close, read now and snapshot are on a lane's card only
+    when its camera can carry them out (the capability table): a current
+    Vzenith camera can do them all, a ParkingCam camera only close."""
 
     async def test_the_lane_card_offers_what_the_camera_can_do(self) -> None:
         gateway, password = await self.start_site()
-        current = self.camera()
-        older = self.camera(serialno=EXIT, newer_firmware=False, ipaddr="192.168.1.101")
-        await self.until(lambda: gateway.service.registry.held_polls() == 2, what="two comet polls")
-        # The firmware is told by its plate pushes.
-        older.read_plate("沪B00001")
-        await self.until(
-            lambda: (camera := gateway.service.registry.get(EXIT)) is not None
-            and camera.generation.value == "legacy",
-            what="the older firmware known",
-        )
-        await self.in_browser(lambda browser: self.commands(browser, current, older, password))
+        vzenith = self.camera()
+        parkingcam = self.camera(serialno=EXIT, dialect="parkingcam", ipaddr="192.168.1.101")
+        registry = gateway.service.registry
+
+        def both_heard() -> bool:
+            exit_camera = registry.get(EXIT)
+            return (
+                registry.held_polls() >= 1
+                and exit_camera is not None
+                and exit_camera.online
+                and exit_camera.dialect is not None
+                and exit_camera.dialect.value == "parkingcam"
+            )
+
+        await self.until(both_heard, what="the comet poll and the ParkingCam heartbeat")
+        await self.in_browser(lambda browser: self.commands(browser, vzenith, parkingcam, password))
         self.no_page_errors()
 
     def commands(
-        self, browser: Browser, current: SimulatedCamera, older: SimulatedCamera, password: str
+        self, browser: Browser, vzenith: SimulatedCamera, parkingcam: SimulatedCamera, password: str
     ) -> None:
         context, page = self.new_page(browser)
         page.goto(self.url())
@@ -1087,21 +1096,26 @@ class LaneCommandTests(AdminBrowserTestCase):
         exit_lane = page.locator(f'.lane-card[data-camera="{EXIT}"]')
         for action in ("hold-open", "close", "trigger"):
             expect(entrance.locator(f'[data-action="{action}"]')).to_be_enabled()
-        expect(exit_lane.locator('[data-action="trigger"]')).to_be_enabled()
+        expect(exit_lane.locator('[data-action="close"]')).to_be_enabled()
         expect(exit_lane.locator('[data-action="hold-open"]')).to_have_count(0)
-        expect(exit_lane.locator('[data-action="close"]')).to_have_count(0)
+        expect(exit_lane.locator('[data-action="trigger"]')).to_have_count(0)
+        expect(exit_lane.locator('[data-action="snapshot"]')).to_have_count(0)
         self.screenshot(page, "lanes-commands")
 
-        # Hold open asks first, then the camera's output stays on.
+        # Hold open asks first, then the camera's output stays on; close brings it down.
         entrance.locator('[data-action="hold-open"]').click()
         expect(page.locator("#confirm-text")).to_contain_text("stays up until it is closed")
         page.click("#confirm-ok")
-        self.wait_on_reactor(lambda: current.io_outputs[1] == 1, "the barrier held open")
+        self.wait_on_reactor(lambda: vzenith.io_outputs[1] == 1, "the barrier held open")
         entrance.locator('[data-action="close"]').click()
         expect(page.locator("#confirm-text")).to_contain_text("Make sure no car is under it")
         page.click("#confirm-ok")
-        self.wait_on_reactor(lambda: current.io_outputs[1] == 0, "the barrier closed")
-        # Read now: no question, the camera reads a plate by itself.
-        exit_lane.locator('[data-action="trigger"]').click()
-        self.wait_on_reactor(lambda: older.manual_triggers == 1, "the older camera's manual trigger")
+        self.wait_on_reactor(lambda: vzenith.io_outputs[1] == 0, "the barrier closed")
+        # Read now: no question, the camera reads the lane by itself.
+        entrance.locator('[data-action="trigger"]').click()
+        self.wait_on_reactor(lambda: vzenith.manual_triggers == 1, "the camera's manual trigger")
+        # The ParkingCam camera closes its barrier in a heartbeat's reply.
+        exit_lane.locator('[data-action="close"]').click()
+        page.click("#confirm-ok")
+        self.wait_on_reactor(lambda: len(parkingcam.barrier_closes) == 1, "the exit barrier closed")
         context.close()

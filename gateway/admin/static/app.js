@@ -1041,8 +1041,10 @@
           title: online ? null : t(known ? "error.offline" : "live.unreachable"), onclick: () => openBarrier(camera),
         }, icon("gate"), h("span", { text: t("lane.open_barrier") })),
         h("div", { class: "lane-actions-small" },
-          h("button", { class: "btn", type: "button", disabled: !online, "data-action": "snapshot", onclick: () => takeSnapshot(camera) },
-            icon("camera"), h("span", { text: t("lane.snapshot") })),
+          camera.can && camera.can.snapshot === false
+            ? null
+            : h("button", { class: "btn", type: "button", disabled: !online, "data-action": "snapshot", onclick: () => takeSnapshot(camera) },
+              icon("camera"), h("span", { text: t("lane.snapshot") })),
           h("button", { class: "btn", type: "button", disabled: !online, "data-action": "display", onclick: () => displayTest(camera) },
             icon("display"), h("span", { text: t("lane.display_test") })),
           // What else this camera can carry out (its capability table).
