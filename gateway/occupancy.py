@@ -203,6 +203,9 @@ class Occupancy(MultiService):
             if len(page) < CATCH_UP_PAGE:
                 break
         self.loaded = True
+        # The cursor is kept from the first write on (a new one starts at the
+        # newest event: it is not handed the site's history).
+        self._schedule_flush()
         log.info(
             "Occupancy: {inside} cars inside the site ({sessions} open sessions read back)",
             inside=self.book.count().inside,

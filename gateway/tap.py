@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import attrs
 from twisted.application.service import IService, MultiService
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
@@ -452,12 +453,19 @@ def build_occupancy(
     """The parking sessions and the cars inside, shown on the lanes' displays
     (``{free}``) when a capacity is known."""
     clock, displays = core.clock, devices.displays
+
+    async def store_once_events_are_kept() -> Store:
+        # No event is kept before the plate list is loaded: the occupancy's
+        # reading back waits until then, behind the start-up's own reads.
+        await core.plate_list.when_loaded()
+        return await core.store.when_open()
+
     occupancy = Occupancy(
         clock=clock,
         settings=config.occupancy,
         lanes=config.lanes,
         bus=core.bus,
-        open_store=core.store.when_open,
+        open_store=lambda: Deferred.fromCoroutine(store_once_events_are_kept()),
         keep=core.recorder.keep,
     )
     pending: list[object] = []

@@ -1695,17 +1695,24 @@ class Database:
         """Where the occupancy consumer stands: its cursor (a new one starts
         at the newest event), the corrections' JSON and the open sessions,
         oldest first."""
-        cursor = self.start_cursor(consumer)
         offsets = self.kv_get(offsets_key)
 
-        def work(connection: sqlite3.Connection) -> list[ParkingSession]:
+        def work(connection: sqlite3.Connection) -> tuple[int, list[ParkingSession]]:
+            # Read only: a new consumer's cursor is written with its first
+            # sessions.
+            row = connection.execute(
+                "SELECT seq FROM consumer_cursors WHERE consumer = ?", (consumer,)
+            ).fetchone()
+            if row is None:
+                row = connection.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
             rows = connection.execute(
                 f"SELECT {_SESSION_COLUMNS} FROM parking_sessions "
                 "WHERE state = 'inside' ORDER BY seq"
             )
-            return [_session_from_row(row) for row in rows]
+            return int(row[0]), [_session_from_row(row) for row in rows]
 
-        return cursor, offsets, self.read(work)
+        cursor, inside = self.read(work)
+        return cursor, offsets, inside
 
     def save_parking_sessions(
         self,

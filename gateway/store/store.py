@@ -931,7 +931,7 @@ class Store:
     ) -> tuple[int, str | None, list[ParkingSession]]:
         """The occupancy's cursor over the events, its corrections (JSON)
         and the open parking sessions, oldest first."""
-        return await self._write(lambda: self._db.occupancy_state(consumer, offsets_key))
+        return await self._read(lambda: self._db.occupancy_state(consumer, offsets_key))
 
     async def save_parking_sessions(
         self,
