@@ -17,6 +17,7 @@ it when it reads it, so a correction is replayed like a passage.
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -134,7 +135,7 @@ class Occupancy(MultiService):
         )
         self.loaded = False
         self._cursor = 0
-        self._pending: list[ParkingSession] = []
+        self._pending: deque[ParkingSession] = deque()
         self._flush_timer: IDelayedCall | None = None
         self._flushing: Deferred[None] | None = None
         self._listeners: list[Callable[[], None]] = []
@@ -368,7 +369,8 @@ class Occupancy(MultiService):
         self._pending.extend(written)
         if len(self._pending) > MAX_PENDING:
             dropped = len(self._pending) - MAX_PENDING
-            del self._pending[:dropped]
+            for _ in range(dropped):
+                self._pending.popleft()
             self._dropped += dropped
             if not self._drop_logged:
                 # Said once until a write succeeds again (with the total then).
@@ -399,7 +401,7 @@ class Occupancy(MultiService):
         store = self._store
         if store is None:
             return
-        sessions, self._pending = self._pending, []
+        sessions, self._pending = list(self._pending), deque()
         try:
             await store.save_parking_sessions(
                 sessions,
@@ -416,7 +418,7 @@ class Occupancy(MultiService):
             )
             return
         except StoreError as error:
-            self._pending[:0] = sessions
+            self._pending.extendleft(reversed(sessions))
             if not self._failing:
                 log.error(
                     "Occupancy: the parking sessions could not be kept ({reason}); retrying",
