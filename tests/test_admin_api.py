@@ -18,9 +18,10 @@ from twisted.internet import reactor
 from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.tcp import Connection
 from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.admin.root import build_admin
 from gateway.admin.stream import EventStream
@@ -1161,6 +1162,25 @@ class AttentionTests(AdminTestCase):
         reply = await client.get("/api/attention")
         self.assertEqual(reply.json()["alerts"], [])
         self.assertEqual(reply.json()["sounds"]["refused"], "off")
+
+
+class AttentionBoundTests(SynchronousTestCase):
+    def test_the_oldest_alerts_go_past_the_bound_and_every_page_is_told(self) -> None:
+        from gateway.admin.attention import MAX_ALERTS, AttentionFeed
+        from gateway.admin.settings import AttentionSettings
+        from gateway.bus import EventBus
+
+        bus = EventBus()
+        told: list[Any] = []
+        bus.subscribe(lambda topic, payload: told.append(payload) if topic == "attention" else None)
+        feed = AttentionFeed(clock=Clock(), bus=bus, settings=AttentionSettings())
+        for n in range(MAX_ALERTS + 5):
+            bus.publish("camera", {"serialno": f"cam-{n}", "lane": None, "online": False})
+        alerts = feed.alerts()
+        self.assertEqual(len(alerts), MAX_ALERTS)
+        self.assertEqual(alerts[0].detail, "cam-5")
+        dropped = [payload for payload in told if payload.get("dropped")]
+        self.assertEqual(len(dropped), 5)
 
 
 class OccupancyApiTests(AdminTestCase):
