@@ -3,7 +3,9 @@ happens, for the admin page's live stream and the metrics.
 
 Topics: ``event`` (a camera event was kept), ``camera`` (a camera went on or
 off line), ``command`` (a command reached its final state), ``status``
-(a link or store state changed). Payloads are JSON-ready dicts.
+(a link, store or serial port state changed), ``attention`` (an alert for
+the booth, or its acknowledgement), ``occupancy`` (the cars inside changed).
+Payloads are JSON-ready dicts.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ value stops the gateway with one clear line (``key path: reason``) instead of
 surfacing hours later at a lane.
 
 Each area declares its settings and their checks once (see :mod:`gateway.schema`):
-``[gateway]`` and ``[[lane]]`` in :mod:`gateway.site`, ``[camera_server]`` in
+``[gateway]``, ``[[lane]]`` and ``[occupancy]`` in :mod:`gateway.site`, ``[camera_server]`` in
 :mod:`gateway.camera.settings`, ``[admin]`` in :mod:`gateway.admin.settings`,
 ``[policy]`` in :mod:`gateway.policy.settings`, ``[store]`` in
 :mod:`gateway.store.settings`, ``[serial.NAME]`` and ``[lane.serial_bridge]`` in
@@ -38,9 +38,11 @@ from gateway.serial.settings import SERIAL_PORT, SerialPortSettings
 from gateway.site import (
     DEFAULT_STATE_DIR,
     LANE_KEY,
+    OCCUPANCY,
     SITE,
     Lanes,
     LaneSettings,
+    OccupancySettings,
     SiteSettings,
     parse_lanes,
 )
@@ -74,6 +76,7 @@ class GatewayConfig:
     serial: tuple[SerialPortSettings, ...] = ()
     upstream: UpstreamSettings | None = None  # None: a standalone site
     mqtt: MqttSettings | None = None  # None: nothing is published to a broker
+    occupancy: OccupancySettings = attrs.field(factory=OccupancySettings)
 
     def serial_port(self, name: str) -> SerialPortSettings | None:
         for port in self.serial:
@@ -106,6 +109,7 @@ _SECTIONS: dict[str, Section[Any]] = {
     "admin": ADMIN_SECTION,
     "policy": POLICY,
     "store": STORE,
+    "occupancy": OCCUPANCY,
 }
 _SERIAL_KEY = "serial"
 _UPSTREAM_KEY = "upstream"
@@ -186,6 +190,32 @@ def _check_listeners_apart(camera_server: CameraServerSettings, admin: AdminSett
             )
 
 
+def _check_occupancy_lanes(occupancy: OccupancySettings, lanes: Lanes) -> OccupancySettings:
+    """Every lane ``[occupancy]`` names is a configured lane, spelled as
+    configured."""
+
+    def canonical(names: tuple[str, ...], path: str) -> tuple[str, ...]:
+        found = []
+        for number_from_one, name in enumerate(names, start=1):
+            lane = lanes.canonical(name)
+            if lane is None:
+                raise ConfigError(
+                    f"{path}[{number_from_one}]",
+                    f"no lane is called {describe(name)} (lanes: {lanes.describe()})",
+                )
+            found.append(lane)
+        return tuple(found)
+
+    site_lanes = (
+        canonical(occupancy.lanes, "occupancy.lanes") if occupancy.lanes is not None else None
+    )
+    areas = tuple(
+        attrs.evolve(area, lanes=canonical(area.lanes, f"occupancy.areas[{index}].lanes"))
+        for index, area in enumerate(occupancy.areas, start=1)
+    )
+    return attrs.evolve(occupancy, lanes=site_lanes, areas=areas)
+
+
 def parse_config(data: Mapping[str, Any], source: str = "<config>") -> GatewayConfig:
     """Validate a parsed TOML document and build the configuration.
 
@@ -213,6 +243,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> GatewayCo
             _check_lane_slugs(lanes)
         _check_serial_uses(lanes, serial)
         _check_listeners_apart(sections["camera_server"], sections["admin"])
+        occupancy = _check_occupancy_lanes(sections["occupancy"], lanes)
     except ConfigError as error:
         if error.source is None:
             raise ConfigError(error.path, error.reason, source) from None
@@ -228,6 +259,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> GatewayCo
         serial=serial,
         upstream=upstream,
         mqtt=mqtt,
+        occupancy=occupancy,
     )
 
 

@@ -27,11 +27,14 @@ from gateway.schema import (
     integer,
     is_timezone,
     network,
+    number,
     one_of,
     optional,
     setting,
     table,
+    tables,
     text,
+    text_list,
     timezone_name,
 )
 from gateway.serial.settings import SERIAL_BRIDGE, SerialBridgeSettings
@@ -41,8 +44,12 @@ __all__ = [
     "Direction",
     "HeartbeatMode",
     "LANE",
+    "AREA",
+    "AreaSettings",
     "LaneSettings",
     "Lanes",
+    "OCCUPANCY",
+    "OccupancySettings",
     "SITE",
     "SiteSettings",
     "UnknownPlate",
@@ -220,6 +227,43 @@ class Lanes:
     def describe(self) -> str:
         """The lane names for an error message."""
         return ", ".join(self.names) or "none configured"
+
+
+_LANE_NAMES = text_list(item=text(max_length=64), what="lane")
+
+
+@attrs.frozen
+class AreaSettings:
+    """``[[occupancy.areas]]``: a part of the site with spaces of its own,
+    counted on the passages of its ``lanes``."""
+
+    name: str = setting(text(max_length=64))
+    lanes: tuple[str, ...] = setting(text_list(item=text(max_length=64), min_items=1, what="lane"))
+    capacity: int | None = setting(optional(integer(0, 1_000_000)), default=None)
+
+
+AREA = Section(AreaSettings)
+
+
+@attrs.frozen
+class OccupancySettings:
+    """``[occupancy]``: the site's spaces and how cars inside are counted.
+
+    ``capacity`` None: the free spaces are not known (``{free}`` keeps the
+    display's own ``free_spaces``). ``lanes`` are the lanes whose passages
+    count for the whole site (None: every lane). An entry still open after
+    ``max_stay_days`` is flagged as never closed; ``max_inside`` bounds the
+    open sessions kept per scope.
+    """
+
+    capacity: int | None = setting(optional(integer(0, 1_000_000)), default=None)
+    lanes: tuple[str, ...] | None = setting(optional(_LANE_NAMES), default=None)
+    areas: tuple[AreaSettings, ...] = setting(tables(AREA, unique="name"), default=())
+    max_stay_days: float = setting(number(1, 3650), default=30.0)
+    max_inside: int = setting(integer(10, 1_000_000), default=100_000)
+
+
+OCCUPANCY = Section(OccupancySettings)
 
 
 LANE_KEY = "lane"

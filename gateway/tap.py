@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import attrs
 from twisted.application.service import IService, MultiService
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
@@ -44,6 +45,7 @@ from gateway.mqtt.client import BrokerClient
 from gateway.mqtt.commands import MqttCommands
 from gateway.mqtt.service import MqttService
 from gateway.mqtt.settings import MqttSettings
+from gateway.occupancy import Occupancy
 from gateway.platelist import PlateList
 from gateway.policy.codec import EntryCodec
 from gateway.reactor import IGatewayReactor, as_gateway_reactor
@@ -102,6 +104,7 @@ class GatewayService(MultiService):
         self.cameras: Cameras | None = None
         self.upstream: UpstreamService | None = None
         self.mqtt: MqttService | None = None
+        self.occupancy: Occupancy | None = None
         self.admin: admin.AdminRoot | None = None
         self.listeners: list[Listener] = []
 
@@ -336,6 +339,10 @@ def build_devices(
     clock, registry = core.clock, core.registry
     ports = SerialPorts(core.reactor, serial)
     core.metrics.watch_serial_ports(lambda: [status.to_dict() for status in ports.statuses()])
+    # A port failing or coming back is the page's to see (a display fault).
+    ports.on_state_change(
+        lambda status: core.bus.publish("status", {"serial_port": status.to_dict()})
+    )
 
     def queue_camera_serial(serialno: str, channel: int, data: bytes, expires_at: float) -> Withdraw:
         command = SendSerial(channel=channel, data=data, expires_at=expires_at)
@@ -439,6 +446,51 @@ def build_cameras(root: MultiService, core: Core, devices: Devices, config: Gate
     core.plate_list.on_change(sync.list_changed)
     server.whitelist_result_listeners.append(sync.whitelist_result)
     return Cameras(control, gate, server, sync)
+
+
+def build_occupancy(
+    root: MultiService, core: Core, devices: Devices, config: GatewayConfig
+) -> Occupancy:
+    """The parking sessions and the cars inside, shown on the lanes' displays
+    (``{free}``) when a capacity is known."""
+    clock, displays = core.clock, devices.displays
+
+    async def store_once_events_are_kept() -> Store:
+        # No event is kept before the plate list is loaded: the occupancy's
+        # reading back waits until then, behind the start-up's own reads.
+        await core.plate_list.when_loaded()
+        return await core.store.when_open()
+
+    occupancy = Occupancy(
+        clock=clock,
+        settings=config.occupancy,
+        lanes=config.lanes,
+        bus=core.bus,
+        open_store=lambda: Deferred.fromCoroutine(store_once_events_are_kept()),
+        keep=core.recorder.keep,
+    )
+    pending: list[object] = []
+
+    def show_free() -> None:
+        pending.clear()
+        for lane in displays.lanes:
+            free = occupancy.lane_free(lane)
+            if free is not None:
+                displays.set_free_spaces(lane, free)
+
+    def counts_changed() -> None:
+        # After the plate reply's own frames (a board shows the decision
+        # first, the new count with its idle text), once per turn.
+        if not pending:
+            pending.append(clock.callLater(0, show_free))
+
+    occupancy.on_change(counts_changed)
+    core.metrics.watch_occupancy(
+        lambda: [count.to_json() | {"area": count.area} for count in occupancy.counts()]
+    )
+    # After the store: it stops before it (what is pending is written on the way).
+    occupancy.setServiceParent(root)
+    return occupancy
 
 
 def build_upstream(
@@ -559,6 +611,7 @@ def build_admin(
     upstream: UpstreamService | None,
     config: GatewayConfig,
     mqtt: MqttService | None = None,
+    occupancy: Occupancy | None = None,
 ) -> admin.AdminRoot:
     """The staff page and API (not listening: see :func:`build_listeners`)."""
     accounts = AdminAccounts(
@@ -605,6 +658,7 @@ def build_admin(
         on_replay=upstream.notify_new_event if upstream is not None else None,
         sessions=sessions,
         store_state=core.store,
+        occupancy=occupancy,
     )
 
 
@@ -653,6 +707,7 @@ def build_service(
         root, core, config.lanes, config.serial, config.gateway.tz
     )
     root.cameras = cameras = build_cameras(root, core, devices, config)
+    root.occupancy = build_occupancy(root, core, devices, config)
     if config.upstream is not None:
         root.upstream = build_upstream(root, core, cameras, config.upstream, config.source)
     if config.mqtt is not None:
@@ -668,7 +723,9 @@ def build_service(
         config.source,
     )
     if config.admin.listen:
-        root.admin = build_admin(root, core, devices, cameras, root.upstream, config, root.mqtt)
+        root.admin = build_admin(
+            root, core, devices, cameras, root.upstream, config, root.mqtt, root.occupancy
+        )
         admin_site = ConnectionLimits(
             root.admin.site(),
             max_connections=config.admin.max_connections,

@@ -18,9 +18,10 @@ from twisted.internet import reactor
 from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.tcp import Connection
 from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.admin.root import build_admin
 from gateway.admin.stream import EventStream
@@ -166,6 +167,25 @@ class CameraTests(AdminTestCase):
         answer = await camera.post(plate_body(ENTRANCE, "京A00002", plateid=3))
         self.assertEqual(answer["Response_AlarmInfoPlate"]["ivs_ioctrl"]["value"], 0)
         self.assertEqual(answer["Response_AlarmInfoPlate"]["manualTrigger"], "ok")
+
+    async def test_the_lane_card_is_told_what_each_camera_can_carry_out(self) -> None:
+        await self.build()
+        client = await self.operator()
+        await self.camera_online(ENTRANCE)
+        # An older Vzenith firmware (no plateid, isoffline, gioouts): trigger only.
+        legacy = Camera(self.camera_server)
+        await legacy.post(plate_body(STRANGER, "京A00009"))
+        cameras = {c["serialno"]: c for c in (await client.get("/api/cameras")).json()["cameras"]}
+        everything = {"close": True, "hold_open": True, "trigger": True, "snapshot": True}
+        self.assertEqual(cameras[ENTRANCE]["can"], everything)
+        self.assertEqual(
+            cameras[STRANGER]["can"],
+            {"close": False, "hold_open": False, "trigger": True, "snapshot": True},
+        )
+        # Never heard from: offered (and disabled on the page while offline).
+        self.assertEqual(cameras[EXIT]["can"], everything)
+        refused = await client.post(f"/api/cameras/{STRANGER}/hold-open")
+        self.assertEqual(refused.status, 409)
 
     async def test_serial_hex_and_text(self) -> None:
         await self.build()
@@ -1067,6 +1087,204 @@ class StreamTests(AdminTestCase):
         self.assertEqual(len(self.api.stream.streams), 0)
 
 
+class AttentionTests(AdminTestCase):
+    """Alerts from what happens on site, until an operator acknowledges them."""
+
+    async def test_a_refused_car_calls_until_acknowledged_by_an_operator(self) -> None:
+        await self.build()
+        operator = await self.operator()
+        viewer = Client(self.api)
+        await viewer.login("vera")
+        empty = await viewer.get("/api/attention")
+        self.assertEqual(empty.status, 200)
+        self.assertEqual(empty.json()["alerts"], [])
+        self.assertEqual(
+            empty.json()["sounds"],
+            {
+                "blacklist": "alarm",
+                "refused": "chime",
+                "camera_offline": "beep",
+                "display_fault": "beep",
+                "cloud_down": "beep",
+            },
+        )
+        published: list[Any] = []
+        self.bus.subscribe(lambda topic, payload: published.append(payload) if topic == "attention" else None)
+        await self.camera_online()  # 京A00001, unknown: refused
+        (alert,) = (await viewer.get("/api/attention")).json()["alerts"]
+        self.assertEqual(
+            (alert["kind"], alert["plate"], alert["lane"], alert["reason"]),
+            ("refused", "京A00001", "Entrance", "unknown"),
+        )
+        self.assertEqual(published[-1]["alert"]["id"], alert["id"])
+        path = f"/api/attention/{alert['id']}/acknowledge"
+        # A viewer may see it, not acknowledge it; nor may a page without its CSRF token.
+        self.assertEqual((await viewer.post(path, {})).status, 403)
+        self.assertEqual((await operator.post(path, {}, csrf=False)).status, 403)
+        self.assertEqual(len((await viewer.get("/api/attention")).json()["alerts"]), 1)
+        acknowledged = await operator.post(path, {})
+        self.assertEqual(acknowledged.status, 200)
+        self.assertEqual(acknowledged.json()["by"], "olga")
+        self.assertEqual(published[-1], {"acknowledged": alert["id"]})
+        self.assertEqual((await viewer.get("/api/attention")).json()["alerts"], [])
+        self.assertEqual((await operator.post(path, {})).status, 404)
+        audit = await self.store.audit_entries()
+        self.assertEqual(
+            (audit[0].who, audit[0].action, audit[0].target), ("olga", "acknowledge_alert", "event:" + alert["event_id"])
+        )
+        self.assertEqual((await Client(self.api).get("/api/attention")).status, 401)
+
+    async def test_each_kind_and_the_same_trouble_counted_once(self) -> None:
+        await self.build()
+        client = await self.operator()
+        await client.post(
+            "/api/whitelist", {"plate": "京B66666", "blacklist": True, "note": "stolen"}
+        )
+        camera = Camera(self.camera_server)
+        await camera.post(plate_body(ENTRANCE, "京B66666", plateid=7))
+        # What the gateway's parts publish: a camera offline, a port failing
+        # (twice: one alert), the cloud link going down.
+        self.bus.publish("camera", {"serialno": EXIT, "lane": "Exit", "online": False})
+        for _ in range(2):
+            self.bus.publish(
+                "status",
+                {"serial_port": {"name": "led1", "state": "missing", "reason": "unplugged"}},
+            )
+        self.bus.publish("status", {"upstream": "backing_off", "last_error": "timed out"})
+        self.bus.publish("status", {"upstream": "backing_off", "last_error": "timed out"})
+        alerts = (await client.get("/api/attention")).json()["alerts"]
+        self.assertEqual(
+            [(a["kind"], a["count"]) for a in alerts],
+            [("blacklist", 1), ("camera_offline", 1), ("display_fault", 2), ("cloud_down", 1)],
+        )
+        self.assertEqual(alerts[2]["detail"], "led1: missing (unplugged)")
+        # A repeat read or an offline record calls for nobody.
+        await camera.post(plate_body(ENTRANCE, "京C77777", plateid=8, isoffline=1))
+        self.assertEqual(len((await client.get("/api/attention")).json()["alerts"]), 4)
+
+    async def test_a_kind_switched_off_raises_nothing(self) -> None:
+        from support.admin import default_settings
+
+        await self.build(settings=default_settings(attention={"refused": "off"}))
+        client = await self.operator()
+        await self.camera_online()
+        reply = await client.get("/api/attention")
+        self.assertEqual(reply.json()["alerts"], [])
+        self.assertEqual(reply.json()["sounds"]["refused"], "off")
+
+
+class AttentionBoundTests(SynchronousTestCase):
+    def test_the_oldest_alerts_go_past_the_bound_and_every_page_is_told(self) -> None:
+        from gateway.admin.attention import MAX_ALERTS, AttentionFeed
+        from gateway.admin.settings import AttentionSettings
+        from gateway.bus import EventBus
+
+        bus = EventBus()
+        told: list[Any] = []
+        bus.subscribe(lambda topic, payload: told.append(payload) if topic == "attention" else None)
+        feed = AttentionFeed(clock=Clock(), bus=bus, settings=AttentionSettings())
+        for n in range(MAX_ALERTS + 5):
+            bus.publish("camera", {"serialno": f"cam-{n}", "lane": None, "online": False})
+        alerts = feed.alerts()
+        self.assertEqual(len(alerts), MAX_ALERTS)
+        self.assertEqual(alerts[0].detail, "cam-5")
+        dropped = [payload for payload in told if payload.get("dropped")]
+        self.assertEqual(len(dropped), 5)
+
+
+class OccupancyApiTests(AdminTestCase):
+    LANES = [
+        {"name": "Entrance", "camera": ENTRANCE, "unknown_plate": "allow", "sync_whitelist": False},
+        {
+            "name": "Exit", "camera": EXIT, "direction": "out", "unknown_plate": "allow",
+            "sync_whitelist": False,
+        },
+    ]
+
+    async def test_entry_exit_and_an_operators_correction(self) -> None:
+        await self.build(
+            lanes=self.LANES,
+            occupancy={"capacity": 20, "areas": [{"name": "Garage", "lanes": ["Exit"], "capacity": 4}]},
+        )
+        viewer = Client(self.api)
+        await viewer.login("vera")
+        operator = await self.operator()
+        first = await viewer.get("/api/occupancy")
+        self.assertEqual(first.status, 200)
+        self.assertEqual(
+            {key: first.json()[key] for key in ("capacity", "inside", "free")},
+            {"capacity": 20, "inside": 0, "free": 20},
+        )
+        self.assertEqual(first.json()["areas"][0]["name"], "Garage")
+        camera = Camera(self.camera_server)
+        await camera.post(plate_body(ENTRANCE, "京A12345", plateid=1))
+        await camera.post(plate_body(ENTRANCE, "京A54321", plateid=2))
+        self.assertEqual((await viewer.get("/api/occupancy")).json()["inside"], 2)
+        await camera.post(plate_body(EXIT, "京A12345", plateid=3))
+        now = (await viewer.get("/api/occupancy")).json()
+        self.assertEqual((now["inside"], now["free"]), (1, 19))
+        # The garage's exit saw a car it never saw enter: flagged, nothing negative.
+        self.assertEqual(now["areas"][0]["inside"], 0)
+
+        body = {"inside": 5, "reason": "counted on the walk round"}
+        self.assertEqual((await viewer.post("/api/occupancy/correct", body)).status, 403)
+        self.assertEqual((await operator.post("/api/occupancy/correct", body, csrf=False)).status, 403)
+        machine = Client(self.api, token=SCRAPER_TOKEN)
+        self.assertEqual((await machine.post("/api/occupancy/correct", body)).status, 403)
+        missing = await operator.post("/api/occupancy/correct", {"inside": -1, "reason": " "})
+        self.assertEqual(missing.status, 400)
+        self.assertEqual(set(missing.json()["errors"]), {"inside", "reason"})
+        unknown = await operator.post("/api/occupancy/correct", {**body, "area": "Roof"})
+        self.assertEqual((unknown.status, list(unknown.json()["errors"])), (400, ["area"]))
+        corrected = await operator.post("/api/occupancy/correct", body)
+        self.assertEqual(corrected.status, 200)
+        self.assertEqual(
+            {key: corrected.json()[key] for key in ("inside", "free", "correction")},
+            {"inside": 5, "free": 15, "correction": 4},
+        )
+        (event,) = await self.store.recent_events(limit=1, type=EventType.OCCUPANCY)
+        self.assertEqual(
+            {key: event.raw[key] for key in ("inside", "previous", "operator", "reason")},
+            {"inside": 5, "previous": 1, "operator": "olga", "reason": "counted on the walk round"},
+        )
+        audit = await self.store.audit_entries()
+        self.assertEqual((audit[0].action, audit[0].reason), ("correct_occupancy", "counted on the walk round"))
+        garage = await operator.post(
+            "/api/occupancy/correct", {"area": "garage", "inside": 2, "reason": "two in"}
+        )
+        self.assertEqual((garage.json()["area"], garage.json()["inside"]), ("Garage", 2))
+
+        self.clock.advance(1.0)  # the sessions are written
+        sessions = (await viewer.get("/api/occupancy/sessions?area=")).json()["sessions"]
+        self.assertEqual(
+            sorted((s["plate"], s["state"], s["flagged"]) for s in sessions),
+            [("京A12345", "closed", False), ("京A54321", "inside", False)],
+        )
+        garage_sessions = (await viewer.get("/api/occupancy/sessions?area=Garage")).json()
+        self.assertEqual(
+            [(s["plate"], s["state"], s["entered_at"], s["flagged"]) for s in garage_sessions["sessions"]],
+            [("京A12345", "no_entry", None, True)],
+        )
+        flagged = await viewer.get("/api/occupancy/sessions?state=no_entry&limit=1")
+        self.assertEqual(len(flagged.json()["sessions"]), 1)
+        self.assertIsNotNone(flagged.json()["next_before"])
+        self.assertEqual((await viewer.get("/api/occupancy/sessions?state=parked")).status, 400)
+        for path in ("/api/occupancy", "/api/occupancy/sessions"):
+            self.assertEqual((await Client(self.api).get(path)).status, 401)
+
+    async def test_the_count_is_in_the_metrics(self) -> None:
+        await self.build(lanes=self.LANES, occupancy={"capacity": 3})
+        self.metrics.watch_occupancy(
+            lambda: [c.to_json() | {"area": c.area} for c in self.parts.occupancy.counts()]
+        )
+        await Camera(self.camera_server).post(plate_body(ENTRANCE, "京A12345", plateid=1))
+        reply = await Client(self.api, token=SCRAPER_TOKEN).get("/metrics")
+        text = reply.body.decode()
+        self.assertIn('anpr_gateway_occupancy_inside{area=""} 1.0', text)
+        self.assertIn('anpr_gateway_occupancy_capacity{area=""} 3.0', text)
+        self.assertIn('anpr_gateway_occupancy_free{area=""} 2.0', text)
+
+
 class AdminSiteTests(AdminTestCase):
     """The admin listener's site: bodies bounded by route before they are
     read, the CSV import at field scale."""
@@ -1106,7 +1324,7 @@ class AdminSiteTests(AdminTestCase):
     async def test_only_the_expected_routes_are_open_and_only_the_import_reads_more(self) -> None:
         await self.build()
         routes = self.api.routes()
-        self.assertEqual(len(routes), 38)
+        self.assertEqual(len(routes), 43)
         opened = sorted(route.url for route in routes if route.access.role is None)
         self.assertEqual(opened, ["/", "/api/login", "/api/logout", "/static/<path:name>", "/wall"])
         public = [route.url for route in routes if route.access.reason and route.access.role]

@@ -53,11 +53,13 @@ import gateway.store.service as store_service
 from gateway import __version__
 from gateway.admin.settings import hash_password, token_digest
 from gateway.config import parse_config
+from gateway.protocol.board import ShowLines, decode_frame, split_frames
 from gateway.simulator.camera import SimulatedCamera
 from gateway.simulator.config import CameraConfig
 from gateway.tap import build_service
 from support import REPO, RunningGateway, loopback_config, start_gateway
 from support.gateway import GatewayTestCase
+from support.serial import PtyBoard
 from support.threads import global_reactor
 
 pytestmark = pytest.mark.system
@@ -161,13 +163,18 @@ class AdminBrowserTestCase(GatewayTestCase):
 
     # -- the browser side (worker thread) --------------------------------------
 
-    def in_browser(self, session: Callable[[Browser], None]) -> Deferred[None]:
+    def in_browser(
+        self, session: Callable[[Browser], None], *, args: tuple[str, ...] = ()
+    ) -> Deferred[None]:
         """Run ``session(browser)`` on a worker thread with a fresh headless
-        Chromium; the reactor keeps serving meanwhile."""
+        Chromium (with ``args`` besides the usual ones); the reactor keeps
+        serving meanwhile."""
 
         def run() -> None:
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                browser = playwright.chromium.launch(
+                    executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *args]
+                )
                 try:
                     session(browser)
                 finally:
@@ -953,4 +960,248 @@ class EightLaneTests(AdminBrowserTestCase):
         # Two rows of cards at least are on the first screen.
         on_screen = [box for box in boxes if box and box["y"] + box["height"] <= BOOTH_SCREEN["height"]]
         self.assertGreaterEqual(len(on_screen), 4)
+        context.close()
+
+
+# Chromium's rule for a page nobody has touched yet, as on a booth PC.
+AUTOPLAY_RULE = ("--autoplay-policy=document-user-activation-required",)
+
+
+class AttentionTests(AdminBrowserTestCase):
+    """A refused car calls for attention: a banner on every page and a sound,
+    until an operator acknowledges it. The browser keeps the page silent
+    until someone clicks or types on it, and the page says so."""
+
+    async def test_the_banner_calls_until_an_operator_acknowledges_it(self) -> None:
+        gateway, password = await self.start_site()
+        await self.add_user("wall", "wall-screen-pass-1", "viewer")
+        camera = self.camera()
+        await self.until(lambda: gateway.service.registry.held_polls() == 1, what="a held comet poll")
+        await self.in_browser(lambda browser: self.attention(browser, camera, password), args=AUTOPLAY_RULE)
+        self.no_page_errors()
+
+    def attention(self, browser: Browser, camera: SimulatedCamera, password: str) -> None:
+        context, page = self.new_page(browser)
+        page.goto(self.url())
+        self.sign_in(page, "admin", password)
+        wall_context, wall = self.new_page(browser)
+        wall.goto(self.url())
+        self.sign_in(wall, "wall", "wall-screen-pass-1")
+        # Opened again, signed in, without a click (a screen switched on that
+        # shows the page by itself): the browser keeps it silent, and the page
+        # says so.
+        signed_in = context.storage_state()
+        context.close()
+        context, page = self.new_page(browser, storage_state=signed_in)
+        page.goto(self.url())
+        expect(page.locator("#app")).to_be_visible()
+        expect(page.locator("#sound-locked")).to_be_visible()
+        expect(page.locator("#sound-locked")).to_contain_text("click or press a key")
+        expect(page.locator("body")).to_have_attribute("data-sound", "locked")
+        expect(page.locator("#attention")).to_be_hidden()
+
+        # A car the list does not know: a banner on both pages.
+        self.on_reactor(camera.read_plate, PLATE)
+        banner = page.locator("#attention .attention-item")
+        expect(banner).to_have_count(1)
+        expect(banner).to_have_attribute("data-kind", "refused")
+        expect(banner.locator(".attention-text")).to_have_text(f"{PLATE} on Entrance refused: unknown plate")
+        expect(page.locator("#attention")).to_have_attribute("data-played", "chime:locked")
+        wall_banner = wall.locator("#attention .attention-item")
+        expect(wall_banner).to_have_count(1)
+        # A viewer cannot acknowledge; it may hide the banner on its own screen only.
+        expect(wall_banner.locator('[data-action="acknowledge"]')).to_have_count(0)
+        expect(wall_banner.locator('[data-action="hide"]')).to_be_visible()
+
+        # The first click anywhere unlocks the sound.
+        page.locator(".live-panel h2").click()
+        expect(page.locator("body")).to_have_attribute("data-sound", "on")
+        expect(page.locator("#sound-locked")).to_be_hidden()
+        self.on_reactor(camera.read_plate, "沪C99999")
+        expect(banner).to_have_count(2)
+        expect(page.locator("#attention")).to_have_attribute("data-played", "chime:locked chime")
+        self.screenshot(page, "attention")
+
+        # Acknowledged by the operator: gone from every page.
+        banner.first.locator('[data-action="acknowledge"]').click()
+        expect(banner).to_have_count(1)
+        expect(wall_banner).to_have_count(1)
+        banner.first.locator('[data-action="acknowledge"]').click()
+        expect(page.locator("#attention")).to_be_hidden()
+        expect(wall.locator("#attention")).to_be_hidden()
+        entries = self.on_reactor(lambda: self.gateway.store.audit_entries())
+        self.assertEqual([e.action for e in entries[:2]], ["acknowledge_alert", "acknowledge_alert"])
+        self.assertEqual({e.who for e in entries[:2]}, {"admin"})
+
+        # In Chinese too.
+        page.locator("#app .lang-switch").click()
+        self.on_reactor(camera.read_plate, "粤D11111")
+        expect(banner.locator(".attention-text")).to_have_text("Entrance：粤D11111 未放行（未登记车牌）")
+        expect(banner.locator('[data-action="acknowledge"]')).to_have_text("确认")
+        page.locator("#app .lang-switch").click()
+        wall_context.close()
+        context.close()
+
+
+OCCUPANCY_PLATE = "京A12345"
+
+
+def board_lines(data: bytes | bytearray) -> list[str]:
+    """The text lines every frame a board received shows; fails on any
+    byte outside a valid frame."""
+    split = split_frames(bytes(data))
+    assert (split.skipped, split.rest) == (0, b""), "bytes outside valid frames"
+    lines: list[str] = []
+    for frame in split.frames:
+        command = decode_frame(frame).command
+        if isinstance(command, ShowLines):
+            lines.extend(line.text for line in command.lines)
+    return lines
+
+
+class OccupancyTests(AdminBrowserTestCase):
+    """Cars in and out: the count on the page and the free spaces on the
+    entrance's LED board (a pty standing in for its RS-485 adapter) follow,
+    and an operator corrects the count with a reason."""
+
+    async def test_entry_and_exit_move_the_count_to_the_page_and_the_led_board(self) -> None:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        self.board = PtyBoard(os.path.join(directory, "led-entrance"))
+        self.addCleanup(self.board.close)
+        self.config = loopback_config(
+            gateway={"id": "north-car-park", "timezone": "Asia/Shanghai"},
+            policy={"duplicate_window_seconds": 0, "unknown_plate": "allow"},
+            lane=[
+                {
+                    "name": "Entrance", "camera": ENTRANCE, "barrier_channel": 1,
+                    "sync_whitelist": False,
+                    "display": {"via": "serial", "port": "led", "dwell_seconds": 1},
+                },
+                {"name": "Exit", "camera": EXIT, "direction": "out", "sync_whitelist": False},
+            ],
+            serial={"led": {"device": self.board.path, "exclusive": False}},
+            occupancy={"capacity": 10},
+        )
+        gateway, password = await self.start_site()
+        await self.until(
+            lambda: gateway.service.ports.status("led").state.value == "open", what="the led port"
+        )
+        entrance = self.camera()
+        exit_camera = self.camera(serialno=EXIT, ipaddr="192.168.1.101")
+        await self.until(lambda: gateway.service.registry.held_polls() == 2, what="two comet polls")
+        await self.until(lambda: "剩余车位 10" in self.board_now(), what="the free spaces on the board")
+        await self.in_browser(lambda browser: self.occupancy(browser, entrance, exit_camera, password))
+        self.no_page_errors()
+
+    def board_now(self) -> list[str]:
+        """What the board shows now: the lines of the last frame it got."""
+        self.board.read()
+        return board_lines(self.board.received)[-4:]
+
+    def board_shows(self, text: str) -> None:
+        self.wait_on_reactor(lambda: text in self.board_now(), f"{text!r} on the entrance board")
+
+    def occupancy(
+        self, browser: Browser, entrance: SimulatedCamera, exit_camera: SimulatedCamera, password: str
+    ) -> None:
+        context, page = self.new_page(browser)
+        page.goto(self.url())
+        self.sign_in(page, "admin", password)
+        site = page.locator('#occupancy .occupancy-chip[data-area=""]')
+        expect(site.locator(".occupancy-inside")).to_have_text("0 inside")
+        expect(site.locator(".occupancy-free")).to_have_text("10 of 10 free")
+
+        # A car comes in: one inside, nine free, on the page and the board.
+        self.on_reactor(entrance.read_plate, OCCUPANCY_PLATE)
+        expect(site.locator(".occupancy-inside")).to_have_text("1 inside")
+        expect(site.locator(".occupancy-free")).to_have_text("9 of 10 free")
+        self.board_shows("剩余车位 9")
+        self.screenshot(page, "occupancy")
+
+        # It leaves: the session is closed, the space free again.
+        self.on_reactor(exit_camera.read_plate, OCCUPANCY_PLATE)
+        expect(site.locator(".occupancy-inside")).to_have_text("0 inside")
+        self.board_shows("剩余车位 10")
+        async def closed() -> list[Any]:
+            sessions = await self.gateway.store.parking_sessions()
+            return [s for _, s in sessions if s.state.value == "closed"]
+
+        (session,) = self.wait_on_reactor(closed, "the closed session kept")
+        self.assertEqual(session.plate, OCCUPANCY_PLATE)
+        self.assertEqual((session.entry_lane, session.exit_lane), ("Entrance", "Exit"))
+
+        # The operator counts three cars the cameras never saw.
+        site.locator('[data-action="correct"]').click()
+        form = page.locator("#form-dialog-form")
+        form.locator("[name=inside]").fill("3")
+        form.locator("[name=reason]").fill("three cars parked before the cameras went in")
+        page.click("#form-dialog-ok")
+        expect(page.locator("#form-dialog")).to_be_hidden()
+        expect(site.locator(".occupancy-inside")).to_have_text("3 inside")
+        expect(site.locator(".occupancy-free")).to_have_text("7 of 10 free")
+        self.board_shows("剩余车位 7")
+        events = self.on_reactor(lambda: self.gateway.store.recent_events(limit=1, type="occupancy"))
+        self.assertEqual(events[0].raw["operator"], "admin")
+        self.assertEqual(events[0].raw["inside"], 3)
+        context.close()
+
+
+class LaneCommandTests(AdminBrowserTestCase):
+    """Hold open, close, read now and snapshot are on a lane's card only
+    when its camera can carry them out (the capability table): a current
+    Vzenith camera can do them all, a ParkingCam camera only close."""
+
+    async def test_the_lane_card_offers_what_the_camera_can_do(self) -> None:
+        gateway, password = await self.start_site()
+        vzenith = self.camera()
+        parkingcam = self.camera(serialno=EXIT, dialect="parkingcam", ipaddr="192.168.1.101")
+        registry = gateway.service.registry
+
+        def both_heard() -> bool:
+            exit_camera = registry.get(EXIT)
+            return (
+                registry.held_polls() >= 1
+                and exit_camera is not None
+                and exit_camera.online
+                and exit_camera.dialect is not None
+                and exit_camera.dialect.value == "parkingcam"
+            )
+
+        await self.until(both_heard, what="the comet poll and the ParkingCam heartbeat")
+        await self.in_browser(lambda browser: self.commands(browser, vzenith, parkingcam, password))
+        self.no_page_errors()
+
+    def commands(
+        self, browser: Browser, vzenith: SimulatedCamera, parkingcam: SimulatedCamera, password: str
+    ) -> None:
+        context, page = self.new_page(browser)
+        page.goto(self.url())
+        self.sign_in(page, "admin", password)
+        entrance = page.locator(f'.lane-card[data-camera="{ENTRANCE}"]')
+        exit_lane = page.locator(f'.lane-card[data-camera="{EXIT}"]')
+        for action in ("hold-open", "close", "trigger"):
+            expect(entrance.locator(f'[data-action="{action}"]')).to_be_enabled()
+        expect(exit_lane.locator('[data-action="close"]')).to_be_enabled()
+        expect(exit_lane.locator('[data-action="hold-open"]')).to_have_count(0)
+        expect(exit_lane.locator('[data-action="trigger"]')).to_have_count(0)
+        expect(exit_lane.locator('[data-action="snapshot"]')).to_have_count(0)
+        self.screenshot(page, "lanes-commands")
+
+        # Hold open asks first, then the camera's output stays on; close brings it down.
+        entrance.locator('[data-action="hold-open"]').click()
+        expect(page.locator("#confirm-text")).to_contain_text("stays up until it is closed")
+        page.click("#confirm-ok")
+        self.wait_on_reactor(lambda: vzenith.io_outputs[1] == 1, "the barrier held open")
+        entrance.locator('[data-action="close"]').click()
+        expect(page.locator("#confirm-text")).to_contain_text("Make sure no car is under it")
+        page.click("#confirm-ok")
+        self.wait_on_reactor(lambda: vzenith.io_outputs[1] == 0, "the barrier closed")
+        # Read now: no question, the camera reads the lane by itself.
+        entrance.locator('[data-action="trigger"]').click()
+        self.wait_on_reactor(lambda: vzenith.manual_triggers == 1, "the camera's manual trigger")
+        # The ParkingCam camera closes its barrier in a heartbeat's reply.
+        exit_lane.locator('[data-action="close"]').click()
+        page.click("#confirm-ok")
+        self.wait_on_reactor(lambda: len(parkingcam.barrier_closes) == 1, "the exit barrier closed")
         context.close()

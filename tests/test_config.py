@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.admin.settings import AdminSettings
+from gateway.admin.settings import AdminSettings, AttentionSettings
 from gateway.camera.settings import CameraServerSettings
 from gateway.config import ConfigError, GatewayConfig, load_config, main, parse_config
 from gateway.display.settings import DisplaySettings, MessageChange
@@ -20,7 +20,7 @@ from gateway.mqtt.settings import MqttSettings
 from gateway.policy.settings import PolicySettings
 from gateway.schema import Section
 from gateway.serial.settings import SerialBridgeSettings, SerialPortSettings
-from gateway.site import LaneSettings, SiteSettings
+from gateway.site import AreaSettings, LaneSettings, OccupancySettings, SiteSettings
 from gateway.store.settings import StoreSettings
 from gateway.upstream.settings import UpstreamSettings
 
@@ -186,6 +186,9 @@ def test_reference_file_documents_every_key() -> None:
         ("[serial.", SerialPortSettings),
         ("[upstream]", UpstreamSettings),
         ("[mqtt]", MqttSettings),
+        ("[occupancy]", OccupancySettings),
+        ("[[occupancy.areas]]", AreaSettings),
+        ("[admin.attention]", AttentionSettings),
     ]:
         assert section in reference
         for key in Section(cls).key_names:
@@ -298,7 +301,7 @@ def test_invalid_values_name_the_key_and_the_reason(data: dict[str, Any], path: 
 @pytest.mark.parametrize(
     ("data", "path", "known"),
     [
-        ({"lanes": []}, "lanes", "admin, camera_server, gateway, lane, mqtt, policy, serial, store, upstream"),
+        ({"lanes": []}, "lanes", "admin, camera_server, gateway, lane, mqtt, occupancy, policy, serial, store, upstream"),
         ({"camera_server": {"comet_hold": 20}}, "camera_server.comet_hold", "allowed_cameras, allowed_networks, comet_hold_seconds, header_timeout_seconds, idle_timeout_seconds, listen, max_body_bytes, max_connections, max_connections_per_address, max_field_chars, max_field_items, max_field_nesting, max_record_bytes, offline_missed_intervals"),
         ({"lane": [lane(), lane(name="Exit", camera="Q", barrier=1)]}, "lane[2].barrier", "address, ask_cloud, barrier_channel, camera, camera_list_max, cloud_overrides_blacklist, direction, display, heartbeat, name, serial_bridge, sync_whitelist, unknown_plate"),
     ],
@@ -539,6 +542,56 @@ def test_lane_sync_whitelist_is_a_boolean() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"lane": [{**lane, "sync_whitelist": "no"}]})
     assert str(info.value) == 'lane[1].sync_whitelist: must be true or false, got "no"'
+
+
+@pytest.mark.parametrize(
+    "data, path, reason",
+    [
+        ({"occupancy": {"capacity": -1}}, "occupancy.capacity", "must be between 0 and 1000000, got -1"),
+        (
+            {"lane": [lane()], "occupancy": {"lanes": ["Entrance", "Side gate"]}},
+            "occupancy.lanes[2]",
+            'no lane is called "Side gate" (lanes: Entrance)',
+        ),
+        (
+            {"lane": [lane()], "occupancy": {"areas": [{"name": "Staff", "lanes": ["Back"]}]}},
+            "occupancy.areas[1].lanes[1]",
+            'no lane is called "Back" (lanes: Entrance)',
+        ),
+        (
+            {"lane": [lane()], "occupancy": {"areas": [{"name": "Staff", "lanes": []}]}},
+            "occupancy.areas[1].lanes",
+            "must list at least 1 lane, got an empty array",
+        ),
+        ({"admin": {"attention": {"refused": "siren"}}}, "admin.attention.refused", "must be one of"),
+    ],
+)
+def test_occupancy_and_attention_errors_name_the_key(data: dict[str, Any], path: str, reason: str) -> None:
+    error = error_of(data)
+    assert error.path == path
+    assert error.reason.startswith(reason), error.reason
+
+
+def test_occupancy_lanes_take_the_configured_spelling() -> None:
+    config = parse_config(
+        {
+            "lane": [lane(), lane(name="Exit", camera="Q", direction="out")],
+            "occupancy": {
+                "capacity": 80,
+                "areas": [{"name": "Staff", "lanes": ["entrance", "EXIT"], "capacity": 10}],
+            },
+        }
+    )
+    assert config.occupancy.capacity == 80
+    assert config.occupancy.lanes is None
+    assert config.occupancy.areas[0].lanes == ("Entrance", "Exit")
+    assert config.admin.attention.to_json() == {
+        "blacklist": "alarm",
+        "refused": "chime",
+        "camera_offline": "beep",
+        "display_fault": "beep",
+        "cloud_down": "beep",
+    }
 
 
 def _lane_with(**tables: Any) -> dict[str, Any]:

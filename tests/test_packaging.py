@@ -169,8 +169,18 @@ unknown_plate = "allow"
             f"http://127.0.0.1:{admin_port}/api/cameras",
             headers={"Authorization": "Bearer packaging-test-token"},
         )
-        with urllib.request.urlopen(authorised, timeout=5) as r:
-            cameras = json.loads(r.read())["cameras"]
+        cameras = None
+        # The accounts are read back (and a first start's admin password
+        # hashed) while the cameras are already answered: until then a
+        # credential is answered 503 with Retry-After, as documented.
+        while cameras is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(authorised, timeout=5) as r:
+                    cameras = json.loads(r.read())["cameras"]
+            except urllib.error.HTTPError as error:
+                assert error.code == 503 and error.headers.get("Retry-After"), error
+                time.sleep(0.1)
+        assert cameras is not None
         assert [(c["serialno"], c["lane"], c["online"]) for c in cameras] == [
             ("d85b1269-8f942256", "Exit", True)
         ]

@@ -46,6 +46,8 @@ def test_a_standalone_site_in_start_order(tmp_path: Path) -> None:
         "displays",
         "serial-bridge",
         "camera-whitelist-sync",
+        # After the store: it writes what is pending before the store closes.
+        "occupancy",
         "camera-listener-1",
         "admin-accounts",
         "admin-sessions",
@@ -136,6 +138,7 @@ def test_periodic_work_is_timer_services_in_the_tree(tmp_path: Path) -> None:
         "display-clocks",
         "camera-list-tick",
         "upstream-housekeeping",
+        "occupancy-expiry",
     }
     assert all(step > 0 for step in timers(root).values())
     # Without a file to watch, nothing polls for one.

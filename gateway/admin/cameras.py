@@ -53,6 +53,10 @@ _SYNC_FIELDS = (
 )
 
 
+#: The commands the lane card shows when the camera can carry them out.
+_CARD_COMMANDS = (Capability.CLOSE, Capability.HOLD_OPEN, Capability.TRIGGER, Capability.SNAPSHOT)
+
+
 def _sync_json(
     described: Mapping[str, object] | None, camera: Camera | None
 ) -> dict[str, object] | None:
@@ -160,6 +164,13 @@ class CamerasResource:
                 row["last_plate"] = event_summary(plates[0])
         sync = self._camera_sync.state(name) if self._camera_sync is not None else None
         row["whitelist_sync"] = _sync_json(sync.describe() if sync is not None else None, camera)
+        # What the lane card offers: the barrier, trigger and snapshot
+        # commands this camera can carry out (all, until the camera was heard).
+        mode = camera.mode if camera is not None and camera.dialect is not None else None
+        row["can"] = {
+            capability.value: mode is None or mode.refusal(capability) is None
+            for capability in _CARD_COMMANDS
+        }
         row["display"] = bool(
             lane is not None and self._has_display is not None and self._has_display(lane.name)
         )

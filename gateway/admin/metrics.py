@@ -123,6 +123,40 @@ class _MqttCollector:
         yield _commands_family(status)
 
 
+class _OccupancyCollector:
+    """The cars inside, as read at the last scrape."""
+
+    def __init__(self) -> None:
+        self.source: Source[Iterable[Mapping[str, Any]]] | None = None
+        self.counts: list[Mapping[str, Any]] = []
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        inside = GaugeMetricFamily(
+            "anpr_gateway_occupancy_inside",
+            'Cars inside (area="" is the whole site), with the operator\'s correction.',
+            labels=["area"],
+        )
+        capacity = GaugeMetricFamily(
+            "anpr_gateway_occupancy_capacity", "Parking spaces configured.", labels=["area"]
+        )
+        free = GaugeMetricFamily(
+            "anpr_gateway_occupancy_free", "Free parking spaces.", labels=["area"]
+        )
+        for count in self.counts:
+            area = str(count.get("area") or "")
+            inside.add_metric([area], float(count.get("inside") or 0))
+            if count.get("capacity") is not None:
+                capacity.add_metric([area], float(count["capacity"]))
+            if count.get("free") is not None:
+                free.add_metric([area], float(count["free"]))
+        yield inside
+        yield capacity
+        yield free
+
+
 def _commands_family(status: Any) -> Metric:
     family = CounterMetricFamily(
         "anpr_gateway_mqtt_commands",
@@ -225,6 +259,7 @@ class GatewayMetrics:
                 self._gauges[name] = Gauge(f"anpr_gateway_{name}", documentation, registry=registry)
         self._mqtt = _MqttCollector()
         self._port_state: Gauge | None = None
+        self._occupancy: _OccupancyCollector | None = None
         if serial_ports is not None:
             self.watch_serial_ports(serial_ports)
         if process:
@@ -241,6 +276,14 @@ class GatewayMetrics:
                 ["port", "state"],
                 registry=self.registry,
             )
+
+    def watch_occupancy(self, counts: Source[Iterable[Mapping[str, Any]]]) -> None:
+        """Report the cars inside, the capacity and the free spaces of the
+        site (``area=""``) and each area: ``counts()`` lists them."""
+        if self._occupancy is None:
+            self._occupancy = _OccupancyCollector()
+            self.registry.register(self._occupancy)
+        self._occupancy.source = counts
 
     def watch_mqtt(self, mqtt: Source[Any]) -> None:
         """Report the MQTT link: ``mqtt()`` gives its
@@ -310,6 +353,11 @@ class GatewayMetrics:
                 self._mqtt.status = await _read(self._mqtt.source)
             except Exception:
                 log.failure("Reading the MQTT metrics failed")
+        if self._occupancy is not None and self._occupancy.source is not None:
+            try:
+                self._occupancy.counts = list(await _read(self._occupancy.source) or ())
+            except Exception:
+                log.failure("Reading the occupancy metrics failed")
         if self._port_state is not None:
             try:
                 ports = await _read(self._serial_ports)

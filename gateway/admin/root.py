@@ -4,6 +4,7 @@ that serves it.
 Each resource (:mod:`~gateway.admin.session`, :mod:`~gateway.admin.cameras`,
 :mod:`~gateway.admin.events`, :mod:`~gateway.admin.platelist`,
 :mod:`~gateway.admin.status`, :mod:`~gateway.admin.stream`,
+:mod:`~gateway.admin.attention`, :mod:`~gateway.admin.occupancy`,
 :mod:`~gateway.admin.page`) is a small class with its own Klein app, its
 routes under the full paths of the API. :class:`AdminRoot` hands each
 request to the resource whose routes match its path, so the URLs are those
@@ -33,11 +34,13 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import MapAdapter
 
 from gateway.admin.access import Access, RouteAccess, declared_routes
+from gateway.admin.attention import AttentionFeed, AttentionResource
 from gateway.admin.audit import AuditLog
 from gateway.admin.auth import AdminAccounts, LoginThrottle, SessionStore
 from gateway.admin.cameras import CamerasResource
 from gateway.admin.events import EventsResource
 from gateway.admin.http import MAX_JSON_BYTES
+from gateway.admin.occupancy import OccupancyResource
 from gateway.admin.page import PageResource
 from gateway.admin.platelist import PlateListResource
 from gateway.admin.session import SessionResource
@@ -57,6 +60,7 @@ from gateway.camera.control import CameraControl
 from gateway.camera.http import BoundedRequest
 from gateway.camera.registry import CameraRegistry
 from gateway.camera.whitelist_sync import CameraWhitelistSync
+from gateway.occupancy import Occupancy
 from gateway.platelist import PlateList
 from gateway.policy.codec import EntryCodec
 from gateway.site import Lanes, SiteSettings
@@ -268,6 +272,8 @@ def build_admin(
     max_streams: int = MAX_STREAMS,
     sessions: SessionStore | None = None,
     store_state: StoreState | None = None,
+    occupancy: Occupancy | None = None,
+    attention: AttentionFeed | None = None,
 ) -> AdminRoot:
     """The admin API and page for the gateway's parts: each resource gets
     only what it uses.
@@ -276,9 +282,13 @@ def build_admin(
     ``sessions`` keeps the logins (:func:`session_store`; by default in
     memory only). ``store_state`` (the store service) says why the store
     cannot open and takes the acknowledgement of a replaced database.
+    ``occupancy`` counts the cars inside (None: not counted); ``attention``
+    calls for the booth (by default one from ``bus``).
     """
     if sessions is None:
         sessions = session_store(clock, settings)
+    if attention is None:
+        attention = AttentionFeed(clock=clock, bus=bus, settings=settings.attention)
     audit = AuditLog(clock, store)
 
     def unavailable() -> str | None:
@@ -336,6 +346,8 @@ def build_admin(
         ),
         MetricsResource(access=access, metrics=metrics, public=settings.metrics_public),
         UsersResource(access=access, accounts=users, sessions=sessions, audit=audit),
+        AttentionResource(access=access, feed=attention),
+        OccupancyResource(access=access, occupancy=occupancy, store=store),
         stream,
         PageResource(reactor=reactor, static_dir=static_dir),
     ]

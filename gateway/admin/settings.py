@@ -32,6 +32,7 @@ from gateway.schema import (
     number,
     one_of,
     setting,
+    table,
     tables,
     text,
     text_list,
@@ -40,6 +41,9 @@ from gateway.schema import (
 __all__ = [
     "ADMIN",
     "ADMIN_SECTION",
+    "ATTENTION_KINDS",
+    "ATTENTION_SOUNDS",
+    "AttentionSettings",
     "MAX_PASSWORD_LENGTH",
     "MIN_PASSWORD_LENGTH",
     "OPERATOR",
@@ -268,6 +272,38 @@ MAX_SESSION_HOURS = 720.0
 DEFAULT_SESSION_HOURS = 12.0
 
 
+#: What calls for the booth's attention (``[admin.attention]``).
+ATTENTION_KINDS = ("blacklist", "refused", "camera_offline", "display_fault", "cloud_down")
+#: How each kind calls: a sound and a banner, a banner only (``silent``), or
+#: nothing (``off``). The page makes the sounds itself (Web Audio).
+ATTENTION_SOUNDS = ("alarm", "chime", "beep", "silent", "off")
+_sound = one_of(*ATTENTION_SOUNDS)
+
+
+@attrs.frozen
+class AttentionSettings:
+    """``[admin.attention]``: for each kind of trouble, the sound the page
+    plays with its banner (``alarm``, ``chime``, ``beep``), a banner without
+    sound (``silent``), or nothing (``off``). A banner stays until an
+    operator acknowledges it."""
+
+    blacklist: str = setting(_sound, default="alarm")
+    refused: str = setting(_sound, default="chime")
+    camera_offline: str = setting(_sound, default="beep")
+    display_fault: str = setting(_sound, default="beep")
+    cloud_down: str = setting(_sound, default="beep")
+
+    def sound(self, kind: str) -> str:
+        value: str = getattr(self, kind)
+        return value
+
+    def to_json(self) -> dict[str, str]:
+        return {kind: self.sound(kind) for kind in ATTENTION_KINDS}
+
+
+ATTENTION = Section(AttentionSettings)
+
+
 def _endpoints(value: object, path: str) -> tuple[str, ...]:
     checked: tuple[str, ...] = text_list(item=endpoint, what="endpoint")(value, path)
     return checked
@@ -296,6 +332,7 @@ class AdminSettings:
     # file descriptors (the cameras' port has its own limits).
     max_connections: int = setting(integer(8, 10_000), default=256)
     max_connections_per_address: int = setting(integer(2, 1_000), default=32)
+    attention: AttentionSettings = setting(table(ATTENTION), factory=AttentionSettings)
 
     def __attrs_post_init__(self) -> None:
         seen: set[str] = set()

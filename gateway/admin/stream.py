@@ -39,7 +39,7 @@ __all__ = [
 log = Logger()
 
 #: The bus topics a page receives.
-STREAM_TOPICS = frozenset({"event", "camera", "command", "status"})
+STREAM_TOPICS = frozenset({"event", "camera", "command", "status", "attention", "occupancy"})
 #: What may wait for a client that does not read before it is dropped.
 MAX_PENDING_BYTES = 1024 * 1024
 #: How long the browser waits before reconnecting (milliseconds).

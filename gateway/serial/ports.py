@@ -155,6 +155,8 @@ class _ManagedPort:
         self.frames_dropped = 0
         self.bytes_read = 0
         self.receivers: list[ReceiveCallback] = []
+        #: Told each change of state (with the new status).
+        self.watchers: list[Callable[[PortStatus], None]] = []
         self._transport: Any = None
         self._protocol: _PortProtocol | None = None
         self._running = False
@@ -255,6 +257,11 @@ class _ManagedPort:
         self.since = self._clock.seconds()
         self._overflow_logged = False
         name, device = self.settings.name, self.settings.device
+        for watcher in list(self.watchers):
+            try:
+                watcher(self.status())
+            except Exception:
+                log.failure("A serial port state watcher failed")
         if state is PortState.OPEN:
             log.info(
                 "Serial port {port} open on {device} at {baudrate} baud",
@@ -395,6 +402,11 @@ class SerialPorts(Service):
     def on_receive(self, name: str, callback: ReceiveCallback) -> None:
         """Call ``callback(bytes)`` with whatever is read from port ``name``."""
         self._port(name).receivers.append(callback)
+
+    def on_state_change(self, callback: Callable[[PortStatus], None]) -> None:
+        """Call ``callback(status)`` whenever a port changes state."""
+        for port in self._ports.values():
+            port.watchers.append(callback)
 
     def status(self, name: str) -> PortStatus:
         """The state and counters of port ``name``."""

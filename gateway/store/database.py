@@ -25,6 +25,7 @@ import attrs
 from twisted.logger import Logger
 
 from gateway.policy.cameralist import CameraRow
+from gateway.policy.occupancy import ParkingSession, SessionState
 from gateway.store.bounded import record_too_large
 from gateway.store.images import ImageFiles, PendingImage, fsync_directory
 from gateway.store.records import (
@@ -401,6 +402,26 @@ def _decode_event(row: Sequence[Any]) -> EventRecord:
 _WHITELIST_COLUMNS = (
     "plate, enabled, blacklist, valid_from, valid_until, lanes, hours, note, source, updated_at"
 )
+
+
+_SESSION_COLUMNS = (
+    "key, area, plate, state, entered_at, entry_lane, entry_event, left_at, exit_lane, exit_event"
+)
+
+
+def _session_from_row(row: Sequence[Any]) -> ParkingSession:
+    return ParkingSession(
+        key=row[0],
+        area=row[1],
+        plate=row[2],
+        state=SessionState(row[3]),
+        entered_at=_opt_from_us(row[4]),
+        entry_lane=row[5],
+        entry_event=row[6],
+        left_at=_opt_from_us(row[7]),
+        exit_lane=row[8],
+        exit_event=row[9],
+    )
 
 
 def _whitelist_from_row(row: Sequence[Any]) -> PlateRow:
@@ -2066,6 +2087,110 @@ class Database:
             return entries
 
         return self.read(work)
+
+    # -- parking sessions ----------------------------------------------------
+
+    def occupancy_state(
+        self, consumer: str, offsets_key: str
+    ) -> tuple[int, str | None, list[ParkingSession]]:
+        """Where the occupancy consumer stands: its cursor (a new one starts
+        at the newest event), the corrections' JSON and the open sessions,
+        oldest first."""
+        offsets = self.kv_get(offsets_key)
+
+        def work(connection: sqlite3.Connection) -> tuple[int, list[ParkingSession]]:
+            # Read only: a new consumer's cursor is written with its first
+            # sessions.
+            row = connection.execute(
+                "SELECT seq FROM consumer_cursors WHERE consumer = ?", (consumer,)
+            ).fetchone()
+            if row is None:
+                row = connection.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+            rows = connection.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM parking_sessions "
+                "WHERE state = 'inside' ORDER BY seq"
+            )
+            return int(row[0]), [_session_from_row(row) for row in rows]
+
+        cursor, inside = self.read(work)
+        return cursor, offsets, inside
+
+    def save_parking_sessions(
+        self,
+        sessions: Sequence[ParkingSession],
+        consumer: str,
+        cursor: int,
+        offsets_key: str,
+        offsets: str,
+        keep: int,
+    ) -> None:
+        """Write ``sessions`` (new or changed, by key), the consumer's
+        cursor and the corrections in one transaction; beyond the newest
+        ``keep`` rows the oldest that are not open go."""
+
+        def work(connection: sqlite3.Connection) -> None:
+            last = 0
+            for session in sessions:
+                cursor_row = connection.execute(
+                    "INSERT INTO parking_sessions (key, area, plate, state, entered_at, "
+                    "entry_lane, entry_event, left_at, exit_lane, exit_event) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET state = excluded.state, "
+                    "left_at = excluded.left_at, exit_lane = excluded.exit_lane, "
+                    "exit_event = excluded.exit_event",
+                    (
+                        session.key,
+                        session.area,
+                        session.plate,
+                        session.state.value,
+                        _opt_us(session.entered_at),
+                        session.entry_lane,
+                        session.entry_event,
+                        _opt_us(session.left_at),
+                        session.exit_lane,
+                        session.exit_event,
+                    ),
+                )
+                last = max(last, int(cursor_row.lastrowid or 0))
+            connection.execute(
+                "INSERT INTO consumer_cursors (consumer, seq) VALUES (?, ?) "
+                "ON CONFLICT (consumer) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+                (consumer, cursor),
+            )
+            connection.execute(
+                "INSERT INTO kv (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (offsets_key, offsets),
+            )
+            if last > keep:
+                connection.execute(
+                    "DELETE FROM parking_sessions WHERE seq <= ? AND state != 'inside'",
+                    (last - keep,),
+                )
+
+        self.write(work)
+
+    def parking_sessions(
+        self, area: str | None, state: str | None, before: int | None, limit: int
+    ) -> list[tuple[int, ParkingSession]]:
+        """Up to ``limit`` sessions, newest first, older than seq ``before``,
+        of one ``area`` and ``state`` when given; each with its seq."""
+        clauses = ["seq < ?"]
+        values: list[Any] = [before if before is not None else 2**62]
+        if area is not None:
+            clauses.append("area = ?")
+            values.append(area)
+        if state is not None:
+            clauses.append("state = ?")
+            values.append(state)
+        values.append(limit)
+        sql = (
+            f"SELECT seq, {_SESSION_COLUMNS} FROM parking_sessions "
+            f"WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT ?"
+        )
+        return self.read(
+            lambda c: [(int(row[0]), _session_from_row(row[1:])) for row in c.execute(sql, values)]
+        )
 
     # -- key/value -----------------------------------------------------------
 

@@ -54,6 +54,7 @@ class EventType(str, enum.Enum):
     CAMERA_ONLINE = "camera_online"
     CAMERA_OFFLINE = "camera_offline"
     COMMAND_RESULT = "command_result"
+    OCCUPANCY = "occupancy"  # an operator's count of the cars inside
 
 
 class ImageState(str, enum.Enum):

@@ -218,6 +218,29 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # 10: parking sessions: a plate's entry and exit paired, per scope (the
+    # site is area '', or an area of it). ``key`` is the passage's event id
+    # and the scope; ``state`` is inside, closed, no_entry (an exit without
+    # an entry) or not_closed (an entry never closed). Times are unix
+    # microseconds. The open ones are read back at start (a partial index).
+    (
+        """
+        CREATE TABLE parking_sessions (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            key TEXT NOT NULL UNIQUE,
+            area TEXT NOT NULL DEFAULT '',
+            plate TEXT NOT NULL,
+            state TEXT NOT NULL,
+            entered_at INTEGER,
+            entry_lane TEXT,
+            entry_event TEXT,
+            left_at INTEGER,
+            exit_lane TEXT,
+            exit_event TEXT
+        )
+        """,
+        "CREATE INDEX parking_sessions_inside ON parking_sessions (seq) WHERE state = 'inside'",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

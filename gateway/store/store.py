@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 
 from gateway.background import InThread
 from gateway.policy.cameralist import CameraRow
+from gateway.policy.occupancy import ParkingSession
 from gateway.store.database import (
     Database,
     EventWrite,
@@ -1012,6 +1013,44 @@ class Store:
     async def audit_entries(self, before: int | None = None, limit: int = 100) -> list[AuditRow]:
         """Audit entries, newest first, older than seq ``before``."""
         return await self._read(lambda: self._db.audit_entries(before, limit))
+
+    # -- parking sessions --------------------------------------------------------
+
+    async def occupancy_state(
+        self, consumer: str, offsets_key: str
+    ) -> tuple[int, str | None, list[ParkingSession]]:
+        """The occupancy's cursor over the events, its corrections (JSON)
+        and the open parking sessions, oldest first."""
+        return await self._read(lambda: self._db.occupancy_state(consumer, offsets_key))
+
+    async def save_parking_sessions(
+        self,
+        sessions: Sequence[ParkingSession],
+        *,
+        consumer: str,
+        cursor: int,
+        offsets_key: str,
+        offsets: str,
+        keep: int = 1_000_000,
+    ) -> None:
+        """Keep these sessions, the cursor and the corrections durably, at once."""
+        sessions = list(sessions)
+        await self._write(
+            lambda: self._db.save_parking_sessions(
+                sessions, consumer, cursor, offsets_key, offsets, keep
+            )
+        )
+
+    async def parking_sessions(
+        self,
+        *,
+        area: str | None = None,
+        state: str | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> list[tuple[int, ParkingSession]]:
+        """Parking sessions with their seq, newest first."""
+        return await self._read(lambda: self._db.parking_sessions(area, state, before, limit))
 
     # -- key/value state -------------------------------------------------------
 

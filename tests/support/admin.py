@@ -223,6 +223,7 @@ class AdminTestCase(TestCase):
         *,
         lanes: list[dict[str, Any]] | None = None,
         settings: AdminSettings | None = None,
+        occupancy: dict[str, Any] | None = None,
         display_test: Callable[[str, str], object] | None = None,
         has_display: Callable[[str], bool] | None = None,
         serial_status: Callable[[], Any] | None = None,
@@ -238,6 +239,7 @@ class AdminTestCase(TestCase):
             {
                 "gateway": {"state_dir": str(state_dir), "id": "site-7", "timezone": TZ},
                 "lane": LANES if lanes is None else lanes,
+                **({"occupancy": occupancy} if occupancy is not None else {}),
             },
             source="<test>",
         )
@@ -315,6 +317,7 @@ class AdminTestCase(TestCase):
             on_replay=on_replay,
             static_dir=static_dir,
             sessions=sessions,
+            occupancy=parts.occupancy,
         )
         self.api = build_admin(**self.api_arguments)
         return self.api

@@ -1,8 +1,8 @@
 """The gateway's camera-side parts in memory, built by the composition root's
 own builders (``gateway.tap.build_core``, ``build_devices``, ``build_cameras``):
 the camera registry, the store, the plate list, the gate, the recorder, command
-control, the displays, the camera server and the camera whitelist sync, with
-the bus between them.
+control, the displays, the camera server, the camera whitelist sync and the
+occupancy, with the bus between them.
 
 Everything runs on a ``Clock``; the store runs its SQLite work at once (an
 inline executor) and the plate list and camera sync their bulk work too, so
@@ -27,10 +27,20 @@ from gateway.camera.server import CameraServer
 from gateway.camera.whitelist_sync import CameraWhitelistSync
 from gateway.config import GatewayConfig, parse_config
 from gateway.gate import Gate
+from gateway.occupancy import Occupancy
 from gateway.platelist import PlateList
 from gateway.policy.codec import EntryCodec
 from gateway.store import Store, StoreService
-from gateway.tap import Cameras, Core, Devices, Seams, build_cameras, build_core, build_devices
+from gateway.tap import (
+    Cameras,
+    Core,
+    Devices,
+    Seams,
+    build_cameras,
+    build_core,
+    build_devices,
+    build_occupancy,
+)
 from support.store import InlineExecutor
 from support.threads import inline_threads
 
@@ -67,6 +77,7 @@ class GatewayParts:
     core: Core
     devices: Devices
     cameras: Cameras
+    occupancy: Occupancy
 
     @property
     def store(self) -> Store | None:
@@ -92,6 +103,7 @@ def build_parts(config: GatewayConfig, clock: Clock) -> GatewayParts:
     core = build_core(root, global_reactor, config, seams)
     devices = build_devices(root, core, config.lanes, config.serial, config.gateway.tz)
     cameras = build_cameras(root, core, devices, config)
+    occupancy = build_occupancy(root, core, devices, config)
     return GatewayParts(
         config=config,
         clock=clock,
@@ -109,4 +121,5 @@ def build_parts(config: GatewayConfig, clock: Clock) -> GatewayParts:
         core=core,
         devices=devices,
         cameras=cameras,
+        occupancy=occupancy,
     )

@@ -23,8 +23,9 @@
     "wrong_lane", "unknown", "no_plate", "offline_record", "duplicate",
   ];
   const EVENT_TYPES = [
-    "plate", "io", "serial", "snapshot", "camera_online", "camera_offline", "command_result",
+    "plate", "io", "serial", "snapshot", "camera_online", "camera_offline", "command_result", "occupancy",
   ];
+  const ATTENTION_KINDS = ["blacklist", "refused", "camera_offline", "display_fault", "cloud_down"];
   const FINAL_COMMAND_STATES = ["delivered", "completed", "expired", "failed"];
 
   // Stroke icons, 24x24: drawn here so that nothing is fetched.
@@ -40,6 +41,7 @@
     replay: "M4 12a8 8 0 1 0 2.5-5.8M4 4v5h5",
     expand: "M4 9V4h5M20 9V4h-5M4 15v5h5M20 15v5h-5",
     check: "M5 12l5 5L20 7",
+    barrier_down: "M4 21V10M2 21h5M4 12.5h16M8 11v3M12 11v3M16 11v3",
   };
 
   const state = {
@@ -62,6 +64,10 @@
     statusTimer: null,
     refetchTimer: null,
     imageUrl: null,
+    // Alerts waiting for an acknowledgement, the sound of each kind, and the
+    // page's audio (locked by the browser until the first interaction).
+    attention: { alerts: [], sounds: {}, audio: null, played: [] },
+    occupancy: null,
   };
 
   // ---------------------------------------------------------------- strings
@@ -548,6 +554,9 @@
     state.whitelist.loaded = false;
     renderUser();
     openStream();
+    prepareSound();
+    loadAttention();
+    loadOccupancy();
     loadCameras();
     loadStatus(); // the gateway's id, shown in the top bar
     state.timers.push(window.setInterval(tickTimes, 5000));
@@ -615,10 +624,15 @@
       // Whatever happened while the stream was down is fetched again.
       if (wasDown) {
         loadCameras();
+        loadAttention();
+        loadOccupancy();
         if (state.view === "status") loadStatus();
       }
     });
-    const handlers = { event: onBusEvent, camera: onBusCamera, command: onBusCommand, status: onBusStatus };
+    const handlers = {
+      event: onBusEvent, camera: onBusCamera, command: onBusCommand, status: onBusStatus,
+      attention: onBusAttention, occupancy: onBusOccupancy,
+    };
     for (const [topic, handler] of Object.entries(handlers)) {
       source.addEventListener(topic, (message) => {
         let payload;
@@ -725,6 +739,205 @@
     if (state.view !== "status") return;
     window.clearTimeout(state.statusDebounce);
     state.statusDebounce = window.setTimeout(loadStatus, 500);
+  }
+
+  // -------------------------------------------------------------- attention
+
+  async function loadAttention() {
+    try {
+      const data = await api("GET", "/api/attention");
+      state.attention.sounds = data.sounds || {};
+      state.attention.alerts = Array.isArray(data.alerts) ? data.alerts : [];
+      renderAttention();
+      renderSoundLock();
+    } catch (error) {
+      failed(t("attention.title"), error);
+    }
+  }
+
+  function onBusAttention(message) {
+    const alerts = state.attention.alerts;
+    if (message.acknowledged) {
+      state.attention.alerts = alerts.filter((alert) => alert.id !== message.acknowledged);
+    } else if (message.alert) {
+      const alert = message.alert;
+      state.attention.alerts = [...alerts.filter((item) => item.id !== alert.id), alert];
+      playSound(state.attention.sounds[alert.kind]);
+    }
+    renderAttention();
+  }
+
+  function alertText(alert) {
+    const params = {
+      lane: alert.lane || "-",
+      plate: alert.plate || t("attention.no_plate"),
+      reason: alert.reason ? reasonText(alert.reason) : "",
+      detail: alert.detail || "",
+    };
+    return t(`attention.kind.${alert.kind}`, params);
+  }
+
+  function renderAttention() {
+    const box = $("attention");
+    const list = $("attention-list");
+    clear(list);
+    const alerts = state.attention.alerts;
+    box.hidden = alerts.length === 0;
+    // Newest first: the one that just happened is on top.
+    for (const alert of [...alerts].reverse()) {
+      list.append(h("li", { class: `attention-item attention-${alert.kind}`, dataset: { alert: alert.id, kind: alert.kind } },
+        h("span", { class: "attention-kind", text: t(`attention.label.${alert.kind}`) }),
+        h("span", { class: "attention-text", text: alertText(alert) }),
+        h("span", { class: "attention-time muted", text: fmtClock(alert.at) }),
+        alert.count > 1 ? h("span", { class: "tag attention-count", text: t("attention.count", { count: alert.count }) }) : null,
+        canAct()
+          ? h("button", { class: "btn btn-small attention-ack", type: "button", "data-action": "acknowledge", onclick: () => acknowledge(alert) },
+            h("span", { text: t("attention.acknowledge") }))
+          // A viewer (a wall screen) cannot acknowledge: it may only hide
+          // the banner on its own screen.
+          : h("button", { class: "btn btn-small btn-ghost attention-hide", type: "button", "data-action": "hide", onclick: () => hideAlert(alert) },
+            h("span", { text: t("attention.hide") }))));
+    }
+  }
+
+  function hideAlert(alert) {
+    state.attention.alerts = state.attention.alerts.filter((item) => item.id !== alert.id);
+    renderAttention();
+  }
+
+  async function acknowledge(alert) {
+    try {
+      await api("POST", `/api/attention/${encodeURIComponent(alert.id)}/acknowledge`, { json: {} });
+    } catch (error) {
+      if (error.status !== 404) {
+        failed(t("attention.acknowledge"), error);
+        return;
+      }
+    }
+    // Cleared here at once; the stream clears it on every other page.
+    state.attention.alerts = state.attention.alerts.filter((item) => item.id !== alert.id);
+    renderAttention();
+  }
+
+  /** The page's audio. Chromium starts it suspended until the user clicks
+   * or presses a key on the page: until then the page says so. */
+  function prepareSound() {
+    if (state.attention.audio) return;
+    const Context = window.AudioContext || window.webkitAudioContext;
+    if (!Context) return;
+    const audio = new Context();
+    state.attention.audio = audio;
+    audio.addEventListener("statechange", renderSoundLock);
+    const unlock = () => {
+      if (audio.state !== "running") audio.resume().then(renderSoundLock, () => {});
+    };
+    for (const type of ["pointerdown", "keydown"]) document.addEventListener(type, unlock, { capture: true });
+    $("sound-unlock").addEventListener("click", unlock);
+    renderSoundLock();
+  }
+
+  function soundWanted() {
+    return Object.values(state.attention.sounds).some((sound) => ["alarm", "chime", "beep"].includes(sound));
+  }
+
+  function renderSoundLock() {
+    const audio = state.attention.audio;
+    const locked = !audio || audio.state !== "running";
+    const notice = $("sound-locked");
+    notice.hidden = !(state.session && soundWanted() && locked);
+    document.body.dataset.sound = locked ? "locked" : "on";
+  }
+
+  // Each sound: [frequency Hz, start s, length s, wave] notes, made here.
+  const SOUNDS = {
+    alarm: [[880, 0, 0.22, "square"], [660, 0.25, 0.22, "square"], [880, 0.5, 0.22, "square"], [660, 0.75, 0.22, "square"]],
+    chime: [[1046.5, 0, 0.35, "sine"], [784, 0.3, 0.6, "sine"]],
+    beep: [[880, 0, 0.18, "sine"]],
+  };
+
+  function playSound(name) {
+    const notes = SOUNDS[name];
+    const audio = state.attention.audio;
+    if (!notes) return;
+    const locked = !audio || audio.state !== "running";
+    // What was played, and what the browser kept silent (for the tests).
+    state.attention.played = [...state.attention.played, locked ? `${name}:locked` : name].slice(-20);
+    $("attention").dataset.played = state.attention.played.join(" ");
+    if (locked) return;
+    const start = audio.currentTime + 0.02;
+    for (const [frequency, at, length, wave] of notes) {
+      const tone = audio.createOscillator();
+      const gain = audio.createGain();
+      tone.type = wave;
+      tone.frequency.value = frequency;
+      gain.gain.setValueAtTime(0.0001, start + at);
+      gain.gain.exponentialRampToValueAtTime(0.25, start + at + 0.02);
+      gain.gain.exponentialRampToValueAtTime(0.0001, start + at + length);
+      tone.connect(gain).connect(audio.destination);
+      tone.start(start + at);
+      tone.stop(start + at + length + 0.05);
+    }
+  }
+
+  // -------------------------------------------------------------- occupancy
+
+  async function loadOccupancy() {
+    try {
+      state.occupancy = await api("GET", "/api/occupancy");
+    } catch (error) {
+      state.occupancy = null;
+      if (error.status !== 404) failed(t("occupancy.title"), error);
+    }
+    renderOccupancy();
+  }
+
+  function onBusOccupancy(counts) {
+    state.occupancy = counts;
+    renderOccupancy();
+  }
+
+  function occupancyChip(name, count, area) {
+    return h("div", { class: "occupancy-chip", dataset: { area: area || "" } },
+      h("span", { class: "occupancy-name", text: name }),
+      h("strong", { class: "occupancy-inside", text: t("occupancy.inside", { count: fmtNumber(count.inside) }) }),
+      count.free === null || count.free === undefined
+        ? null
+        : h("span", { class: `occupancy-free${count.free === 0 ? " is-full" : ""}`, text: t("occupancy.free", { free: fmtNumber(count.free), capacity: fmtNumber(count.capacity) }) }),
+      count.correction ? h("span", { class: "muted small", text: t("occupancy.corrected", { correction: count.correction > 0 ? `+${count.correction}` : String(count.correction) }) }) : null,
+      canAct()
+        ? h("button", { class: "btn btn-small btn-ghost", type: "button", "data-action": "correct", onclick: () => correctOccupancy(area, count) }, h("span", { text: t("occupancy.correct") }))
+        : null);
+  }
+
+  function renderOccupancy() {
+    const box = $("occupancy");
+    clear(box);
+    const counts = state.occupancy;
+    // Shown once there is something to say: spaces known, areas, or cars.
+    box.hidden = !counts || (counts.capacity === null && !(counts.areas || []).length && !counts.inside);
+    if (box.hidden) return;
+    box.append(occupancyChip(t("occupancy.site"), counts, ""));
+    for (const area of counts.areas || []) box.append(occupancyChip(area.name, area, area.name));
+  }
+
+  async function correctOccupancy(area, count) {
+    const corrected = await formDialog({
+      title: t("occupancy.correct_title", { area: area || t("occupancy.site") }),
+      text: t("occupancy.correct_text", { count: count.inside }),
+      ok: t("occupancy.correct_ok"),
+      fields: [
+        { name: "inside", label: t("occupancy.cars_inside"), type: "number" },
+        { name: "reason", label: t("users.reason"), maxlength: 500 },
+      ],
+      submit: async (values) => {
+        const inside = /^\d+$/.test(values.inside.trim()) ? Number(values.inside.trim()) : values.inside;
+        return api("POST", "/api/occupancy/correct", { json: { area: area || null, inside, reason: values.reason } });
+      },
+    });
+    if (corrected) {
+      toast(t("occupancy.corrected_toast", { count: corrected.inside }), "ok");
+      loadOccupancy();
+    }
   }
 
   function scheduleCameraRefetch() {
@@ -840,10 +1053,16 @@
           title: online ? null : t(known ? "error.offline" : "live.unreachable"), onclick: () => openBarrier(camera),
         }, icon("gate"), h("span", { text: t("lane.open_barrier") })),
         h("div", { class: "lane-actions-small" },
-          h("button", { class: "btn", type: "button", disabled: !online, "data-action": "snapshot", onclick: () => takeSnapshot(camera) },
-            icon("camera"), h("span", { text: t("lane.snapshot") })),
+          camera.can && camera.can.snapshot === false
+            ? null
+            : h("button", { class: "btn", type: "button", disabled: !online, "data-action": "snapshot", onclick: () => takeSnapshot(camera) },
+              icon("camera"), h("span", { text: t("lane.snapshot") })),
           h("button", { class: "btn", type: "button", disabled: !online, "data-action": "display", onclick: () => displayTest(camera) },
-            icon("display"), h("span", { text: t("lane.display_test") }))));
+            icon("display"), h("span", { text: t("lane.display_test") })),
+          // What else this camera can carry out (its capability table).
+          ...BARRIER_COMMANDS.filter(([capability]) => !camera.can || camera.can[capability]).map(([capability, action, label, iconName]) =>
+            h("button", { class: "btn", type: "button", disabled: !online, "data-action": action, title: t(label), onclick: () => barrierCommand(camera, action, label) },
+              icon(iconName), h("span", { text: t(label) })))));
     }
 
     const foot = [];
@@ -959,6 +1178,38 @@
       toast(t("lane.opened", { lane }), "ok");
     } catch (error) {
       failed(t("lane.open_barrier"), error);
+    }
+  }
+
+  // [capability, URL action, label key, icon]: on the card when the camera can.
+  const BARRIER_COMMANDS = [
+    ["hold_open", "hold-open", "lane.hold_open", "gate"],
+    ["close", "close", "lane.close", "barrier_down"],
+    ["trigger", "trigger", "lane.trigger", "camera"],
+  ];
+
+  async function barrierCommand(camera, action, label) {
+    const lane = laneLabel(camera);
+    if (action !== "trigger") {
+      const yes = await confirmDialog({
+        title: t(`${label}_title`),
+        text: t(`${label}_text`, { lane }),
+        ok: t(`${label}_ok`),
+        kind: action === "close" ? "danger" : "open",
+      });
+      if (!yes) return;
+    }
+    try {
+      const data = await api("POST", `/api/cameras/${encodeURIComponent(camera.serialno)}/${action}`, { json: {} });
+      if (data && data.command) {
+        const key = cameraKey(camera.serialno);
+        const known = state.commands.get(key);
+        if (!known || known.id !== data.command.id) state.commands.set(key, data.command);
+        renderCard(camera);
+      }
+      toast(t("lane.command_sent", { command: t(label), lane }), "ok");
+    } catch (error) {
+      failed(t(label), error);
     }
   }
 
@@ -1752,6 +2003,8 @@
     if (!state.session) return;
     renderLanes();
     renderLive();
+    renderAttention();
+    renderOccupancy();
     fillFilterOptions();
     renderEvents();
     renderWhitelist();
