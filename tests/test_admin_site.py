@@ -277,8 +277,8 @@ def test_a_trickled_body_is_cut_before_any_credential_is_looked_at() -> None:
     protocol.dataReceived(
         head("/api/large/a", "Content-Length: 500000", f"Authorization: Bearer {TOKEN}")
     )
-    # 100 bytes a second: cut after the grace, with a 408.
-    for _ in range(3):
+    # 100 bytes a second: cut after the free first window and one more, with a 408.
+    for _ in range(4):
         protocol.dataReceived(b"x" * 100)
         fixture.clock.advance(1)
     assert transport.disconnecting

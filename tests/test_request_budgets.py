@@ -146,8 +146,10 @@ class SlowRequestTests(CameraServerTestCase):
         slow = self.connection(factory, peer="10.0.0.9")
         slow.send(request_head(50_000))
         with CapturedLog() as captured:
-            # 100 bytes a second, far under the minimum: the grace, then cut.
-            for _ in range(int(BODY_RATE_GRACE_SECONDS) + 1):
+            # 100 bytes a second, far under the minimum: the free first
+            # window, then one window short of the minimum, and cut.
+            for _ in range(2 * int(BODY_RATE_GRACE_SECONDS)):
+                self.assertFalse(slow.closed)
                 slow.send(b"x" * 100)
                 self.clock.advance(1)
             self.assertTrue(slow.closed, "a trickled body held its connection")
@@ -175,6 +177,24 @@ class SlowRequestTests(CameraServerTestCase):
             connection.send(body[start : start + 1500])
             self.clock.advance(1)
         self.assertEqual(self.answered(connection)["Response_AlarmInfoPlate"]["plateid"], 3)
+
+    async def test_a_fast_start_buys_no_time_for_a_body_that_stalls(self) -> None:
+        await self.start()
+        connection = self.connection()
+        # All but the last byte at once, then nothing: each window must
+        # bring the minimum (or the rest), whatever came before.
+        connection.send(request_head(50_000) + b"x" * 49_999)
+        self.clock.advance(2 * BODY_RATE_GRACE_SECONDS - 0.1)
+        self.assertFalse(connection.closed)
+        self.clock.advance(0.1)
+        self.assertTrue(connection.closed)
+        self.assertEqual(self.parts.camera_server.body_budget.claimed, 0)
+        # The last byte in time is enough.
+        connection = self.connection(port=40001)
+        connection.send(request_head(len(padded_plate(8, 9000))) + padded_plate(8, 9000)[:-1])
+        self.clock.advance(2 * BODY_RATE_GRACE_SECONDS - 0.1)
+        connection.send(padded_plate(8, 9000)[-1:])
+        self.assertEqual(self.answered(connection)["Response_AlarmInfoPlate"]["plateid"], 8)
 
     async def test_a_request_that_takes_too_long_in_all_is_cut(self) -> None:
         await self.start()
@@ -206,19 +226,19 @@ class SlowRequestTests(CameraServerTestCase):
         await self.start()
         factory = self.parts.camera_server.listening_factory()
         with CapturedLog() as captured:
-            for _ in range(20):
+            for _ in range(10):
                 connection = self.connection(factory, peer="10.0.0.9")
                 connection.send(request_head(50_000) + b"x")
-                self.clock.advance(BODY_RATE_GRACE_SECONDS + 1)
+                self.clock.advance(2 * BODY_RATE_GRACE_SECONDS)
                 self.assertTrue(connection.closed)
                 connection.drop()
             self.clock.advance(60)
             connection = self.connection(factory, peer="10.0.0.9")
             connection.send(request_head(50_000) + b"x")
-            self.clock.advance(BODY_RATE_GRACE_SECONDS + 1)
+            self.clock.advance(2 * BODY_RATE_GRACE_SECONDS)
         lines = [t for t in captured.texts() if "came slower" in t]
         self.assertEqual(len(lines), 2)
-        self.assertTrue(lines[1].endswith("(19 more since it was last said)"), lines[1])
+        self.assertTrue(lines[1].endswith("(9 more since it was last said)"), lines[1])
 
 
 class BodyMemoryTests(CameraServerTestCase):

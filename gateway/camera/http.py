@@ -11,8 +11,10 @@ hold connections or memory:
   connection's first request, counted from the connection's start, so a
   connection that never says anything is closed too);
 * the whole request, headers and body, within the request timeout;
-* a body must arrive at a minimum average rate, measured from its start
-  after a short grace (:data:`BODY_RATE_GRACE_SECONDS`): a trickled body is cut;
+* a body must arrive at a minimum rate, over every window of
+  :data:`BODY_RATE_GRACE_SECONDS` after its first: a trickled or stalled body
+  is cut (a fast start buys no time, so one cannot hold memory by sending
+  most of a body and then nothing);
 * the bodies in memory at once, over all connections of a listener, are
   bounded by a :class:`BodyBudget`. A body is admitted when its announced
   size (the body limit when chunked) fits; otherwise it waits, its
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import mmap
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from io import BytesIO
@@ -63,14 +66,16 @@ __all__ = [
     "BoundedSite",
     "CameraSite",
     "ConnectionLimits",
+    "MappedBody",
     "RequestLimits",
 ]
 
 log = Logger()
 
-#: A body's minimum rate is checked from this many seconds after it began
+#: A body must bring its minimum rate in every window of this many seconds
+#: (or the rest of it), from the end of its first window, which is free
 #: (TCP's slow start, a client that sends its headers before its body is ready).
-BODY_RATE_GRACE_SECONDS = 2.0
+BODY_RATE_GRACE_SECONDS = 1.0
 
 #: Cut connections and refused bodies are logged once per address and reason
 #: this often, with how many there were meanwhile.
@@ -105,9 +110,9 @@ class _PeerLog:
 class RequestLimits:
     """How long a request may take to arrive. ``header_timeout``: seconds
     until its headers are complete; ``request_timeout``: until its body is
-    complete too (None: no limit); ``min_body_rate``: the slowest average a
-    body may arrive at, in bytes a second, from ``rate_grace`` seconds after
-    it began (0: no minimum)."""
+    complete too (None: no limit); ``min_body_rate``: the slowest a body may
+    arrive at, in bytes a second, over each window of ``rate_grace`` seconds
+    after its first (0: no minimum)."""
 
     header_timeout: float | None = None
     request_timeout: float | None = None
@@ -270,6 +275,63 @@ class BodyBudget:
             self._granting = False
 
 
+#: A body announced at least this large is kept in a memory map of its size.
+MAPPED_BODY_BYTES = 65_536
+
+
+class MappedBody:
+    """A request body of an announced size, in an anonymous memory map of
+    that size: its pages cost memory only as bytes arrive, nothing is copied
+    as it grows (a growing buffer is copied at each step, and twice the body
+    can be in memory meanwhile), and the memory goes back to the system when
+    the request is done, not to the allocator's free lists."""
+
+    def __init__(self, size: int) -> None:
+        self._map: mmap.mmap | None = mmap.mmap(-1, max(size, 1))
+        self._capacity = max(size, 1)
+        #: Bytes written.
+        self.written = 0
+        self._position = 0
+
+    def _open(self) -> mmap.mmap:
+        if self._map is None:
+            raise ValueError("the request body was already released")
+        return self._map
+
+    def write(self, data: bytes) -> int:
+        end = self._position + len(data)
+        if end > self._capacity:
+            raise ValueError("more body than was announced")
+        self._open()[self._position : end] = data
+        self._position = end
+        self.written = max(self.written, end)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._position, 2: self.written}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = self.written if size is None or size < 0 else min(self.written, self._position + size)
+        if end <= self._position:
+            return b""
+        data = self._open()[self._position : end]
+        self._position = end
+        return data
+
+    def getvalue(self) -> bytes:
+        return self._open()[: self.written]
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+
 class _Discard:
     """A content sink for a refused body."""
 
@@ -404,8 +466,9 @@ class BoundedRequest(Request):
     _header_deadline: IDelayedCall | None = None
     _request_deadline: IDelayedCall | None = None
     _rate_check: IDelayedCall | None = None
-    _rate_checked_at_bytes = 0
-    _body_began: float | None = None
+    _rate_window_bytes: int | None = None
+    _rate_due = 0.0
+    _announced: int | None = None
     _ticket: BodyTicket | None = None
     _expect_continue = False
     _gone = False
@@ -449,30 +512,39 @@ class BoundedRequest(Request):
         site = self._site
         if site is None:
             return
-        self._body_began = site.clock.seconds()
         if site.limits.min_body_rate > 0:
-            self._schedule_rate_check()
+            # The first window is free (TCP's slow start, a client that
+            # sends its headers before its body is ready).
+            self._rate_window_bytes = None
+            self._rate_due = site.clock.seconds()
+            self._next_rate_check()
 
-    def _schedule_rate_check(self) -> None:
-        site = self._site
-        assert site is not None and self._body_began is not None
-        limits = site.limits
-        # When the average since the body began falls to the minimum if no
-        # more comes: checked then, not on every byte.
-        due = self._body_began + limits.rate_grace + self._received / limits.min_body_rate
-        self._rate_checked_at_bytes = self._received
+    def _next_rate_check(self) -> None:
+        # Windows end at fixed times from the body's start, however late
+        # each check runs.
+        assert self._site is not None
+        self._rate_due += self._site.limits.rate_grace
         self._rate_check = self.channel.callLater(
-            max(0.0, due - site.clock.seconds()), self._check_rate
+            max(0.0, self._rate_due - self._site.clock.seconds()), self._check_rate
         )
 
     def _check_rate(self) -> None:
         self._rate_check = None
-        if self._received > self._rate_checked_at_bytes:
-            self._schedule_rate_check()
-            return
         assert self._site is not None
-        rate = self._site.limits.min_body_rate
-        self._cut("rate", f"its request body came slower than {rate:g} bytes a second")
+        limits = self._site.limits
+        window_began_at, self._rate_window_bytes = self._rate_window_bytes, self._received
+        if window_began_at is not None:
+            # Each window must bring the minimum, or the rest of the body.
+            needed = limits.min_body_rate * limits.rate_grace
+            if self._announced is not None:
+                needed = min(needed, self._announced - window_began_at)
+            if self._received - window_began_at < needed:
+                self._cut(
+                    "rate",
+                    f"its request body came slower than {limits.min_body_rate:g} bytes a second",
+                )
+                return
+        self._next_rate_check()
 
     def _stop_timers(self) -> None:
         for name in ("_header_deadline", "_request_deadline", "_rate_check"):
@@ -517,11 +589,14 @@ class BoundedRequest(Request):
         if header is not None and header.active():
             header.cancel()
         self._received = 0
+        self._announced = length
         self._body_limit = self._limit_for_this_request()
         if length is not None and length > self._limit():
             self._refuse(announced=length)
             return
-        self.content = BytesIO()
+        self.content = (
+            MappedBody(length) if length is not None and length >= MAPPED_BODY_BYTES else BytesIO()
+        )
         site = self._site
         if length == 0 or site is None:
             return
@@ -583,6 +658,9 @@ class BoundedRequest(Request):
             super().finish()
         finally:
             self._release()
+            # The answer is out: nothing reads the body any more.
+            if isinstance(self.content, MappedBody):
+                self.content.close()
 
     def connectionLost(self, reason: Any) -> None:
         self._gone = True
