@@ -46,6 +46,8 @@ class GatewaySetup:
     unknown_plate: str = "deny"
     #: ``[store]`` settings, as TOML values (e.g. ``{"max_db_bytes": 1 << 30}``).
     store: tuple[tuple[str, int], ...] = ()
+    #: More ``[camera_server]`` settings, as TOML values.
+    camera_server: tuple[tuple[str, int], ...] = ()
     #: The admin API bearer token the harness uses (an operator: it may open barriers).
     admin_token: str = attrs.field(factory=lambda: secrets.token_urlsafe(24))
 
@@ -68,6 +70,7 @@ def write_config(
         f"listen = {_toml([f'tcp:{camera_port}:interface=127.0.0.1'])}",
         f"comet_hold_seconds = {setup.comet_hold_seconds}",
         f"max_body_bytes = {setup.max_body_bytes}",
+        *(f"{key} = {value}" for key, value in setup.camera_server),
         "",
         "[admin]",
         f"listen = {_toml([f'tcp:{admin_port}:interface=127.0.0.1'])}",

@@ -28,6 +28,7 @@ if __package__ in (None, ""):
 from bench import report  # noqa: E402
 from bench.report import Row, ScenarioResult  # noqa: E402
 from bench.scenarios import (  # noqa: E402
+    bodies,
     comet,
     footprint,
     longlife,
@@ -58,6 +59,7 @@ SCENARIOS: dict[str, Scenario] = {
     "whitelist": whitelist.run,
     "platelist": platelist.run,
     "footprint": footprint.run,
+    "bodies": bodies.run,
     "longlife": longlife.run,
 }
 DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"

@@ -39,6 +39,8 @@ class Settings:
     longlife_seconds: float  # each paced run of the long-life scenario
     mqtt_events: int  # queued during a broker outage, then drained
     mqtt_paced: int  # events timed one at a time to the broker's acknowledgement
+    #: How long unfinished bodies are held against the body budget.
+    bodies_seconds: float = 10.0
 
     @classmethod
     def full(cls) -> Settings:
@@ -96,6 +98,7 @@ class Settings:
             longlife_seconds=5.0,
             mqtt_events=10_000,
             mqtt_paced=100,
+            bodies_seconds=5.0,
         )
 
 

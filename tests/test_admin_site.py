@@ -8,6 +8,7 @@ time on a ``Clock``."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from klein import Klein
@@ -21,7 +22,14 @@ from gateway.admin.access import Access, authorized, open_route
 from gateway.admin.auth import Principal, SessionStore
 from gateway.admin.http import MAX_JSON_BYTES, admin_app, json_response, read_body
 from gateway.admin.root import AdminRoot, AdminSite
-from gateway.admin.settings import OPERATOR, VIEWER, AdminToken, Role, token_digest
+from gateway.admin.settings import (
+    OPERATOR,
+    VIEWER,
+    AdminSettings,
+    AdminToken,
+    Role,
+    token_digest,
+)
 from gateway.admin.stream import StreamResource
 from gateway.bus import EventBus
 
@@ -71,18 +79,19 @@ class Uploads:
 
 
 class Fixture:
-    def __init__(self) -> None:
+    def __init__(self, **budgets: Any) -> None:
         self.clock = Clock()
         self.tokens = CountingTokens()
         sessions = SessionStore(self.clock, 3600.0)
         access = Access(self.tokens, sessions)
         self.uploads = Uploads(access)
         stream = StreamResource(access=access, clock=self.clock, bus=EventBus(), sessions=sessions)
-        self.root = AdminRoot([self.uploads, stream], stream=stream)
-        self.site = self.root.site(header_timeout=30.0)
+        settings = AdminSettings(header_timeout_seconds=30.0, **budgets)
+        self.root = AdminRoot([self.uploads, stream], stream=stream, settings=settings, clock=self.clock)
+        self.site = self.root.site()
 
-    def connect(self) -> tuple[IProtocol, StringTransport]:
-        peer = IPv4Address("TCP", "192.0.2.7", 50000)
+    def connect(self, peer_host: str = "192.0.2.7") -> tuple[IProtocol, StringTransport]:
+        peer = IPv4Address("TCP", peer_host, 50000)
         protocol = self.site.buildProtocol(peer)
         assert protocol is not None
         # Every timer of the connection (idle, headers) on the test's clock.
@@ -250,6 +259,91 @@ def test_headers_in_time_cancel_the_deadline() -> None:
     assert status_of(transport) == 200
     fixture.clock.advance(31)
     assert not transport.disconnecting
+
+
+def test_a_connection_that_never_sends_a_request_is_closed_in_the_header_timeout() -> None:
+    fixture = Fixture()
+    protocol, transport = fixture.connect()
+    fixture.clock.advance(29)
+    assert not transport.disconnecting
+    fixture.clock.advance(1.5)
+    assert transport.disconnecting
+    assert status_of(transport) == 408
+
+
+def test_a_trickled_body_is_cut_before_any_credential_is_looked_at() -> None:
+    fixture = Fixture(min_body_bytes_per_second=1000)
+    protocol, transport = fixture.connect()
+    protocol.dataReceived(
+        head("/api/large/a", "Content-Length: 500000", f"Authorization: Bearer {TOKEN}")
+    )
+    # 100 bytes a second: cut after the free first window and one more, with a 408.
+    for _ in range(4):
+        protocol.dataReceived(b"x" * 100)
+        fixture.clock.advance(1)
+    assert transport.disconnecting
+    assert status_of(transport) == 408
+    assert "slower than 1000 bytes a second" in str(body_of(transport))
+    assert fixture.tokens.checks == 0
+    assert fixture.uploads.bodies == []
+    assert fixture.site.body_budget is not None
+    assert fixture.site.body_budget.claimed == 0
+
+
+def test_a_whole_request_must_arrive_within_the_request_timeout() -> None:
+    fixture = Fixture(request_timeout_seconds=60.0, min_body_bytes_per_second=0)
+    protocol, transport = fixture.connect()
+    protocol.dataReceived(head("/api/large/a", "Content-Length: 1000", f"Authorization: Bearer {TOKEN}"))
+    for _ in range(59):
+        protocol.dataReceived(b"x")
+        fixture.clock.advance(1)
+    assert not transport.disconnecting
+    fixture.clock.advance(1)
+    assert transport.disconnecting
+    assert status_of(transport) == 408
+    assert fixture.uploads.bodies == []
+
+
+def test_bodies_past_the_memory_budget_wait_and_the_ones_in_progress_finish() -> None:
+    fixture = Fixture()
+    budget = fixture.site.body_budget
+    assert budget is not None and budget.limit == 64 * 1024 * 1024
+    # 50 bodies of 1 MB announced fill the three quarters of the budget
+    # bodies may claim; nothing of them is in memory yet.
+    large = []
+    for _ in range(50):
+        protocol, transport = fixture.connect()
+        protocol.dataReceived(
+            head("/api/large/a", f"Content-Length: {LARGE}", f"Authorization: Bearer {TOKEN}")
+        )
+        large.append((protocol, transport))
+    assert (budget.claimed, budget.buffered, budget.waiting) == (50 * LARGE, 0, 0)
+    # One more, sent whole at once: it waits, what came with its headers
+    # held (and counted), nothing of it given to the route.
+    protocol, waiting = fixture.connect("192.0.2.99")
+    protocol.dataReceived(
+        head("/api/large/b", f"Content-Length: {LARGE}", f"Authorization: Bearer {TOKEN}")
+        + b"y" * LARGE
+    )
+    assert (budget.waiting, budget.held) == (1, LARGE)
+    assert waiting.value() == b""
+    assert waiting.producerState == "paused"
+    # One in progress finishes (all of them may): the waiting one goes in.
+    first_protocol, first = large[0]
+    first_protocol.dataReceived(b"x" * LARGE)
+    assert status_of(first) == 200
+    fixture.clock.advance(0)
+    assert (status_of(waiting), body_of(waiting)) == (200, {"bytes": LARGE, "name": "b"})
+    assert budget.peak_reserved <= budget.limit
+    assert fixture.uploads.bodies == [LARGE, LARGE]
+    assert fixture.tokens.checks == 2
+
+
+def test_the_admin_budget_holds_twice_the_largest_body_of_any_route() -> None:
+    from gateway.admin.platelist import MAX_CSV_BYTES
+    from gateway.admin.settings import MIN_ADMIN_BODY_BUDGET
+
+    assert MIN_ADMIN_BODY_BUDGET >= 2 * MAX_CSV_BYTES
 
 
 class Forgetful:

@@ -250,6 +250,15 @@ def test_error_message_format() -> None:
         ({"upstream": {"url": "https://cloud.example", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "batch_max_bytes": 1000}}, "upstream.batch_max_bytes", "must be between 65536 and 67108864, got 1000"),
         ({"camera_server": {"offline_missed_intervals": 0}}, "camera_server.offline_missed_intervals", "must be between 1 and 100, got 0"),
         ({"camera_server": {"idle_timeout_seconds": 3601}}, "camera_server.idle_timeout_seconds", "must be between 5 and 3600, got 3601"),
+        ({"camera_server": {"request_timeout_seconds": 1}}, "camera_server.request_timeout_seconds", "must be between 2 and 600, got 1"),
+        ({"camera_server": {"request_timeout_seconds": 5, "header_timeout_seconds": 10}}, "camera_server.request_timeout_seconds", "must be at least header_timeout_seconds (10)"),
+        ({"camera_server": {"min_body_bytes_per_second": -1}}, "camera_server.min_body_bytes_per_second", "must be between 0 and 104857600, got -1"),
+        ({"camera_server": {"body_memory_budget_bytes": 65536}}, "camera_server.body_memory_budget_bytes", "must be between 131072 and 17179869184, got 65536"),
+        ({"camera_server": {"body_memory_budget_bytes": 16_777_215}}, "camera_server.body_memory_budget_bytes", "must be at least twice max_body_bytes (16777216)"),
+        ({"admin": {"header_timeout_seconds": 0.5}}, "admin.header_timeout_seconds", "must be between 1 and 120, got 0.5"),
+        ({"admin": {"request_timeout_seconds": 20, "header_timeout_seconds": 30}}, "admin.request_timeout_seconds", "must be at least header_timeout_seconds (30)"),
+        ({"admin": {"body_memory_budget_bytes": 1_000_000}}, "admin.body_memory_budget_bytes", "must be between 67108864 and 17179869184, got 1000000"),
+        ({"admin": {"idle_timeout_seconds": 1}}, "admin.idle_timeout_seconds", "must be between 5 and 3600, got 1"),
         ({"lane": [lane(barrier_channel=4)]}, "lane[1].barrier_channel", "must be between 0 and 3, got 4"),
         # types
         ({"camera_server": {"idle_timeout_seconds": "20"}}, "camera_server.idle_timeout_seconds", 'must be an integer, got "20"'),
@@ -302,7 +311,7 @@ def test_invalid_values_name_the_key_and_the_reason(data: dict[str, Any], path: 
     ("data", "path", "known"),
     [
         ({"lanes": []}, "lanes", "admin, camera_server, gateway, lane, mqtt, occupancy, policy, serial, store, upstream"),
-        ({"camera_server": {"comet_hold": 20}}, "camera_server.comet_hold", "allowed_cameras, allowed_networks, comet_hold_seconds, header_timeout_seconds, idle_timeout_seconds, listen, max_body_bytes, max_connections, max_connections_per_address, max_field_chars, max_field_items, max_field_nesting, max_record_bytes, offline_missed_intervals"),
+        ({"camera_server": {"comet_hold": 20}}, "camera_server.comet_hold", "allowed_cameras, allowed_networks, body_memory_budget_bytes, comet_hold_seconds, header_timeout_seconds, idle_timeout_seconds, listen, max_body_bytes, max_connections, max_connections_per_address, max_field_chars, max_field_items, max_field_nesting, max_record_bytes, min_body_bytes_per_second, offline_missed_intervals, request_timeout_seconds"),
         ({"lane": [lane(), lane(name="Exit", camera="Q", barrier=1)]}, "lane[2].barrier", "address, ask_cloud, barrier_channel, camera, camera_list_max, cloud_overrides_blacklist, direction, display, heartbeat, name, serial_bridge, sync_whitelist, unknown_plate"),
     ],
 )
@@ -387,6 +396,9 @@ INTEGER_KEYS = [
 def _with(section: str, key: str, value: Any) -> tuple[dict[str, Any], str]:
     if section == "lane":
         return {"lane": [lane(**{key: value})]}, f"lane[1].{key}"
+    if key == "max_body_bytes":
+        # The memory budget for bodies must hold two of the largest.
+        return {section: {key: value, "body_memory_budget_bytes": 1 << 27}}, f"{section}.{key}"
     return {section: {key: value}}, f"{section}.{key}"
 
 

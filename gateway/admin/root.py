@@ -14,7 +14,9 @@ it (:mod:`gateway.admin.access`).
 :class:`AdminSite` refuses a body larger than its route reads before reading
 it, and so before any credential is checked: the camera port's bounded
 request (:class:`gateway.camera.http.BoundedRequest`), asked for the limit of
-each request's route.
+each request's route. Before any credential is checked too, a request must
+arrive in time and its body at a minimum rate, and the bodies in memory at
+once are bounded (the ``[admin]`` settings).
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from klein import Klein
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Site
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import MapAdapter
 
@@ -57,7 +58,7 @@ from gateway.admin.stream import KEEPALIVE_SECONDS, MAX_STREAMS, StreamResource
 from gateway.admin.users import UsersResource
 from gateway.bus import EventBus
 from gateway.camera.control import CameraControl
-from gateway.camera.http import BoundedRequest
+from gateway.camera.http import BodyBudget, BoundedSite, RequestLimits
 from gateway.camera.registry import CameraRegistry
 from gateway.camera.whitelist_sync import CameraWhitelistSync
 from gateway.occupancy import Occupancy
@@ -68,7 +69,6 @@ from gateway.store import Store
 from gateway.store.settings import StoreSettings
 
 __all__ = [
-    "HEADER_TIMEOUT_SECONDS",
     "AdminResource",
     "AdminRoot",
     "AdminSite",
@@ -76,10 +76,6 @@ __all__ = [
     "build_admin",
     "session_store",
 ]
-
-#: How long a client may take to send its request headers.
-HEADER_TIMEOUT_SECONDS = 30.0
-
 
 class AdminResource(Protocol):
     """A part of the admin API: a class with its own (bound) Klein app."""
@@ -134,8 +130,17 @@ class AdminRoot(Resource):
 
     isLeaf = True
 
-    def __init__(self, parts: Sequence[AdminResource], *, stream: StreamResource) -> None:
+    def __init__(
+        self,
+        parts: Sequence[AdminResource],
+        *,
+        stream: StreamResource,
+        settings: AdminSettings | None = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
         super().__init__()
+        self._settings = settings or AdminSettings()
+        self._clock = clock
         if not parts:
             raise ValueError("an admin root needs at least one resource")
         self._mounted = [_Mounted(part) for part in parts]
@@ -165,9 +170,27 @@ class AdminRoot(Resource):
             for rule in mounted.app.url_map.iter_rules()
         ]
 
-    def site(self, *, header_timeout: float | None = HEADER_TIMEOUT_SECONDS) -> AdminSite:
-        """The site to listen with."""
-        return AdminSite(self, header_timeout=header_timeout)
+    def site(self) -> AdminSite:
+        """The site to listen with (one per listener: each has its own
+        memory budget for bodies)."""
+        settings = self._settings
+        largest = max((route.access.max_body for route in self.routes()), default=0)
+        if settings.body_memory_budget_bytes < 2 * largest:
+            raise ValueError(
+                f"the admin body budget ({settings.body_memory_budget_bytes} bytes) is less "
+                f"than twice the largest body a route reads ({largest} bytes)"
+            )
+        return AdminSite(
+            self,
+            limits=RequestLimits(
+                header_timeout=settings.header_timeout_seconds,
+                request_timeout=settings.request_timeout_seconds,
+                min_body_rate=float(settings.min_body_bytes_per_second),
+            ),
+            body_budget=BodyBudget(settings.body_memory_budget_bytes),
+            idle_timeout=settings.idle_timeout_seconds,
+            clock=self._clock,
+        )
 
     def end_streams(self) -> None:
         """End every live stream (the gateway is stopping)."""
@@ -210,20 +233,25 @@ class AdminRoot(Resource):
         return declared.max_body if declared is not None else MAX_JSON_BYTES
 
 
-class AdminSite(Site):
+class AdminSite(BoundedSite):
     """The admin listener's site: bodies bounded by their route before they
-    are read (413, connection closed), kept in memory; headers within
-    ``header_timeout``. A POST body is never parsed into ``request.args``:
-    the API reads its bodies itself."""
+    are read (413, connection closed), kept in memory within the site's
+    budget; requests within their time limits (408 past them). A POST body
+    is never parsed into ``request.args``: the API reads its bodies itself."""
 
-    requestFactory = BoundedRequest
-    noisy = False
-
-    def __init__(self, root: AdminRoot, *, header_timeout: float | None) -> None:
-        super().__init__(root, parsePOSTFormSubmission=False)
+    def __init__(
+        self,
+        root: AdminRoot,
+        *,
+        limits: RequestLimits,
+        body_budget: BodyBudget | None,
+        idle_timeout: float | None,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        super().__init__(
+            root, limits=limits, body_budget=body_budget, idle_timeout=idle_timeout, clock=clock
+        )
         self._root = root
-        self.header_timeout = header_timeout
-        self.displayTracebacks = False
 
     def body_limit(self, method: bytes, target: bytes) -> int:
         return self._root.body_limit(method, target)
@@ -351,4 +379,4 @@ def build_admin(
         stream,
         PageResource(reactor=reactor, static_dir=static_dir),
     ]
-    return AdminRoot(parts, stream=stream)
+    return AdminRoot(parts, stream=stream, settings=settings, clock=clock)

@@ -270,6 +270,8 @@ TOKEN = Section(AdminToken)
 MIN_SESSION_HOURS = 0.25
 MAX_SESSION_HOURS = 720.0
 DEFAULT_SESSION_HOURS = 12.0
+#: Twice the largest body an admin route reads (the plate-list CSV import).
+MIN_ADMIN_BODY_BUDGET = 2 * 32 * 1024 * 1024
 
 
 #: What calls for the booth's attention (``[admin.attention]``).
@@ -333,8 +335,24 @@ class AdminSettings:
     max_connections: int = setting(integer(8, 10_000), default=256)
     max_connections_per_address: int = setting(integer(2, 1_000), default=32)
     attention: AttentionSettings = setting(table(ATTENTION), factory=AttentionSettings)
+    # Before any credential is checked: a client must send its headers in
+    # time, its whole request in time and its body at a minimum rate, and
+    # the bodies in memory at once are bounded (at least twice the largest
+    # body a route takes, the 32 MiB plate-list import).
+    header_timeout_seconds: float = setting(number(1, 120), default=30.0)
+    request_timeout_seconds: float = setting(number(2, 3600), default=120.0)
+    min_body_bytes_per_second: int = setting(integer(0, 104_857_600), default=16_384)
+    body_memory_budget_bytes: int = setting(
+        integer(MIN_ADMIN_BODY_BUDGET, 17_179_869_184), default=MIN_ADMIN_BODY_BUDGET
+    )
+    idle_timeout_seconds: int = setting(integer(5, 3600), default=60)
 
     def __attrs_post_init__(self) -> None:
+        if self.request_timeout_seconds < self.header_timeout_seconds:
+            raise ConfigError(
+                "request_timeout_seconds",
+                f"must be at least header_timeout_seconds ({self.header_timeout_seconds:g})",
+            )
         seen: set[str] = set()
         for number_from_one, token in enumerate(self.tokens, start=1):
             if token.sha256 in seen:

@@ -29,7 +29,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from gateway.camera.commands import SerialReply
 from gateway.camera.control import CameraControl
 from gateway.camera.events import CameraEvent, EventNotKept, EventRecorder
-from gateway.camera.http import CameraSite, ConnectionLimits
+from gateway.camera.http import BodyBudget, CameraSite, ConnectionLimits, RequestLimits
 from gateway.camera.recorder import record_limits, to_record
 from gateway.camera.registry import Camera, CameraRegistry, PollOutcome
 from gateway.camera.settings import CameraServerSettings
@@ -267,6 +267,8 @@ class CameraServer:
         self._clock = clock
         self._settings = settings
         self._record_limits = record_limits(settings)
+        #: The memory the bodies of all camera listeners may hold at once.
+        self.body_budget = BodyBudget(settings.body_memory_budget_bytes)
         self._lanes = lanes
         self.registry = registry
         self.gate = gate
@@ -354,7 +356,12 @@ class CameraServer:
             self.resource(),
             max_body_bytes=server.max_body_bytes,
             idle_timeout=server.idle_timeout_seconds,
-            header_timeout=server.header_timeout_seconds,
+            limits=RequestLimits(
+                header_timeout=server.header_timeout_seconds,
+                request_timeout=server.request_timeout_seconds,
+                min_body_rate=float(server.min_body_bytes_per_second),
+            ),
+            body_budget=self.body_budget,
             clock=self._clock,
         )
 

@@ -6,7 +6,16 @@ from __future__ import annotations
 
 import attrs
 
-from gateway.schema import Section, integer, network, number, setting, text, text_list
+from gateway.schema import (
+    ConfigError,
+    Section,
+    integer,
+    network,
+    number,
+    setting,
+    text,
+    text_list,
+)
 
 __all__ = ["CAMERA_SERVER", "CameraServerSettings", "endpoint"]
 
@@ -19,7 +28,12 @@ class CameraServerSettings:
     """``allowed_cameras`` (serial numbers) and ``allowed_networks`` (CIDRs) are
     empty for any camera from any address. A camera that misses
     ``offline_missed_intervals`` heartbeats is offline; held comet polls are
-    answered after ``comet_hold_seconds``."""
+    answered after ``comet_hold_seconds``.
+
+    A request's headers must arrive within ``header_timeout_seconds`` and the
+    whole request within ``request_timeout_seconds``; a body slower than
+    ``min_body_bytes_per_second`` is cut; the bodies in memory at once are
+    bounded by ``body_memory_budget_bytes`` (at least twice the body limit)."""
 
     listen: tuple[str, ...] = setting(
         text_list(item=endpoint, min_items=1, what="endpoint"), default=("tcp:8080",)
@@ -43,6 +57,25 @@ class CameraServerSettings:
     header_timeout_seconds: float = setting(number(1, 120), default=10.0)
     max_connections: int = setting(integer(16, 100_000), default=1024)
     max_connections_per_address: int = setting(integer(2, 10_000), default=32)
+    # A camera gives up on an exchange after 5 s: a request still arriving
+    # after this is not a camera's.
+    request_timeout_seconds: float = setting(number(2, 600), default=15.0)
+    min_body_bytes_per_second: int = setting(integer(0, 104_857_600), default=16_384)
+    body_memory_budget_bytes: int = setting(
+        integer(131_072, 17_179_869_184), default=67_108_864
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.request_timeout_seconds < self.header_timeout_seconds:
+            raise ConfigError(
+                "request_timeout_seconds",
+                f"must be at least header_timeout_seconds ({self.header_timeout_seconds:g})",
+            )
+        if self.body_memory_budget_bytes < 2 * self.max_body_bytes:
+            raise ConfigError(
+                "body_memory_budget_bytes",
+                f"must be at least twice max_body_bytes ({2 * self.max_body_bytes})",
+            )
 
 
 CAMERA_SERVER = Section(CameraServerSettings)
