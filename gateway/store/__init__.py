@@ -9,6 +9,7 @@ from gateway.store.database import StoreClosedError, StoreError, StoreOpenError,
 from gateway.store.ids import is_valid_event_id, new_event_id, plate_event_id
 from gateway.store.records import (
     IMAGE_KINDS,
+    OPERATOR_EVENT_TYPES,
     AdminSessionRow,
     AuditRow,
     CachedCloudDecision,
@@ -22,6 +23,7 @@ from gateway.store.records import (
     ImageUpload,
     Integrity,
     IntegrityState,
+    LaneDayCounts,
     OutboxItem,
     OutboxTrim,
     PlateRow,
@@ -36,6 +38,8 @@ from gateway.store.store import HealthObserver, Store, StoreExecutor
 
 __all__ = [
     "IMAGE_KINDS",
+    "OPERATOR_EVENT_TYPES",
+    "LaneDayCounts",
     "AdminSessionRow",
     "AuditRow",
     "RETENTION_INTERVAL",

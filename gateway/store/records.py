@@ -34,6 +34,8 @@ __all__ = [
     "PlateRow",
     "PlateRowsWritten",
     "IMAGE_KINDS",
+    "OPERATOR_EVENT_TYPES",
+    "LaneDayCounts",
 ]
 
 
@@ -47,6 +49,18 @@ class EventType(str, enum.Enum):
     CAMERA_ONLINE = "camera_online"
     CAMERA_OFFLINE = "camera_offline"
     COMMAND_RESULT = "command_result"
+    # What people at the booth did, each an event of its own naming the
+    # operator (``raw["operator"]``) and, when it answers a read, that read
+    # (:attr:`EventRecord.answers`).
+    OPERATOR_OPEN = "operator_open"  # the barrier opened by an operator, with a reason
+    PLATE_CORRECTION = "plate_correction"  # the right plate for a misread
+    MANUAL_ENTRY = "manual_entry"  # a car let in (or out) with its plate typed
+
+
+#: The event types that record what an operator did.
+OPERATOR_EVENT_TYPES: frozenset[EventType] = frozenset(
+    {EventType.OPERATOR_OPEN, EventType.PLATE_CORRECTION, EventType.MANUAL_ENTRY}
+)
 
 
 class ImageState(str, enum.Enum):
@@ -80,7 +94,9 @@ class EventRecord:
     decision was made on, ``license`` the text as the camera read it.
     ``raw`` is what the camera sent, JSON-serialisable, without image data.
     ``reply`` is whatever the camera server needs to answer a re-sent push
-    exactly as the first time (opaque to the store).
+    exactly as the first time (opaque to the store). ``answers`` is the id
+    of the read an operator's event answers (an open, a correction); the
+    store keeps it in ``raw`` as ``answers`` too.
     """
 
     id: str
@@ -103,6 +119,7 @@ class EventRecord:
     image_crop: ImageState = attrs.field(default=ImageState.NONE, converter=ImageState)
     image_crop_bytes: int = 0
     seq: int | None = None  # assigned by the store: the order events were committed in
+    answers: str | None = None  # the event this one answers (operator events)
 
     def image_state(self, kind: str) -> ImageState:
         """The state of the image of ``kind`` ("full" or "crop")."""
@@ -364,3 +381,25 @@ class AuditRow:
     reason: str = ""
     detail: Mapping[str, Any] = attrs.field(factory=dict)
     seq: int = 0
+
+
+@attrs.frozen
+class LaneDayCounts:
+    """Events of one lane (None: a camera in no lane) in a time range, counted
+    by kind: ``reads`` plate reads (repeats not counted), ``opened`` reads the
+    barrier opened for, ``refused`` reads it stayed shut for, by reason,
+    ``operator_opens``, ``corrections`` (of which ``corrections_opened``
+    were decided again and opened) and ``manual_entries`` (of which
+    ``manual_opened`` opened the barrier)."""
+
+    lane: str | None
+    reads: int = 0
+    opened: int = 0
+    repeats: int = 0
+    offline: int = 0
+    refused: Mapping[str, int] = attrs.field(factory=dict)
+    operator_opens: int = 0
+    corrections: int = 0
+    corrections_opened: int = 0
+    manual_entries: int = 0
+    manual_opened: int = 0
