@@ -603,6 +603,8 @@ def build_admin(
         mqtt_status=mqtt_status if mqtt is not None else None,
         on_replay=upstream.notify_new_event if upstream is not None else None,
         sessions=sessions,
+        recorder=core.recorder,
+        gate=cameras.gate,
     )
 
 

@@ -35,6 +35,7 @@ from werkzeug.routing import MapAdapter
 from gateway.admin.access import Access, RouteAccess, declared_routes
 from gateway.admin.audit import AuditLog
 from gateway.admin.auth import AdminAccounts, LoginThrottle, SessionStore
+from gateway.admin.booth import BoothResource, OperatorEvents
 from gateway.admin.cameras import CamerasResource
 from gateway.admin.events import EventsResource
 from gateway.admin.http import MAX_JSON_BYTES
@@ -54,8 +55,10 @@ from gateway.admin.users import UsersResource
 from gateway.bus import EventBus
 from gateway.camera.control import CameraControl
 from gateway.camera.http import BoundedRequest
+from gateway.camera.recorder import StoreRecorder
 from gateway.camera.registry import CameraRegistry
 from gateway.camera.whitelist_sync import CameraWhitelistSync
+from gateway.gate import Gate
 from gateway.platelist import PlateList
 from gateway.policy.codec import EntryCodec
 from gateway.site import Lanes, SiteSettings
@@ -266,13 +269,17 @@ def build_admin(
     keepalive_seconds: float = KEEPALIVE_SECONDS,
     max_streams: int = MAX_STREAMS,
     sessions: SessionStore | None = None,
+    recorder: StoreRecorder | None = None,
+    gate: Gate | None = None,
 ) -> AdminRoot:
     """The admin API and page for the gateway's parts: each resource gets
     only what it uses.
 
     ``store()`` is the open store or None while it opens (answered 503).
     ``sessions`` keeps the logins (:func:`session_store`; by default in
-    memory only).
+    memory only). ``recorder`` keeps the operators' events (opens,
+    corrections, manual entries: without it they are refused, 503);
+    ``gate`` decides a corrected plate again.
     """
     if sessions is None:
         sessions = session_store(clock, settings)
@@ -285,6 +292,9 @@ def build_admin(
         sessions=sessions,
         keepalive_seconds=keepalive_seconds,
         max_streams=max_streams,
+    )
+    operator_events = OperatorEvents(
+        clock=clock, control=control, recorder=recorder, reasons=settings.open_reasons
     )
     parts: list[AdminResource] = [
         SessionResource(
@@ -303,8 +313,18 @@ def build_admin(
             camera_sync=camera_sync,
             display_test=display_test,
             has_display=has_display,
+            operator_events=operator_events,
         ),
         EventsResource(access=access, store=store),
+        BoothResource(
+            access=access,
+            clock=clock,
+            timezone_name=site.timezone,
+            lanes=lanes,
+            store=store,
+            operator_events=operator_events,
+            gate=gate,
+        ),
         PlateListResource(
             access=access, reactor=reactor, plate_list=plate_list, codec=codec, store=store
         ),

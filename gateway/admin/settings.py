@@ -40,6 +40,7 @@ from gateway.schema import (
 __all__ = [
     "ADMIN",
     "ADMIN_SECTION",
+    "DEFAULT_OPEN_REASONS",
     "MAX_PASSWORD_LENGTH",
     "MIN_PASSWORD_LENGTH",
     "OPERATOR",
@@ -66,6 +67,17 @@ ROLES: tuple[Role, ...] = (VIEWER, OPERATOR, ADMIN)
 #: The shortest and longest password a user may be given on the page.
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
+#: The reasons an operator may give for opening by hand, unless configured
+#: (``[admin] open_reasons``); the page shows these in its own language.
+DEFAULT_OPEN_REASONS: tuple[str, ...] = (
+    "visitor",
+    "delivery",
+    "staff",
+    "misread",
+    "no_plate",
+    "emergency",
+    "other",
+)
 
 
 def role_allows(role: str, needed: str) -> bool:
@@ -296,6 +308,12 @@ class AdminSettings:
     # file descriptors (the cameras' port has its own limits).
     max_connections: int = setting(integer(8, 10_000), default=256)
     max_connections_per_address: int = setting(integer(2, 1_000), default=32)
+    # Why an operator opens the barrier or lets a car in by hand: the page
+    # offers these (the known ones in the page's language), and a note.
+    open_reasons: tuple[str, ...] = setting(
+        text_list(item=text(max_length=64), min_items=1, what="reason"),
+        default=DEFAULT_OPEN_REASONS,
+    )
 
     def __attrs_post_init__(self) -> None:
         seen: set[str] = set()

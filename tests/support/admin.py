@@ -315,6 +315,8 @@ class AdminTestCase(TestCase):
             on_replay=on_replay,
             static_dir=static_dir,
             sessions=sessions,
+            recorder=parts.recorder,
+            gate=parts.gate,
         )
         self.api = build_admin(**self.api_arguments)
         return self.api
