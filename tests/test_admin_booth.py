@@ -21,7 +21,7 @@ from typing import Any
 from gateway.admin import booth
 from gateway.store import EventRecord, EventType
 from gateway.upstream.events import event_json
-from support.admin import ENTRANCE, EXIT, SCRAPER_TOKEN, AdminTestCase, Camera, Client
+from support.admin import BASE, ENTRANCE, EXIT, SCRAPER_TOKEN, AdminTestCase, Camera, Client, settle
 from support.gateway import plate_body
 
 SITE = timezone(timedelta(hours=8))  # Asia/Shanghai, the test site's zone
@@ -509,7 +509,14 @@ class ReportTests(BoothTestCase):
                 "p-r000000000000004",
                 "whitelist",
             ),
-            ("manual-r000000000000001", EventType.MANUAL_ENTRY, local(1, 12), True, None, "no_plate"),
+            (
+                "manual-r000000000000001",
+                EventType.MANUAL_ENTRY,
+                local(1, 12),
+                True,
+                None,
+                "no_plate",
+            ),
             ("manual-r000000000000002", EventType.MANUAL_ENTRY, local(1, 19), False, None, "staff"),
         ):
             await store.commit_event(
@@ -646,6 +653,48 @@ class ExportTests(BoothTestCase):
         self.assertEqual(rows[-1]["license"], '\'=HYPERLINK("http://x")')
         # Never read whole: the store was asked a bounded page at a time.
         self.assertEqual(pages, [page_size, page_size, 8])
+
+    async def test_a_client_that_does_not_read_holds_the_export_back(self) -> None:
+        await self.build()
+        store = self.store
+        page_size = 20
+        self.patch(booth, "EXPORT_PAGE", page_size)
+        for number in range(page_size * 3):
+            await store.commit_event(
+                read_record(
+                    f"p-y{number:015d}", "京A00001", local(1, 8) + timedelta(seconds=number)
+                )
+            )
+        pages: list[int] = []
+        reading = store.events_in_range
+
+        async def counted(*args: Any, **kwargs: Any) -> list[EventRecord]:
+            page = await reading(*args, **kwargs)
+            pages.append(len(page))
+            return page
+
+        self.patch(store, "events_in_range", counted)
+        held: list[Any] = []
+
+        class FullConnection(booth._Paced):
+            """The client's connection is full from the start."""
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.pauseProducing()
+                held.append(self)
+
+        self.patch(booth, "_Paced", FullConnection)
+        client = await self.operator()
+        waiting = client.stub.get(BASE + "/api/events.csv?from=2025-03-01", headers={})
+        client.stub.flush()
+        # One page written; the next is not read while the client takes nothing.
+        self.assertEqual(pages, [page_size])
+        held[0].resumeProducing()
+        response = await settle(client.stub, waiting)
+        body = await settle(client.stub, client.stub.content(response), "body")
+        self.assertEqual(pages, [page_size] * 3 + [0])
+        self.assertEqual(len(parse_csv(body)), page_size * 3)
 
     async def test_operators_and_their_notes_are_in_the_export(self) -> None:
         await self.build()
