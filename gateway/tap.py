@@ -659,6 +659,8 @@ def build_admin(
         sessions=sessions,
         store_state=core.store,
         occupancy=occupancy,
+        recorder=core.recorder,
+        gate=cameras.gate,
     )
 
 

@@ -23,6 +23,8 @@ Skipped only when Chromium is not installed at ``/usr/bin/chromium``
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
@@ -299,18 +301,33 @@ class OperatorTests(AdminBrowserTestCase):
         page.click("#image-close")
         expect(page.locator("#image-dialog")).to_be_hidden()
 
-        # Open the barrier: nothing happens until the operator confirms.
+        # Open the barrier: nothing happens until the operator says why.
         entrance.locator('[data-action="open"]').click()
-        expect(page.locator("#confirm-dialog")).to_be_visible()
-        expect(page.locator("#confirm-text")).to_contain_text("Entrance")
-        page.locator("#confirm-dialog button[value=cancel]").click()
-        expect(page.locator("#confirm-dialog")).to_be_hidden()
+        dialog = page.locator("#form-dialog")
+        expect(dialog).to_be_visible()
+        expect(dialog.locator(".dialog-text")).to_contain_text("Entrance")
+        page.click("#form-dialog-cancel")
+        expect(dialog).to_be_hidden()
         self.assertEqual(self.on_reactor(lambda: len(camera.relay_pulses)), 0)
         entrance.locator('[data-action="open"]').click()
-        page.click("#confirm-ok")
+        page.click("#form-dialog-ok")
+        expect(dialog.locator('[data-error-for="reason"]')).to_have_text("required")
+        self.assertEqual(self.on_reactor(lambda: len(camera.relay_pulses)), 0)
+        dialog.locator("select[name=reason]").select_option("delivery")
+        dialog.locator("input[name=note]").fill("Parcel van at the gate")
+        page.click("#form-dialog-ok")
+        expect(dialog).to_be_hidden()
         pulses = self.wait_on_reactor(lambda: list(camera.relay_pulses), "the barrier relay")
         self.assertEqual([(p.channel, p.source) for p in pulses], [(1, "comet")])
         expect(entrance.locator(".lane-command")).to_have_text("Open barrier: delivered")
+        # The open is an event of its own, naming who opened and why.
+        opens = self.wait_on_reactor(
+            lambda: self.gateway.store.recent_events(limit=5, type="operator_open"), "the open's event"
+        )
+        self.assertEqual(
+            [(e.raw["operator"]["name"], e.raw["reason"], e.raw["note"]) for e in opens],
+            [("admin", "delivery", "Parcel van at the gate")],
+        )
 
         # A snapshot: the camera's picture, shown at once.
         entrance.locator('[data-action="snapshot"]').click()
@@ -657,7 +674,9 @@ class RestartTests(AdminBrowserTestCase):
         entrance = booth.locator(f'.lane-card[data-camera="{ENTRANCE}"]')
         expect(entrance).to_have_class(re.compile(r"\bis-online\b"))
         entrance.locator('[data-action="open"]').click()
-        booth.click("#confirm-ok")
+        booth.locator("#form-dialog select[name=reason]").select_option("staff")
+        booth.locator("#form-dialog input[name=note]").fill("after the restart")
+        booth.click("#form-dialog-ok")
         pulses = self.wait_on_reactor(lambda: list(camera.relay_pulses), "the barrier relay")
         self.assertEqual([p.channel for p in pulses], [1])
         wall.reload()
@@ -1204,4 +1223,149 @@ class LaneCommandTests(AdminBrowserTestCase):
         exit_lane.locator('[data-action="close"]').click()
         page.click("#confirm-ok")
         self.wait_on_reactor(lambda: len(parkingcam.barrier_closes) == 1, "the exit barrier closed")
+        context.close()
+
+
+class RefusedCarTests(AdminBrowserTestCase):
+    """The car the gate kept out, handled at the booth, and the day it makes:
+    opened with a reason (the event names the operator), a misread plate
+    corrected and decided again, a car with no readable plate let in by
+    hand, then the day's report, its events exported and the shift's
+    hand-over."""
+
+    async def test_refused_cars_at_the_booth_and_the_days_export(self) -> None:
+        from gateway.policy.whitelist import WhitelistEntry
+
+        gateway, password = await self.start_site()
+        camera = self.camera()
+        await self.until(lambda: gateway.service.registry.held_polls() == 1, what="a held comet poll")
+        await gateway.service.plate_list.upsert([WhitelistEntry(PLATE)])
+        await self.in_browser(lambda browser: self.refused_cars(browser, camera, password))
+        self.no_page_errors()
+
+    def kept(self, kind: str) -> list[Any]:
+        return cast(
+            list[Any], self.on_reactor(lambda: self.gateway.store.recent_events(limit=20, type=kind))
+        )
+
+    def pulses(self, camera: SimulatedCamera, count: int) -> None:
+        self.wait_on_reactor(lambda: len(camera.relay_pulses) >= count, f"relay pulse {count}")
+
+    def refused_cars(self, browser: Browser, camera: SimulatedCamera, password: str) -> None:
+        context, page = self.new_page(browser)
+        page.goto(self.url())
+        self.sign_in(page, "admin", password)
+        entrance = page.locator(f'.lane-card[data-camera="{ENTRANCE}"]')
+        refused = entrance.locator('[data-role="refused-actions"]')
+        dialog = page.locator("#form-dialog")
+
+        # A refused car, opened for with a reason and a note.
+        self.on_reactor(camera.read_plate, "沪C55555")
+        expect(entrance.locator(".band-reason")).to_have_text("unknown plate")
+        refused.locator('[data-action="open-for-read"]').click()
+        expect(dialog.locator(".dialog-text")).to_contain_text("沪C55555")
+        dialog.locator("select[name=reason]").select_option("visitor")
+        page.click("#form-dialog-ok")
+        expect(dialog.locator('[data-error-for="note"]')).to_have_text("required")
+        dialog.locator("input[name=note]").fill("Guest of the site office")
+        self.screenshot(page, "refused-open")
+        page.click("#form-dialog-ok")
+        expect(dialog).to_be_hidden()
+        self.pulses(camera, 1)
+        (read,) = [e for e in self.kept("plate") if e.plate == "沪C55555"]
+        (opened,) = self.kept("operator_open")
+        self.assertEqual(opened.answers, read.id)
+        self.assertEqual(opened.raw["operator"]["name"], "admin")
+        # The read's details say what the booth did, and who.
+        page.locator("#live-list .live-item", has_text="沪C55555").click()
+        answers = page.locator("#event-body [data-role=event-answers]")
+        expect(answers).to_contain_text("admin · Opened by an operator · Visitor")
+        expect(answers).to_contain_text("Guest of the site office")
+        self.screenshot(page, "event-answered")
+        page.click("#event-close")
+        # The open itself, found among the events, names the operator.
+        page.click('.tab[data-view="events"]')
+        page.select_option("#events-form [name=type]", "operator_open")
+        page.locator("#events-form button[type=submit]").click()
+        expect(page.locator("#events-rows tr")).to_have_count(1)
+        page.locator("#events-rows tr").first.click()
+        expect(page.locator("#event-body [data-role=event-operator]")).to_have_text("by admin")
+        expect(page.locator("#event-body")).to_contain_text(read.id)
+        page.click("#event-close")
+
+        # A misread: the right plate is on the list; decided again, it opens.
+        page.click('.tab[data-view="lanes"]')
+        self.on_reactor(camera.read_plate, "京A17345")
+        expect(entrance.locator(".lane-plate .plate")).to_have_text("京A17345")
+        refused.locator('[data-action="correct"]').click()
+        expect(dialog.locator("input[name=plate]")).to_have_value("京A17345")
+        expect(dialog.locator("input[name=decide]")).to_be_checked()
+        dialog.locator("input[name=plate]").fill(PLATE)
+        dialog.locator("input[name=note]").fill("7 read for 2")
+        self.screenshot(page, "correct")
+        page.click("#form-dialog-ok")
+        expect(dialog).to_be_hidden()
+        expect(page.locator(".toast").last).to_contain_text("may pass (whitelisted)")
+        self.pulses(camera, 2)
+        (misread,) = [e for e in self.kept("plate") if e.plate == "京A17345"]
+        (fixed,) = self.kept("plate_correction")
+        self.assertEqual((fixed.answers, fixed.plate, fixed.decision_open), (misread.id, PLATE, True))
+        self.assertFalse(self.on_reactor(lambda: self.gateway.store.get_event(misread.id)).decision_open)
+
+        # No readable plate: let in by hand with the plate typed.
+        self.on_reactor(camera.read_plate, "_无_")
+        expect(entrance.locator(".band-reason")).to_have_text("no plate read")
+        entrance.locator('[data-action="manual-entry"]').click()
+        dialog.locator("input[name=plate]").fill("粤B77777")
+        dialog.locator("select[name=reason]").select_option("no_plate")
+        dialog.locator("input[name=note]").fill("Plate covered in mud")
+        self.screenshot(page, "manual-entry")
+        page.click("#form-dialog-ok")
+        expect(dialog).to_be_hidden()
+        self.pulses(camera, 3)
+        (no_plate,) = [e for e in self.kept("plate") if e.decision_reason == "no_plate"]
+        (manual,) = self.kept("manual_entry")
+        self.assertEqual((manual.plate, manual.answers, manual.lane), ("粤B77777", no_plate.id, "Entrance"))
+
+        # The day: per lane, in the site's time zone.
+        page.click('.tab[data-view="reports"]')
+        row = page.locator('#report-table tr[data-lane="Entrance"]')
+        expect(row.locator('[data-column="entries"]')).to_have_text("3")
+        expect(row.locator('[data-column="refused_total"]')).to_have_text("3")
+        expect(row.locator('[data-column="manual_opens"]')).to_have_text("1")
+        expect(row.locator('[data-column="corrections"]')).to_have_text("1")
+        expect(row.locator('[data-column="manual_entries"]')).to_have_text("1")
+        expect(row).to_contain_text("no plate read 1, unknown plate 2")
+        self.screenshot(page, "reports")
+        # Its events, exported: every read and what the booth did, by whom.
+        with page.expect_download() as download:
+            page.click("#report-export")
+        text = Path(download.value.path()).read_text(encoding="utf-8-sig")
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        by_type: dict[str, list[dict[str, str]]] = {}
+        for exported in rows:
+            by_type.setdefault(exported["type"], []).append(exported)
+        self.assertEqual(len(by_type["plate"]), 3)
+        for kind in ("operator_open", "plate_correction", "manual_entry"):
+            (action,) = by_type[kind]
+            self.assertEqual(action["operator"], "admin", kind)
+        self.assertEqual(by_type["operator_open"][0]["answers"], read.id)
+        self.assertEqual(by_type["operator_open"][0]["note"], "Guest of the site office")
+        self.assertTrue(rows[0]["time"].endswith("+08:00"), rows[0]["time"])
+        # The shift's hand-over, ready to print.
+        page.locator("#handover-form button[type=submit]").click()
+        actions = page.locator("#handover-actions tbody tr")
+        expect(actions).to_have_count(3)
+        expect(actions.nth(0)).to_contain_text("Guest of the site office")
+        expect(actions.nth(2)).to_contain_text("粤B77777")
+        expect(page.locator("#handover-print")).to_be_visible()
+        page.locator("#handover-form").scroll_into_view_if_needed()
+        page.evaluate("() => document.getElementById('handover-form').scrollIntoView()")
+        self.screenshot(page, "handover")
+
+        # The same in Chinese.
+        page.locator("#app .lang-switch").click()
+        expect(page.locator('.tab[data-view="reports"]')).to_have_text("报表")
+        expect(page.locator("#handover-actions tbody tr").nth(2)).to_contain_text("人工登记")
+        page.locator("#app .lang-switch").click()
         context.close()

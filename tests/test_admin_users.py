@@ -302,7 +302,7 @@ class AuditTests(UsersTestCase):
         await self.build()
         await self.camera_online()
         operator = await self.operator()
-        reply = await operator.post(f"/api/cameras/{ENTRANCE}/open", {"reason": "ambulance"})
+        reply = await operator.post(f"/api/cameras/{ENTRANCE}/open", {"reason": "emergency"})
         self.assertLess(reply.status, 300, reply.body)
         self.assertEqual((await operator.post("/api/whitelist", {"plate": "京A12345"})).status, 201)
         # Refused attempts are no actions.
@@ -330,7 +330,7 @@ class AuditTests(UsersTestCase):
                 ("ada", "admin", "session", "sign_in", "127.0.0.1", ""),
                 ("vera", "viewer", "session", "sign_in", "127.0.0.1", ""),
                 ("olga", "operator", "session", "add_whitelist_entry", "京A12345", ""),
-                ("olga", "operator", "session", "open_barrier", ENTRANCE, "ambulance"),
+                ("olga", "operator", "session", "open_barrier", ENTRANCE, "emergency"),
                 ("olga", "operator", "session", "sign_in", "127.0.0.1", ""),
             ],
         )

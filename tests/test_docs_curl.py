@@ -86,11 +86,20 @@ class DocumentedCurlTests(GatewayTestCase):
 
     async def run_curls(self, path: Path, token: str) -> None:
         port = self.gateway.admin_port
+        folder = Path(self.mktemp())
+        folder.mkdir(parents=True)
         for line in documented_curls(path):
             command = line.split("  #", 1)[0].replace(DOCUMENTED, f"127.0.0.1:{port}")
+            saved = re.search(r" -o (\S+)", command)
+            command = f"cd {folder} && {command}"
             result = await deferToThread(bash, command, {"TOKEN": token, "PATH": "/usr/bin:/bin"})
             self.assertEqual(result.returncode, 0, f"{line}: {result.stderr}")
-            self.assertIsInstance(json.loads(result.stdout), dict, line)
+            if saved is not None:
+                # A file for a spreadsheet: the events as CSV, with their header.
+                written = (folder / saved.group(1)).read_text(encoding="utf-8-sig")
+                self.assertTrue(written.startswith("time,type,lane,"), line)
+            else:
+                self.assertIsInstance(json.loads(result.stdout), dict, line)
 
     async def test_a_token_from_the_configuration_as_documented(self) -> None:
         for path in DOCS:

@@ -777,6 +777,32 @@ class EventRetentionTests(StoreTestCase):
         self.assertEqual((again.events_expired, again.events_waiting), (100, 0))
         self.assertEqual((await store.stats()).events, 1)
 
+    async def test_an_operators_event_is_found_by_its_read_until_it_goes(self) -> None:
+        store = await self.open_store(StoreSettings(event_retention_days=30))
+        read = plate_record(1, received_at=NOW - timedelta(days=40))
+        answering = EventRecord(
+            id="open-abcdefghijklmnopqrstuvwx",
+            type=EventType.OPERATOR_OPEN,
+            received_at=NOW - timedelta(days=40, seconds=-5),
+            camera="cam-1",
+            decision_open=True,
+            decision_reason="visitor",
+            decision_source="operator",
+            answers=read.id,
+            raw={"operator": {"name": "olga"}, "reason": "visitor"},
+        )
+        await store.commit_event(read, outbox=False)
+        await store.commit_event(answering, outbox=False)
+        (found,) = await store.events_answering(read.id)
+        self.assertEqual((found.id, found.answers), (answering.id, read.id))
+        kept = await store.get_event(answering.id)
+        assert kept is not None
+        self.assertEqual(kept.raw["answers"], read.id)
+        self.assertEqual(await store.events_answering(answering.id), [])
+        await store.enforce_retention(NOW)
+        self.assertEqual(await store.events_answering(read.id), [])
+        self.assertEqual(db_rows(self.state_dir, "SELECT COUNT(*) FROM event_answers"), [(0,)])
+
     async def test_past_max_db_bytes_delivered_events_go_first_unsent_last(self) -> None:
         store = await self.open_store(
             StoreSettings(event_retention_days=3650, max_db_bytes=MIN_DB_BYTES)

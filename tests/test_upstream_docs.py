@@ -84,6 +84,38 @@ class OpenApiTests(TestCase):
         io = EventRecord(id="io-abcdefghijklmnopqrstuvwxyz", type=EventType.IO, received_at=NOW)
         result = command_result_record("k1", "open", "cam-1", "rejected", received_at=NOW)
         schema_check(spec, "EventBatch", json.loads(events_body("site-7", [plate, io, result])))
+        # What operators did, answering that read.
+        operator = {"name": "olga", "role": "operator", "via": "session"}
+        queued = {"id": "open-17", "type": "open", "camera": "cam-1", "state": "queued", "channel": 2}
+        actions = [
+            EventRecord(
+                id=f"{prefix}-abcdefghijklmnopqrstuvwxyz",
+                type=kind,
+                received_at=NOW,
+                camera="cam-1",
+                lane="Exit",
+                plate="京A12345",
+                license="京A1234S",
+                decision_open=opened,
+                decision_reason=None if opened is None else "visitor",
+                decision_source=None if opened is None else "operator",
+                answers=plate.id,
+                raw={"operator": operator, "reason": "visitor", "note": "n", **extra},
+            )
+            for prefix, kind, opened, extra in (
+                ("open", EventType.OPERATOR_OPEN, True, {"command": queued}),
+                ("fix", EventType.PLATE_CORRECTION, None, {"read_plate": "京A1234S"}),
+                ("manual", EventType.MANUAL_ENTRY, False, {}),
+            )
+        ]
+        batch = json.loads(events_body("site-7", actions))
+        schema_check(spec, "EventBatch", batch)
+        self.assertEqual(
+            [(e["answers"], e["operator"]["name"], e["reason"]) for e in batch["events"]],
+            [(plate.id, "olga", "visitor")] * 3,
+        )
+        with self.assertRaises(jsonschema.ValidationError):
+            schema_check(spec, "Event", {**batch["events"][0], "operator": {"name": "x"}})
         undecided = event_json(attrs.evolve(plate, decision_open=None))
         schema_check(spec, "DecideRequest", json.loads(decide_body("site-7", undecided)))
         with self.assertRaises(jsonschema.ValidationError):

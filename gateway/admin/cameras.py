@@ -10,13 +10,16 @@ in its next reply.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from gateway.admin.access import Access, authorized
+from gateway.admin.audit import note
 from gateway.admin.auth import Principal
+from gateway.admin.booth import OperatorEvents
 from gateway.admin.http import ApiError, admin_app, common_headers, json_body, json_response
 from gateway.admin.settings import OPERATOR, VIEWER
 from gateway.camera.commands import CameraCommand
@@ -38,6 +41,8 @@ from gateway.store import EventType, Store, StoreError
 __all__ = ["CamerasResource"]
 
 log = Logger()
+
+C = TypeVar("C", bound=CameraCommand)
 
 MAX_SERIAL_BYTES = 1024
 MAX_DISPLAY_TEXT = 200
@@ -83,7 +88,9 @@ class CamerasResource:
     ``store()`` is the open store or None (a camera's last plate is then
     not shown). ``display_test(lane, text)`` shows and speaks ``text`` on a
     lane's display (raising a ``LookupError`` for a lane without one);
-    ``has_display(lane)`` says whether a lane has one.
+    ``has_display(lane)`` says whether a lane has one. With
+    ``operator_events``, an open is also an ``operator_open`` event naming
+    the operator and the reason given.
     """
 
     app = admin_app()
@@ -99,8 +106,10 @@ class CamerasResource:
         camera_sync: CameraWhitelistSync | None,
         display_test: Callable[[str, str], object] | None = None,
         has_display: Callable[[str], bool] | None = None,
+        operator_events: OperatorEvents | None = None,
     ) -> None:
         self.access = access
+        self._operator_events = operator_events
         self._lanes = lanes
         self._registry = registry
         self._control = control
@@ -186,17 +195,16 @@ class CamerasResource:
             return lane.camera
         raise ApiError(404, f"no camera {serialno} is known to this gateway")
 
-    def _command(
+    def _issue(
         self,
-        request: IRequest,
         principal: Principal,
         serialno: str,
         action: str,
-        issue: Callable[[], CameraCommand],
+        issue: Callable[[], C],
         detail: str = "",
-    ) -> bytes:
-        """Issue a camera command for ``principal``: 202 with the command, or
-        the refusal (404 unknown camera, 409 offline or unsupported, 400)."""
+    ) -> C:
+        """Issue a camera command for ``principal``: the command, or the
+        refusal (404 unknown camera, 409 offline or unsupported, 400)."""
         try:
             command = issue()
         except CommandRefused as error:
@@ -224,7 +232,28 @@ class CamerasResource:
             detail=detail,
             command_id=command.id,
         )
+        return command
+
+    def _command(
+        self,
+        request: IRequest,
+        principal: Principal,
+        serialno: str,
+        action: str,
+        issue: Callable[[], CameraCommand],
+        detail: str = "",
+    ) -> bytes:
+        """Issue a camera command for ``principal``: 202 with the command."""
+        command = self._issue(principal, serialno, action, issue, detail)
         return json_response(request, {"command": command.describe()}, 202)
+
+    def _channel(self, body: Mapping[str, object]) -> int | None:
+        channel = body.get("channel")
+        if channel is not None and (
+            isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel <= 3
+        ):
+            raise ApiError(400, "channel must be 0-3", errors={"channel": "must be 0-3"})
+        return channel
 
     def _barrier(
         self,
@@ -232,26 +261,50 @@ class CamerasResource:
         who: Principal,
         serialno: str,
         action: str,
-        issue: Callable[[str, int | None], CameraCommand],
+        issue: Callable[..., CameraCommand],
     ) -> bytes:
-        body = json_body(request, required=False)
-        channel = body.get("channel")
-        if channel is not None and (
-            isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel <= 3
-        ):
-            raise ApiError(400, "channel must be 0-3", errors={"channel": "must be 0-3"})
+        channel = self._channel(json_body(request, required=False))
         return self._command(
             request,
             who,
             serialno,
             action,
-            lambda: issue(serialno, channel),
+            lambda: issue(serialno, channel, operator=who.name),
             "" if channel is None else f" (channel {channel})",
         )
 
     @authorized(app, "/api/cameras/<serialno>/open", methods=["POST"], role=OPERATOR)
-    def open_barrier(self, request: IRequest, who: Principal, serialno: str) -> bytes:
-        return self._barrier(request, who, serialno, "open the barrier", self._control.open)
+    async def open_barrier(self, request: IRequest, who: Principal, serialno: str) -> bytes:
+        # The page asks for a reason and a note; a machine may give none.
+        body = json_body(request, required=False)
+        channel = self._channel(body)
+        events = self._operator_events
+        reason = events.reason(body, required=False) if events is not None else ""
+        note_text = events.note_text(body, required=False) if events is not None else ""
+        command = self._issue(
+            who,
+            serialno,
+            "open the barrier",
+            lambda: self._control.open(serialno, channel, operator=who.name),
+            "" if channel is None else f" (channel {channel})",
+        )
+        answer: dict[str, object] = {"command": command.describe()}
+        if events is not None:
+            # The open is an event of its own, naming the operator.
+            lane = self._lanes.for_camera(command.camera)
+            camera = self._registry.get(command.camera)
+            record = await events.keep(
+                EventType.OPERATOR_OPEN,
+                who,
+                camera=command.camera,
+                lane=lane.name if lane else (camera.lane if camera else None),
+                reason=reason,
+                note_text=note_text,
+                command=command,
+            )
+            note(request, target=command.camera, event=record.id, note=note_text)
+            answer["event"] = event_summary(record)
+        return json_response(request, answer, 202)
 
     @authorized(app, "/api/cameras/<serialno>/close", methods=["POST"], role=OPERATOR)
     def close_barrier(self, request: IRequest, who: Principal, serialno: str) -> bytes:
@@ -266,7 +319,11 @@ class CamerasResource:
     @authorized(app, "/api/cameras/<serialno>/trigger", methods=["POST"], role=OPERATOR)
     def trigger(self, request: IRequest, who: Principal, serialno: str) -> bytes:
         return self._command(
-            request, who, serialno, "read a plate now", lambda: self._control.trigger(serialno)
+            request,
+            who,
+            serialno,
+            "read a plate now",
+            lambda: self._control.trigger(serialno, operator=who.name),
         )
 
     @authorized(app, "/api/cameras/<serialno>/serial", methods=["POST"], role=OPERATOR)

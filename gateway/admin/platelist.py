@@ -1,5 +1,6 @@
 """The site's plate list: ``/api/whitelist`` (search and page, add, change,
-delete) and its CSV import and export.
+delete) and its CSV import and export. An entry added from a read at the
+booth names the read (``POST /api/whitelist?event=<id>``) in the audit log.
 
 Viewers read and export; operators change. The CSV import is the one admin
 route that reads a large body (:data:`MAX_CSV_BYTES`: 100 000 plates with
@@ -18,7 +19,7 @@ from twisted.web.iweb import IRequest
 from gateway.admin.access import Access, authorized
 from gateway.admin.audit import note
 from gateway.admin.auth import Principal
-from gateway.admin.events import open_store
+from gateway.admin.events import event_id_ok, open_store
 from gateway.admin.http import (
     ApiError,
     admin_app,
@@ -112,8 +113,16 @@ class PlateListResource:
         entry = self._valid_entry(request)
         if whitelist.get(entry.plate) is not None:
             raise ApiError(409, f"{entry.plate} is already listed; change it with PUT")
+        # Added from a read at the booth (``?event=<id>``): the audit entry
+        # names the read.
+        read = arg(request, "event") or ""
+        if read and not event_id_ok(read):
+            raise ApiError(400, "event is not an event id", errors={"event": "not an event id"})
         await self._upsert(whitelist, [entry])
-        note(request, target=entry.plate)
+        if read:
+            note(request, target=entry.plate, event=read)
+        else:
+            note(request, target=entry.plate)
         log.info(
             "{user} ({role}) added {count} plate to the list: {plate}",
             user=who.name,

@@ -38,6 +38,7 @@ from gateway.admin.access import Access, RouteAccess, declared_routes
 from gateway.admin.attention import AttentionFeed, AttentionResource
 from gateway.admin.audit import AuditLog
 from gateway.admin.auth import AdminAccounts, LoginThrottle, SessionStore
+from gateway.admin.booth import BoothResource, OperatorEvents
 from gateway.admin.cameras import CamerasResource
 from gateway.admin.events import EventsResource
 from gateway.admin.http import MAX_JSON_BYTES
@@ -59,8 +60,10 @@ from gateway.admin.users import UsersResource
 from gateway.bus import EventBus
 from gateway.camera.control import CameraControl
 from gateway.camera.http import BodyBudget, BoundedSite, RequestLimits
+from gateway.camera.recorder import StoreRecorder
 from gateway.camera.registry import CameraRegistry
 from gateway.camera.whitelist_sync import CameraWhitelistSync
+from gateway.gate import Gate
 from gateway.occupancy import Occupancy
 from gateway.platelist import PlateList
 from gateway.policy.codec import EntryCodec
@@ -302,6 +305,8 @@ def build_admin(
     store_state: StoreState | None = None,
     occupancy: Occupancy | None = None,
     attention: AttentionFeed | None = None,
+    recorder: StoreRecorder | None = None,
+    gate: Gate | None = None,
 ) -> AdminRoot:
     """The admin API and page for the gateway's parts: each resource gets
     only what it uses.
@@ -312,6 +317,9 @@ def build_admin(
     cannot open and takes the acknowledgement of a replaced database.
     ``occupancy`` counts the cars inside (None: not counted); ``attention``
     calls for the booth (by default one from ``bus``).
+    ``recorder`` keeps the operators' events (opens,
+    corrections, manual entries: without it they are refused, 503);
+    ``gate`` decides a corrected plate again.
     """
     if sessions is None:
         sessions = session_store(clock, settings)
@@ -337,6 +345,9 @@ def build_admin(
         keepalive_seconds=keepalive_seconds,
         max_streams=max_streams,
     )
+    operator_events = OperatorEvents(
+        clock=clock, control=control, recorder=recorder, reasons=settings.open_reasons
+    )
     parts: list[AdminResource] = [
         SessionResource(
             access=access,
@@ -354,8 +365,18 @@ def build_admin(
             camera_sync=camera_sync,
             display_test=display_test,
             has_display=has_display,
+            operator_events=operator_events,
         ),
         EventsResource(access=access, store=store),
+        BoothResource(
+            access=access,
+            clock=clock,
+            timezone_name=site.timezone,
+            lanes=lanes,
+            store=store,
+            operator_events=operator_events,
+            gate=gate,
+        ),
         PlateListResource(
             access=access, reactor=reactor, plate_list=plate_list, codec=codec, store=store
         ),

@@ -44,6 +44,7 @@ __all__ = [
     "ATTENTION_KINDS",
     "ATTENTION_SOUNDS",
     "AttentionSettings",
+    "DEFAULT_OPEN_REASONS",
     "MAX_PASSWORD_LENGTH",
     "MIN_PASSWORD_LENGTH",
     "OPERATOR",
@@ -70,6 +71,17 @@ ROLES: tuple[Role, ...] = (VIEWER, OPERATOR, ADMIN)
 #: The shortest and longest password a user may be given on the page.
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
+#: The reasons an operator may give for opening by hand, unless configured
+#: (``[admin] open_reasons``); the page shows these in its own language.
+DEFAULT_OPEN_REASONS: tuple[str, ...] = (
+    "visitor",
+    "delivery",
+    "staff",
+    "misread",
+    "no_plate",
+    "emergency",
+    "other",
+)
 
 
 def role_allows(role: str, needed: str) -> bool:
@@ -346,6 +358,12 @@ class AdminSettings:
         integer(MIN_ADMIN_BODY_BUDGET, 17_179_869_184), default=MIN_ADMIN_BODY_BUDGET
     )
     idle_timeout_seconds: int = setting(integer(5, 3600), default=60)
+    # Why an operator opens the barrier or lets a car in by hand: the page
+    # offers these (the known ones in the page's language), and a note.
+    open_reasons: tuple[str, ...] = setting(
+        text_list(item=text(max_length=64), min_items=1, what="reason"),
+        default=DEFAULT_OPEN_REASONS,
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.request_timeout_seconds < self.header_timeout_seconds:

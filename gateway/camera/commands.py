@@ -75,6 +75,8 @@ class CameraCommand(abc.ABC):
     waits_for: str = ""
     # Who asked, when not the admin page or the cloud: "mqtt".
     origin: str = ""
+    # The person who asked, by name (the admin page and API).
+    operator: str = ""
     result: Any = None
     done: Deferred[CameraCommand] = attrs.field(factory=Deferred, repr=False)
 

@@ -106,8 +106,9 @@ class CameraControl:
 
         Every command method takes ``command_id`` (the caller's own id, e.g.
         the cloud's), ``expires_at`` (clock seconds, at most the default
-        expiry from now) and ``origin`` (who asked, kept in the command's
-        result event) as keywords."""
+        expiry from now), ``origin`` (what asked, kept in the command's
+        result event) and ``operator`` (the person who asked, kept there
+        too) as keywords."""
         camera = self._online(serialno)
         return self.submit(
             camera,
@@ -280,6 +281,8 @@ class CameraControl:
                 details["command"][key] = described[key]
         if command.origin:
             details["command"]["origin"] = command.origin
+        if command.operator:
+            details["command"]["operator"] = command.operator
         if isinstance(command, Snapshot) and isinstance(command.result, bytes):
             details["command"]["image_bytes"] = len(command.result)
         try:
@@ -322,8 +325,10 @@ class CameraControl:
         command_id: str | None = None,
         expires_at: float | None = None,
         origin: str | None = None,
+        operator: str | None = None,
     ) -> dict[str, Any]:
-        """A command's id and expiry (the caller's, or ours), and its origin."""
+        """A command's id and expiry (the caller's, or ours), its origin and
+        the person who asked."""
         latest = self._clock.seconds() + self.expiry
         identity: dict[str, Any] = {
             "expires_at": latest if expires_at is None else min(expires_at, latest)
@@ -332,6 +337,8 @@ class CameraControl:
             identity["id"] = command_id
         if origin:
             identity["origin"] = origin
+        if operator:
+            identity["operator"] = operator
         return identity
 
 

@@ -265,6 +265,7 @@ def event_summary(record: EventRecord) -> dict[str, Any]:
             kind for kind in ("full", "crop") if record.image_state(kind).value == "present"
         ],
         "raw": dict(record.raw),
+        "answers": record.answers,
     }
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "CsvImport",
     "CsvRowError",
     "format_whitelist_csv",
+    "guard_cell",
     "parse_whitelist_csv",
 ]
 
@@ -204,7 +205,7 @@ def format_whitelist_csv(entries: Iterable[WhitelistEntry], codec: EntryCodec) -
     writer = csv.writer(output, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     for entry in entries:
-        writer.writerow([_guarded(cell) for cell in codec.to_cells(entry)])
+        writer.writerow([guard_cell(cell) for cell in codec.to_cells(entry)])
     return output.getvalue()
 
 
@@ -214,7 +215,11 @@ def format_whitelist_csv(entries: Iterable[WhitelistEntry], codec: EntryCodec) -
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _guarded(cell: str) -> str:
+def guard_cell(cell: str) -> str:
+    """``cell`` as a spreadsheet shows it as text: with a leading apostrophe
+    when it would otherwise run as a formula (``=``, ``+``, ``-``, ``@``, a
+    tab or a carriage return first). Every CSV the gateway writes for people
+    goes through this."""
     return "'" + cell if cell.startswith(_FORMULA_START) else cell
 
 

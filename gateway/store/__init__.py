@@ -15,6 +15,7 @@ from gateway.store.database import (
 from gateway.store.ids import is_valid_event_id, new_event_id, plate_event_id
 from gateway.store.records import (
     IMAGE_KINDS,
+    OPERATOR_EVENT_TYPES,
     AdminSessionRow,
     AuditRow,
     CachedCloudDecision,
@@ -28,6 +29,7 @@ from gateway.store.records import (
     ImageUpload,
     Integrity,
     IntegrityState,
+    LaneDayCounts,
     LogDamage,
     OutboxItem,
     OutboxTrim,
@@ -48,6 +50,8 @@ from gateway.store.store import HealthObserver, Store, StoreExecutor
 __all__ = [
     "EVENT_OVERHEAD_BYTES",
     "IMAGE_KINDS",
+    "OPERATOR_EVENT_TYPES",
+    "LaneDayCounts",
     "AdminSessionRow",
     "AuditRow",
     "RETENTION_INTERVAL",

@@ -30,6 +30,7 @@ from gateway.store.bounded import record_too_large
 from gateway.store.images import ImageFiles, PendingImage, fsync_directory
 from gateway.store.records import (
     IMAGE_KINDS,
+    OPERATOR_EVENT_TYPES,
     AdminSessionRow,
     AuditRow,
     CachedCloudDecision,
@@ -42,6 +43,7 @@ from gateway.store.records import (
     EventType,
     ImageState,
     ImageUpload,
+    LaneDayCounts,
     LogDamage,
     OutboxItem,
     OutboxTrim,
@@ -374,9 +376,11 @@ def _decode_event(row: Sequence[Any]) -> EventRecord:
         if not isinstance(value, kinds):
             raise _DamagedRow(f"{name} is {type(value).__name__}")
     raw_record, raw_bytes = _decode_raw(raw, raw_z)
+    event_type = EventType(type_)
+    answers = raw_record.get("answers") if event_type in OPERATOR_EVENT_TYPES else None
     return EventRecord(
         id=event_id,
-        type=EventType(type_),
+        type=event_type,
         received_at=from_us(received_at),
         camera=camera,
         lane=lane,
@@ -396,6 +400,7 @@ def _decode_event(row: Sequence[Any]) -> EventRecord:
         image_crop_bytes=image_crop_bytes,
         seq=seq,
         raw_bytes=raw_bytes,
+        answers=answers if isinstance(answers, str) else None,
     )
 
 
@@ -1154,6 +1159,11 @@ class Database:
         )
         seq = cursor.lastrowid
         assert seq is not None
+        if record.answers is not None:
+            connection.execute(
+                "INSERT INTO event_answers (event_id, answers) VALUES (?, ?)",
+                (record.id, record.answers),
+            )
         if item.outbox:
             connection.execute(
                 "INSERT INTO outbox (event_id, camera, enqueued_at) VALUES (?, ?, ?)",
@@ -1347,7 +1357,7 @@ class Database:
     ) -> None:
         """Delete the events of ``rows`` (seq first), with whatever still names them."""
         ids = [row[1] for row in rows]
-        for table in ("outbox", "upstream_images", "dead_letters"):
+        for table in ("outbox", "upstream_images", "dead_letters", "event_answers"):
             _delete_where_in(connection, table, "event_id", ids)
         _delete_where_in(connection, "events", "seq", [row[0] for row in rows])
 
@@ -1965,6 +1975,88 @@ class Database:
         sql = f"SELECT {_EVENT_SELECT} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
         found = self._scan_events(sql, (seq, limit), max_bytes=max_bytes)
         return [record for _, record in found]
+
+    def events_answering(self, event_id: str, limit: int) -> list[EventRecord]:
+        """The operators' events that answer ``event_id``, oldest first."""
+        columns = ", ".join(f"e.{name.strip()}" for name in _EVENT_COLUMNS.split(","))
+        sql = (
+            f"SELECT {columns} FROM event_answers a JOIN events e ON e.id = a.event_id "
+            "WHERE a.answers = ? ORDER BY e.seq LIMIT ?"
+        )
+        return self.read(
+            lambda c: [_event_from_row(row) for row in c.execute(sql, (event_id, limit))]
+        )
+
+    def events_in_range(
+        self,
+        since: datetime,
+        until: datetime,
+        after: tuple[datetime, int] | None,
+        limit: int,
+        types: Sequence[EventType] = (),
+    ) -> list[EventRecord]:
+        """Up to ``limit`` events received in [``since``, ``until``), in
+        receive order, after the key ``after`` (the ``(received_at, seq)``
+        of the last one of the previous page). The receive-time index serves
+        it: each page costs its own rows, however large the range."""
+        clauses = ["received_at >= ?", "received_at < ?"]
+        params: list[Any] = [to_us(since), to_us(until)]
+        if after is not None:
+            clauses.append("(received_at, seq) > (?, ?)")
+            params += [to_us(after[0]), after[1]]
+        if types:
+            clauses.append(f"type IN ({', '.join('?' * len(types))})")
+            params += [EventType(t).value for t in types]
+        params.append(limit)
+        sql = (
+            f"SELECT {_EVENT_COLUMNS} FROM events INDEXED BY events_received_at "
+            f"WHERE {' AND '.join(clauses)} ORDER BY received_at, seq LIMIT ?"
+        )
+        return self.read(lambda c: [_event_from_row(row) for row in c.execute(sql, params)])
+
+    def lane_counts(self, since: datetime, until: datetime) -> list[LaneDayCounts]:
+        """Plate reads and operators' events of [``since``, ``until``), counted
+        per lane (see :class:`LaneDayCounts`), in one pass over the range."""
+        sql = (
+            "SELECT lane, type, decision_open, decision_reason, repeat, offline, COUNT(*) "
+            "FROM events INDEXED BY events_received_at "
+            "WHERE received_at >= ? AND received_at < ? AND type IN (?, ?, ?, ?) "
+            "GROUP BY lane, type, decision_open, decision_reason, repeat, offline"
+        )
+        params = (
+            to_us(since),
+            to_us(until),
+            EventType.PLATE.value,
+            EventType.OPERATOR_OPEN.value,
+            EventType.PLATE_CORRECTION.value,
+            EventType.MANUAL_ENTRY.value,
+        )
+        rows = self.read(lambda c: c.execute(sql, params).fetchall())
+        counts: dict[str | None, dict[str, Any]] = {}
+        for lane, type_, opened, reason, repeat, offline, number in rows:
+            into = counts.setdefault(lane, {"lane": lane, "refused": {}})
+            keys: list[str] = []
+            if type_ == EventType.PLATE.value:
+                if repeat:
+                    keys = ["repeats"]
+                elif offline:
+                    keys = ["reads", "offline"]
+                elif opened:
+                    keys = ["reads", "opened"]
+                else:
+                    keys = ["reads"]
+                    if opened is not None:
+                        refused = into["refused"]
+                        refused[reason or ""] = refused.get(reason or "", 0) + number
+            elif type_ == EventType.OPERATOR_OPEN.value:
+                keys = ["operator_opens"]
+            elif type_ == EventType.PLATE_CORRECTION.value:
+                keys = ["corrections", "corrections_opened"] if opened else ["corrections"]
+            else:
+                keys = ["manual_entries", "manual_opened"] if opened else ["manual_entries"]
+            for key in keys:
+                into[key] = into.get(key, 0) + number
+        return [LaneDayCounts(**values) for values in counts.values()]
 
     def events_behind(self, seq: int) -> int:
         return self.read(

@@ -41,6 +41,8 @@ __all__ = [
     "Replacement",
     "SalvageReport",
     "SalvagedPart",
+    "OPERATOR_EVENT_TYPES",
+    "LaneDayCounts",
 ]
 
 
@@ -55,6 +57,18 @@ class EventType(str, enum.Enum):
     CAMERA_OFFLINE = "camera_offline"
     COMMAND_RESULT = "command_result"
     OCCUPANCY = "occupancy"  # an operator's count of the cars inside
+    # What people at the booth did, each an event of its own naming the
+    # operator (``raw["operator"]``) and, when it answers a read, that read
+    # (:attr:`EventRecord.answers`).
+    OPERATOR_OPEN = "operator_open"  # the barrier opened by an operator, with a reason
+    PLATE_CORRECTION = "plate_correction"  # the right plate for a misread
+    MANUAL_ENTRY = "manual_entry"  # a car let in (or out) with its plate typed
+
+
+#: The event types that record what an operator did.
+OPERATOR_EVENT_TYPES: frozenset[EventType] = frozenset(
+    {EventType.OPERATOR_OPEN, EventType.PLATE_CORRECTION, EventType.MANUAL_ENTRY}
+)
 
 
 class ImageState(str, enum.Enum):
@@ -88,7 +102,9 @@ class EventRecord:
     decision was made on, ``license`` the text as the camera read it.
     ``raw`` is what the camera sent, JSON-serialisable, without image data.
     ``reply`` is whatever the camera server needs to answer a re-sent push
-    exactly as the first time (opaque to the store).
+    exactly as the first time (opaque to the store). ``answers`` is the id
+    of the read an operator's event answers (an open, a correction); the
+    store keeps it in ``raw`` as ``answers`` too.
     """
 
     id: str
@@ -114,6 +130,7 @@ class EventRecord:
     # Bytes of the raw record's JSON as stored (set by the store's reads; what
     # listings and batches count to stay within their bounds).
     raw_bytes: int = attrs.field(default=0, eq=False, repr=False)
+    answers: str | None = None  # the event this one answers (operator events)
 
     def image_state(self, kind: str) -> ImageState:
         """The state of the image of ``kind`` ("full" or "crop")."""
@@ -548,3 +565,23 @@ class LogDamage:
             f"{'; the log is kept as ' + PurePath(self.copy).name if self.copy else ''}: "
             "acknowledge on the status page"
         )
+@attrs.frozen
+class LaneDayCounts:
+    """Events of one lane (None: a camera in no lane) in a time range, counted
+    by kind: ``reads`` plate reads (repeats not counted), ``opened`` reads the
+    barrier opened for, ``refused`` reads it stayed shut for, by reason,
+    ``operator_opens``, ``corrections`` (of which ``corrections_opened``
+    were decided again and opened) and ``manual_entries`` (of which
+    ``manual_opened`` opened the barrier)."""
+
+    lane: str | None
+    reads: int = 0
+    opened: int = 0
+    repeats: int = 0
+    offline: int = 0
+    refused: Mapping[str, int] = attrs.field(factory=dict)
+    operator_opens: int = 0
+    corrections: int = 0
+    corrections_opened: int = 0
+    manual_entries: int = 0
+    manual_opened: int = 0

@@ -241,6 +241,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX parking_sessions_inside ON parking_sessions (seq) WHERE state = 'inside'",
     ),
+    # 11: an operator's event (an open, a plate correction, a manual entry)
+    # names the read it answers (also in its raw record); this table finds,
+    # for a read, the events that answer it. Only operators' events have a
+    # row, removed with their event.
+    (
+        """
+        CREATE TABLE event_answers (
+            event_id TEXT PRIMARY KEY,
+            answers TEXT NOT NULL
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX event_answers_read ON event_answers (answers)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -55,6 +55,7 @@ from gateway.store.records import (
     ImageUpload,
     Integrity,
     IntegrityState,
+    LaneDayCounts,
     LogDamage,
     OutboxItem,
     OutboxTrim,
@@ -537,7 +538,10 @@ class Store:
             raise ValueError("one image per kind")
         write = EventWrite(
             record=record,
-            raw_json=encode_raw(record.raw),
+            # An operator's event keeps the read it answers in its raw record too.
+            raw_json=encode_raw(
+                {**record.raw, "answers": record.answers} if record.answers else record.raw
+            ),
             # bytes are immutable: kept as given; anything else is copied once
             # so the caller cannot change it while the store thread writes it.
             images=tuple(
@@ -979,6 +983,32 @@ class Store:
         """Up to ``limit`` events committed after ``seq``, in commit order;
         with ``max_bytes``, no more than fit in it (at least one)."""
         return await self._read(lambda: self._db.events_after(seq, limit, max_bytes))
+
+    async def events_answering(self, event_id: str, limit: int = 100) -> list[EventRecord]:
+        """The operators' events (opens, corrections, manual entries) that
+        answer ``event_id``, oldest first, at most ``limit``."""
+        return await self._read(lambda: self._db.events_answering(event_id, limit))
+
+    async def events_in_range(
+        self,
+        since: datetime,
+        until: datetime,
+        after: tuple[datetime, int] | None = None,
+        limit: int = 500,
+        types: Sequence[EventType] = (),
+    ) -> list[EventRecord]:
+        """Events received in [``since``, ``until``) in receive order, a
+        page of at most ``limit`` (capped at 1000) after the key ``after``:
+        the ``(received_at, seq)`` of the previous page's last event."""
+        limit = max(1, min(int(limit), 1000))
+        return await self._read(
+            lambda: self._db.events_in_range(since, until, after, limit, tuple(types))
+        )
+
+    async def lane_counts(self, since: datetime, until: datetime) -> list[LaneDayCounts]:
+        """Reads and operators' events of [``since``, ``until``) counted per
+        lane (:class:`~gateway.store.records.LaneDayCounts`)."""
+        return await self._read(lambda: self._db.lane_counts(since, until))
 
     async def events_behind(self, seq: int) -> int:
         """How many events were committed after ``seq``."""

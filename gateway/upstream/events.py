@@ -12,7 +12,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from gateway.policy.plates import normalise_plate
-from gateway.store import EventRecord, EventType, ImageState, new_event_id
+from gateway.store import (
+    OPERATOR_EVENT_TYPES,
+    EventRecord,
+    EventType,
+    ImageState,
+    new_event_id,
+)
 
 __all__ = [
     "COMMAND_OUTCOMES",
@@ -82,14 +88,14 @@ def event_json(record: EventRecord, image_kinds: Iterable[str] = ()) -> dict[str
         "received_at": format_time(record.received_at),
         "camera_time": format_time(record.camera_time),
     }
+    decision = None
+    if record.decision_open is not None:
+        decision = {
+            "open": record.decision_open,
+            "reason": record.decision_reason,
+            "source": record.decision_source or "local",
+        }
     if record.type is EventType.PLATE:
-        decision = None
-        if record.decision_open is not None:
-            decision = {
-                "open": record.decision_open,
-                "reason": record.decision_reason,
-                "source": record.decision_source or "local",
-            }
         body.update(
             plate=record.plate or normalise_plate(record.license),
             license=record.license,
@@ -100,6 +106,20 @@ def event_json(record: EventRecord, image_kinds: Iterable[str] = ()) -> dict[str
     if record.type is EventType.COMMAND_RESULT:
         command = record.raw.get("command")
         body["command"] = dict(command) if isinstance(command, Mapping) else None
+    if record.type in OPERATOR_EVENT_TYPES:
+        # What someone at the booth did, and for which read.
+        operator = record.raw.get("operator")
+        command = record.raw.get("command")
+        body.update(
+            answers=record.answers,
+            operator=dict(operator) if isinstance(operator, Mapping) else None,
+            reason=str(record.raw.get("reason") or ""),
+            note=str(record.raw.get("note") or ""),
+            plate=record.plate,
+            license=record.license,
+            decision=decision,
+            command=dict(command) if isinstance(command, Mapping) else None,
+        )
     body["images"] = image_kinds_of(record, image_kinds)
     body["raw"] = dict(record.raw)
     return body

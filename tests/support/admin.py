@@ -318,6 +318,8 @@ class AdminTestCase(TestCase):
             static_dir=static_dir,
             sessions=sessions,
             occupancy=parts.occupancy,
+            recorder=parts.recorder,
+            gate=parts.gate,
         )
         self.api = build_admin(**self.api_arguments)
         return self.api

@@ -11,7 +11,7 @@
 
   const STRINGS = window.ANPR_I18N;
   const LANG_KEY = "anpr.lang";
-  const VIEWS = ["lanes", "events", "whitelist", "status", "users"];
+  const VIEWS = ["lanes", "events", "whitelist", "reports", "status", "users"];
   const AUDIT_PAGE = 50;
   const LIVE_MAX = 40;
   const EVENTS_PAGE = 50;
@@ -24,8 +24,11 @@
   ];
   const EVENT_TYPES = [
     "plate", "io", "serial", "snapshot", "camera_online", "camera_offline", "command_result", "occupancy",
+    "operator_open", "plate_correction", "manual_entry",
   ];
   const ATTENTION_KINDS = ["blacklist", "refused", "camera_offline", "display_fault", "cloud_down"];
+  // What someone at the booth did: each names the operator and the read it answers.
+  const OPERATOR_TYPES = ["operator_open", "plate_correction", "manual_entry"];
   const FINAL_COMMAND_STATES = ["delivered", "completed", "expired", "failed"];
 
   // Stroke icons, 24x24: drawn here so that nothing is fetched.
@@ -57,6 +60,9 @@
     status: null,
     statusAt: null,
     accounts: { users: [], tokens: [], audit: [], auditNext: null, minPassword: 10, token: 0 },
+    // answered: reads the booth has acted on since the page loaded (their
+    // card no longer offers the refused-car buttons).
+    booth: { reasons: [], report: null, handover: null, answered: new Set() },
     stream: null,
     streamRetry: 0,
     streamTimer: null,
@@ -559,6 +565,7 @@
     loadOccupancy();
     loadCameras();
     loadStatus(); // the gateway's id, shown in the top bar
+    loadBooth();
     state.timers.push(window.setInterval(tickTimes, 5000));
     state.timers.push(window.setInterval(() => {
       if (state.session) loadCameras();
@@ -690,6 +697,10 @@
   }
 
   function onBusEvent(summary) {
+    if (OPERATOR_TYPES.includes(summary.type)) {
+      onOperatorEvent(summary);
+      return;
+    }
     if (summary.type !== "plate") return;
     const camera = cameraBySerial(summary.camera);
     if (camera) {
@@ -1046,6 +1057,17 @@
       : null;
 
     let actions = null;
+    let refused = null;
+    if (canAct() && last && decision && !decision.open && last.type === "plate" && !state.booth.answered.has(last.id)) {
+      // The car the gate kept out: what the booth can do for it.
+      refused = h("div", { class: "lane-refused", "data-role": "refused-actions" },
+        h("button", { class: "btn btn-small btn-open", type: "button", disabled: !online, "data-action": "open-for-read", onclick: () => openForRead(last) },
+          h("span", { text: t("booth.open_for_car") })),
+        h("button", { class: "btn btn-small", type: "button", "data-action": "correct", onclick: () => correctRead(last) },
+          h("span", { text: t("booth.correct") })),
+        isNoPlate(last) ? null : h("button", { class: "btn btn-small", type: "button", "data-action": "add-to-list", onclick: () => addToList(last) },
+          h("span", { text: t("booth.add_to_list") })));
+    }
     if (canAct()) {
       actions = h("div", { class: "lane-actions" },
         h("button", {
@@ -1062,7 +1084,9 @@
           // What else this camera can carry out (its capability table).
           ...BARRIER_COMMANDS.filter(([capability]) => !camera.can || camera.can[capability]).map(([capability, action, label, iconName]) =>
             h("button", { class: "btn", type: "button", disabled: !online, "data-action": action, title: t(label), onclick: () => barrierCommand(camera, action, label) },
-              icon(iconName), h("span", { text: t(label) })))));
+              icon(iconName), h("span", { text: t(label) }))),
+          camera.lane ? h("button", { class: "btn", type: "button", disabled: !online, "data-action": "manual-entry", onclick: () => manualEntry(camera) },
+            icon("plus"), h("span", { text: t("booth.manual_entry") })) : null));
     }
 
     const foot = [];
@@ -1104,12 +1128,14 @@
       ? h("p", { class: "lane-advice", "data-role": "camera-advice", text: t("lane.advice_" + camera.advice) })
       : null;
 
+    if (refused) classes.push("has-refused");
     return h("article", { class: classes.join(" "), dataset: { key, camera: camera.serialno } },
       h("header", { class: "lane-head" }, title, online_line),
       advice,
       plateBlock,
       full,
       commandBlock,
+      refused,
       actions,
       h("footer", { class: "lane-foot" }, foot));
   }
@@ -1159,26 +1185,27 @@
 
   async function openBarrier(camera) {
     const lane = laneLabel(camera);
-    const yes = await confirmDialog({
+    // Every open by hand says why: the event it becomes names the operator.
+    const data = await formDialog({
       title: t("lane.confirm_open_title"),
       text: t("lane.confirm_open_text", { lane }),
       ok: t("lane.confirm_open"),
-      kind: "open",
+      fields: openReasonFields(),
+      submit: (values) => api("POST", `/api/cameras/${encodeURIComponent(camera.serialno)}/open`, { json: reasonBody(values) }),
     });
-    if (!yes) return;
-    try {
-      const data = await api("POST", `/api/cameras/${encodeURIComponent(camera.serialno)}/open`, { json: {} });
-      if (data && data.command) {
-        const key = cameraKey(camera.serialno);
-        const known = state.commands.get(key);
-        // The stream may have told the outcome before this answer came.
-        if (!known || known.id !== data.command.id) state.commands.set(key, data.command);
-        renderCard(camera);
-      }
-      toast(t("lane.opened", { lane }), "ok");
-    } catch (error) {
-      failed(t("lane.open_barrier"), error);
-    }
+    if (!data) return;
+    followCommand(camera.serialno, data.command);
+    toast(t("lane.opened", { lane }), "ok");
+  }
+
+  function followCommand(serialno, command) {
+    if (!command) return;
+    const key = cameraKey(serialno);
+    const known = state.commands.get(key);
+    // The stream may have told the outcome before this answer came.
+    if (!known || known.id !== command.id) state.commands.set(key, command);
+    const camera = cameraBySerial(serialno);
+    if (camera) renderCard(camera);
   }
 
   // [capability, URL action, label key, icon]: on the card when the camera can.
@@ -1458,18 +1485,349 @@
       [t("events.id"), summary.id],
       [t("events.seq"), summary.seq],
     ];
+    const operator = OPERATOR_TYPES.includes(summary.type) ? (summary.raw || {}).operator : null;
+    if (OPERATOR_TYPES.includes(summary.type)) {
+      const raw = summary.raw || {};
+      rows.splice(3, 0,
+        [t("booth.operator"), operator ? operator.name : t("common.none")],
+        [t("booth.reason"), raw.reason ? openReasonText(raw.reason) : t("common.none")],
+        [t("booth.note"), raw.note || t("common.none")],
+        [t("booth.answers"), summary.answers || t("common.none")]);
+      if (summary.type === "plate_correction") rows.splice(3, 0, [t("booth.read_plate"), raw.read_plate || t("common.none")]);
+    }
     const list = h("dl", { class: "details" });
     for (const [name, value] of rows) list.append(h("dt", { text: name }), h("dd", { text: value === null || value === undefined ? t("common.none") : String(value) }));
+    const isRead = summary.type === "plate";
+    const actions = isRead && canAct()
+      ? h("div", { class: "event-actions", "data-role": "event-actions" },
+        h("button", { class: "btn btn-open", type: "button", "data-action": "open-for-read", onclick: () => openForRead(summary) }, icon("gate"), h("span", { text: t("booth.open_for_car") })),
+        h("button", { class: "btn", type: "button", "data-action": "correct", onclick: () => correctRead(summary) }, icon("edit"), h("span", { text: t("booth.correct") })),
+        isNoPlate(summary) ? null : h("button", { class: "btn", type: "button", "data-action": "add-to-list", onclick: () => addToList(summary) }, icon("plus"), h("span", { text: t("booth.add_to_list") })),
+        summary.lane ? h("button", { class: "btn", type: "button", "data-action": "manual-entry", onclick: () => manualEntryFor(summary) }, h("span", { text: t("booth.manual_entry") })) : null)
+      : null;
+    const answered = isRead ? h("div", { class: "event-answers", "data-role": "event-answers" }) : null;
     body.append(
       h("div", { class: "event-head" },
-        summary.type === "plate" ? plateChip(plate, "big") : null,
-        summary.type === "plate" ? decisionBadge(decision, "big") : null,
-        decision && decision.reason ? h("span", { class: "event-reason", text: reasonText(decision.reason) }) : null),
+        isRead || OPERATOR_TYPES.includes(summary.type) ? plateChip(plate, "big") : null,
+        isRead || OPERATOR_TYPES.includes(summary.type) ? decisionBadge(decision, "big") : null,
+        decision && decision.reason ? h("span", { class: "event-reason", text: isRead ? reasonText(decision.reason) : openReasonText(decision.reason) }) : null,
+        operator ? h("span", { class: "event-operator", "data-role": "event-operator", text: t("booth.by", { name: operator.name }) }) : null),
+      actions,
+      answered,
       images.children.length ? images : null,
       list,
       h("details", { class: "raw" },
         h("summary", { text: t("events.raw") }),
         h("pre", { text: JSON.stringify(summary.raw || {}, null, 2) })));
+    if (answered) loadAnswers(summary, answered);
+  }
+
+  // ------------------------------------------------------ the refused car
+
+  async function loadBooth() {
+    try {
+      const data = await api("GET", "/api/booth");
+      state.booth.reasons = Array.isArray(data.open_reasons) ? data.open_reasons : [];
+    } catch (error) {
+      state.booth.reasons = [];
+    }
+  }
+
+  /** A configured reason in the page's language when it is a known one,
+   * else as the installer wrote it. */
+  function openReasonText(reason) {
+    return has(`open_reason.${reason}`) ? t(`open_reason.${reason}`) : reason;
+  }
+
+  function reasonOptions() {
+    return [["", t("booth.pick_reason")], ...state.booth.reasons.map((reason) => [reason, openReasonText(reason)])];
+  }
+
+  function openReasonFields() {
+    return [
+      { name: "reason", label: t("booth.reason"), type: "select", options: reasonOptions() },
+      { name: "note", label: t("booth.note"), maxlength: 500, hint: t("booth.note_hint") },
+    ];
+  }
+
+  /** The body of an open: the reason and the note, both asked for. */
+  function reasonBody(values) {
+    const missing = {};
+    if (!values.reason) missing.reason = t("booth.required");
+    if (!String(values.note || "").trim()) missing.note = t("booth.required");
+    if (Object.keys(missing).length) {
+      throw new ApiError(400, t("booth.reason_needed"), { errors: missing }, null);
+    }
+    return { reason: values.reason, note: String(values.note).trim() };
+  }
+
+  function isNoPlate(summary) {
+    return !summary.plate || (!!summary.decision && summary.decision.reason === "no_plate");
+  }
+
+  function readLine(summary) {
+    return t("booth.read_line", { plate: plateText(summary) || t("common.none"), lane: laneOfEvent(summary), time: fmtClock(summary.received_at) });
+  }
+
+  async function openForRead(summary) {
+    const data = await formDialog({
+      title: t("booth.open_title", { plate: plateText(summary) || t("common.none") }),
+      text: readLine(summary),
+      ok: t("lane.confirm_open"),
+      fields: openReasonFields(),
+      submit: (values) => api("POST", `/api/events/${encodeURIComponent(summary.id)}/open`, { json: reasonBody(values) }),
+    });
+    if (!data) return;
+    if (summary.camera) followCommand(summary.camera, data.command);
+    toast(t("booth.opened", { lane: laneOfEvent(summary) }), "ok");
+    refreshEventDialog(summary);
+  }
+
+  async function correctRead(summary) {
+    const data = await formDialog({
+      title: t("booth.correct_title"),
+      text: readLine(summary),
+      ok: t("booth.correct_save"),
+      fields: [
+        { name: "plate", label: t("booth.right_plate"), value: summary.plate || "", maxlength: 32 },
+        { name: "decide", label: t("booth.decide_again"), type: "checkbox", value: true, hint: t("booth.decide_hint") },
+        { name: "note", label: t("booth.note"), maxlength: 500 },
+      ],
+      submit: (values) => api("POST", `/api/events/${encodeURIComponent(summary.id)}/correct`, {
+        json: { plate: values.plate.trim(), decide: !!values.decide, note: values.note.trim() },
+      }),
+    });
+    if (!data) return;
+    const fixed = data.event || {};
+    const decided = fixed.decision;
+    if (summary.camera && data.command) followCommand(summary.camera, data.command);
+    toast(decided
+      ? t(decided.open ? "booth.corrected_open" : "booth.corrected_denied", { plate: fixed.plate, reason: reasonText(decided.reason) })
+      : t("booth.corrected", { plate: fixed.plate }), decided && !decided.open ? "error" : "ok");
+    refreshEventDialog(summary);
+  }
+
+  function addToList(summary) {
+    const when = toDate(summary.received_at) || new Date();
+    const lane = summary.lane;
+    openEntryDialog(null, {
+      eventId: summary.id,
+      plate: summary.plate || "",
+      day: siteClock(when).date,
+      lanes: lane ? [lane] : [],
+      note: t("booth.list_note", { lane: laneOfEvent(summary), time: fmtDateTime(summary.received_at) }),
+    });
+  }
+
+  function manualEntryFor(summary) {
+    const camera = cameraBySerial(summary.camera) || { serialno: summary.camera, lane: summary.lane };
+    manualEntry(camera, summary);
+  }
+
+  async function manualEntry(camera, read) {
+    const lane = camera.lane;
+    if (!lane) return;
+    // The lane's last read answers it when no plate was read there.
+    const last = read || camera.last_plate;
+    const answers = read || (last && last.type === "plate" && last.lane === lane && isNoPlate(last) ? last : null);
+    const data = await formDialog({
+      title: t("booth.manual_title", { lane }),
+      text: t("booth.manual_text"),
+      ok: t("booth.manual_save"),
+      fields: [
+        { name: "plate", label: t("booth.typed_plate"), maxlength: 32, value: read && !isNoPlate(read) ? read.plate : "" },
+        ...openReasonFields().map((field) => field.name === "note" ? { ...field, hint: null } : field),
+        { name: "open", label: t("booth.manual_open"), type: "checkbox", value: true },
+      ],
+      submit: (values) => {
+        const missing = {};
+        if (!values.plate.trim()) missing.plate = t("booth.required");
+        if (!values.reason) missing.reason = t("booth.required");
+        if (Object.keys(missing).length) throw new ApiError(400, t("booth.reason_needed"), { errors: missing }, null);
+        const json = { plate: values.plate.trim(), reason: values.reason, note: values.note.trim(), open: !!values.open };
+        if (answers) json.event_id = answers.id;
+        return api("POST", `/api/lanes/${encodeURIComponent(lane)}/manual-entry`, { json });
+      },
+    });
+    if (!data) return;
+    if (data.command) followCommand(camera.serialno, data.command);
+    toast(t("booth.manual_done", { plate: (data.event && data.event.plate) || "", lane }), "ok");
+    if (read) refreshEventDialog(read);
+  }
+
+  function refreshEventDialog(summary) {
+    const dialog = $("event-dialog");
+    if (dialog.open && $("event-body").dataset.id === summary.id) {
+      const box = $("event-body").querySelector("[data-role=event-answers]");
+      if (box) loadAnswers(summary, box);
+    }
+  }
+
+  async function loadAnswers(summary, box) {
+    try {
+      const data = await api("GET", `/api/events/${encodeURIComponent(summary.id)}/answers`);
+      if ($("event-body").dataset.id !== summary.id) return;
+      clear(box);
+      const answers = data.events || [];
+      if (!answers.length) return;
+      box.append(h("h3", { text: t("booth.answered_by") }));
+      const list = h("ul", { class: "answers-list" });
+      for (const answer of answers) list.append(h("li", { dataset: { type: answer.type } }, answerLine(answer)));
+      box.append(list);
+    } catch (error) {
+      if (error.status !== 404) failed(t("booth.answered_by"), error);
+    }
+  }
+
+  /** One line for what an operator did: when, who, what, why. */
+  function answerLine(summary) {
+    const raw = summary.raw || {};
+    const who = raw.operator ? raw.operator.name : t("common.none");
+    const what = t(`events.type.${summary.type}`);
+    const parts = [fmtClock(summary.received_at), who, what];
+    if (summary.type === "plate_correction") {
+      parts.push(summary.plate);
+      if (summary.decision) parts.push(t(summary.decision.open ? "decision.open" : "decision.denied"), reasonText(summary.decision.reason));
+    } else if (summary.type === "manual_entry") {
+      parts.push(summary.plate);
+    }
+    if (raw.reason && summary.type !== "plate_correction") parts.push(openReasonText(raw.reason));
+    if (raw.note) parts.push(`“${raw.note}”`);
+    return parts.filter(Boolean).join(" · ");
+  }
+
+  function onOperatorEvent(summary) {
+    if (summary.answers) {
+      state.booth.answered.add(summary.answers);
+      const camera = cameraBySerial(summary.camera);
+      if (camera && camera.last_plate && camera.last_plate.id === summary.answers) renderCard(camera);
+    }
+    if (state.view === "events" && state.events.loaded && matchesQuery(summary)) {
+      state.events.rows = [summary, ...state.events.rows.filter((row) => row.id !== summary.id)];
+      renderEvents();
+    }
+    if (summary.answers) {
+      const dialog = $("event-dialog");
+      if (dialog.open && $("event-body").dataset.id === summary.answers) refreshEventDialog({ id: summary.answers });
+    }
+    if (state.view === "reports" && state.booth.handover) loadHandover();
+  }
+
+  // ---------------------------------------------------------------- reports
+
+  function todayAtSite() {
+    return siteClock(new Date()).date;
+  }
+
+  function showReports() {
+    const day = $("report-date");
+    if (!day.value) day.value = todayAtSite();
+    const since = $("handover-since");
+    if (!since.value) {
+      // The shift so far: from 8 hours ago, in site time.
+      const start = siteClock(new Date(Date.now() - 8 * 3600 * 1000));
+      since.value = `${start.date}T${start.clock.slice(0, 5)}`;
+    }
+    updateExportLink();
+    loadReport();
+  }
+
+  function updateExportLink() {
+    const day = $("report-date").value || todayAtSite();
+    const link = $("report-export");
+    link.href = `/api/events.csv?from=${encodeURIComponent(day)}&to=${encodeURIComponent(day)}`;
+    link.download = `events-${day}.csv`;
+  }
+
+  async function loadReport() {
+    const day = $("report-date").value || todayAtSite();
+    try {
+      state.booth.report = await api("GET", `/api/reports/daily?date=${encodeURIComponent(day)}`);
+    } catch (error) {
+      state.booth.report = null;
+      failed(t("reports.daily"), error);
+    }
+    renderReport();
+  }
+
+  const REPORT_COLUMNS = ["entries", "exits", "refused_total", "manual_opens", "corrections", "manual_entries"];
+
+  function reportTable(report, id) {
+    const table = h("table", { class: "table responsive report-table", id });
+    table.append(h("thead", null, h("tr", null,
+      h("th", { text: t("events.lane") }),
+      ...REPORT_COLUMNS.map((name) => h("th", { text: t(`reports.${name}`) })),
+      h("th", { text: t("reports.refused_by_reason") }))));
+    const body = h("tbody");
+    const rows = [...report.lanes, { ...report.totals, lane: t("reports.total"), total: true }];
+    for (const row of rows) {
+      const refused = Object.entries(row.refused || {}).map(([reason, count]) => `${reasonText(reason)} ${count}`).join(", ");
+      body.append(h("tr", { class: row.total ? "report-total" : "", dataset: { lane: row.total ? "" : row.lane || "" } },
+        h("td", { dataset: { label: t("events.lane") }, text: row.lane || t("lane.no_lane") }),
+        ...REPORT_COLUMNS.map((name) => h("td", { class: "num", dataset: { label: t(`reports.${name}`), column: name }, text: fmtNumber(row[name] || 0) })),
+        h("td", { dataset: { label: t("reports.refused_by_reason") }, text: refused || "–" })));
+    }
+    table.append(body);
+    return table;
+  }
+
+  function renderReport() {
+    const box = $("report-body");
+    if (!box) return;
+    clear(box);
+    const report = state.booth.report;
+    if (!report) return;
+    box.append(h("p", { class: "muted", text: t("reports.daily_of", { date: report.date, zone: report.timezone }) }), reportTable(report, "report-table"));
+  }
+
+  async function loadHandover() {
+    const since = $("handover-since").value;
+    if (!since) return;
+    try {
+      // A time typed here is the site's: the gateway reads it so.
+      state.booth.handover = await api("GET", `/api/reports/handover?since=${encodeURIComponent(since)}`);
+    } catch (error) {
+      state.booth.handover = null;
+      failed(t("reports.handover"), error);
+    }
+    renderHandover();
+  }
+
+  function renderHandover() {
+    const box = $("handover-body");
+    if (!box) return;
+    clear(box);
+    const report = state.booth.handover;
+    $("handover-print").hidden = !report;
+    if (!report) return;
+    box.append(
+      h("h3", { class: "print-only", text: t("reports.handover") }),
+      h("p", { class: "muted", "data-role": "handover-range", text: t("reports.handover_range", { since: fmtDateTime(report.since), until: fmtDateTime(report.until), by: report.by }) }),
+      reportTable(report, "handover-table"));
+    const actions = report.actions || [];
+    box.append(h("h3", { text: t("reports.manual_actions") }));
+    if (!actions.length) {
+      box.append(h("p", { class: "muted", text: t("reports.no_actions") }));
+      return;
+    }
+    const table = h("table", { class: "table responsive table-compact", id: "handover-actions" },
+      h("thead", null, h("tr", null,
+        ...["time", "lane", "what", "plate", "operator", "reason", "note"].map((name) => h("th", { text: t(`reports.col_${name}`) })))));
+    const body = h("tbody");
+    for (const action of actions) {
+      const raw = action.raw || {};
+      body.append(h("tr", { dataset: { type: action.type } },
+        h("td", { dataset: { label: t("reports.col_time") }, text: fmtDateTime(action.received_at) }),
+        h("td", { dataset: { label: t("reports.col_lane") }, text: laneOfEvent(action) }),
+        h("td", { dataset: { label: t("reports.col_what") }, text: t(`events.type.${action.type}`) }),
+        h("td", { dataset: { label: t("reports.col_plate") }, text: action.plate || "–" }),
+        h("td", { dataset: { label: t("reports.col_operator") }, text: raw.operator ? raw.operator.name : "–" }),
+        h("td", { dataset: { label: t("reports.col_reason") }, text: raw.reason ? openReasonText(raw.reason) : "–" }),
+        h("td", { dataset: { label: t("reports.col_note") }, text: raw.note || "–" })));
+    }
+    table.append(body);
+    box.append(table);
+    if (report.actions_truncated) box.append(h("p", { class: "muted", text: t("reports.truncated") }));
   }
 
   // -------------------------------------------------------------- whitelist
@@ -1561,9 +1919,10 @@
     }
   }
 
-  function openEntryDialog(entry) {
+  function openEntryDialog(entry, prefill) {
     const form = $("entry-form");
     state.whitelist.editing = entry ? entry.plate : null;
+    state.whitelist.forEvent = prefill ? prefill.eventId : null;
     form.reset();
     clearEntryErrors();
     $("entry-title").textContent = entry ? t("whitelist.title_edit", { plate: entry.plate }) : t("whitelist.title_add");
@@ -1579,6 +1938,14 @@
     form.elements.hours.value = entry ? entry.hours || "" : "";
     form.elements.note.value = entry ? entry.note || "" : "";
     renderEntryLanes(entry ? entry.lanes || [] : []);
+    if (prefill) {
+      // From a read: its plate, for that lane, valid from its day to the end of it.
+      form.elements.plate.value = prefill.plate;
+      form.elements.valid_from_date.value = prefill.day;
+      form.elements.valid_until_date.value = prefill.day;
+      form.elements.note.value = prefill.note;
+      renderEntryLanes(prefill.lanes);
+    }
     const dialog = $("entry-dialog");
     dialog.showModal();
     (entry ? form.elements.valid_until_date : form.elements.plate).focus();
@@ -1651,10 +2018,11 @@
     try {
       const saved = editing
         ? await api("PUT", `/api/whitelist/${encodeURIComponent(editing)}`, { json: entry })
-        : await api("POST", "/api/whitelist", { json: entry });
+        : await api("POST", state.whitelist.forEvent ? `/api/whitelist?event=${encodeURIComponent(state.whitelist.forEvent)}` : "/api/whitelist", { json: entry });
       $("entry-dialog").close();
       toast(t("whitelist.saved", { plate: (saved && saved.plate) || entry.plate }), "ok");
-      loadWhitelist();
+      state.whitelist.forEvent = null;
+      if (state.view === "whitelist") loadWhitelist();
     } catch (error) {
       if (error.status === 401) return;
       if (error.status === 400 || error.status === 409 || error.status === 404) showEntryErrors(error);
@@ -1994,6 +2362,7 @@
       searchEvents(false);
     }
     if (name === "whitelist") loadWhitelist();
+    if (name === "reports") showReports();
     if (name === "users") loadAccounts();
   }
 
@@ -2011,6 +2380,8 @@
     renderImport(state.whitelist.importResult || null);
     renderStatus();
     renderAccounts();
+    renderReport();
+    renderHandover();
   }
 
   // ------------------------------------------------- users, tokens, audit
@@ -2037,11 +2408,19 @@
         input = h("select", { name: field.name },
           ...field.options.map(([value, label]) => h("option", { value, text: label })));
         if (field.value) input.value = field.value;
+      } else if (field.type === "checkbox") {
+        holder.append(h("div", { class: "field" },
+          h("label", { class: "check" },
+            h("input", { type: "checkbox", name: field.name, checked: !!field.value }),
+            h("span", { text: field.label })),
+          field.hint ? h("span", { class: "hint", text: field.hint }) : null));
+        continue;
       } else {
         input = h("input", {
           name: field.name, type: field.type || "text", autocomplete: field.autocomplete || "off",
           spellcheck: "false", maxlength: field.maxlength || null,
         });
+        if (field.value) input.value = field.value;
       }
       holder.append(h("label", { class: "field" },
         h("span", { text: field.label }), input,
@@ -2064,7 +2443,10 @@
         message.hidden = true;
         for (const node of holder.querySelectorAll(".field-error")) node.textContent = "";
         const values = {};
-        for (const field of fields) values[field.name] = form.elements[field.name].value;
+        for (const field of fields) {
+          const element = form.elements[field.name];
+          values[field.name] = field.type === "checkbox" ? element.checked : element.value;
+        }
         $("form-dialog-ok").disabled = true;
         try {
           finish(await submit(values));
@@ -2309,6 +2691,22 @@
     });
     $("audit-more").addEventListener("click", loadOlderAudit);
     window.addEventListener("hashchange", route);
+
+    $("report-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      updateExportLink();
+      loadReport();
+    });
+    $("report-date").addEventListener("change", updateExportLink);
+    $("handover-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      loadHandover();
+    });
+    $("handover-print").addEventListener("click", () => {
+      document.body.classList.add("printing-handover");
+      window.print();
+    });
+    window.addEventListener("afterprint", () => document.body.classList.remove("printing-handover"));
 
     $("events-form").addEventListener("submit", (event) => {
       event.preventDefault();
