@@ -17,7 +17,7 @@ it when it reads it, so a correction is replayed like a passage.
 from __future__ import annotations
 
 import json
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -50,6 +50,18 @@ __all__ = ["CONSUMER", "Occupancy", "UnknownArea", "correction_record"]
 
 log = Logger()
 
+#: Events that let a car through when their barrier opened: a camera's read,
+#: and what an operator did for a car.
+_PASSAGE_TYPES = frozenset(
+    kind.value
+    for kind in (
+        EventType.PLATE,
+        EventType.OPERATOR_OPEN,
+        EventType.PLATE_CORRECTION,
+        EventType.MANUAL_ENTRY,
+    )
+)
+
 #: The occupancy's cursor over the events table.
 CONSUMER = "occupancy"
 _OFFSETS_KEY = "occupancy:corrections"
@@ -58,6 +70,9 @@ CATCH_UP_PAGE = 500
 #: Session changes waiting for the store beyond which the oldest are dropped
 #: (the store is failing; the counts in memory stay right).
 MAX_PENDING = 50_000
+#: Reads answered by an operator's passage remembered, so that a second
+#: answer to one read (an open, then a correction) is not a second car.
+MAX_ANSWERED = 10_000
 #: The most cars an operator may say are inside.
 MAX_CORRECTION = 1_000_000
 
@@ -135,6 +150,8 @@ class Occupancy(MultiService):
         )
         self.loaded = False
         self._cursor = 0
+        # The reads the booth let a car through for, lately (one car each).
+        self._answered: OrderedDict[str, None] = OrderedDict()
         self._pending: deque[ParkingSession] = deque()
         self._flush_timer: IDelayedCall | None = None
         self._flushing: Deferred[None] | None = None
@@ -200,6 +217,7 @@ class Occupancy(MultiService):
                     offline=record.offline,
                     at=record.received_at,
                     raw=record.raw,
+                    answers=record.answers,
                 )
             if len(page) < CATCH_UP_PAGE:
                 break
@@ -239,6 +257,7 @@ class Occupancy(MultiService):
             offline=bool(payload.get("offline")),
             at=at,
             raw=raw if isinstance(raw, Mapping) else {},
+            answers=payload.get("answers") if isinstance(payload.get("answers"), str) else None,
         )
         if changed:
             self._changed()
@@ -255,16 +274,26 @@ class Occupancy(MultiService):
         offline: bool,
         at: datetime,
         raw: Mapping[str, Any],
+        answers: str | None = None,
     ) -> bool:
         """Apply one kept event; whether the counts changed."""
         self._cursor = max(self._cursor, seq)
         changed = False
-        if type == EventType.PLATE.value:
+        if type in _PASSAGE_TYPES:
             settings = self._lanes.named(lane) if lane else None
-            # A passage: the barrier opened for a live read with a plate. An
-            # offline record is not one (the gateway cannot tell whether
-            # the camera let that car through).
-            if settings is not None and opened is True and not offline and plate:
+            # A passage: the barrier opened for a live read with a plate, or
+            # an operator let a car through (an open for a refused read, a
+            # corrected plate decided again, a manual entry). An offline
+            # record is not one (the gateway cannot tell whether the camera
+            # let that car through). A read the booth answered twice (opened
+            # for, then corrected) is one car.
+            passed = settings is not None and opened is True and not offline and bool(plate)
+            if passed and answers is not None:
+                passed = answers not in self._answered
+                self._answered[answers] = None
+                while len(self._answered) > MAX_ANSWERED:
+                    self._answered.popitem(last=False)
+            if passed and settings is not None:
                 written = self.book.passage(
                     plate=plate,
                     lane=settings.name,

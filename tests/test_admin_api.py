@@ -1324,7 +1324,7 @@ class AdminSiteTests(AdminTestCase):
     async def test_only_the_expected_routes_are_open_and_only_the_import_reads_more(self) -> None:
         await self.build()
         routes = self.api.routes()
-        self.assertEqual(len(routes), 51)
+        self.assertEqual(len(routes), 52)
         opened = sorted(route.url for route in routes if route.access.role is None)
         self.assertEqual(opened, ["/", "/api/login", "/api/logout", "/static/<path:name>", "/wall"])
         public = [route.url for route in routes if route.access.reason and route.access.role]

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from gateway.admin import booth
+from gateway.policy.occupancy import ParkingSession, SessionState
 from gateway.store import EventRecord, EventType
 from gateway.upstream.events import event_json
 from support.admin import BASE, ENTRANCE, EXIT, SCRAPER_TOKEN, AdminTestCase, Camera, Client, settle
@@ -384,6 +385,7 @@ READS = (
     "/api/reports/daily?date=2025-03-01",
     "/api/reports/handover?since={since}",
     "/api/events.csv?from=2025-03-01",
+    "/api/sessions.csv?from=2025-03-01",
     "/api/events/{read}/answers",
 )
 
@@ -709,6 +711,73 @@ class ExportTests(BoothTestCase):
         opened = next(row for row in rows if row["type"] == "operator_open")
         self.assertEqual((opened["operator"], opened["answers"]), ("olga", read["id"]))
         self.assertEqual(opened["note"], "'+1 555 guard")
+
+    async def test_the_sessions_of_a_day_stream_in_time_order_guarded(self) -> None:
+        await self.build()
+        store = self.store
+        page_size = 20
+        self.patch(booth, "EXPORT_PAGE", page_size)
+        sessions = [
+            ParkingSession(
+                key=f"p-s{n:015d}:",
+                plate=f"京S{n:05d}",
+                area="",
+                state=SessionState.CLOSED,
+                entered_at=local(1, 8) + timedelta(minutes=n),
+                entry_lane="Entrance",
+                entry_event=f"p-s{n:015d}",
+                left_at=local(1, 9) + timedelta(minutes=n),
+                exit_lane="Exit",
+                exit_event=f"p-t{n:015d}",
+            )
+            for n in range(page_size * 2 + 5)
+        ]
+        # An exit with no entry is timed by its exit; one on the next day is out.
+        sessions.append(
+            ParkingSession(
+                key="p-u000000000000001:", plate='=HYPERLINK("http://x")', area="",
+                state=SessionState.NO_ENTRY, left_at=local(1, 23, 30), exit_lane="Exit",
+                exit_event="p-u000000000000001",
+            )
+        )
+        sessions.append(
+            ParkingSession(
+                key="p-v000000000000001:", plate="京B00001", area="",
+                state=SessionState.INSIDE, entered_at=local(2, 0, 30), entry_lane="Entrance",
+                entry_event="p-v000000000000001",
+            )
+        )
+        await store.save_parking_sessions(
+            sessions, consumer="occupancy", cursor=0, offsets_key="occupancy:corrections",
+            offsets="{}",
+        )
+        pages: list[int] = []
+        reading = store.sessions_in_range
+
+        async def counted(*args: Any, **kwargs: Any) -> list[Any]:
+            page = await reading(*args, **kwargs)
+            pages.append(len(page))
+            return page
+
+        self.patch(store, "sessions_in_range", counted)
+        client = Client(self.api)
+        self.assertEqual((await client.login("vera")).status, 200)  # a viewer reads it
+        answer = await client.get("/api/sessions.csv?from=2025-03-01&to=2025-03-01")
+        self.assertEqual(answer.status, 200, answer.body)
+        self.assertEqual(answer.header("content-type"), "text/csv; charset=utf-8")
+        self.assertIn("sessions-20250301", answer.header("content-disposition") or "")
+        rows = parse_csv(answer.body)
+        self.assertEqual(len(rows), page_size * 2 + 6)
+        self.assertEqual(
+            (rows[0]["entered"], rows[0]["left"], rows[0]["duration_seconds"], rows[0]["state"]),
+            ("2025-03-01T08:00:00+08:00", "2025-03-01T09:00:00+08:00", "3600", "closed"),
+        )
+        self.assertEqual([row["plate"] for row in rows[:3]], ["京S00000", "京S00001", "京S00002"])
+        flagged = rows[-1]
+        self.assertEqual((flagged["state"], flagged["entered"]), ("no_entry", ""))
+        self.assertEqual(flagged["plate"], '\'=HYPERLINK("http://x")')
+        # Never read whole: the store was asked a bounded page at a time.
+        self.assertEqual(pages, [page_size, page_size, 6])
 
     async def test_bad_ranges(self) -> None:
         await self.build()

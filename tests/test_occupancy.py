@@ -25,7 +25,7 @@ from gateway.camera.commands import SendSerial
 from gateway.config import parse_config
 from gateway.policy.occupancy import SITE, OccupancyBook, Scope, SessionState
 from gateway.protocol.board import ShowLines, decode_frame
-from gateway.store import EventType
+from gateway.store import EventRecord, EventType, new_event_id
 from support.admin import Camera
 from support.gateway import plate_body
 from support.parts import GatewayParts, build_parts
@@ -217,6 +217,50 @@ class OccupancyServiceTests(TestCase):
         await parts.stop()
         again = await self.build(self.state_dir)
         self.assertEqual(again.occupancy.to_json()["inside"], 7)
+
+    async def operator_event(
+        self, parts: GatewayParts, kind: EventType, plate: str, lane: str, answers: str | None
+    ) -> None:
+        """What the booth keeps when it lets a car through (gateway.admin.booth)."""
+        now = datetime.fromtimestamp(self.clock.seconds(), tz=timezone.utc)
+        await parts.recorder.keep(
+            EventRecord(
+                id=new_event_id("manual" if kind is EventType.MANUAL_ENTRY else "open"),
+                type=kind,
+                received_at=now,
+                camera=None,
+                lane=lane,
+                plate=plate,
+                decision_open=True,
+                decision_reason="visitor",
+                decision_source="operator",
+                raw={"operator": {"name": "olga", "role": "operator"}, "reason": "visitor",
+                     **({"answers": answers} if answers else {})},
+                answers=answers,
+            )
+        )
+
+    async def test_a_car_the_booth_lets_through_is_a_passage_once(self) -> None:
+        parts = await self.build()
+        # Refused at the staff lane's rule: the camera's read moves nothing.
+        await self.read(STAFF_IN, "京Z99999")
+        self.assertEqual(parts.occupancy.to_json()["inside"], 0)
+        store = parts.store
+        assert store is not None
+        (read,) = await store.recent_events(limit=1, type=EventType.PLATE)
+        # Opened for by an operator, then its plate corrected and decided
+        # again (the barrier opening once more): one car.
+        await self.operator_event(parts, EventType.OPERATOR_OPEN, "京Z99999", "Staff in", read.id)
+        await self.operator_event(
+            parts, EventType.PLATE_CORRECTION, "京Z99998", "Staff in", read.id
+        )
+        self.assertEqual(parts.occupancy.to_json()["inside"], 1)
+        # A car with no readable plate, let in by hand with its plate typed.
+        await self.operator_event(parts, EventType.MANUAL_ENTRY, "京M00001", "Entrance", None)
+        self.assertEqual(parts.occupancy.to_json()["inside"], 2)
+        # And it leaves through a camera like any car.
+        await self.read(EXIT, "京M00001")
+        self.assertEqual(parts.occupancy.to_json()["inside"], 1)
 
     async def test_areas_are_counted_apart(self) -> None:
         parts = await self.build(

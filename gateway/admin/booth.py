@@ -26,6 +26,8 @@ Reports (viewers too), in the site's time zone:
 * ``GET /api/events.csv?from=&to=``: the events of a time range as CSV,
   streamed from the store a page at a time (never held whole in memory),
   each cell guarded against spreadsheet formulas.
+* ``GET /api/sessions.csv?from=&to=``: the parking sessions of a time range
+  (by the entry's time, else the exit's) as CSV, streamed the same way.
 * ``GET /api/events/{id}/answers``: the operators' events that answer a read.
 * ``GET /api/booth``: the reasons an operator may give.
 """
@@ -34,9 +36,9 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import attrs
@@ -64,6 +66,7 @@ from gateway.camera.events import EventNotKept
 from gateway.camera.recorder import StoreRecorder, event_summary
 from gateway.gate import Gate, GateLane, GateVerdict, PlateRead
 from gateway.policy.csvformat import guard_cell
+from gateway.policy.occupancy import ParkingSession
 from gateway.policy.plates import is_no_plate, normalise_plate
 from gateway.site import Lanes, LaneSettings
 from gateway.store import (
@@ -90,6 +93,8 @@ EXPORT_PAGE = 200
 MAX_HANDOVER_EVENTS = 1000
 #: How far back a hand-over may reach.
 MAX_HANDOVER_DAYS = 31
+
+T = TypeVar("T")
 
 #: The columns of ``/api/events.csv``, in order.
 EVENT_CSV_COLUMNS: tuple[str, ...] = (
@@ -344,6 +349,44 @@ def event_csv_rows(records: Sequence[EventRecord], zone: tzinfo) -> str:
             str(record.raw.get("note") or "") if operator is not None else "",
             record.answers or "",
             record.id,
+        ]
+        writer.writerow([guard_cell(cell) for cell in row])
+    return output.getvalue()
+
+
+#: The columns of ``/api/sessions.csv``, in order.
+SESSION_CSV_COLUMNS: tuple[str, ...] = (
+    "entered",
+    "left",
+    "duration_seconds",
+    "plate",
+    "area",
+    "state",
+    "entry_lane",
+    "exit_lane",
+    "entry_event",
+    "exit_event",
+)
+
+
+def session_csv_rows(sessions: Sequence[ParkingSession], zone: tzinfo) -> str:
+    """CSV lines (no header) for parking ``sessions``, times in ``zone``,
+    each cell guarded as for the events. The site's sessions have area ``""``."""
+    output = io.StringIO()
+    writer = csv.writer(output, lineterminator="\r\n")
+    for session in sessions:
+        duration = session.duration_seconds
+        row = [
+            _local(session.entered_at, zone),
+            _local(session.left_at, zone),
+            "" if duration is None else f"{duration:.0f}",
+            session.plate,
+            session.area,
+            session.state.value,
+            session.entry_lane or "",
+            session.exit_lane or "",
+            session.entry_event or "",
+            session.exit_event or "",
         ]
         writer.writerow([guard_cell(cell) for cell in row])
     return output.getvalue()
@@ -729,63 +772,107 @@ class BoothResource:
 
     @authorized(app, "/api/events.csv", methods=["GET"], role=VIEWER)
     async def events_csv(self, request: IRequest, who: Principal) -> bytes:
+        since, until = self._range(request)
+        store = open_store(self._store)
+
+        async def page(after: EventRecord | None) -> list[EventRecord]:
+            key = None if after is None else (after.received_at, after.seq or 0)
+            return await store.events_in_range(since, until, key, EXPORT_PAGE)
+
+        await self._stream_csv(
+            request, who, "events", since, until, EVENT_CSV_COLUMNS, page,
+            lambda records: event_csv_rows(records, self._zone),
+        )
+        return b""
+
+    @authorized(app, "/api/sessions.csv", methods=["GET"], role=VIEWER)
+    async def sessions_csv(self, request: IRequest, who: Principal) -> bytes:
+        since, until = self._range(request)
+        store = open_store(self._store)
+
+        async def page(
+            after: tuple[int, int, ParkingSession] | None,
+        ) -> list[tuple[int, int, ParkingSession]]:
+            key = None if after is None else (after[0], after[1])
+            return await store.sessions_in_range(since, until, key, EXPORT_PAGE)
+
+        await self._stream_csv(
+            request, who, "sessions", since, until, SESSION_CSV_COLUMNS, page,
+            lambda sessions: session_csv_rows([s for _, _, s in sessions], self._zone),
+        )
+        return b""
+
+    def _range(self, request: IRequest) -> tuple[datetime, datetime]:
         since = self._moment(request, "from", end=False)
         if since is None:
             raise ApiError(400, "from is required", errors={"from": "required"})
         until = self._moment(request, "to", end=True) or self._until_now()
         if until <= since:
             raise ApiError(400, "to must be after from", errors={"to": "must be after from"})
-        store = open_store(self._store)
+        return since, until
+
+    async def _stream_csv(
+        self,
+        request: IRequest,
+        who: Principal,
+        what: str,
+        since: datetime,
+        until: datetime,
+        columns: Sequence[str],
+        page: Callable[[T | None], Awaitable[list[T]]],
+        rows_of: Callable[[list[T]], str],
+    ) -> None:
+        """Answer a CSV file of ``what`` in [``since``, ``until``), streamed a
+        page at a time (``page(last of the previous page)``), pausing while
+        the client does not read: never built in memory."""
         try:
-            page = await store.events_in_range(since, until, limit=EXPORT_PAGE)
+            rows = await page(None)
         except StoreError as error:
             raise ApiError(503, f"the event store cannot answer: {error}") from None
         common_headers(request)
         request.setHeader(b"Content-Type", b"text/csv; charset=utf-8")
         first, last_time = since.astimezone(self._zone), until.astimezone(self._zone)
-        name = f"events-{first:%Y%m%d-%H%M}-{last_time:%Y%m%d-%H%M}.csv"
+        name = f"{what}-{first:%Y%m%d-%H%M}-{last_time:%Y%m%d-%H%M}.csv"
         request.setHeader(b"Content-Disposition", f"attachment; filename={name}".encode("ascii"))
         request.setHeader(b"Cache-Control", b"no-store")
         paced = _Paced()
         # The site's requests are twisted.web ones, which take a producer.
         consumer = cast(IConsumer, request)
         consumer.registerProducer(paced, True)
-        rows = 0
+        count = 0
         try:
             header = io.StringIO()
-            csv.writer(header, lineterminator="\r\n").writerow(EVENT_CSV_COLUMNS)
+            csv.writer(header, lineterminator="\r\n").writerow(columns)
             # With a BOM, spreadsheets read the file as UTF-8 (plates in Chinese).
             request.write(("\ufeff" + header.getvalue()).encode("utf-8"))
-            while page and not paced.stopped:
-                request.write(event_csv_rows(page, self._zone).encode("utf-8"))
-                rows += len(page)
-                if len(page) < EXPORT_PAGE:
+            while rows and not paced.stopped:
+                request.write(rows_of(rows).encode("utf-8"))
+                count += len(rows)
+                if len(rows) < EXPORT_PAGE:
                     break
                 await paced.ready()
-                last = page[-1]
                 try:
-                    page = await store.events_in_range(
-                        since, until, (last.received_at, last.seq or 0), EXPORT_PAGE
-                    )
+                    rows = await page(rows[-1])
                 except StoreError as error:
                     # The file must not look whole: the connection is cut
                     # without the end of the answer.
                     log.error(
-                        "The CSV export stopped after {rows} events: {reason}",
-                        rows=rows,
+                        "The CSV export of {what} stopped after {rows} rows: {reason}",
+                        what=what,
+                        rows=count,
                         reason=str(error),
                     )
                     _abort(request)
-                    return b""
+                    return
         finally:
             consumer.unregisterProducer()
         log.info(
-            "{user} ({role}) exported {rows} events as CSV",
+            "{user} ({role}) exported {rows} {what} as CSV",
             user=who.name,
             role=who.role,
-            rows=rows,
+            rows=count,
+            what=what,
         )
-        return b""
 
 
 def _abort(request: IRequest) -> None:

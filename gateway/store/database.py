@@ -2262,6 +2262,33 @@ class Database:
 
         self.write(work)
 
+    def sessions_in_range(
+        self, since: datetime, until: datetime, after: tuple[int, int] | None, limit: int
+    ) -> list[tuple[int, int, ParkingSession]]:
+        """Up to ``limit`` sessions whose time (the entry's, else the exit's)
+        is in [``since``, ``until``), in that order, after the key ``after``
+        (the ``(time, seq)`` of the previous page's last); each with its
+        time (unix microseconds) and seq. The time index serves it: each page
+        costs its own rows."""
+        moment = "COALESCE(entered_at, left_at)"
+        clauses = [f"{moment} >= ?", f"{moment} < ?"]
+        params: list[Any] = [to_us(since), to_us(until)]
+        if after is not None:
+            clauses.append(f"({moment}, seq) > (?, ?)")
+            params += [after[0], after[1]]
+        params.append(limit)
+        sql = (
+            f"SELECT {moment}, seq, {_SESSION_COLUMNS} FROM parking_sessions "
+            f"INDEXED BY parking_sessions_time WHERE {' AND '.join(clauses)} "
+            f"ORDER BY {moment}, seq LIMIT ?"
+        )
+        return self.read(
+            lambda c: [
+                (int(row[0]), int(row[1]), _session_from_row(row[2:]))
+                for row in c.execute(sql, params)
+            ]
+        )
+
     def parking_sessions(
         self, area: str | None, state: str | None, before: int | None, limit: int
     ) -> list[tuple[int, ParkingSession]]:

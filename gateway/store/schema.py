@@ -254,6 +254,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX event_answers_read ON event_answers (answers)",
     ),
+    # 12: the parking sessions by their time (the entry's, else the exit's),
+    # so that an export of a time range reads only its own sessions.
+    (
+        "CREATE INDEX parking_sessions_time ON parking_sessions "
+        "(COALESCE(entered_at, left_at), seq)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1082,6 +1082,20 @@ class Store:
         """Parking sessions with their seq, newest first."""
         return await self._read(lambda: self._db.parking_sessions(area, state, before, limit))
 
+    async def sessions_in_range(
+        self,
+        since: datetime,
+        until: datetime,
+        after: tuple[int, int] | None = None,
+        limit: int = 500,
+    ) -> list[tuple[int, int, ParkingSession]]:
+        """Parking sessions whose time (the entry's, else the exit's) is in
+        [``since``, ``until``), oldest first, a page of at most ``limit``
+        (capped at 1000) after the key ``after``: the ``(time, seq)`` of the
+        previous page's last, as given with each session."""
+        limit = max(1, min(int(limit), 1000))
+        return await self._read(lambda: self._db.sessions_in_range(since, until, after, limit))
+
     # -- key/value state -------------------------------------------------------
 
     async def kv_get(self, key: str) -> str | None:
