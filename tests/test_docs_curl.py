@@ -95,9 +95,11 @@ class DocumentedCurlTests(GatewayTestCase):
             result = await deferToThread(bash, command, {"TOKEN": token, "PATH": "/usr/bin:/bin"})
             self.assertEqual(result.returncode, 0, f"{line}: {result.stderr}")
             if saved is not None:
-                # A file for a spreadsheet: the events as CSV, with their header.
+                # A file for a spreadsheet: events or parking sessions as
+                # CSV, with their header.
                 written = (folder / saved.group(1)).read_text(encoding="utf-8-sig")
-                self.assertTrue(written.startswith("time,type,lane,"), line)
+                header = "entered,left," if "sessions" in saved.group(1) else "time,type,lane,"
+                self.assertTrue(written.startswith(header), line)
             else:
                 self.assertIsInstance(json.loads(result.stdout), dict, line)
 
