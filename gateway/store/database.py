@@ -93,8 +93,8 @@ _SQLITE_NOTADB = 26
 _CHUNK = 500
 #: Free pages given back to the file system per vacuum step (1 MiB of 4 KiB pages).
 VACUUM_STEP_PAGES = 256
-#: Event rows deleted per retention step: a plate committed meanwhile waits
-#: for one step at most (a few milliseconds).
+#: Event rows in a retention step when its caller gives no size (the store sizes
+#: its steps by the time they take: gateway.store.store._Pace).
 RETENTION_STEP = 100
 _INCREMENTAL = 2  # PRAGMA auto_vacuum's value for incremental vacuum
 #: kv totals of event retention, since the database was created.
