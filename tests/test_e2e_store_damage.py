@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +94,15 @@ class ReplacedDatabaseTests(TestCase):
         await store.write_plates([PlateRow(plate=f"P{n:05d}") for n in range(PLATES)])
         user = AdminUser(name="ada", password_hash=hash_password(PASSWORD), role="admin")
         await store.kv_set(USERS_KEY, json.dumps([user.to_json()]))
+        # Recent events: a site's last hours, none old enough for retention.
+        now = datetime.now(timezone.utc)
         records = [
-            plate_record(n, camera=CAMERA, raw={"plateid": n, "pad": os.urandom(300).hex()})
+            plate_record(
+                n,
+                camera=CAMERA,
+                received_at=now - timedelta(seconds=EVENTS - n),
+                raw={"plateid": n, "pad": os.urandom(300).hex()},
+            )
             for n in range(EVENTS)
         ]
         for record in records:
