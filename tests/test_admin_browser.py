@@ -1259,7 +1259,10 @@ class RefusedCarTests(AdminBrowserTestCase):
         refused = entrance.locator('[data-role="refused-actions"]')
         dialog = page.locator("#form-dialog")
 
-        # A refused car, opened for with a reason and a note.
+        # A refused car, opened for with a reason and a note (read once the
+        # page follows the live stream and shows the lanes).
+        expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
+        expect(entrance).to_be_visible()
         self.on_reactor(camera.read_plate, "沪C55555")
         expect(entrance.locator(".band-reason")).to_have_text("unknown plate")
         refused.locator('[data-action="open-for-read"]').click()
