@@ -841,48 +841,53 @@ class AdminAccounts(Service):
 
 def parse_stored_users(text: str | None) -> tuple[AdminUser, ...]:
     """The users kept in the store; a damaged entry is logged and skipped."""
-    if not text:
-        return ()
-    try:
-        items = json.loads(text)
-    except ValueError:
-        log.error("The stored admin users ({key}) are not JSON; ignored", key=USERS_KEY)
-        return ()
-    users = []
-    for item in items if isinstance(items, list) else []:
-        try:
-            users.append(
-                AdminUser(
-                    name=item["name"],
-                    password_hash=item["password_hash"],
-                    role=item["role"],
-                    disabled=item.get("disabled", False),
-                )
-            )
-        except (KeyError, TypeError, ValueError, AttributeError):
-            log.error("A stored admin user ({key}) is damaged; skipped", key=USERS_KEY)
-    return tuple(users)
+    return _parse_stored(
+        text,
+        USERS_KEY,
+        "user",
+        lambda item: AdminUser(
+            name=item["name"],
+            password_hash=item["password_hash"],
+            role=item["role"],
+            disabled=item.get("disabled", False),
+        ),
+    )
 
 
 def parse_stored_tokens(text: str | None) -> tuple[AdminToken, ...]:
     """The tokens kept in the store; a damaged entry is logged and skipped."""
+    return _parse_stored(
+        text,
+        TOKENS_KEY,
+        "token",
+        lambda item: AdminToken(name=item["name"], sha256=item["sha256"], role=item["role"]),
+    )
+
+
+def _parse_stored(
+    text: str | None, key: str, what: str, build: Callable[[Any], Stored]
+) -> tuple[Stored, ...]:
+    """The entries of a JSON list kept in the store under ``key``, each made
+    by ``build``; a list that is not JSON, or a damaged entry, is logged and
+    skipped."""
     if not text:
         return ()
     try:
         items = json.loads(text)
     except ValueError:
-        log.error("The stored admin tokens ({key}) are not JSON; ignored", key=TOKENS_KEY)
+        log.error(f"The stored admin {what}s ({{key}}) are not JSON; ignored", key=key)
         return ()
-    tokens = []
+    built = []
     for item in items if isinstance(items, list) else []:
         try:
-            tokens.append(AdminToken(name=item["name"], sha256=item["sha256"], role=item["role"]))
-        except (KeyError, TypeError, ValueError):
-            log.error("A stored admin token ({key}) is damaged; skipped", key=TOKENS_KEY)
-    return tuple(tokens)
+            built.append(build(item))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            log.error(f"A stored admin {what} ({{key}}) is damaged; skipped", key=key)
+    return tuple(built)
 
 
 T = TypeVar("T")
+Stored = TypeVar("Stored")
 
 
 def _valid(make: Callable[[], T]) -> T:
